@@ -1,0 +1,395 @@
+"""Stepwise weighted spike (SWS) coding with TSA neurons: exact conversion of a quantized ANN.
+
+Conversion (SWS paper, appendix A.1):
+
+* the input quantizer becomes an :class:`SWSEncoder` that emits the Tc signed digits of
+  ``Q - Z`` of every pixel (so padding with zeros downstream is exact);
+* every ReLU + activation quantizer becomes ``Gain(1/C_o) -> TSANeuron -> Gain(C_o)``, every
+  conv/linear a synapse with the dequantized weights, and every bias is spread over the Tc
+  input steps with the factor ``1 / sum_k beta^(Tc-k)`` (eq 19);
+* max-pooling becomes an :class:`SWSMaxPoolNeuron` on the running maximum;
+* :func:`~snnconvert.codings.gains.fold_gains` folds the scales into the weights, giving
+  ``W = W_hat * C_i / C_o`` (eq 18) and explicit gains only on identity shortcuts;
+* the classifier never fires: the decoder sums its output frames with weights beta^(Tc-k).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.utils.data import DataLoader
+
+from snnconvert.codings.base import ConversionInputs
+from snnconvert.codings.common import insert_neurons, path_latency, replace_synapses
+from snnconvert.codings.gains import fold_gains
+from snnconvert.errors import SnnConvertError
+from snnconvert.graph.modules import PadWithValues
+from snnconvert.graph.ops import Kind, kind_of, module_of
+from snnconvert.graph.passes import _finish, _set_module, add_module_after
+from snnconvert.graph.support import check_supported
+from snnconvert.neurons.base import unfold_time
+from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
+from snnconvert.quantize.modules import ActQuant
+from snnconvert.quantize.quantizer import INPUT_QUANT
+from snnconvert.simulate.network import SpikingNetwork
+from snnconvert.simulate.synapse import Gain, WeightedSumDecoder
+
+
+@dataclass
+class SWSConfig:
+    """Options of the SWS coding. ``Ts`` is one silent period for all TSA layers, a list with
+    one per neuron layer (graph order, see ``neuron_layers``), or ``"auto"``."""
+
+    Tc: int = 8
+    Ts: int | list[int] | str = 2
+    beta: float = 2.0
+    auto_agreement: float = 0.995  # target of --Ts auto on calibration data
+    auto_limit: int = 1000  # calibration images used by --Ts auto
+    auto_max: int | None = None  # largest silent period --Ts auto considers (default Tc)
+    neuron_layers: list[str] = field(default_factory=list)  # filled in by conversion
+
+    def validate(self) -> None:
+        if self.Tc < 1:
+            raise SnnConvertError(f"--Tc {self.Tc} is not possible: the coding needs at least 1 step")
+        if self.beta <= 1:
+            raise SnnConvertError(f"--beta {self.beta} is not possible: the amplification must be > 1")
+        if isinstance(self.Ts, str) and self.Ts != "auto":
+            raise SnnConvertError(f"--Ts {self.Ts!r} is not possible: give an integer, a list or 'auto'")
+        values = [self.Ts] if isinstance(self.Ts, int) else self.Ts if isinstance(self.Ts, list) else []
+        if any(not isinstance(v, int) or v < 0 for v in values):
+            raise SnnConvertError(f"--Ts {self.Ts} is not possible: silent periods are integers >= 0")
+        if not 0 < self.auto_agreement <= 1:
+            raise SnnConvertError("the --Ts auto agreement target must be in (0, 1]")
+
+    def codable_max(self) -> float:
+        return sum(self.beta ** (self.Tc - k) for k in range(1, self.Tc + 1))
+
+
+def _sws_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    kind = kind_of(gm, node)
+    if kind is Kind.MAXPOOL:
+        src = node.args[0]
+        if not (isinstance(src, fx.Node) and kind_of(gm, src) is Kind.QUANT and src.target != INPUT_QUANT):
+            return "SWS max-pooling must take a quantized ReLU output (move it after the activation)"
+        if module_of(gm, node) is None and node.kwargs.get("return_indices"):
+            return "max-pooling with indices has no spiking equivalent"
+    if kind is Kind.ACTIVATION:
+        users = list(node.users)
+        if len(users) != 1 or kind_of(gm, users[0]) is not Kind.QUANT:
+            return "activation without its quantizer: quantize the model first (snnconvert quantize)"
+    if kind is Kind.NORM:
+        return "batch-norm left in the graph: run the prepare/quantize pipeline first"
+    return None
+
+
+def _check_quantized(q: fx.GraphModule, cfg: SWSConfig) -> ActQuant:
+    names = [n.target for n in q.graph.nodes if n.op == "call_module"]
+    if INPUT_QUANT not in names:
+        raise SnnConvertError("SWS conversion needs a quantized model (run `snnconvert quantize` first)")
+    check_supported(q, (_sws_rules,), stage="SWS conversion")
+    input_quant: ActQuant = q.get_submodule(INPUT_QUANT)
+    for name, mod in q.named_modules():
+        if isinstance(mod, ActQuant) and cfg.codable_max() < mod.qmax:
+            raise SnnConvertError(
+                f"--Tc {cfg.Tc} with beta {cfg.beta:g} encodes at most {cfg.codable_max():g}, less than "
+                f"the {mod.bits}-bit range 0..{mod.qmax} of {name}; raise --Tc or quantize with fewer bits"
+            )
+    return input_quant
+
+
+def _silent_periods(cfg: SWSConfig, layers: list[str]) -> dict[str, int]:
+    if isinstance(cfg.Ts, list):
+        if len(cfg.Ts) != len(layers):
+            raise SnnConvertError(
+                f"--Ts lists {len(cfg.Ts)} silent periods but the network has {len(layers)} neuron layers "
+                f"({', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''})"
+            )
+        return dict(zip(layers, cfg.Ts, strict=True))
+    value = cfg.Tc if cfg.Ts == "auto" else int(cfg.Ts)
+    return dict.fromkeys(layers, value)
+
+
+def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
+    """Convert a finalized quantized graph into an SWS spiking network (float64 weights)."""
+    cfg.validate()
+    input_quant = _check_quantized(quantized, cfg)
+    gm = copy.deepcopy(quantized).double()
+    Tc, beta = cfg.Tc, cfg.beta
+    bias_gains = torch.full((Tc,), 1.0 / cfg.codable_max(), dtype=torch.float64)
+    replace_synapses(gm, bias_gains)
+
+    # Encoder: frames are digits of Q - Z; Gain(C_in) turns them into real values.
+    pad = _take_input_pad(gm)
+    _set_module(gm, INPUT_QUANT, Gain.of(input_quant.scale.detach().double()))
+    encoder = SWSEncoder(Tc, beta, input_quant.scale.numel(), input_quant.qmax,
+                         pad.padding if pad else None, pad.values.numel() if pad else 0).double()
+    with torch.no_grad():
+        encoder.scale.copy_(input_quant.scale.detach())
+        encoder.zero_point.copy_(input_quant.zero_point)
+        if pad is not None:
+            encoder.pad.values.copy_(pad.values)
+
+    plan = {}
+    for node in gm.graph.nodes:
+        if kind_of(gm, node) is Kind.ACTIVATION:
+            quant: ActQuant = gm.get_submodule(next(iter(node.users)).target)
+            plan[node.name] = (TSANeuron(Tc, 0, beta, quant.qmax), quant.scale.detach().double())
+    layers = insert_neurons(gm, plan)
+    for node in list(gm.graph.nodes):
+        if kind_of(gm, node) is Kind.MAXPOOL:
+            layers.insert(layers.index(node.args[0].args[0].target) + 1, _maxpool_neuron(gm, node, cfg))
+    _finish(gm)
+    fold_gains(gm)
+    cfg.neuron_layers = layers
+    silent = _silent_periods(cfg, layers)
+    set_silent_periods(gm, silent)
+
+    snn = SpikingNetwork("sws")
+    snn.encoder = encoder
+    snn.body = gm
+    decoder = WeightedSumDecoder(Tc).double()
+    with torch.no_grad():
+        decoder.weights.copy_(torch.tensor([beta ** (Tc - k) for k in range(1, Tc + 1)], dtype=torch.float64))
+    snn.decoder = decoder
+    snn.info = sws_latency(snn, cfg)
+    return snn
+
+
+def _take_input_pad(gm: fx.GraphModule) -> PadWithValues | None:
+    """Remove the input border pad (folded normalization) from the body: the encoder applies it
+    before quantizing, so border pixels become spike trains like any pixel."""
+    quant_node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == INPUT_QUANT)
+    pads = [u for u in quant_node.users if isinstance(module_of(gm, u), PadWithValues)]
+    if not pads:
+        return None
+    first: PadWithValues = module_of(gm, pads[0])
+    same = all(
+        module_of(gm, p).padding == first.padding and torch.equal(module_of(gm, p).values, first.values)
+        for p in pads
+    )
+    if len(pads) != len(quant_node.users) or not same:
+        raise SnnConvertError(
+            "SWS conversion supports one border pad on the input; this model's input stage pads "
+            "differently for different layers"
+        )
+    for p in pads:
+        p.replace_all_uses_with(quant_node)
+        gm.graph.erase_node(p)
+    return copy.deepcopy(first).double()
+
+
+def _maxpool_neuron(gm: fx.GraphModule, node: fx.Node, cfg: SWSConfig) -> str:
+    """Replace ``Gain(C) -> maxpool`` (after a neuron) by ``maxpool neuron -> Gain(C)``."""
+    gain_node = node.args[0]
+    neuron_out = gain_node.args[0]
+    qmax = gm.get_submodule(neuron_out.target).qmax
+    name = f"{node.name}_neuron"
+    gm.add_submodule(name, SWSMaxPoolNeuron(**_pool_params(gm, node), Tc=cfg.Tc, Ts=0, beta=cfg.beta, qmax=qmax))
+    with gm.graph.inserting_before(node):
+        pooled = gm.graph.call_module(name, (neuron_out,))
+    gain = Gain.of(gm.get_submodule(gain_node.target).gain.clone())
+    after = add_module_after(gm, pooled, gain, f"{node.name}_gain", replace_uses=False)
+    node.replace_all_uses_with(after)
+    gm.graph.erase_node(node)
+    return name
+
+
+def _pool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
+    mod = module_of(gm, node)
+    if isinstance(mod, nn.MaxPool2d):
+        return dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
+                    dilation=mod.dilation, ceil_mode=mod.ceil_mode)
+    names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+    values = dict(zip(names, node.args[1:], strict=False))
+    values.update({k: v for k, v in node.kwargs.items() if k in names})
+    values.setdefault("stride", None)
+    if values["stride"] in (None, [], ()):
+        values["stride"] = values["kernel_size"]
+    values.setdefault("padding", 0)
+    values.setdefault("dilation", 1)
+    values.setdefault("ceil_mode", False)
+    return values
+
+
+def neuron_modules(snn_body: fx.GraphModule) -> dict[str, TSANeuron | SWSMaxPoolNeuron]:
+    return {
+        n.target: snn_body.get_submodule(n.target)
+        for n in snn_body.graph.nodes
+        if n.op == "call_module" and isinstance(snn_body.get_submodule(n.target), (TSANeuron, SWSMaxPoolNeuron))
+    }
+
+
+def set_silent_periods(body: fx.GraphModule, silent: dict[str, int]) -> None:
+    for name, neuron in neuron_modules(body).items():
+        neuron.Ts = int(silent[name])
+
+
+def sws_latency(snn: SpikingNetwork, cfg: SWSConfig) -> dict:
+    """Latency facts of an SWS network (eq 6 generalised to per-layer silent periods)."""
+    neurons = neuron_modules(snn.body)
+    silent = {name: n.Ts for name, n in neurons.items()}
+    path = path_latency(snn.body, silent)
+    ts_values = list(silent.values())
+    return {
+        "coding": "sws",
+        "Tc": cfg.Tc,
+        "beta": cfg.beta,
+        "Ts": ts_values,
+        "Ts_uniform": ts_values[0] if len(set(ts_values)) == 1 else None,
+        "neuron_layers": list(silent),
+        "L_TSA": path.neuron_layers_on_path,
+        "T_inf": cfg.Tc + path.output_delay,
+        "pipeline_period": cfg.Tc + max(ts_values, default=0),
+        "alignments": path.alignments,
+        "frames": cfg.Tc,
+        "latency": cfg.Tc + path.output_delay,
+    }
+
+
+def amplification_ops(snn: SpikingNetwork) -> dict[str, float]:
+    """First term of OPF (eq 10): every TSA neuron amplifies its membrane on each of its
+    Tc + Ts steps. Uses the neuron counts recorded by the last evaluation."""
+    ops = {}
+    for name, neuron in snn.neurons().items():
+        silent = getattr(neuron, "Ts", 0)
+        ops[name] = float(neuron.neurons) * (neuron.steps_out + silent)
+    return ops
+
+
+def convert(inputs: ConversionInputs, cfg: SWSConfig) -> SpikingNetwork:
+    """Coding-table entry point: convert, then pick silent periods when ``Ts == "auto"``."""
+    if inputs.quantized is None:
+        raise SnnConvertError("SWS conversion needs a quantized model (run `snnconvert quantize` first)")
+    snn = convert_sws(inputs.quantized, cfg)
+    if cfg.Ts == "auto":
+        if inputs.calibration is None:
+            raise SnnConvertError("--Ts auto needs calibration data (the quantize step's --data)")
+        result = auto_silent_periods(snn, inputs.quantized, inputs.calibration, cfg,
+                                     show_progress=inputs.show_progress)
+        snn.info["auto"] = result
+    return snn
+
+
+def _calibration_images(loader: DataLoader, limit: int) -> torch.Tensor:
+    batches, count = [], 0
+    for images, _labels in loader:
+        batches.append(images)
+        count += len(images)
+        if count >= limit:
+            break
+    if not batches:
+        raise SnnConvertError("--Ts auto: the calibration split is empty")
+    return torch.cat(batches)[:limit]
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, images: torch.Tensor, dtype: torch.dtype, batch: int = 250) -> torch.Tensor:
+    return torch.cat([model(images[i:i + batch].to(dtype)).argmax(1) for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def silent_period_profile(snn: SpikingNetwork, images: torch.Tensor, max_ts: int,
+                          batch: int = 250) -> dict[str, list[float]]:
+    """For each neuron layer, the share of its neurons whose output differs from the exact one
+    (Ts = Tc) when its silent period is 0, 1, ..., ``max_ts``, on the inputs it receives when
+    every layer is exact."""
+    neurons = neuron_modules(snn.body)
+    saved = {name: n.Ts for name, n in neurons.items()}
+    Tc = snn.info["Tc"]
+    set_silent_periods(snn.body, dict.fromkeys(neurons, Tc))
+    mismatched = {name: torch.zeros(max_ts + 1, dtype=torch.float64) for name in neurons}
+    totals = dict.fromkeys(neurons, 0)
+    hooks = []
+
+    def make_hook(name: str, neuron: TSANeuron | SWSMaxPoolNeuron):
+        def hook(module, inputs, output) -> None:
+            exact = unfold_time(output, Tc)
+            frames = unfold_time(inputs[0], Tc)
+            if isinstance(neuron, SWSMaxPoolNeuron):
+                z = _maxpool_increments(neuron, frames)
+            else:
+                z = frames
+            weights = torch.tensor([neuron.beta ** (Tc - k) for k in range(1, Tc + 1)], dtype=z.dtype)
+            shape = (Tc,) + (1,) * (z.dim() - 1)
+            exact_value = (exact * weights.view(shape)).sum(0)
+            for ts in range(max_ts + 1):
+                spikes, _, _ = tsa_dynamics(z, Ts=ts, beta=neuron.beta, qmax=neuron.qmax)
+                value = (spikes * weights.view(shape)).sum(0)
+                mismatched[name][ts] += float((value != exact_value).sum())
+            totals[name] += exact_value.numel()
+        return hook
+
+    for name, neuron in neurons.items():
+        hooks.append(neuron.register_forward_hook(make_hook(name, neuron)))
+    try:
+        dtype = snn.compute_dtype()
+        for i in range(0, len(images), batch):
+            snn(images[i:i + batch].to(dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        set_silent_periods(snn.body, saved)
+    return {name: (mismatched[name] / max(totals[name], 1)).tolist() for name in neurons}
+
+
+def _maxpool_increments(neuron: SWSMaxPoolNeuron, frames: torch.Tensor) -> torch.Tensor:
+    running = torch.zeros_like(frames[0])
+    previous = None
+    out = []
+    for t in range(frames.shape[0]):
+        running = running * neuron.beta + frames[t]
+        pooled = F.max_pool2d(running, **neuron.pool)
+        out.append(pooled if previous is None else pooled - neuron.beta * previous)
+        previous = pooled
+    return torch.stack(out)
+
+
+def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibration: DataLoader,
+                        cfg: SWSConfig, *, show_progress: bool = False) -> dict:
+    """``--Ts auto``: per layer, the smallest silent period that keeps the SNN's predictions in
+    agreement with the quantized ANN's on calibration images (at least ``cfg.auto_agreement``).
+
+    One profiling pass measures, for every layer and candidate Ts, how many of the layer's
+    outputs differ from exact rounding. A tolerance ``eps`` then gives each layer the smallest
+    Ts whose mismatch share is <= eps; the largest eps whose network still meets the agreement
+    target on the calibration images is kept (a handful of full evaluations).
+    """
+    images = _calibration_images(calibration, cfg.auto_limit)
+    max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
+    reference = _predict(quantized.float(), images, torch.float32)
+    snn32 = snn.float()
+    profile = silent_period_profile(snn32, images, max_ts)
+    candidates = [0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0]
+
+    def periods(eps: float) -> dict[str, int]:
+        return {name: next((ts for ts, share in enumerate(shares) if share <= eps), max_ts)
+                for name, shares in profile.items()}
+
+    def agreement(eps: float) -> float:
+        set_silent_periods(snn32.body, periods(eps))
+        return float((_predict(snn32, images, torch.float32) == reference).float().mean())
+
+    trials: list[dict] = []
+    lo, hi = 0, len(candidates) - 1  # candidates[lo] is assumed to pass (exact when eps = 0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        value = agreement(candidates[mid])
+        trials.append({"eps": candidates[mid], "agreement": value,
+                       "T_inf": cfg.Tc + path_latency(snn32.body, periods(candidates[mid])).output_delay})
+        if value >= cfg.auto_agreement:
+            lo = mid
+        else:
+            hi = mid - 1
+    chosen = periods(candidates[lo])
+    set_silent_periods(snn32.body, chosen)
+    snn.info.update(sws_latency(snn32, cfg))
+    return {"eps": candidates[lo], "images": len(images), "target": cfg.auto_agreement,
+            "trials": trials, "profile": {k: [round(v, 6) for v in vals] for k, vals in profile.items()}}
+
+
+__all__ = ["SWSConfig", "amplification_ops", "convert", "convert_sws", "set_silent_periods",
+           "sws_latency", "neuron_modules"]

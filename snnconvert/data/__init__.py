@@ -1,0 +1,36 @@
+"""Data specs, role splits (calib/train/eval) and loaders producing raw pixels in [0, 1].
+
+Spec kinds (``parse_data_spec``):
+
+- ``digits``: scikit-learn's 8x8 digits; calib/train read the fixed train part, eval the test
+  part. Resized (bilinear) and channel-repeated when the model expects another input.
+- ``imagefolder:PATH``: ``PATH/<class>/<image>``. With ``PATH/train`` plus ``PATH/val`` (else
+  ``PATH/test``) that is a natural split; otherwise PATH is one shared pool.
+- ``cifar10:PATH``: torchvision's ``cifar-10-batches-py`` pickles (read with a restricted
+  unpickler); ``data_batch_1..5`` for calib/train, ``test_batch`` for eval.
+- ``imagenet:PATH``: ``PATH/train/<wnid>/*`` (calib/train) and ``PATH/val/<wnid>/*`` (eval).
+  Without ``train/``, ``val/`` is a shared pool like a single-pool imagefolder.
+
+On a shared pool calib/train take a seeded, class-stratified ``calib_split`` fraction and eval
+takes everything, or with ``holdout=True`` exactly the rest; ``needs_holdout(calib, eval)``
+tells the caller when calibration and evaluation would otherwise read the same pool.
+Normalization is never applied here: it is folded into the model.
+"""
+
+from snnconvert.data.input_spec import InputSpec
+from snnconvert.data.loader import make_loader, materialize
+from snnconvert.data.specs import KINDS, DataSpec, parse_data_spec
+from snnconvert.data.split import DataSplit, load_split, needs_holdout, pool_key
+
+__all__ = [
+    "KINDS",
+    "DataSpec",
+    "DataSplit",
+    "InputSpec",
+    "load_split",
+    "make_loader",
+    "materialize",
+    "needs_holdout",
+    "parse_data_spec",
+    "pool_key",
+]

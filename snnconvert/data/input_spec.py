@@ -1,0 +1,24 @@
+"""What a model expects as input: image geometry and the normalization folded into it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Input geometry and preprocessing of an image classifier.
+
+    Data loaders produce raw pixels in [0, 1] of shape (channels, *size); the normalization
+    ``(x - mean) / std`` is part of the model (it is folded into the first layer by the graph
+    passes), never applied by the loader.
+    """
+
+    channels: int = 3
+    size: tuple[int, int] = (224, 224)
+    resize: int | None = None  # shorter side resized to this before the center crop
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def example_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
+        return (batch, self.channels, *self.size)

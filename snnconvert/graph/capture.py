@@ -1,0 +1,67 @@
+"""Capture a model as a torch.fx graph, with source locations and tensor shapes on every node."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from snnconvert.errors import SnnConvertError
+
+
+class _LocatingTracer(fx.Tracer):
+    """A tracer that records where in the user's code each node was created."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+
+def capture(model: nn.Module, example_shape: tuple[int, ...]) -> fx.GraphModule:
+    """Trace ``model`` (which is not modified) into a GraphModule with shapes propagated."""
+    model = copy.deepcopy(model).eval()
+    tracer = _LocatingTracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure is reported to the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SnnConvertError(
+            f"torch.fx could not trace {type(model).__name__}: {first} "
+            "(data-dependent control flow in forward() is not traceable; make branches static)"
+        ) from exc
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    propagate_shapes(gm, example_shape)
+    return gm
+
+
+def propagate_shapes(gm: fx.GraphModule, example_shape: tuple[int, ...]) -> fx.GraphModule:
+    """Annotate every tensor-valued node with ``meta['tensor_meta']`` (in place)."""
+    for node in gm.graph.nodes:
+        node.meta.pop("tensor_meta", None)
+    param = next(iter(gm.parameters()), None)
+    if param is None:
+        param = next(iter(gm.buffers()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    with torch.no_grad():
+        try:
+            ShapeProp(gm).propagate(torch.zeros(example_shape, dtype=dtype))
+        except Exception as exc:  # noqa: BLE001
+            raise SnnConvertError(
+                f"the model does not run on an input of shape {tuple(example_shape)}: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from exc
+    return gm
+
+
+def location_of(node: fx.Node) -> str:
+    """Where a node comes from: the module path and the user's source line, if known."""
+    where = f"module '{node.target}'" if node.op == "call_module" else f"node '{node.name}'"
+    trace = node.meta.get("stack_trace")
+    if trace:
+        lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+        file_lines = [ln for ln in lines if ln.startswith("File ")]
+        if file_lines:
+            where += f" ({file_lines[-1]}: {lines[-1]})" if lines[-1] != file_lines[-1] else ""
+    return where

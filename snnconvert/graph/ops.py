@@ -1,0 +1,227 @@
+"""The operation vocabulary of snnconvert: what each fx node is, in the terms the passes use.
+
+Every pass and every coding asks these predicates instead of matching op names itself, so
+supporting a new spelling of an operation (``F.relu`` vs ``torch.relu`` vs ``x.relu()``) is a
+change in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from snnconvert.graph.modules import BoundedReLU, ChannelAffine, PadWithValues
+
+
+class Kind(str, Enum):
+    """What role a node plays for conversion."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    WEIGHTED = "weighted"  # conv / linear: the synapses
+    NORM = "norm"  # batch-norm (fused away by prepare)
+    ACTIVATION = "activation"  # ReLU and its clipped variants: becomes a spiking neuron
+    MAXPOOL = "maxpool"
+    LINEAR = "linear"  # value-linear ops without weights: pooling, add, cat, pad, reshape
+    SHAPE = "shape"  # ops on shapes/ints (x.size(), getitem on sizes)
+    REMOVABLE = "removable"  # dropout / identity at inference
+    QUANT = "quant"  # fake-quantizer of activations (inserted by the quantizer)
+    NEURON = "neuron"  # spiking neuron (inserted by a coding)
+    PARAM = "param"  # get_attr
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class Activation:
+    upper: float | None  # None for a plain ReLU
+
+
+_LINEAR_FUNCTIONS = {
+    operator.add,
+    operator.iadd,
+    torch.add,
+    torch.cat,
+    torch.concat,
+    torch.flatten,
+    torch.reshape,
+    F.pad,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    torch.mean,
+}
+_LINEAR_METHODS = {"view", "reshape", "flatten", "contiguous", "mean", "add", "add_", "squeeze", "unsqueeze"}
+_SHAPE_METHODS = {"size", "dim"}
+_LINEAR_MODULES = (
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    nn.ZeroPad2d,
+    PadWithValues,
+    ChannelAffine,
+)
+_REMOVABLE_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
+_UNSUPPORTED_HINTS = {
+    "Hardswish": "not a ReLU-type activation; replace it with ReLU and fine-tune",
+    "SiLU": "not a ReLU-type activation; replace it with ReLU and fine-tune",
+    "GELU": "not a ReLU-type activation; replace it with ReLU and fine-tune",
+    "Sigmoid": "gating activations have no spiking equivalent here; remove the gate",
+    "Hardsigmoid": "gating activations have no spiking equivalent here; remove the gate",
+    "mul": "a product of two activations (e.g. squeeze-excitation) cannot be computed by "
+    "accumulate-only spiking synapses; remove the block or replace it",
+    "LayerNorm": "normalization over activations at run time is not linear; use BatchNorm",
+    "Softmax": "drop the softmax: classification uses the logits",
+}
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def activation_of(gm: fx.GraphModule, node: fx.Node) -> Activation | None:
+    """The ReLU-type activation a node computes, or None."""
+    mod = module_of(gm, node)
+    if mod is not None:
+        if isinstance(mod, nn.ReLU):
+            return Activation(None)
+        if isinstance(mod, nn.ReLU6):
+            return Activation(6.0)
+        if isinstance(mod, BoundedReLU):
+            return Activation(mod.upper)
+        if isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0:
+            return Activation(float(mod.max_val))
+        return None
+    if node.op == "call_function":
+        if node.target in (F.relu, torch.relu, torch.relu_):
+            return Activation(None)
+        if node.target is F.relu6:
+            return Activation(6.0)
+        if node.target is F.hardtanh:
+            lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
+            hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+            return Activation(float(hi)) if lo == 0 else None
+        if node.target in (torch.clamp, torch.clip, torch.clamp_min):
+            return _clamp_activation(node, 1)
+    if node.op == "call_method":
+        if node.target in ("relu", "relu_"):
+            return Activation(None)
+        if node.target in ("clamp", "clip", "clamp_min", "clamp_", "clamp_min_"):
+            return _clamp_activation(node, 1)
+    return None
+
+
+def _clamp_activation(node: fx.Node, first: int) -> Activation | None:
+    args = list(node.args[first:])
+    lo = node.kwargs.get("min", args[0] if args else None)
+    hi = node.kwargs.get("max", args[1] if len(args) > 1 else None)
+    if str(node.target).startswith("clamp_min"):
+        hi = None
+    if not _is_number(lo) or lo != 0 or (hi is not None and not _is_number(hi)):
+        return None
+    return Activation(None if hi is None or math.isinf(hi) else float(hi))
+
+
+def kind_of(gm: fx.GraphModule, node: fx.Node) -> Kind:
+    """Classify one node (see :class:`Kind`)."""
+    if node.op == "placeholder":
+        return Kind.INPUT
+    if node.op == "output":
+        return Kind.OUTPUT
+    if node.op == "get_attr":
+        return Kind.PARAM
+    if activation_of(gm, node) is not None:
+        return Kind.ACTIVATION
+    mod = module_of(gm, node)
+    if mod is not None:
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            return Kind.WEIGHTED
+        if isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            return Kind.NORM
+        if isinstance(mod, nn.MaxPool2d):
+            return Kind.MAXPOOL
+        if isinstance(mod, _LINEAR_MODULES):
+            return Kind.LINEAR
+        if isinstance(mod, _REMOVABLE_MODULES):
+            return Kind.REMOVABLE
+        return _custom_kind(mod)
+    if node.op == "call_function":
+        return _function_kind(node)
+    if node.op == "call_method":
+        if node.target in _SHAPE_METHODS:
+            return Kind.SHAPE
+        if node.target in _LINEAR_METHODS:
+            return Kind.LINEAR
+        if node.target in ("mul", "div") and _scalar_operand(node):
+            return Kind.LINEAR
+    return Kind.UNSUPPORTED
+
+
+def _custom_kind(mod: nn.Module) -> Kind:
+    kind = getattr(mod, "snn_kind", None)  # modules of later stages declare their own kind
+    return Kind(kind) if kind is not None else Kind.UNSUPPORTED
+
+
+def _function_kind(node: fx.Node) -> Kind:
+    target = node.target
+    if target is getattr:
+        return Kind.SHAPE
+    if target is operator.getitem:
+        return Kind.LINEAR if _is_tensor_node(node.args[0]) else Kind.SHAPE
+    if target in (F.max_pool2d,):
+        return Kind.MAXPOOL
+    if target in (F.dropout, F.dropout2d):
+        return Kind.REMOVABLE
+    if target is F.pad:
+        mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+        value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+        ok = mode == "constant" and value in (None, 0, 0.0)
+        return Kind.LINEAR if ok else Kind.UNSUPPORTED
+    if target in (operator.add, operator.iadd, torch.add):
+        return Kind.LINEAR if all(_is_tensor_node(a) for a in node.args[:2]) else Kind.UNSUPPORTED
+    if target in (operator.mul, operator.truediv, torch.mul) and _scalar_operand(node):
+        return Kind.LINEAR
+    if target in _LINEAR_FUNCTIONS:
+        return Kind.LINEAR
+    if target in (operator.floordiv, operator.mul, operator.sub) and not any(
+        _is_tensor_node(a) for a in node.args
+    ):
+        return Kind.SHAPE
+    return Kind.UNSUPPORTED
+
+
+def _is_tensor_node(arg: object) -> bool:
+    """True for nodes that produce a tensor (needs shapes propagated, see ``propagate_shapes``)."""
+    return isinstance(arg, fx.Node) and (arg.op == "placeholder" or "tensor_meta" in arg.meta)
+
+
+def _scalar_operand(node: fx.Node) -> bool:
+    args = list(node.args[:2])
+    tensors = [a for a in args if isinstance(a, fx.Node) and _is_tensor_node(a)]
+    numbers = [a for a in args if _is_number(a)]
+    return len(tensors) == 1 and len(numbers) == 1
+
+
+def describe(gm: fx.GraphModule, node: fx.Node) -> str:
+    """Human-readable op name: module class, function or method name."""
+    mod = module_of(gm, node)
+    if mod is not None:
+        return type(mod).__name__
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    return str(node.target)
+
+
+def hint_for(op_name: str) -> str:
+    for key, hint in _UNSUPPORTED_HINTS.items():
+        if key.lower() in op_name.lower():
+            return hint
+    return "this operation is not supported by snnconvert's converters"

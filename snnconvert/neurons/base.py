@@ -1,0 +1,101 @@
+"""Common machinery of spiking-neuron modules: folded time, recorded statistics, reset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+def unfold_time(frames: Tensor, steps: int) -> Tensor:
+    """(T*B, ...) -> (T, B, ...): frames are time-major, frame k is rows k*B:(k+1)*B."""
+    return frames.reshape(steps, frames.shape[0] // steps, *frames.shape[1:])
+
+
+def fold_time(frames: Tensor) -> Tensor:
+    """(T, B, ...) -> (T*B, ...)."""
+    return frames.reshape(frames.shape[0] * frames.shape[1], *frames.shape[2:])
+
+
+@dataclass
+class SpikeStats:
+    """What a neuron layer emitted, accumulated over ``samples`` inputs since the last reset."""
+
+    name: str
+    neurons: int  # neurons per sample
+    lanes: int  # output lanes per neuron (1 unless multi-lane)
+    samples: int
+    events_per_step: list[float]  # non-zero outputs per sample at each output step
+    magnitude_per_step: list[float]  # sum of |output| per sample at each output step
+
+    @property
+    def events(self) -> float:
+        """Non-zero outputs per sample over all steps and lanes."""
+        return float(sum(self.events_per_step))
+
+    @property
+    def rate(self) -> float:
+        """Spike rate r_l: non-zero outputs per neuron per inference (all steps and lanes)."""
+        return self.events / max(self.neurons, 1)
+
+    @property
+    def density(self) -> float:
+        """Share of (neuron, step, lane) slots that carry a spike."""
+        slots = self.neurons * self.lanes * max(len(self.events_per_step), 1)
+        return self.events / max(slots, 1)
+
+
+class SpikingNeuron(nn.Module):
+    """Base of all neuron modules: maps input frames (T_in*B, ...) to output frames.
+
+    Subclasses implement :meth:`dynamics` on time-unfolded tensors. When ``recording`` is on,
+    the module accumulates spike counts in non-persistent buffers; :meth:`reset_stats` clears
+    them. The dynamics themselves keep no state between calls.
+    """
+
+    snn_kind = "neuron"
+    lanes = 1
+
+    def __init__(self, steps_in: int, steps_out: int) -> None:
+        super().__init__()
+        self.steps_in = int(steps_in)
+        self.steps_out = int(steps_out)
+        self.recording = False
+        self.register_buffer("events_per_step", torch.zeros(self.steps_out, dtype=torch.float64), persistent=False)
+        self.register_buffer("magnitude_per_step", torch.zeros(self.steps_out, dtype=torch.float64), persistent=False)
+        self.register_buffer("samples", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.register_buffer("neurons", torch.zeros((), dtype=torch.float64), persistent=False)
+
+    def reset_stats(self) -> None:
+        for buf in (self.events_per_step, self.magnitude_per_step, self.samples, self.neurons):
+            buf.zero_()
+
+    def forward(self, frames: Tensor) -> Tensor:
+        out = self.dynamics(unfold_time(frames, self.steps_in))
+        if self.recording:
+            self._record(out)
+        return fold_time(out)
+
+    def dynamics(self, inputs: Tensor) -> Tensor:  # (T_in, B, ...) -> (T_out, B, ...)
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _record(self, out: Tensor) -> None:
+        batch = out.shape[1]
+        flat = out.reshape(out.shape[0], -1)
+        self.events_per_step += (flat != 0).sum(dim=1).double()
+        self.magnitude_per_step += flat.abs().sum(dim=1).double()
+        self.samples += batch
+        self.neurons.fill_(flat.shape[1] // batch // self.lanes)
+
+    def stats(self, name: str) -> SpikeStats:
+        n = max(float(self.samples), 1.0)
+        return SpikeStats(
+            name=name,
+            neurons=int(self.neurons),
+            lanes=self.lanes,
+            samples=int(self.samples),
+            events_per_step=(self.events_per_step / n).tolist(),
+            magnitude_per_step=(self.magnitude_per_step / n).tolist(),
+        )

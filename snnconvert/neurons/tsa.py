@@ -1,0 +1,210 @@
+"""Ternary self-amplifying (TSA) neuron of stepwise weighted spike coding (SWS paper, §3).
+
+Dynamics, with spike amplitude theta = 1 (weights absorb the scales, eq 18)::
+
+    u(t) = beta * u(t-1) + z(t) - a(t) * beta^Ts          (z(t) = 0 once the Tc inputs are in)
+    a(t) = +1 if u >= beta^Ts / 2,  -1 if u < -beta^Ts / 2,  else 0     (only for t > Ts)
+
+The neuron is silent for the first ``Ts`` steps and fires on the ``Tc`` steps after; spike k
+(k = 1..Tc) carries the weight beta^(Tc-k) downstream, so the layer emits the signed-digit
+expansion of its pre-activation, most significant digit first.
+
+Clamp. The quantized ANN clamps its activation to [0, qmax] (ReLU and the top of the n-bit
+range). The neuron realises that clamp by keeping, besides the membrane, the value it has
+emitted so far, ``E = sum_j a_j beta^(Tc-j)``; a spike that would take ``E`` below 0 or above
+``qmax`` is not fired (the membrane keeps the charge). The state per neuron is therefore the
+membrane ``u``, the emitted value ``E`` and, for reports, a flag that the clamp held it.
+
+With ``Ts >= Tc`` the neuron has all its input before it fires and ``E`` is exactly
+``clamp(floor(V + 1/2), 0, qmax)`` of the pre-activation ``V`` (round half up): the SNN
+reproduces the quantized ANN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from snnconvert.graph.modules import PadWithValues
+from snnconvert.neurons.base import SpikingNeuron
+
+
+def tsa_dynamics(
+    inputs: Tensor,
+    *,
+    Ts: int,
+    beta: float = 2.0,
+    qmax: float | None = None,
+    qmin: float | None = 0.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run a TSA layer on its ``Tc`` input frames ``inputs`` (Tc, B, ...).
+
+    Returns ``(spikes, membrane, clamped)``: the Tc output frames in {-1, 0, 1}, the membrane
+    after the last step, and whether the clamp suppressed any spike of each neuron.
+    ``qmin``/``qmax`` of None disable that side of the clamp (the input encoder is signed).
+    """
+    Tc = inputs.shape[0]
+    u = torch.zeros_like(inputs[0])
+    emitted = torch.zeros_like(u)
+    clamped = torch.zeros(u.shape, dtype=torch.bool, device=u.device)
+    spikes = torch.empty_like(inputs)
+    reset = float(beta) ** Ts
+    threshold = reset / 2
+    for t in range(1, Ts + Tc + 1):
+        u.mul_(beta)
+        if t <= Tc:
+            u.add_(inputs[t - 1])
+        if t <= Ts:
+            continue
+        k = t - Ts
+        weight = float(beta) ** (Tc - k)
+        up = u >= threshold
+        down = u < -threshold
+        if qmax is not None:
+            blocked = up & (emitted > qmax - weight)
+            up &= ~blocked
+            clamped |= blocked
+        if qmin is not None:
+            blocked = down & (emitted < qmin + weight)
+            down &= ~blocked
+            clamped |= blocked
+        a = spikes[k - 1]
+        torch.sub(up.to(u.dtype), down.to(u.dtype), out=a)
+        u.sub_(a * reset)
+        emitted.add_(a * weight)
+    return spikes, u, clamped
+
+
+def residual_units(membrane: Tensor, Ts: int, beta: float) -> Tensor:
+    """Residual after the last step in units of theta, scaled by 1/beta^Ts (SWS paper fig 5a)."""
+    return membrane / float(beta) ** Ts
+
+
+class TSANeuron(SpikingNeuron):
+    """A layer of TSA neurons (see module docstring); ``qmax`` is 2^n - 1 of the n-bit ANN."""
+
+    def __init__(self, Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0,
+                 residual_bins: int = 200, residual_range: float = 4.0) -> None:
+        super().__init__(Tc, Tc)
+        self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
+        self.residual_range = float(residual_range)
+        self.register_buffer("residual_hist", torch.zeros(residual_bins, dtype=torch.float64), persistent=False)
+        self.register_buffer("clamped_count", torch.zeros((), dtype=torch.float64), persistent=False)
+
+    def reset_stats(self) -> None:
+        super().reset_stats()
+        self.residual_hist.zero_()
+        self.clamped_count.zero_()
+
+    def dynamics(self, inputs: Tensor) -> Tensor:
+        spikes, membrane, clamped = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
+        if self.recording:
+            with torch.no_grad():
+                free = residual_units(membrane, self.Ts, self.beta)[~clamped].double()
+                self.residual_hist += torch.histc(
+                    free, bins=self.residual_hist.numel(), min=-self.residual_range, max=self.residual_range
+                )
+                self.clamped_count += clamped.sum()
+        return spikes
+
+    def extra_repr(self) -> str:
+        return f"Tc={self.Tc}, Ts={self.Ts}, beta={self.beta}, qmax={self.qmax:g}"
+
+
+class SWSEncoder(SpikingNeuron):
+    """Input layer of an SWS network: image -> Tc signed-digit frames of ``Q - Z``.
+
+    ``Q`` is the n-bit integer the quantized ANN's input quantizer gives each pixel and ``Z``
+    its zero point, so a spike train decodes to the value the ANN computes with and zero padding
+    downstream is exact. The encoder is a TSA neuron (Ts = 0, no clamp) that receives the whole
+    integer as one pulse at the first step. (The constant current of eq 9 with Ts = 0 misencodes
+    126 of the 511 integers in [-255, 255] at Tc = 8; a single pulse encodes all of them.)
+    """
+
+    def __init__(self, Tc: int, beta: float = 2.0, channels: int = 1, qmax: int = 255,
+                 padding: tuple[int, int, int, int] | None = None, pad_channels: int = 0) -> None:
+        super().__init__(1, Tc)
+        self.Tc, self.beta, self.qmax = int(Tc), float(beta), int(qmax)
+        self.register_buffer("scale", torch.ones(channels))
+        self.register_buffer("zero_point", torch.zeros(channels))
+        self.pad = PadWithValues(padding, torch.zeros(pad_channels)) if padding is not None else None
+
+    def integers(self, images: Tensor) -> Tensor:
+        """``Q - Z`` of every pixel, as the quantized ANN's input quantizer computes it. A border
+        (the folded normalization's pad with the mean) is added before quantizing, exactly as the
+        quantized ANN's input stage sees it."""
+        if self.pad is not None:
+            images = self.pad(images)
+        shape = (1, -1) + (1,) * (images.dim() - 2) if self.scale.numel() > 1 else ()
+        scale = self.scale.to(images.dtype).reshape(shape)
+        zero = self.zero_point.to(images.dtype).reshape(shape)
+        q = torch.clamp(torch.floor(images / scale + 0.5) + zero, 0, self.qmax)
+        return q - zero
+
+    def forward(self, images: Tensor) -> Tensor:
+        return super().forward(images)
+
+    def dynamics(self, inputs: Tensor) -> Tensor:
+        values = self.integers(inputs[0])
+        pulses = torch.zeros((self.Tc, *values.shape), dtype=values.dtype, device=values.device)
+        pulses[0] = values / self.beta ** (self.Tc - 1)
+        spikes, _, _ = tsa_dynamics(pulses, Ts=0, beta=self.beta, qmax=None, qmin=None)
+        return spikes
+
+    def extra_repr(self) -> str:
+        return f"Tc={self.Tc}, beta={self.beta}, qmax={self.qmax}"
+
+
+class SWSMaxPoolNeuron(SpikingNeuron):
+    """Max-pooling of SWS spike trains by a TSA neuron on the running maximum.
+
+    Each input train's running decoded value ``D(t) = beta * D(t-1) + s(t)`` is max-pooled into
+    ``M(t)``, and the TSA neuron receives ``z(t) = M(t) - beta * M(t-1)``, whose stepwise-weighted
+    sum is exactly ``max_i Q_i``. With ``Ts >= Tc`` the output equals the quantized ANN's
+    max-pool; the layer adds ``Ts`` to the latency like any TSA layer.
+    """
+
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode: bool,
+                 Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0) -> None:
+        super().__init__(Tc, Tc)
+        self.pool = dict(kernel_size=kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, ceil_mode=bool(ceil_mode))
+        self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
+
+    def dynamics(self, inputs: Tensor) -> Tensor:
+        running = torch.zeros_like(inputs[0])
+        previous: Tensor | None = None
+        increments = []
+        for t in range(self.Tc):
+            running = running * self.beta + inputs[t]
+            pooled = torch.nn.functional.max_pool2d(running, **self.pool)
+            increments.append(pooled if previous is None else pooled - self.beta * previous)
+            previous = pooled
+        spikes, _, _ = tsa_dynamics(torch.stack(increments), Ts=self.Ts, beta=self.beta, qmax=self.qmax)
+        return spikes
+
+    def extra_repr(self) -> str:
+        return f"Tc={self.Tc}, Ts={self.Ts}, pool={self.pool}"
+
+
+def _register() -> None:
+    from snnconvert.serialize import _from_json, _jsonable, register_module, register_simple
+
+    register_simple(TSANeuron, "Tc", "Ts", "beta", "qmax")
+    register_module(
+        "SWSEncoder", SWSEncoder,
+        lambda m: {"Tc": m.Tc, "beta": m.beta, "channels": m.scale.numel(), "qmax": m.qmax,
+                   "padding": _jsonable(m.pad.padding) if m.pad is not None else None,
+                   "pad_channels": m.pad.values.numel() if m.pad is not None else 0},
+        lambda c: SWSEncoder(c["Tc"], c["beta"], c["channels"], c["qmax"],
+                             _from_json(c["padding"]), c["pad_channels"]),
+    )
+    register_module(
+        "SWSMaxPoolNeuron", SWSMaxPoolNeuron,
+        lambda m: {**{k: _jsonable(v) for k, v in m.pool.items()},
+                   "Tc": m.Tc, "Ts": m.Ts, "beta": m.beta, "qmax": m.qmax},
+        lambda c: SWSMaxPoolNeuron(**{k: _from_json(v) for k, v in c.items()}),
+    )
+
+
+_register()
