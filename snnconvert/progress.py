@@ -13,7 +13,8 @@ T = TypeVar("T")
 
 def track(items: Iterable[T], description: str, *, total: int | None = None, show: bool = False) -> Iterator[T]:
     """Iterate over ``items``; with ``show`` a transient rich progress bar is drawn on stderr."""
-    if not show:
+    console = Console(stderr=True)
+    if not show or not console.is_terminal:
         yield from items
         return
     if total is None and hasattr(items, "__len__"):
@@ -24,7 +25,7 @@ def track(items: Iterable[T], description: str, *, total: int | None = None, sho
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         for item in items:
             yield item

@@ -1,19 +1,262 @@
-"""Placeholder: being implemented (see issue 4)."""
+"""One-hot multi-level LIF (M-LIF) coding: conversion of a float ANN (M-LIF paper, §3, §5.1.1).
+
+The network runs ``T`` time steps; every hidden neuron is an
+:class:`~snnconvert.neurons.mlif.MLIFNeuron` with ``S`` binary-weighted lanes (eqs 6-8), whose
+frames carry the lane value ``2^s`` so the next synapse applies ``W * 2^s`` (a shift).
+
+Conversion follows the paper's initialisation recipe (§5.1.1), without the BPTT fine-tuning:
+
+* batch-norm is fused and the ANN weights are copied (``prepare`` did the fusion; every conv /
+  linear becomes a synapse adding its bias at every step);
+* the threshold of each neuron layer is the ``percentile``-th percentile (90 by default) of the
+  ANN activation distribution at that layer over the calibration data (one value per layer;
+  the percentile of the ReLU output equals that of its input whenever it is positive). A layer
+  whose percentile is 0 falls back to its maximum (listed in ``info["threshold_fallbacks"]``);
+* ``leak`` is beta of eq 6 (1 by default for conversion: integrate-and-fire);
+* ``Gain(1/theta) -> neuron -> Gain(theta)`` replaces each activation and the gains fold into
+  the weights (``W * theta_{l-1} / theta_l``);
+* input: direct encoding (§5): the analog image is fed to the first layer at each of the T
+  steps. A (B, T, C, H, W) input is taken as T frames already encoded, frame k at step k (the
+  multi-level event frames of :mod:`snnconvert.data.events`, §5.2.2);
+* max-pooling stays an ordinary op on the spike frames of the neuron before it (moved ahead of
+  that neuron's ``Gain(theta)``, which it commutes with). It takes at each step the largest
+  lane value in the window, so the output stays one-hot. At T = 1 this is exact (the firing
+  rule is monotone, so it commutes with max); at T > 1 the mean over steps of per-step maxima
+  can exceed the max of the per-input means (a bias upward);
+* the classifier never fires: its T output frames are averaged (``WeightedSumDecoder``, 1/T).
+
+Bounded activations (ReLU6 ...) keep their percentile threshold; their upper bound is not
+enforced beyond the top lane (2^(S-1) theta per step). The network computes in float32.
+"""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor, fx, nn
+
 from snnconvert.codings.base import ConversionInputs
+from snnconvert.codings.common import activation_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.gains import fold_gains
 from snnconvert.errors import SnnConvertError
+from snnconvert.graph.ops import Kind, kind_of, module_of
+from snnconvert.graph.passes import _finish
+from snnconvert.graph.support import check_supported
+from snnconvert.neurons.mlif import MLIFNeuron
 from snnconvert.simulate.network import SpikingNetwork
+from snnconvert.simulate.synapse import Gain, WeightedSumDecoder
+
+MAX_LANES = 16
+ANCHORS = ("lowest", "highest")
 
 
 @dataclass
-class Config:
+class MLIFConfig:
+    """Options of the M-LIF coding: ``S`` lanes per neuron, ``T`` time steps, ``leak`` (beta of
+    eq 6) and the activation ``percentile`` that sets each layer's threshold."""
+
+    S: int = 3
+    T: int = 1
+    leak: float = 1.0
+    percentile: float = 90.0
+    anchor: str = "lowest"  # the percentile is theta (paper); "highest": it is 2^(S-1) theta
+
     def validate(self) -> None:
-        pass
+        def number(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if not (isinstance(self.S, int) and number(self.S) and 1 <= self.S <= MAX_LANES):
+            raise SnnConvertError(f"--S {self.S} is not possible: give an integer 1..{MAX_LANES} lanes")
+        if not (isinstance(self.T, int) and number(self.T) and self.T >= 1):
+            raise SnnConvertError(f"--T {self.T} is not possible: give an integer >= 1 time steps")
+        if not (number(self.leak) and 0.0 <= self.leak <= 1.0):
+            raise SnnConvertError(f"--leak {self.leak} is not possible: the leak beta must be in [0, 1]")
+        if not (number(self.percentile) and 0.0 < self.percentile <= 100.0):
+            raise SnnConvertError(f"--percentile {self.percentile} is not possible: give a value in (0, 100]")
+        if self.anchor not in ANCHORS:
+            raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
 
 
-def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
-    raise SnnConvertError("the mlif coding is not available yet")
+class MLIFInputEncoder(nn.Module):
+    """Direct input encoding: (B, C, H, W) images -> the same analog frame at each of the T
+    steps; (B, T, C, H, W) sequences (e.g. multi-level event frames) -> frame k at step k.
+    Output frames are time-folded (T*B, C, H, W), time-major."""
+
+    def __init__(self, T: int) -> None:
+        super().__init__()
+        self.T = int(T)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dim() == 5:
+            if images.shape[1] != self.T:
+                raise SnnConvertError(
+                    f"the input holds {images.shape[1]} frames per sample but this M-LIF network runs "
+                    f"T = {self.T} steps; convert it with --T {images.shape[1]}"
+                )
+            return images.transpose(0, 1).reshape(-1, *images.shape[2:])
+        return images.repeat(self.T, *([1] * (images.dim() - 1)))
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}"
+
+
+class _StaticImages:
+    """Calibration batches for the float ANN: event sequences (B, T, C, H, W) are unfolded so
+    that each frame counts as one image."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            if images.dim() == 5:
+                images = images.reshape(-1, *images.shape[2:])
+            yield images, labels
+
+
+def _mlif_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    kind = kind_of(gm, node)
+    if kind is Kind.NORM:
+        return "batch-norm left in the graph: run the prepare pipeline first"
+    if kind is Kind.QUANT:
+        return "M-LIF converts the float model; give the prepared float graph, not the quantized one"
+    if kind is Kind.MAXPOOL and module_of(gm, node) is None and node.kwargs.get("return_indices"):
+        return "max-pooling with indices has no spiking equivalent"
+    if kind is Kind.MAXPOOL and getattr(module_of(gm, node), "return_indices", False):
+        return "max-pooling with indices has no spiking equivalent"
+    return None
+
+
+def _thresholds(
+    stats: dict[str, dict[float, Tensor]], names: list[str], percentile: float
+) -> tuple[dict[str, float], list[str]]:
+    thresholds, fallbacks = {}, []
+    for name in names:
+        if name not in stats:
+            raise SnnConvertError(f"no activation statistics for {name}: the calibration data is empty")
+        theta = float(stats[name][percentile].max())
+        if not theta > 0.0:
+            fallbacks.append(name)
+            theta = float(stats[name][100.0].max())
+            if not theta > 0.0:
+                theta = 1.0  # the layer never fires on the calibration data; any threshold will do
+        thresholds[name] = theta
+    return thresholds, fallbacks
+
+
+def _pool_before_gain(gm: fx.GraphModule) -> None:
+    """``Gain(g) -> maxpool`` becomes ``maxpool -> Gain(g)`` (equal for g > 0), so the pool
+    works on spike frames and the gain can fold into the next synapse."""
+    for node in list(gm.graph.nodes):
+        if kind_of(gm, node) is not Kind.MAXPOOL or not isinstance(node.args[0], fx.Node):
+            continue
+        src = node.args[0]
+        gain = module_of(gm, src)
+        if not isinstance(gain, Gain) or not bool((gain.gain > 0).all()):
+            continue
+        with gm.graph.inserting_before(node):
+            args = (src.args[0], *node.args[1:])
+            pooled = gm.graph.create_node(node.op, node.target, args, dict(node.kwargs))
+            name = f"{node.name}_gain"
+            gm.add_submodule(name, Gain.of(gain.gain.clone()))
+            scaled = gm.graph.call_module(name, (pooled,))
+        node.replace_all_uses_with(scaled)
+        gm.graph.erase_node(node)
+
+
+def _keep_stats_double(module: nn.Module) -> None:
+    """``.float()`` also casts the neurons' statistics buffers; counts stay float64."""
+    for neuron in module.modules():
+        if isinstance(neuron, MLIFNeuron):
+            for name, buf in list(neuron.named_buffers(recurse=False)):
+                setattr(neuron, name, buf.double())
+
+
+def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
+    """Convert the prepared float graph into an M-LIF network (see module docstring)."""
+    cfg.validate()
+    if inputs.calibration is None:
+        raise SnnConvertError(
+            "M-LIF conversion sets its thresholds from activations: give calibration data (--data)"
+        )
+    float_gm = inputs.float_model
+    check_supported(float_gm, (_mlif_rules,), stage="M-LIF conversion")
+    acts = {n.name: n.target for n in float_gm.graph.nodes if kind_of(float_gm, n) is Kind.ACTIVATION}
+    stats = activation_percentiles(
+        float_gm, _StaticImages(inputs.calibration), (float(cfg.percentile), 100.0),
+        show_progress=inputs.show_progress,
+    )
+    thresholds, fallbacks = _thresholds(stats, list(acts), float(cfg.percentile))
+    if cfg.anchor == "highest":
+        thresholds = {name: theta / 2.0 ** (cfg.S - 1) for name, theta in thresholds.items()}
+
+    T, S = cfg.T, cfg.S
+    gm = copy.deepcopy(float_gm)
+    replace_synapses(gm, torch.ones(T, dtype=torch.float64))
+    plan = {name: (MLIFNeuron(T, S, float(cfg.leak)), torch.tensor(theta, dtype=torch.float64))
+            for name, theta in thresholds.items()}
+    layers = insert_neurons(gm, plan)
+    _pool_before_gain(gm)
+    _finish(gm)
+    fold_gains(gm)
+    gm.float()
+    _keep_stats_double(gm)
+
+    snn = SpikingNetwork("mlif")
+    snn.encoder = MLIFInputEncoder(T)
+    snn.body = gm
+    snn.decoder = WeightedSumDecoder(T)  # weights 1/T: the classifier's output averaged over T
+    snn.info = {
+        "coding": "mlif",
+        "S": S,
+        "T": T,
+        "leak": float(cfg.leak),
+        "percentile": float(cfg.percentile),
+        "anchor": cfg.anchor,
+        "frames": T,
+        "latency": T,
+        "latency_terms": f"T = {T}, S = {S}",
+        "neuron_layers": layers,
+        "thresholds": {acts[name]: theta for name, theta in thresholds.items()},
+        "threshold_fallbacks": [acts[name] for name in fallbacks],
+        "input": "direct (analog image at every step; (B, T, ...) inputs are taken frame by frame)",
+        "maxpool": "per step on spike frames (exact at T = 1)",
+    }
+    return snn
+
+
+def membrane_updates(snn: SpikingNetwork) -> dict[str, float]:
+    """State operations: every M-LIF neuron updates its membrane once per step (T per neuron).
+    Uses the neuron counts recorded by the last evaluation."""
+    neurons = snn.neurons().items()
+    return {name: float(n.neurons) * n.steps_out for name, n in neurons if isinstance(n, MLIFNeuron)}
+
+
+def lane_metrics(snn: SpikingNetwork) -> dict[str, object]:
+    """Share of the recorded spikes carried by each lane (lane 0 = value 1 first), overall and
+    per neuron layer."""
+    per_layer, total = {}, None
+    for name, n in snn.neurons().items():
+        if not isinstance(n, MLIFNeuron):
+            continue
+        counts = n.lane_counts.double()
+        total = counts.clone() if total is None else total + counts
+        per_layer[name] = [round(float(c), 6) for c in counts / max(float(counts.sum()), 1.0)]
+    overall = [] if total is None else [round(float(c), 6) for c in total / max(float(total.sum()), 1.0)]
+    return {"lane_share": overall, "lane_share_per_layer": per_layer}
+
+
+def _register() -> None:
+    from snnconvert.serialize import register_simple
+
+    register_simple(MLIFInputEncoder, "T")
+
+
+_register()
+
+__all__ = ["MLIFConfig", "MLIFInputEncoder", "convert", "lane_metrics", "membrane_updates"]

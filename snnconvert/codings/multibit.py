@@ -1,19 +1,615 @@
-"""Placeholder: being implemented (see issue 4)."""
+"""Multi-bit spiking coding (adaptive-bit-allocation paper): B_s-bit integer spikes over T steps.
+
+Conversion (neuron dynamics in :mod:`snnconvert.neurons.multibit`, eqs 13-16):
+
+* every ReLU-type activation l becomes a :class:`MultiBitNeuron` with unsigned B_s,l-bit spikes
+  (eq 15), T_l steps, ``tau`` (default 1) and threshold = spike amplitude = step size
+  ``theta_l = clip_l / (2^B_s,l - 1)``, where ``clip_l`` is the ``percentile``-th percentile of
+  the float model's activation on the calibration data (``thresholds="percentile"``); with
+  ``thresholds="quantized"`` ``theta_l`` is the quantized model's activation scale, allowed only
+  when its activation bits equal B_s,l (``"auto"``: the scales when the quantized weights are
+  used and every bit width matches, else the percentiles). ``theta`` stays a (frozen) parameter
+  of each neuron, so fine-tuning can learn it; the synapses keep the ANN's weights (eq 13);
+* weights: the quantized model's dequantized weights when it is given (``weights="auto"``; its
+  weight bits are B_w), else the float weights (B_w = 32);
+* input: with ``encode_input`` (default) a layer of multi-bit input neurons (paper §5.2.6) turns
+  the image into spikes; the folded normalization's border pad is applied before it, so the
+  first synapse receives only spikes. With ``signed_first`` this is the bidirectional neuron of
+  eq 16 (q = -(2^(B-1)-1)..2^(B-1)-1) on the centred image ``x - mean``, the mean's contribution
+  moving into the first layer's bias (exact; no centring when the first layer zero-pads the raw
+  image itself). Its threshold is the percentile of ``|x - mean|`` over the calibration images
+  divided by q_max. Without ``encode_input`` the first synapse receives the analog image once
+  and the first neurons repeat its current;
+* temporal squeezing (eq 13): a neuron whose input ran T_in != T_l steps averages its input
+  current (``squeeze="changes"``); where branches with different T meet (residual add, concat) a
+  :class:`TemporalSqueeze` averages the branches with fewer frames and repeats the mean up to
+  the largest T. ``squeeze="always"`` applies eq 13 literally at every neuron layer;
+* max-pooling acts on the spike frames step by step (exact at T = 1); biases are added at every
+  step; the decoder is the mean of the classifier's output frames (it never fires).
+
+With T = 1, B_s equal to the quantized model's activation bits and its scales as thresholds, the
+SNN computes the quantized ANN (round half up in both; float summation order aside).
+
+Figures (:func:`metrics`, after an evaluation recorded spike statistics). Synapse layer l has
+n_l MACs per frame, receives T_l frames of B_s,l-bit spikes and has B_w,l-bit weights:
+
+* ``bit_budget`` (eq 7): ``T_avg * B_w_avg * B_s_avg`` with T and B_s averaged over feature
+  elements (neurons) and B_w over weights (the paper's W/S/T averages); T * B_w * B_s when uniform;
+* ``S-ACE`` (eq 8): ``sum_l n_l * T_l * B_w,l * B_s,l``; with ``squeeze="always"`` each synapse
+  can run once on the squeezed spikes (the paper's post-squeezing pipeline, fig A.1b): T_l = 1;
+* ``NS-ACE`` (eq 9, first line): ``sum_l fr_l * n_l * T_l * B_w,l * B_s,l`` with fr_l the firing
+  rate (non-zero share of neuron-steps) of the spikes synapse l receives; ``NS-ACE_approx`` is
+  the third line, ``fr_avg * S-ACE``. An analog input counts as B_s = 32 with rate 1;
+* ``model_size_MB``: weights at B_w bits plus biases at 32 bits, 10^6 bytes per MB.
+
+Latency: all layers run step-synchronously, so the output is complete after T steps; every
+squeeze on the critical path waits for the last of its T_in input frames (+T_in - 1 steps).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+from torch.utils.data import DataLoader
 
 from snnconvert.codings.base import ConversionInputs
+from snnconvert.codings.common import activation_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.gains import fold_gains
+from snnconvert.data.input_spec import InputSpec
 from snnconvert.errors import SnnConvertError
+from snnconvert.graph.modules import PadWithValues
+from snnconvert.graph.ops import Kind, kind_of, module_of
+from snnconvert.graph.passes import _finish, _unique_name
+from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze, spike_range
+from snnconvert.quantize.histogram import RangeDoublingHistogram
+from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
+from snnconvert.quantize.quantizer import INPUT_QUANT
 from snnconvert.simulate.network import SpikingNetwork
+from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, SynapseLinear, WeightedSumDecoder
+
+_SYNAPSES = (SynapseConv2d, SynapseLinear, SynapseAffine)
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ANALOG_BITS = 32  # bit width counted for analog (non-spike) synapse inputs and float weights
+ENCODER = "encoder"
+
+
+def _int_or_list(value: Any, flag: str, low: int, high: int) -> int | list[int]:
+    """An int or a non-empty list of ints in [low, high]; ``"2,4,4"`` / ``"[2, 4]"`` are lists."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.strip().strip("[]").split(",") if p.strip()]
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise SnnConvertError(f"{flag} {value!r} is not possible: give an integer or a list N,N,...") \
+                from None
+        value = value[0] if len(value) == 1 else value
+    values = value if isinstance(value, list) else [value]
+    ok = bool(values) and all(type(v) is int and low <= v <= high for v in values)
+    if not ok:
+        raise SnnConvertError(
+            f"{flag} {value!r} is not possible: give integers in {low}..{high} (one, or one per layer)")
+    return value
 
 
 @dataclass
-class Config:
+class MultiBitConfig:
+    """Options of the multi-bit coding (see the module docstring).
+
+    ``T`` and ``bits_spike`` are one value for all neuron layers or a list with one per neuron
+    layer in graph order, the input encoder first (names in ``neuron_layers`` after conversion).
+    ``thresholds``: auto | percentile | quantized; ``weights``: auto | quantized | float;
+    ``squeeze``: changes | always; ``dtype``: float32 | float64 simulation.
+    """
+
+    T: int | list[int] | str = 2
+    bits_spike: int | list[int] | str = 4
+    percentile: float = 99.99
+    thresholds: str = "auto"
+    weights: str = "auto"
+    per_channel: bool = False
+    tau: float = 1.0
+    encode_input: bool = True
+    signed_first: bool = False
+    squeeze: str = "changes"
+    dtype: str = "float32"
+    neuron_layers: list[str] = field(default_factory=list)  # filled in by conversion
+
     def validate(self) -> None:
-        pass
+        self.steps()
+        self.spike_bits()
+        if not _is_number(self.percentile) or not 0 < self.percentile <= 100:
+            raise SnnConvertError(
+                f"--percentile {self.percentile!r} is not possible: give a number in (0, 100]")
+        for name, choices in (("thresholds", ("auto", "percentile", "quantized")),
+                              ("weights", ("auto", "quantized", "float")),
+                              ("squeeze", ("changes", "always")), ("dtype", tuple(_DTYPES))):
+            if getattr(self, name) not in choices:
+                raise SnnConvertError(
+                    f"{name} {getattr(self, name)!r} is not possible: choose {', '.join(choices)}")
+        if not _is_number(self.tau) or not self.tau >= 1:
+            raise SnnConvertError(
+                f"tau {self.tau!r} is not possible: the time constant must be >= 1 (1: no leak)")
+        for name in ("per_channel", "encode_input", "signed_first"):
+            if not isinstance(getattr(self, name), bool):
+                raise SnnConvertError(f"{name} {getattr(self, name)!r} is not possible: give true or false")
+        if self.signed_first and not self.encode_input:
+            raise SnnConvertError(
+                "signed_first needs encode_input (the signed neuron is the input layer, eq 16)")
+
+    def steps(self) -> int | list[int]:
+        return _int_or_list(self.T, "--T", 1, 4096)
+
+    def spike_bits(self) -> int | list[int]:
+        return _int_or_list(self.bits_spike, "--bits-spike", 1, 16)
 
 
-def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
-    raise SnnConvertError("the multibit coding is not available yet")
+Config = MultiBitConfig
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _per_layer(value: int | list[int], names: list[str], flag: str) -> list[int]:
+    if isinstance(value, int):
+        return [value] * len(names)
+    if len(value) != len(names):
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise SnnConvertError(
+            f"{flag} lists {len(value)} values but the network has {len(names)} neuron layers ({shown})")
+    return list(value)
+
+
+# ------------------------------------------------------------------------------------ input stage
+
+
+def _remove_input_quant(gm: fx.GraphModule) -> ActQuant | None:
+    node = next((n for n in gm.graph.nodes if n.op == "call_module" and n.target == INPUT_QUANT), None)
+    if node is None:
+        return None
+    quant = gm.get_submodule(INPUT_QUANT)
+    node.replace_all_uses_with(node.args[0])
+    gm.graph.erase_node(node)
+    return quant
+
+
+def _take_input_pad(gm: fx.GraphModule) -> PadWithValues | None:
+    """Move the border pad of the folded normalization out of the body (the encoder applies it
+    before its neurons), when every use of the input is the same pad."""
+    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    users = list(placeholder.users)
+    pads = [module_of(gm, u) for u in users]
+    if not users or not all(isinstance(p, PadWithValues) for p in pads):
+        return None
+    first = pads[0]
+    if any(p.padding != first.padding or not torch.equal(p.values, first.values) for p in pads):
+        return None
+    for u in users:
+        u.replace_all_uses_with(placeholder)
+        gm.graph.erase_node(u)
+    return copy.deepcopy(first)
+
+
+def _center_input(gm: fx.GraphModule, spec: InputSpec, pad: PadWithValues | None) -> Tensor:
+    """Centre for the signed input neuron; the first layers' biases absorb ``W * center``. Zero
+    when that is not exact (a first layer that is not an unpadded conv or a channel affine)."""
+    channels = spec.channels
+    if pad is not None:
+        center = pad.values.double()
+    elif spec.mean is not None:
+        center = torch.tensor(spec.mean, dtype=torch.float64)
+    else:
+        center = torch.full((channels,), 0.5, dtype=torch.float64)
+    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    layers = [module_of(gm, u) for u in placeholder.users]
+
+    def exact(m: nn.Module | None) -> bool:
+        if isinstance(m, SynapseConv2d):
+            return m.groups == 1 and m.in_channels == center.numel() and all(p == 0 for p in m.padding)
+        return isinstance(m, SynapseAffine) and m.scale.numel() == center.numel()
+
+    if not layers or not all(exact(m) for m in layers):
+        return torch.zeros(channels, dtype=torch.float64)
+    with torch.no_grad():
+        for m in layers:
+            if isinstance(m, SynapseConv2d):
+                shift = (m.weight.double() * center.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+                if m.bias is None:
+                    m.bias = nn.Parameter(torch.zeros_like(shift))
+                m.bias.add_(shift.to(m.bias.dtype))
+            else:
+                m.shift.add_((m.scale.double() * center).to(m.shift.dtype))
+    return center
+
+
+# ------------------------------------------------------------------------------------ thresholds
+
+
+def _clip_to_step(clip: Tensor, fallback: Tensor, qmax: int) -> Tensor:
+    clip = clip.double().reshape(-1)
+    clip = torch.where(clip > 0, clip, fallback.double().reshape(-1).expand_as(clip))
+    return torch.where(clip > 0, clip, torch.ones_like(clip)) / qmax
+
+
+@torch.no_grad()
+def _centered_clip(loader: DataLoader, center: Tensor, percentile: float, per_channel: bool) -> Tensor:
+    hist: RangeDoublingHistogram | None = None
+    for images, _labels in loader:
+        x = (images.double() - center.view(1, -1, 1, 1)).abs()
+        if hist is None:
+            hist = RangeDoublingHistogram(x.shape[1] if per_channel else 1)
+        hist.update(x)
+    if hist is None:
+        raise SnnConvertError("multi-bit conversion: the calibration split is empty")
+    return hist.clip("percentile", percentile, 8)
+
+
+def _quantizer_of(gm: fx.GraphModule, name: str) -> ActQuant | None:
+    node = next((n for n in gm.graph.nodes if n.name == name), None)
+    users = list(node.users) if node is not None else []
+    mod = module_of(gm, users[0]) if len(users) == 1 else None
+    return mod if isinstance(mod, ActQuant) else None
+
+
+def _thresholds(inputs: ConversionInputs, cfg: MultiBitConfig, acts: list[fx.Node], bits: dict[str, int],
+                input_quant: ActQuant | None, center: Tensor | None,
+                quantized_weights: bool) -> tuple[dict[str, Tensor], str]:
+    """Step size theta per neuron layer (name -> tensor) and where they came from."""
+    def usable(quant: ActQuant | None, layer: str) -> Tensor | None:
+        ok = quant is not None and quant.bits == bits[layer] and not bool(quant.zero_point.any())
+        return quant.scale.detach().double().clone() if ok else None
+
+    scales: dict[str, Tensor | None] = {}
+    if inputs.quantized is not None:
+        for node in acts:
+            scales[node.target] = usable(_quantizer_of(inputs.quantized, node.name), node.target)
+        if ENCODER in bits and center is None:
+            scales[ENCODER] = usable(input_quant, ENCODER)
+    matched = bool(scales) and all(v is not None for v in scales.values())
+    source = cfg.thresholds
+    if source == "quantized":
+        if inputs.quantized is None:
+            raise SnnConvertError("thresholds=quantized needs a quantized model (run `snnconvert quantize`)")
+        if not matched:
+            bad = next(k for k, v in scales.items() if v is None)
+            raise SnnConvertError(
+                f"thresholds=quantized: layer {bad} has no {bits[bad]}-bit activation quantizer to take its "
+                f"scale from; use --bits-spike equal to the quantized bits or thresholds=percentile")
+    elif source == "auto":
+        source = "quantized" if matched and quantized_weights else "percentile"
+    result: dict[str, Tensor] = {}
+    needs_data = source == "percentile" or center is not None
+    if needs_data and inputs.calibration is None:
+        raise SnnConvertError("multi-bit conversion needs calibration data to set its thresholds (--data)")
+    p = float(cfg.percentile)
+    if source == "percentile":
+        stats = activation_percentiles(inputs.float_model, inputs.calibration, (p, 100.0),
+                                       per_channel=cfg.per_channel, show_progress=inputs.show_progress)
+        float_acts = [n.name for n in inputs.float_model.graph.nodes
+                      if kind_of(inputs.float_model, n) is Kind.ACTIVATION]
+        names = [n.name for n in acts]
+        if not all(n in stats for n in names):
+            if len(float_acts) != len(names):
+                raise SnnConvertError("multi-bit: the float and quantized models differ in activations")
+            names = float_acts
+        for node, key in zip(acts, names, strict=True):
+            qmax = spike_range(bits[node.target], False)[1]
+            result[node.target] = _clip_to_step(stats[key][p], stats[key][100.0], qmax)
+        if ENCODER in bits and center is None:
+            qmax = spike_range(bits[ENCODER], False)[1]
+            result[ENCODER] = _clip_to_step(stats["input"][p], stats["input"][100.0], qmax)
+    else:
+        result = {k: v for k, v in scales.items() if v is not None}
+    if center is not None:
+        clip = _centered_clip(inputs.calibration, center, p, cfg.per_channel)
+        result[ENCODER] = _clip_to_step(clip, clip, spike_range(bits[ENCODER], True)[1])
+    return result, source
+
+
+# ------------------------------------------------------------------------------------ frames
+
+
+def _match_frames(gm: fx.GraphModule, input_frames: int) -> dict[str, int]:
+    """Set every neuron's ``steps_in``, put a :class:`TemporalSqueeze` where inputs with different
+    frame counts meet, size every synapse's per-frame bias gains. Returns frames per node."""
+    frames: dict[str, int] = {}
+    for node in list(gm.graph.nodes):
+        inputs = [i for i in node.all_input_nodes if i.name in frames]
+        if node.op == "placeholder":
+            frames[node.name] = input_frames
+            continue
+        if not inputs or kind_of(gm, node) is Kind.SHAPE:
+            continue
+        mod = module_of(gm, node)
+        if isinstance(mod, MultiBitNeuron):
+            mod.steps_in = frames[inputs[0].name]
+            frames[node.name] = mod.steps_out
+            continue
+        target = max(frames[i.name] for i in inputs)
+        for i in inputs:
+            if frames[i.name] != target:
+                name = _unique_name(gm, f"{node.name}_squeeze")
+                gm.add_submodule(name, TemporalSqueeze(frames[i.name], target))
+                with gm.graph.inserting_before(node):
+                    squeezed = gm.graph.call_module(name, (i,))
+                node.replace_input_with(i, squeezed)
+                frames[squeezed.name] = target
+        frames[node.name] = target
+        if isinstance(mod, _SYNAPSES):
+            mod.frame_bias_gain = torch.ones(target, dtype=torch.float64)
+    _finish(gm)
+    return frames
+
+
+def _waits(mod: nn.Module | None) -> int:
+    """Extra steps a layer waits for its input frames before it can emit (squeezing)."""
+    if isinstance(mod, TemporalSqueeze) or (isinstance(mod, MultiBitNeuron) and mod.squeezes):
+        return max(mod.steps_in - 1, 0)
+    return 0
+
+
+def _latency(gm: fx.GraphModule, output_frames: int) -> tuple[int, int]:
+    """(steps until the output is complete, steps added by squeezes on the critical path)."""
+    start: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        begin = max((start[i.name] for i in node.all_input_nodes if i.name in start), default=0)
+        start[node.name] = begin + _waits(module_of(gm, node))
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    return start[out.name] + output_frames, start[out.name]
+
+
+# ------------------------------------------------------------------------------------ conversion
+
+
+def _weight_bits(gm: fx.GraphModule) -> dict[str, int]:
+    bits = {}
+    for node in gm.graph.nodes:
+        mod = module_of(gm, node)
+        if isinstance(mod, (QConv2d, QLinear)) and mod.quantize_weights:
+            bits[node.target] = int(mod.w_bits)
+    return bits
+
+
+def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
+    """Coding-table entry point: build the multi-bit SNN (see the module docstring)."""
+    cfg.validate()
+    if cfg.weights == "quantized" and inputs.quantized is None:
+        raise SnnConvertError("weights=quantized needs a quantized model (run `snnconvert quantize` first)")
+    quantized_weights = inputs.quantized is not None and cfg.weights != "float"
+    base = inputs.quantized if quantized_weights else inputs.float_model
+    gm = copy.deepcopy(base)  # float64 after the synapses are built (no float64 copy of the ANN)
+    acts = [n for n in gm.graph.nodes if kind_of(gm, n) is Kind.ACTIVATION]
+    names = ([ENCODER] if cfg.encode_input else []) + [n.target for n in acts]
+    steps = dict(zip(names, _per_layer(cfg.steps(), names, "--T"), strict=True))
+    bits = dict(zip(names, _per_layer(cfg.spike_bits(), names, "--bits-spike"), strict=True))
+    cfg.neuron_layers = names
+    w_bits = _weight_bits(gm)
+
+    input_quant = _remove_input_quant(gm)
+    pad = _take_input_pad(gm) if cfg.encode_input else None
+    replace_synapses(gm, torch.ones(1, dtype=torch.float64))
+    gm.double()
+    center = _center_input(gm, inputs.input_spec, pad) if cfg.signed_first else None
+    thresholds, source = _thresholds(inputs, cfg, acts, bits, input_quant, center, quantized_weights)
+
+    plan = {}
+    for node in acts:
+        theta = thresholds[node.target]
+        neuron = MultiBitNeuron(steps[node.target], steps[node.target], bits[node.target], tau=cfg.tau,
+                                squeeze=cfg.squeeze == "always", channels=theta.numel()).double()
+        neuron.threshold.data.copy_(theta)
+        plan[node.name] = (neuron, 1.0)
+    insert_neurons(gm, plan)
+    _finish(gm)
+    fold_gains(gm)  # removes the unit gains insert_neurons put around every neuron
+
+    encoder: nn.Module = nn.Identity()
+    if cfg.encode_input:
+        theta = thresholds[ENCODER]
+        encoder = MultiBitEncoder(steps[ENCODER], bits[ENCODER], signed=cfg.signed_first, tau=cfg.tau,
+                                  channels=theta.numel(), in_channels=inputs.input_spec.channels,
+                                  padding=pad.padding if pad is not None else None).double()
+        with torch.no_grad():
+            encoder.threshold.copy_(theta)
+            if center is not None:
+                encoder.center.copy_(center)
+            if pad is not None:
+                encoder.pad.values.copy_(pad.values)
+    frames = _match_frames(gm, steps[ENCODER] if cfg.encode_input else 1)
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    out_frames = frames[output.all_input_nodes[0].name]
+
+    snn = SpikingNetwork("multibit")
+    snn.encoder, snn.body = encoder, gm
+    snn.decoder = WeightedSumDecoder(out_frames).double()
+    layer_info = _analyse(snn, inputs.input_spec, w_bits)
+    latency, squeeze_steps = _latency(gm, out_frames)
+    T_list = [steps[n] for n in names]
+    B_list = [bits[n] for n in names]
+    w_list = sorted({s["bits_weight"] for s in layer_info["synapses"]})
+    uniform = len(set(T_list)) <= 1
+    snn.info = {
+        "coding": "multibit",
+        "T": T_list[0] if uniform and T_list else T_list,
+        "bits_spike": B_list[0] if len(set(B_list)) == 1 else B_list,
+        "bits_weight": w_list[0] if len(w_list) == 1 else w_list,
+        "frames": max(T_list + [out_frames]),
+        "latency": latency,
+        "latency_terms": _latency_terms(T_list, squeeze_steps),
+        "neuron_layers": names,
+        "T_layers": T_list,
+        "bits_spike_layers": B_list,
+        "tau": float(cfg.tau),
+        "thresholds": source,
+        "percentile": float(cfg.percentile) if source == "percentile" or center is not None else None,
+        "per_channel": cfg.per_channel,
+        "weights": "quantized" if quantized_weights else "float",
+        "encode_input": cfg.encode_input,
+        "signed_first": cfg.signed_first,
+        "input_center": center.tolist() if center is not None else None,
+        "squeeze": cfg.squeeze,
+        "squeeze_steps": squeeze_steps,
+        **layer_info,
+    }
+    return snn.to(_DTYPES[cfg.dtype])
+
+
+def _latency_terms(T_list: list[int], squeeze_steps: int) -> str:
+    if not T_list:
+        return "T = 1"
+    text = f"T = {T_list[0]}" if len(set(T_list)) == 1 else f"T = {min(T_list)}..{max(T_list)} per layer"
+    return text + (f", squeezes +{squeeze_steps}" if squeeze_steps else "")
+
+
+def _sources(body: fx.GraphModule, node: fx.Node, names: dict[int, str],
+             encoder: nn.Module) -> dict[str, int]:
+    """Layers whose output reaches synapse ``node`` through non-synaptic ops, with their bit
+    widths: neuron layers, ``"input"`` (the analog image) or ``"analog"`` (another synapse)."""
+    found: dict[str, int] = {}
+    stack, seen = list(node.all_input_nodes), set()
+    while stack:
+        n = stack.pop()
+        if n.name in seen:
+            continue
+        seen.add(n.name)
+        mod = module_of(body, n)
+        if isinstance(mod, MultiBitNeuron):
+            found[names[id(mod)]] = mod.bits
+        elif n.op == "placeholder" and isinstance(encoder, MultiBitNeuron):
+            found[names[id(encoder)]] = encoder.bits
+        elif n.op == "placeholder":
+            found["input"] = ANALOG_BITS
+        elif isinstance(mod, _SYNAPSES):
+            found["analog"] = ANALOG_BITS
+        else:
+            stack.extend(n.all_input_nodes)
+    return found
+
+
+@torch.no_grad()
+def _analyse(snn: SpikingNetwork, spec: InputSpec, w_bits: dict[str, int]) -> dict[str, Any]:
+    """Per-synapse MACs, weights and input bit widths, and per-neuron-layer sizes, from one
+    forward pass on a blank image (JSON-compatible, stored in ``snn.info``)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    names = {id(m): n for n, m in snn.neurons().items()}
+    hooks = []
+    for name, mod in [(ENCODER, snn.encoder), *snn.body.named_modules()]:
+        if isinstance(mod, (*_SYNAPSES, MultiBitNeuron)):
+            hooks.append(mod.register_forward_hook(
+                lambda _m, _i, out, key=name: shapes.__setitem__(key, tuple(out.shape))))
+    try:
+        snn(torch.zeros(spec.example_shape(1), dtype=torch.float64))
+    finally:
+        for h in hooks:
+            h.remove()
+    synapses = []
+    for node in snn.body.graph.nodes:
+        mod = module_of(snn.body, node)
+        if not isinstance(mod, _SYNAPSES):
+            continue
+        shape = shapes[node.target]
+        per_frame = math.prod(shape[1:])
+        if isinstance(mod, SynapseConv2d):
+            fan_in = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
+            weights = mod.weight.numel()
+        elif isinstance(mod, SynapseLinear):
+            fan_in, weights = mod.in_features, mod.weight.numel()
+        else:
+            fan_in, weights = 1, mod.scale.numel()
+        bias = getattr(mod, "bias", None) if not isinstance(mod, SynapseAffine) else mod.shift
+        sources = _sources(snn.body, node, names, snn.encoder)
+        synapses.append({
+            "name": node.target,
+            "macs": per_frame * fan_in,
+            "frames": shape[0],
+            "weights": weights,
+            "biases": bias.numel() if bias is not None else 0,
+            "bits_weight": w_bits.get(node.target, ANALOG_BITS),
+            "bits_spike": max(sources.values(), default=ANALOG_BITS),
+            "sources": list(sources),
+        })
+    layers = {}
+    for name, mod in snn.neurons().items():
+        key = ENCODER if mod is snn.encoder else next(k for k, m in snn.body.named_modules() if m is mod)
+        layers[name] = {"neurons": math.prod(shapes[key][1:]), "T": mod.steps_out, "bits": mod.bits}
+    return {"synapses": synapses, "neuron_sizes": layers}
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def metrics(snn: SpikingNetwork) -> dict[str, Any]:
+    """Bit budget (eq 7), S-ACE (eq 8), NS-ACE (eq 9) and model size, from ``snn.info`` and the
+    spike statistics of the last recorded evaluation (NS-ACE is None before one)."""
+    info = snn.info
+    stats = {s.name: s for s in snn.spike_stats()}
+    recorded = bool(stats) and all(s.samples > 0 for s in stats.values())
+    always = info.get("squeeze") == "always"
+
+    def rate(sources: list[str]) -> float:
+        known = [stats[s] for s in sources if s in stats]
+        if len(known) < len(sources):  # analog inputs: every value is non-zero
+            return 1.0
+        slots = sum(s.neurons * s.lanes * len(s.events_per_step) for s in known)
+        return sum(s.events for s in known) / max(slots, 1)
+
+    layers, s_ace, ns_ace = [], 0.0, 0.0
+    for syn in info["synapses"]:
+        steps = 1 if always else syn["frames"]
+        bb = steps * syn["bits_weight"] * syn["bits_spike"]
+        fr = rate(syn["sources"]) if recorded else None
+        s_ace += syn["macs"] * bb
+        if fr is not None:
+            ns_ace += fr * syn["macs"] * bb
+        layers.append({"name": syn["name"], "MACs": syn["macs"], "T": steps,
+                       "bits_weight": syn["bits_weight"], "bits_spike": syn["bits_spike"], "bit_budget": bb,
+                       "S-ACE": syn["macs"] * bb, "firing_rate": fr,
+                       "NS-ACE": fr * syn["macs"] * bb if fr is not None else None})
+    sizes = info["neuron_sizes"]
+    elements = sum(v["neurons"] for v in sizes.values())
+    weights = sum(s["weights"] for s in info["synapses"])
+    t_avg = sum(v["neurons"] * v["T"] for v in sizes.values()) / elements if elements else 1.0
+    bs_avg = sum(v["neurons"] * v["bits"] for v in sizes.values()) / elements if elements else ANALOG_BITS
+    bw_avg = sum(s["weights"] * s["bits_weight"] for s in info["synapses"]) / weights if weights else 0.0
+    fr_avg = None
+    if recorded:
+        slots = sum(s.neurons * s.lanes * len(s.events_per_step) for s in stats.values())
+        fr_avg = sum(s.events for s in stats.values()) / max(slots, 1)
+    size_bits = sum(s["weights"] * s["bits_weight"] + s["biases"] * ANALOG_BITS for s in info["synapses"])
+    return {
+        "bit_budget": t_avg * bw_avg * bs_avg,
+        "T_avg": t_avg,
+        "bits_spike_avg": bs_avg,
+        "bits_weight_avg": bw_avg,
+        "MACs": sum(s["macs"] for s in info["synapses"]),
+        "S-ACE": s_ace,
+        "S-ACE_pipeline": "post-squeezing (T = 1 per synapse)" if always else "T frames per synapse",
+        "NS-ACE": ns_ace if recorded else None,
+        "NS-ACE_approx": fr_avg * s_ace if fr_avg is not None else None,
+        "firing_rate": fr_avg,
+        "model_size_MB": size_bits / 8 / 1e6,
+        "layers": layers,
+    }
+
+
+def state_ops(snn: SpikingNetwork) -> dict[str, float]:
+    """Membrane updates per neuron layer that do not depend on spikes: one update, rounding and
+    clip per neuron per step, plus T_in accumulations per neuron where a layer squeezes (eq 13).
+    Uses the neuron counts of the last evaluation (the conversion-time sizes before one)."""
+    sizes = snn.info.get("neuron_sizes", {})
+    ops = {}
+    for name, neuron in snn.neurons().items():
+        count = float(neuron.neurons) or float(sizes.get(name, {}).get("neurons", 0))
+        per_neuron = neuron.steps_out
+        if isinstance(neuron, MultiBitNeuron) and neuron.squeezes and neuron.steps_in > 1:
+            per_neuron += neuron.steps_in
+        ops[name] = count * per_neuron
+    return ops
+
+
+__all__ = ["ANALOG_BITS", "Config", "MultiBitConfig", "convert", "metrics", "state_ops"]

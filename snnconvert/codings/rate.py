@@ -1,19 +1,238 @@
-"""Placeholder: being implemented (see issue 4)."""
+"""Rate coding with integrate-and-fire neurons: the classic ANN -> SNN conversion baseline.
+
+Conversion of the prepared float graph (data-based normalisation, Diehl et al. 2015; Rueckauer
+et al. 2017; neuron equations: M-LIF paper eqs 1-2 with leak 1, see
+:mod:`snnconvert.neurons.integrate_fire`):
+
+* thresholds: for every ReLU-type activation l, ``theta_l`` is the ``percentile``-th percentile
+  of its output on the calibration data (``"max"`` = 100th), per layer or per channel. Each
+  activation becomes ``Gain(1/theta_l) -> IFNeuron -> Gain(theta_l)``, and
+  :func:`~snnconvert.codings.gains.fold_gains` folds the gains into the weights, giving the
+  normalised weights ``W_l * theta_{l-1} / theta_l`` and biases ``b_l / theta_l``;
+* input: the encoder repeats the raw image for T steps (constant analog current into the first
+  synapse); every synapse adds its bias at every step (``frame_bias_gain = 1``);
+* neurons: soft reset, threshold 1 in normalised units, initial membrane ``theta/2`` with
+  ``half_init`` (spike count ``floor(T z + 1/2)`` for a constant input z: round-to-nearest
+  instead of truncation, removing the expected -theta/(2T) bias of every layer);
+* bounded ReLU ``clamp(x, 0, u)``: an IF neuron emits at most one spike per step, so its
+  decoded output is at most theta; the threshold is ``min(percentile, u)`` (the percentile is
+  measured on the clipped output, so it never exceeds u anyway) and the clip at u is realised
+  by saturation. A plain ReLU is clipped at its percentile threshold the same way;
+* max-pooling: :class:`~snnconvert.neurons.integrate_fire.RateMaxPool`, the max over running
+  spike counts; its spike count is exactly the max of its inputs' counts (exact with respect to
+  the decoded rates at every T; the only approximation left is in the IF layers). Positive gains
+  in front of it are moved behind it so they fold into the next synapse;
+* decoder: the mean over the T frames of the classifier output (it never fires).
+
+Latency is T steps (all layers run step-synchronously).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
 
 from snnconvert.codings.base import ConversionInputs
+from snnconvert.codings.common import activation_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.gains import fold_gains
 from snnconvert.errors import SnnConvertError
+from snnconvert.graph.ops import Kind, activation_of, kind_of, module_of
+from snnconvert.graph.passes import _finish, add_module_after
+from snnconvert.graph.support import check_supported
+from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool, RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
+from snnconvert.simulate.synapse import Gain, WeightedSumDecoder
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
 class Config:
+    """Options of the rate coding.
+
+    ``percentile``: ``"max"`` (100th) or a number in (0, 100], e.g. 99.9 or 99.99;
+    ``per_channel``: one threshold per channel instead of per layer; ``half_init``: start every
+    membrane at theta/2; ``dtype``: simulation precision (float32 suffices for rate coding).
+    """
+
+    T: int = 64
+    percentile: float | str = 99.99
+    per_channel: bool = False
+    half_init: bool = True
+    dtype: str = "float32"
+    neuron_layers: list[str] = field(default_factory=list)  # filled in by conversion
+
     def validate(self) -> None:
-        pass
+        if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
+            raise SnnConvertError(f"--T {self.T!r} is not possible: rate coding needs an integer T >= 1")
+        self.percentile_value()
+        if not isinstance(self.per_channel, bool):
+            raise SnnConvertError(f"--per-channel {self.per_channel!r} is not possible: give true or false")
+        if not isinstance(self.half_init, bool):
+            raise SnnConvertError(f"--half-init {self.half_init!r} is not possible: give true or false")
+        if self.dtype not in _DTYPES:
+            raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
+
+    def percentile_value(self) -> float:
+        """The percentile as a number (``"max"`` -> 100.0); raises on anything else."""
+        p = self.percentile
+        if isinstance(p, str):
+            if p.strip().lower() == "max":
+                return 100.0
+            try:
+                p = float(p)
+            except ValueError:
+                p = math.nan
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
+            raise SnnConvertError(
+                f"--percentile {self.percentile!r} is not possible: give 'max' or a number in (0, 100]"
+            )
+        return float(p)
+
+
+def _rate_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    kind = kind_of(gm, node)
+    if kind is Kind.NORM:
+        return "batch-norm left in the graph: convert the prepared float model (snnconvert prepare)"
+    if kind is Kind.QUANT:
+        return "rate coding converts the float model, not the quantized one"
+    if kind is Kind.MAXPOOL and (_pool_params(gm, node).pop("return_indices", False)):
+        return "max-pooling with indices has no spiking equivalent"
+    return None
+
+
+def _pool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
+    """``F.max_pool2d`` keyword arguments of a max-pool module or call (incl. return_indices)."""
+    mod = module_of(gm, node)
+    if isinstance(mod, nn.MaxPool2d):
+        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        return {k: getattr(mod, k) for k in names}
+    import inspect
+
+    bound = inspect.signature(F._max_pool2d).bind(*node.args, **node.kwargs)
+    bound.apply_defaults()
+    params = dict(bound.arguments)
+    params.pop("input")
+    return params
+
+
+def thresholds(float_gm: fx.GraphModule, loader, cfg: Config, *, show_progress: bool = False) -> dict[str, torch.Tensor]:
+    """Firing threshold (real units) of every activation node from one pass over ``loader``."""
+    p = cfg.percentile_value()
+    stats = activation_percentiles(float_gm, loader, (p,), per_channel=cfg.per_channel, show_progress=show_progress)
+    return thresholds_from(float_gm, stats, cfg)
+
+
+def thresholds_from(float_gm: fx.GraphModule, stats: dict[str, dict[float, torch.Tensor]],
+                    cfg: Config) -> dict[str, torch.Tensor]:
+    """Thresholds from :func:`~snnconvert.codings.common.activation_percentiles` results (which
+    may hold several percentiles): the ``cfg.percentile``-th percentile of each activation,
+    capped at a bounded ReLU's upper value. Channels (or layers) that never fired on the
+    calibration data get the layer's largest threshold (or 1)."""
+    p = cfg.percentile_value()
+    result = {}
+    for node in float_gm.graph.nodes:
+        if kind_of(float_gm, node) is not Kind.ACTIVATION:
+            continue
+        if node.name not in stats or p not in stats[node.name]:
+            raise SnnConvertError(
+                f"no activation statistics at percentile {p:g} for {node.name} (empty calibration data?)"
+            )
+        theta = stats[node.name][p].double().reshape(-1).clone()
+        if not cfg.per_channel and theta.numel() > 1:
+            raise SnnConvertError("per-layer thresholds need per-tensor activation statistics (per_channel=False)")
+        upper = activation_of(float_gm, node).upper
+        if upper is not None:
+            theta.clamp_(max=upper)
+        fallback = float(theta.max()) if float(theta.max()) > 0 else 1.0
+        theta[~(theta > 0)] = fallback
+        result[node.name] = theta
+    return result
+
+
+def _replace_maxpools(gm: fx.GraphModule, T: int) -> list[tuple[str, str | None]]:
+    """Swap every max-pool for a :class:`RateMaxPool`; a positive gain in front moves behind it.
+    Returns ``(pool module name, neuron module that feeds it or None)`` per pool."""
+    names = []
+    for node in list(gm.graph.nodes):
+        if kind_of(gm, node) is not Kind.MAXPOOL:
+            continue
+        params = _pool_params(gm, node)
+        params.pop("return_indices", None)
+        src = node.args[0]
+        gain = module_of(gm, src)
+        moves = isinstance(gain, Gain) and bool((gain.gain > 0).all())
+        name = f"{node.name}_neuron"
+        gm.add_submodule(name, RateMaxPool(T, **params))
+        with gm.graph.inserting_before(node):
+            pooled = gm.graph.call_module(name, (src.args[0] if moves else src,))
+        out = add_module_after(gm, pooled, Gain.of(gain.gain.clone()), f"{node.name}_gain",
+                               replace_uses=False) if moves else pooled
+        node.replace_all_uses_with(out)
+        gm.graph.erase_node(node)
+        names.append((name, src.args[0].target if moves and src.args[0].op == "call_module" else None))
+    return names
 
 
 def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
-    raise SnnConvertError("the rate coding is not available yet")
+    """Coding-table entry point: float graph + calibration data -> rate-coded IF network."""
+    cfg.validate()
+    if inputs.calibration is None:
+        raise SnnConvertError("rate coding needs calibration data to set its thresholds (give --calib-data)")
+    float_gm = inputs.float_model
+    check_supported(float_gm, (_rate_rules,), stage="rate conversion")
+    theta = thresholds(float_gm, inputs.calibration, cfg, show_progress=inputs.show_progress)
+    return build(float_gm, theta, cfg)
+
+
+def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config) -> SpikingNetwork:
+    """Assemble the SNN from thresholds (reusable across T: calibrate once, build per T)."""
+    cfg.validate()
+    T = cfg.T
+    gm = copy.deepcopy(float_gm)
+    replace_synapses(gm, torch.ones(T, dtype=torch.float64))  # float64 synapses: folding is exact
+    gm.double()
+    init = 0.5 if cfg.half_init else 0.0
+    plan = {name: (IFNeuron(T, init), value) for name, value in theta.items()}
+    layers = insert_neurons(gm, plan)
+    for pool_name, source in _replace_maxpools(gm, T):
+        position = layers.index(source) + 1 if source in layers else len(layers)
+        layers.insert(position, pool_name)
+    _finish(gm)
+    fold_gains(gm)
+    gm = gm.to(_DTYPES[cfg.dtype])
+    cfg.neuron_layers = layers
+
+    snn = SpikingNetwork("rate")
+    snn.encoder = RepeatEncoder(T)
+    snn.body = gm
+    snn.decoder = WeightedSumDecoder(T).to(_DTYPES[cfg.dtype])  # weights 1/T: mean over T
+    snn.info = {
+        "coding": "rate",
+        "T": T,
+        "frames": T,
+        "latency": T,
+        "latency_terms": f"T = {T}",
+        "percentile": "max" if cfg.percentile_value() == 100.0 else cfg.percentile_value(),
+        "per_channel": cfg.per_channel,
+        "half_init": cfg.half_init,
+        "dtype": cfg.dtype,
+        "neuron_layers": layers,
+        "thresholds": {name: float(value.max()) for name, value in theta.items()},
+    }
+    return snn
+
+
+def state_ops(snn: SpikingNetwork) -> dict[str, float]:
+    """Membrane updates per inference that do not depend on spikes: every IF neuron integrates
+    on each of its T steps; every max-pool unit updates its running maximum on each step. Uses
+    the neuron counts recorded by the last evaluation."""
+    return {name: float(n.neurons) * n.steps_out for name, n in snn.neurons().items()}
+
+
+__all__ = ["Config", "build", "convert", "state_ops", "thresholds", "thresholds_from"]

@@ -16,7 +16,7 @@ Conversion (SWS paper, appendix A.1):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,8 @@ from snnconvert.simulate.synapse import Gain, WeightedSumDecoder
 @dataclass
 class SWSConfig:
     """Options of the SWS coding. ``Ts`` is one silent period for all TSA layers, a list with
-    one per neuron layer (graph order, see ``neuron_layers``), or ``"auto"``."""
+    one per neuron layer (graph order, as listed in ``snn.info["neuron_layers"]``), or
+    ``"auto"``."""
 
     Tc: int = 8
     Ts: int | list[int] | str = 2
@@ -50,7 +51,6 @@ class SWSConfig:
     auto_agreement: float = 0.995  # target of --Ts auto on calibration data
     auto_limit: int = 1000  # calibration images used by --Ts auto
     auto_max: int | None = None  # largest silent period --Ts auto considers (default Tc)
-    neuron_layers: list[str] = field(default_factory=list)  # filled in by conversion
 
     def validate(self) -> None:
         if self.Tc < 1:
@@ -144,7 +144,6 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
             layers.insert(layers.index(node.args[0].args[0].target) + 1, _maxpool_neuron(gm, node, cfg))
     _finish(gm)
     fold_gains(gm)
-    cfg.neuron_layers = layers
     silent = _silent_periods(cfg, layers)
     set_silent_periods(gm, silent)
 
@@ -247,6 +246,10 @@ def sws_latency(snn: SpikingNetwork, cfg: SWSConfig) -> dict:
         "alignments": path.alignments,
         "frames": cfg.Tc,
         "latency": cfg.Tc + path.output_delay,
+        "latency_terms": (
+            f"T_inf = Tc + Ts*L_TSA = {cfg.Tc} + {ts_values[0]}*{path.neuron_layers_on_path}"
+            if len(set(ts_values)) == 1 else f"T_inf = Tc + sum of Ts on the longest path = {cfg.Tc} + {path.output_delay}"
+        ),
     }
 
 

@@ -10,6 +10,10 @@ Spec kinds (``parse_data_spec``):
   unpickler); ``data_batch_1..5`` for calib/train, ``test_batch`` for eval.
 - ``imagenet:PATH``: ``PATH/train/<wnid>/*`` (calib/train) and ``PATH/val/<wnid>/*`` (eval).
   Without ``train/``, ``val/`` is a shared pool like a single-pool imagefolder.
+- ``events:PATH`` / ``events,S=N:PATH``: stored event frames ``PATH/<class>/<sample>.npy|.pt``
+  (T_F, C, H, W), laid out like an imagefolder; with ``S`` every 2^(S-1) binary frames become
+  one one-hot multi-level frame (M-LIF §5.2.2). Items are (Q_F, C, H, W) lane values, not
+  images in [0, 1] (see ``snnconvert.data.events``).
 
 On a shared pool calib/train take a seeded, class-stratified ``calib_split`` fraction and eval
 takes everything, or with ``holdout=True`` exactly the rest; ``needs_holdout(calib, eval)``

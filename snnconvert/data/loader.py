@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
-import time
 from dataclasses import replace
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
 from snnconvert.data.datasets import ArrayImageDataset, ByteImageDataset, TensorImageDataset
@@ -88,21 +88,25 @@ def _check_memory(n: int, shape: tuple[int, ...], itemsize: int) -> None:
 
 
 class _Progress:
+    """A rich progress bar for decoding (only on a terminal); closes itself when done."""
+
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.start, self.last = total, enabled, time.perf_counter(), 0.0
+        self.total = total
+        self.bar: Progress | None = None
+        console = Console(stderr=True)
+        if enabled and console.is_terminal and total > 0:
+            self.bar = Progress(TextColumn("[bold blue]decoding images"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("decode", total=total)
 
     def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if self.enabled and (done == self.total or now - self.last > 0.5):
-            self.last = now
-            rate = done / max(now - self.start, 1e-9)
-            end = "\n" if done == self.total else ""
-            print(
-                f"\rdecoding images: {done:,}/{self.total:,} ({rate:,.0f}/s)",
-                end=end,
-                file=sys.stderr,
-                flush=True,
-            )
+        if self.bar is None:
+            return
+        self.bar.update(self.task, completed=done)
+        if done >= self.total:
+            self.bar.stop()
+            self.bar = None
 
 
 def _worker_count() -> int:

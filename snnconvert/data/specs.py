@@ -7,25 +7,30 @@ from pathlib import Path
 
 from snnconvert.errors import SnnConvertError
 
-PATH_KINDS = ("imagefolder", "cifar10", "imagenet")
+PATH_KINDS = ("imagefolder", "cifar10", "imagenet", "events")
 KINDS = ("digits", *PATH_KINDS)
-SPEC_SYNTAX = "digits, imagefolder:PATH, cifar10:PATH or imagenet:PATH"
+SPEC_SYNTAX = "digits, imagefolder:PATH, cifar10:PATH, imagenet:PATH or events[,S=N]:PATH"
+# kinds that take ``,KEY=VALUE`` options after the kind name, and the keys they accept
+KIND_OPTIONS = {"events": ("S",)}
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed data spec. ``path`` is None for ``digits``; ``text`` is the original string."""
+    """A parsed data spec. ``path`` is None for ``digits``; ``text`` is the original string;
+    ``options`` the ``(KEY, VALUE)`` pairs given after the kind (``events,S=3:PATH``)."""
 
     kind: str
     path: Path | None
     text: str
+    options: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         return self.text
 
 
 def parse_data_spec(text: str) -> DataSpec:
-    """Parse ``KIND`` or ``KIND:PATH`` (the kind is case-insensitive; ``~`` is expanded).
+    """Parse ``KIND``, ``KIND:PATH`` or ``KIND,KEY=VALUE,...:PATH`` (the kind is
+    case-insensitive; ``~`` is expanded; only ``events`` takes options: ``S``).
 
     Only the syntax is checked here; whether the path exists is checked when loading.
     """
@@ -33,12 +38,14 @@ def parse_data_spec(text: str) -> DataSpec:
         raise SnnConvertError(f"empty data spec; use one of {SPEC_SYNTAX}")
     text = text.strip()
     kind, sep, rest = text.partition(":")
+    kind, *option_texts = kind.split(",")
     kind = kind.strip().lower()
     if kind not in KINDS:
         hint = ""
         if not sep and Path(text).expanduser().is_dir():
             hint = f" (for a folder of class subfolders write imagefolder:{text})"
         raise SnnConvertError(f"unknown data spec {text!r}: valid kinds are {SPEC_SYNTAX}{hint}")
+    options = _parse_options(text, kind, option_texts)
     if kind == "digits":
         if sep:
             raise SnnConvertError(f"data spec {text!r}: 'digits' takes no path; write just digits")
@@ -46,7 +53,29 @@ def parse_data_spec(text: str) -> DataSpec:
     path = rest.strip()
     if not path:
         raise SnnConvertError(f"data spec {text!r} has no path; write {kind}:PATH")
-    return DataSpec(kind, Path(path).expanduser(), text)
+    return DataSpec(kind, Path(path).expanduser(), text, options)
+
+
+def _parse_options(text: str, kind: str, option_texts: list[str]) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` options after the kind; keys are checked here, values by the kind's loader."""
+    allowed = KIND_OPTIONS.get(kind, ())
+    options = []
+    for item in option_texts:
+        key, eq, value = (part.strip() for part in item.partition("="))
+        match = next((a for a in allowed if a.lower() == key.lower()), None)
+        if not allowed:
+            raise SnnConvertError(f"data spec {text!r}: {kind} takes no ,KEY=VALUE options")
+        if match is None or not eq or not value:
+            raise SnnConvertError(
+                f"data spec {text!r}: bad option {item.strip()!r}; {kind} accepts "
+                + ", ".join(f"{a}=VALUE" for a in allowed)
+            )
+        options.append((match, value))
+    if kind == "events":
+        from snnconvert.data.events import check_event_options  # lazy: events imports this module
+
+        check_event_options(text, dict(options))
+    return tuple(options)
 
 
 def as_spec(spec: DataSpec | str) -> DataSpec:

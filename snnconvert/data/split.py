@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from snnconvert.data.cifar import cifar10_pool, cifar_pool_key
 from snnconvert.data.datasets import TensorImageDataset
+from snnconvert.data.events import events_pool
 from snnconvert.data.folders import folder_pool_key, imagefolder_pool, imagenet_pool
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.data.pool import ROLES, Pool
@@ -77,6 +78,8 @@ def _digits_pool(role: str, input_spec: InputSpec) -> Pool:
 
 
 def _pool(spec: DataSpec, role: str, input_spec: InputSpec) -> Pool:
+    if spec.kind == "events":  # stored event frames: no image transform (see data.events)
+        return events_pool(spec, role, input_spec)
     transform = ImageTransform.from_input_spec(input_spec)
     if spec.kind == "digits":
         return _digits_pool(role, input_spec)

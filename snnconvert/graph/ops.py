@@ -198,9 +198,22 @@ def _function_kind(node: fx.Node) -> Kind:
     return Kind.UNSUPPORTED
 
 
+def _is_shape_node(node: fx.Node) -> bool:
+    """Nodes computing sizes/ints (``x.size()``, ``x.shape[1]``, arithmetic on those)."""
+    if node.op == "call_method" and node.target in _SHAPE_METHODS:
+        return True
+    if node.op == "call_function":
+        if node.target is getattr:
+            return True
+        if node.target in (operator.getitem, operator.floordiv, operator.mul, operator.sub, operator.add):
+            inputs = node.all_input_nodes
+            return bool(inputs) and all(_is_shape_node(a) for a in inputs)
+    return False
+
+
 def _is_tensor_node(arg: object) -> bool:
-    """True for nodes that produce a tensor (needs shapes propagated, see ``propagate_shapes``)."""
-    return isinstance(arg, fx.Node) and (arg.op == "placeholder" or "tensor_meta" in arg.meta)
+    """True for nodes that produce a tensor (not a size or an int derived from sizes)."""
+    return isinstance(arg, fx.Node) and arg.op != "get_attr" and not _is_shape_node(arg)
 
 
 def _scalar_operand(node: fx.Node) -> bool:

@@ -39,40 +39,53 @@ def tsa_dynamics(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run a TSA layer on its ``Tc`` input frames ``inputs`` (Tc, B, ...).
 
-    Returns ``(spikes, membrane, clamped)``: the Tc output frames in {-1, 0, 1}, the membrane
-    after the last step, and whether the clamp suppressed any spike of each neuron.
-    ``qmin``/``qmax`` of None disable that side of the clamp (the input encoder is signed).
+    Returns ``(spikes, membrane, emitted)``: the Tc output frames in {-1, 0, 1}, the membrane
+    after the last step and the decoded value each neuron emitted. ``qmin``/``qmax`` of None
+    disable that side of the clamp (the input encoder is signed).
+
+    Implementation: a spike is ``clamp(floor(u / beta^Ts + 1/2), -1, 1)`` (the same decision as
+    comparing with +-beta^Ts / 2), then limited by the clamp bounds
+    ``-floor(min(E - qmin, w) / w)`` and ``floor(min(qmax - E, w) / w)`` where ``w`` is the
+    spike's weight; about ten in-place tensor operations per step, no boolean temporaries.
     """
     Tc = inputs.shape[0]
+    spikes = torch.empty_like(inputs)
     u = torch.zeros_like(inputs[0])
     emitted = torch.zeros_like(u)
-    clamped = torch.zeros(u.shape, dtype=torch.bool, device=u.device)
-    spikes = torch.empty_like(inputs)
+    bound = torch.empty_like(u)
     reset = float(beta) ** Ts
-    threshold = reset / 2
+    inverse = 1.0 / reset
+    weights = [float(beta) ** (Tc - k) for k in range(1, Tc + 1)]
     for t in range(1, Ts + Tc + 1):
-        u.mul_(beta)
         if t <= Tc:
-            u.add_(inputs[t - 1])
+            torch.add(inputs[t - 1], u, alpha=beta, out=u)
+        else:
+            u.mul_(beta)
         if t <= Ts:
             continue
         k = t - Ts
-        weight = float(beta) ** (Tc - k)
-        up = u >= threshold
-        down = u < -threshold
-        if qmax is not None:
-            blocked = up & (emitted > qmax - weight)
-            up &= ~blocked
-            clamped |= blocked
-        if qmin is not None:
-            blocked = down & (emitted < qmin + weight)
-            down &= ~blocked
-            clamped |= blocked
+        w = weights[k - 1]
         a = spikes[k - 1]
-        torch.sub(up.to(u.dtype), down.to(u.dtype), out=a)
-        u.sub_(a * reset)
-        emitted.add_(a * weight)
-    return spikes, u, clamped
+        torch.mul(u, inverse, out=a)
+        a.add_(0.5).floor_().clamp_(-1.0, 1.0)
+        if qmin is not None:
+            torch.sub(emitted, qmin, out=bound)
+            bound.clamp_(max=w).div_(w).floor_().neg_()
+            torch.maximum(a, bound, out=a)
+        if qmax is not None and sum(weights[:k]) > qmax:  # else the top of the range cannot bind
+            torch.neg(emitted, out=bound)
+            bound.add_(qmax).clamp_(max=w).div_(w).floor_()
+            torch.minimum(a, bound, out=a)
+        u.sub_(a, alpha=reset)
+        emitted.add_(a, alpha=w)
+    return spikes, u, emitted
+
+
+def held_at_clamp(membrane: Tensor, emitted: Tensor, Ts: int, beta: float, qmax: float) -> Tensor:
+    """Neurons whose output sits at a clamp bound with charge beyond it: emitted 0 with a
+    residual below -1/2 (the ReLU held it) or emitted ``qmax`` with one above +1/2."""
+    residual = membrane / float(beta) ** Ts
+    return ((emitted <= 0) & (residual < -0.5)) | ((emitted >= qmax) & (residual > 0.5))
 
 
 def residual_units(membrane: Tensor, Ts: int, beta: float) -> Tensor:
@@ -97,9 +110,10 @@ class TSANeuron(SpikingNeuron):
         self.clamped_count.zero_()
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        spikes, membrane, clamped = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
+        spikes, membrane, emitted = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
         if self.recording:
             with torch.no_grad():
+                clamped = held_at_clamp(membrane, emitted, self.Ts, self.beta, self.qmax)
                 free = residual_units(membrane, self.Ts, self.beta)[~clamped].double()
                 self.residual_hist += torch.histc(
                     free, bins=self.residual_hist.numel(), min=-self.residual_range, max=self.residual_range

@@ -45,8 +45,13 @@ class SpikingNetwork(nn.Module):
         return torch.float32
 
     def neurons(self) -> dict[str, SpikingNeuron]:
-        """All neuron layers (the encoder first when it spikes), by module name."""
-        return {name: m for name, m in self.named_modules() if isinstance(m, SpikingNeuron)}
+        """All neuron layers (the encoder first when it spikes), by name: ``"encoder"`` or the
+        module path inside the body (the name of the activation the neuron replaced)."""
+        found = {}
+        for name, m in self.named_modules():
+            if isinstance(m, SpikingNeuron):
+                found[name.removeprefix("body.")] = m
+        return found
 
     def reset_stats(self) -> None:
         for neuron in self.neurons().values():

@@ -1,0 +1,357 @@
+"""``evaluate``: accuracy of the float ANN, the quantized ANN and the SNN on the same images,
+plus latency, operations, energy, spike rates and residuals of the SNN, and sweeps."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from snnconvert.codings import get_coding
+from snnconvert.data import materialize
+from snnconvert.errors import SnnConvertError
+from snnconvert.neurons.tsa import TSANeuron
+from snnconvert.pipeline import QuantizedModel, conversion_inputs, eval_split
+from snnconvert.progress import track
+from snnconvert.simulate.network import SpikingNetwork
+from snnconvert.simulate.probes import SynapseLoad, synapse_probe
+
+REPORTS = ("accuracy", "latency", "opf", "energy", "residual", "rates", "coding")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class EvaluateConfig:
+    """Options of :func:`evaluate`."""
+
+    data: str | None = None  # default: the evaluation part of the calibration data
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 100
+    reports: tuple[str, ...] = REPORTS
+    dtype: str = "float32"
+    e_mac_pj: float = 4.6
+    e_ac_pj: float = 0.9
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        unknown = [r for r in self.reports if r not in REPORTS]
+        if unknown:
+            raise SnnConvertError(f"unknown report(s) {', '.join(unknown)}: choose from {', '.join(REPORTS)}, all")
+        if self.dtype not in DTYPES:
+            raise SnnConvertError(f"--dtype {self.dtype} is not supported: use float32 or float64")
+        if self.limit is not None and self.limit <= 0:
+            raise SnnConvertError("--limit must be positive")
+        if self.batch_size <= 0:
+            raise SnnConvertError("--batch-size must be positive")
+        if self.e_mac_pj <= 0 or self.e_ac_pj <= 0:
+            raise SnnConvertError("per-operation energies must be positive")
+
+
+@dataclass
+class ModelScore:
+    model: str  # "float ANN" | "quantized ANN" | "SNN"
+    top1: float
+    top5: float | None
+
+
+@dataclass
+class AccuracyReport:
+    images: int
+    data: str
+    scores: list[ModelScore]
+    agreement_snn_quantized: float | None
+    agreement_snn_float: float | None
+    agreement_quantized_float: float
+
+
+@dataclass
+class LayerOps:
+    """One synapse layer: dense MACs (ANN) against measured spike-driven operations (SNN)."""
+
+    name: str
+    macs: float
+    input_rate: float  # r_l
+    synaptic_ops: float  # r_l * MACs
+    energy_ann_pj: float
+    energy_snn_pj: float
+    first_layer: bool
+
+
+@dataclass
+class OpsReport:
+    layers: list[LayerOps]
+    ann_macs: float
+    synaptic_ops: float
+    state_ops: float  # membrane updates that do not depend on spikes (SWS amplification)
+    opf: float  # state_ops + synaptic_ops (SWS eq 10)
+    energy_ann_uj: float
+    energy_snn_uj: float
+    delta: float  # E_ANN / E_SNN (M-LIF paper eq 11)
+    e_mac_pj: float
+    e_ac_pj: float
+
+
+@dataclass
+class NeuronRates:
+    name: str
+    neurons: int
+    lanes: int
+    rate: float  # non-zero outputs per neuron per inference
+    density: float  # share of (neuron, step, lane) slots with a spike
+    events_per_step: list[float]
+
+
+@dataclass
+class ResidualStats:
+    """Final membrane residuals of one TSA layer in units of theta, scaled by 1/beta^Ts (fig 5a);
+    neurons held by the clamp are excluded and counted separately."""
+
+    name: str
+    mean_abs: float
+    p95_abs: float
+    max_abs: float
+    over_half: float  # share with |residual| > 1/2: their output is not the rounded value
+    clamped: float  # share of neurons whose spikes the clamp suppressed
+    histogram: list[float]
+    range: float
+
+
+@dataclass
+class TimingReport:
+    images: int
+    float_seconds: float
+    quantized_seconds: float
+    snn_seconds: float
+    snn_over_quantized: float
+    snn_images_per_second: float
+    peak_rss_mb: float
+    dtype: str
+
+
+@dataclass
+class SweepRow:
+    setting: dict[str, Any]
+    top1: float
+    agreement: float
+    latency: int
+    opf: float
+    delta: float
+    seconds: float
+
+
+@dataclass
+class EvaluationReport:
+    model: str
+    source: str
+    coding: str | None
+    snn_info: dict[str, Any]
+    accuracy: AccuracyReport
+    ops: OpsReport | None = None
+    rates: list[NeuronRates] = field(default_factory=list)
+    residual: list[ResidualStats] = field(default_factory=list)
+    coding_metrics: dict[str, Any] = field(default_factory=dict)
+    timing: TimingReport | None = None
+    sweep: list[SweepRow] = field(default_factory=list)
+    reports: tuple[str, ...] = REPORTS
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+@torch.no_grad()
+def run_logits(model: nn.Module, images: Tensor, *, batch_size: int, dtype: torch.dtype,
+               label: str, show_progress: bool) -> tuple[Tensor, float]:
+    """Logits of ``model`` on ``images`` (batched) and the wall time it took."""
+    model.eval()
+    outputs = []
+    start = time.perf_counter()
+    batches = range(0, len(images), batch_size)
+    for i in track(batches, label, show=show_progress):
+        outputs.append(model(images[i:i + batch_size].to(dtype)).double())
+    return torch.cat(outputs), time.perf_counter() - start
+
+
+def in_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` itself when it already computes in ``dtype``, else a converted copy (the
+    caller's model is never changed)."""
+    current = next((t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()
+                    and t.dtype in (torch.float32, torch.float64)), dtype)
+    return model if current == dtype else copy.deepcopy(model).to(dtype)
+
+
+def _topk(logits: Tensor, labels: Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    hits = (logits.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
+    return float(hits.double().mean())
+
+
+def _score(name: str, logits: Tensor, labels: Tensor) -> ModelScore:
+    return ModelScore(name, _topk(logits, labels, 1), _topk(logits, labels, 5) if logits.shape[1] > 5 else None)
+
+
+def _agreement(a: Tensor, b: Tensor) -> float:
+    return float((a.argmax(1) == b.argmax(1)).double().mean())
+
+
+def ops_report(snn: SpikingNetwork, loads: dict[str, SynapseLoad], e_mac: float, e_ac: float) -> OpsReport:
+    coding = get_coding(snn.coding)
+    state = sum(coding.state_ops(snn).values()) if coding.state_ops else 0.0
+    layers = []
+    first = next(iter(loads), None)
+    for name, load in loads.items():
+        is_first = name == first
+        e_ann = load.macs * e_mac
+        e_snn = load.synaptic_ops * (e_mac if is_first else e_ac)
+        layers.append(LayerOps(name, load.macs, load.rate, load.synaptic_ops, e_ann, e_snn, is_first))
+    ann = sum(lo.macs for lo in layers)
+    syn = sum(lo.synaptic_ops for lo in layers)
+    e_ann = sum(lo.energy_ann_pj for lo in layers)
+    e_snn = sum(lo.energy_snn_pj for lo in layers)
+    return OpsReport(layers, ann, syn, state, state + syn, e_ann / 1e6, e_snn / 1e6,
+                     e_ann / e_snn if e_snn > 0 else float("inf"), e_mac, e_ac)
+
+
+def residual_stats(snn: SpikingNetwork) -> list[ResidualStats]:
+    rows = []
+    for name, neuron in snn.neurons().items():
+        if not isinstance(neuron, TSANeuron) or float(neuron.samples) == 0:
+            continue
+        hist = neuron.residual_hist.double()
+        bins = hist.numel()
+        centers = torch.linspace(-neuron.residual_range, neuron.residual_range, bins + 1, dtype=torch.float64)
+        centers = (centers[:-1] + centers[1:]) / 2
+        total = float(hist.sum())
+        all_neurons = float(neuron.samples) * float(neuron.neurons)
+        order = torch.argsort(centers.abs())
+        cdf = hist[order].cumsum(0) / max(total, 1.0)
+        idx = int(torch.searchsorted(cdf, torch.tensor([0.95], dtype=torch.float64)).clamp(max=bins - 1))
+        nonzero = centers[hist > 0].abs()
+        rows.append(ResidualStats(
+            name=name,
+            mean_abs=float((hist * centers.abs()).sum() / max(total, 1.0)),
+            p95_abs=float(centers.abs()[order][idx]),
+            max_abs=float(nonzero.max()) if len(nonzero) else 0.0,
+            over_half=float(hist[centers.abs() > 0.5 + 1e-9].sum() / max(total, 1.0)),
+            clamped=float(neuron.clamped_count) / max(all_neurons, 1.0),
+            histogram=hist.tolist(),
+            range=neuron.residual_range,
+        ))
+    return rows
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_progress: bool,
+             label: str = "SNN") -> tuple[Tensor, float, dict[str, SynapseLoad]]:
+    snn.reset_stats()
+    with snn.recording(), synapse_probe(snn) as loads:
+        logits, seconds = run_logits(snn, images, batch_size=config.batch_size,
+                                     dtype=DTYPES[config.dtype], label=label, show_progress=show_progress)
+    return logits, seconds, dict(loads)
+
+
+def evaluate(
+    quantized: QuantizedModel,
+    snn: SpikingNetwork | None = None,
+    config: EvaluateConfig | None = None,
+    *,
+    show_progress: bool = False,
+) -> EvaluationReport:
+    """Evaluate on one set of images: every model sees exactly the same inputs, decoded once."""
+    config = config or EvaluateConfig()
+    config.validate()
+    split = materialize(eval_split(quantized, config.data, limit=config.limit, seed=config.seed),
+                        progress=show_progress)
+    if len(split) == 0:
+        raise SnnConvertError("no evaluation images")
+    images = torch.stack([split.dataset[i][0] for i in range(len(split))])
+    labels = torch.tensor([int(split.dataset[i][1]) for i in range(len(split))])
+    dtype = DTYPES[config.dtype]
+    float_model = in_dtype(quantized.float_model, dtype)
+    quant_model = in_dtype(quantized.model, dtype)
+    float_logits, float_s = run_logits(float_model, images, batch_size=config.batch_size, dtype=dtype,
+                                       label="float ANN", show_progress=show_progress)
+    quant_logits, quant_s = run_logits(quant_model, images, batch_size=config.batch_size, dtype=dtype,
+                                       label="quantized ANN", show_progress=show_progress)
+    scores = [_score("float ANN", float_logits, labels), _score("quantized ANN", quant_logits, labels)]
+    report = EvaluationReport(
+        model=quantized.info.name, source=quantized.info.source, coding=snn.coding if snn else None,
+        snn_info=dict(snn.info) if snn else {}, reports=tuple(config.reports),
+        accuracy=AccuracyReport(len(split), split.description, scores, None, None,
+                                _agreement(quant_logits, float_logits)),
+    )
+    if snn is None:
+        report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype)
+        return report
+    snn = in_dtype(snn, dtype)
+    snn_logits, snn_s, loads = _run_snn(snn, images, config, show_progress)
+    scores.append(_score("SNN", snn_logits, labels))
+    report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
+    report.accuracy.agreement_snn_float = _agreement(snn_logits, float_logits)
+    report.ops = ops_report(snn, loads, config.e_mac_pj, config.e_ac_pj)
+    report.rates = [NeuronRates(s.name, s.neurons, s.lanes, s.rate, s.density, s.events_per_step)
+                    for s in snn.spike_stats()]
+    report.residual = residual_stats(snn)
+    coding = get_coding(snn.coding)
+    if coding.metrics is not None:
+        report.coding_metrics = coding.metrics(snn)
+    report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12),
+                                 len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype)
+    if config.sweep:
+        report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, config, show_progress)
+    return report
+
+
+def _parse_value(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, labels: Tensor,
+              quant_logits: Tensor, config: EvaluateConfig, show_progress: bool) -> list[SweepRow]:
+    """Re-convert with each swept setting and evaluate on the same (already decoded) images,
+    reusing the quantized ANN's logits. Several keys form a grid."""
+    coding = get_coding(snn.coding)
+    base = coding.config(**{k: v for k, v in snn.info.get("config", {}).items()})
+    for key in config.sweep:
+        if key not in coding.sweep_keys:
+            raise SnnConvertError(
+                f"--sweep {key}: coding {snn.coding} sweeps only {', '.join(coding.sweep_keys) or 'nothing'}"
+            )
+    grid: list[dict[str, Any]] = [{}]
+    for key, values in config.sweep.items():
+        grid = [{**g, key: _parse_value(v)} for g in grid for v in values]
+    inputs = conversion_inputs(quantized, need_calibration=coding.needs_calibration
+                               or any(v == "auto" for g in grid for v in g.values()),
+                               show_progress=show_progress)
+    rows = []
+    for setting in grid:
+        cfg = dataclasses.replace(base, **setting)
+        cfg.validate()
+        variant = coding.convert(inputs, cfg)
+        variant.info["config"] = dataclasses.asdict(cfg)
+        variant = in_dtype(variant, DTYPES[config.dtype])
+        logits, seconds, loads = _run_snn(variant, images, config, show_progress,
+                                          label=", ".join(f"{k}={v}" for k, v in setting.items()))
+        ops = ops_report(variant, loads, config.e_mac_pj, config.e_ac_pj)
+        rows.append(SweepRow(setting, _topk(logits, labels, 1), _agreement(logits, quant_logits),
+                             int(variant.info.get("latency", 0)), ops.opf, ops.delta, seconds))
+    return rows

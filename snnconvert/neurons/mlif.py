@@ -1,0 +1,132 @@
+"""One-hot multi-level leaky integrate-and-fire (M-LIF) neuron (M-LIF paper, §3).
+
+Each neuron has one membrane ``u`` and ``S`` binary-weighted output lanes (lane ``s`` weighs
+``2^s``). Per time step (eq 6, one-hot case)::
+
+    u[t] = beta * u[t-1] + x[t] - theta * o[t-1]                                    (eq 6)
+    o[t] = sum_s 2^s o_s[t],  o_s[t] = 1  iff  2^s < u[t]/theta <= 2^(s+1)  (s < S-1)
+                                             or 2^(S-1) < u[t]/theta         (s = S-1)   (eqs 7-8)
+
+so at most one lane fires and ``o[t]`` is 0 (``u/theta <= 1``) or one of 1, 2, ..., 2^(S-1).
+``x[t]`` is the synaptic input ``W o^{l-1}[t]`` (eq 6 sums the input lanes, which is the
+weight applied to the lane value: a shift). The reset subtracts the previous step's output
+and is not leaked, exactly as eq 6 writes it. With ``S = 1`` the rule is ``1 < u/theta`` and
+eq 6 is eq 1: the classic LIF neuron (eqs 1-2).
+
+Frames carry the lane value ``o[t]`` (one non-zero per neuron per step); the module sets
+``lanes = S`` so spike density is computed over the S lanes. The module works in units of the
+threshold (``theta = 1``); conversion puts ``Gain(1/theta)`` before and ``Gain(theta)`` after.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from snnconvert.neurons.base import SpikingNeuron
+
+
+def lane_boundaries(S: int, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
+    """The window edges 1, 2, 4, ..., 2^(S-1) of eqs 7-8 (in units of theta)."""
+    return torch.tensor([2.0**s for s in range(S)], dtype=dtype, device=device)
+
+
+def lane_values(S: int, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
+    """Output value per window index: 0 (silent), then the lane values 1, 2, ..., 2^(S-1)."""
+    return torch.tensor([0.0] + [2.0**s for s in range(S)], dtype=dtype, device=device)
+
+
+# Sign + exponent bits of IEEE floats: masking the mantissa rounds a positive float down to a
+# power of two.
+_EXPONENT_MASKS = {torch.float32: (torch.int32, -(1 << 23)), torch.float64: (torch.int64, -(1 << 52))}
+
+
+def fire_level(ratio: Tensor, S: int, out: Tensor | None = None) -> Tensor:
+    """Eqs 7-8: the lane value ``2^s`` whose window ``(2^s, 2^(s+1)]`` holds ``ratio = u/theta``
+    (the top lane's window is open above), 0 for ``ratio <= 1``.
+
+    float32/float64 take a fast exact path: clamp to [1, 1.5 * 2^(S-1)], step to the next float
+    below (integer -1 on the bit pattern, so a window's closed right edge 2^(s+1) falls into
+    [2^s, 2^(s+1))), drop the mantissa (-> 2^s; the clamped ``ratio <= 1`` gives 0.5) and floor
+    (0.5 -> 0). Other dtypes use ``bucketize`` on the edges 1, 2, ..., 2^(S-1).
+    """
+    if ratio.dtype not in _EXPONENT_MASKS or (out is not None and not out.is_contiguous()):
+        window = torch.bucketize(ratio, lane_boundaries(S, ratio.dtype, ratio.device))
+        level = torch.take(lane_values(S, ratio.dtype, ratio.device), window)
+        return level if out is None else out.copy_(level)
+    int_dtype, mask = _EXPONENT_MASKS[ratio.dtype]
+    level = torch.clamp(ratio, 1.0, 1.5 * 2.0 ** (S - 1), out=out)
+    level.view(int_dtype).sub_(1).bitwise_and_(mask)
+    return level.floor_()
+
+
+def mlif_dynamics(
+    inputs: Tensor,
+    *,
+    S: int,
+    beta: float = 1.0,
+    theta: float = 1.0,
+    trace: Tensor | None = None,
+) -> Tensor:
+    """Run eqs 6-8 over the T input frames ``inputs`` (T, B, ...); returns the T output frames
+    of lane values ``o[t]`` (0 or 2^s, not multiplied by theta).
+
+    If ``trace`` (a tensor shaped like ``inputs``) is given, the membrane potential ``u[t]`` on
+    which step t's firing decision is taken is written into ``trace[t]``.
+    """
+    steps = inputs.shape[0]
+    outputs = torch.empty_like(inputs)
+    if steps == 0:
+        return outputs
+    u = inputs[0] if steps == 1 else inputs[0].clone()  # u[-1] = 0, o[-1] = 0; never written if T = 1
+    for t in range(steps):
+        if t > 0:
+            if beta != 1.0:
+                u.mul_(beta)
+            u.add_(inputs[t]).sub_(outputs[t - 1], alpha=theta)
+        if trace is not None:
+            trace[t].copy_(u)
+        fire_level(u / theta if theta != 1.0 else u, S, out=outputs[t])
+    return outputs
+
+
+class MLIFNeuron(SpikingNeuron):
+    """A layer of one-hot M-LIF neurons in threshold units (see module docstring).
+
+    Records, besides the base statistics, how many spikes each lane emitted
+    (``lane_counts``, lane 0 first) so reports can show which levels carry the activity.
+    """
+
+    def __init__(self, T: int, S: int, beta: float = 1.0) -> None:
+        super().__init__(T, T)
+        self.T, self.S, self.beta = int(T), int(S), float(beta)
+        self.lanes = self.S
+        self.register_buffer("lane_counts", torch.zeros(self.S, dtype=torch.float64), persistent=False)
+
+    def reset_stats(self) -> None:
+        super().reset_stats()
+        self.lane_counts.zero_()
+
+    def dynamics(self, inputs: Tensor) -> Tensor:
+        return mlif_dynamics(inputs, S=self.S, beta=self.beta)
+
+    @torch.no_grad()
+    def _record(self, out: Tensor) -> None:
+        super()._record(out)
+        # frames hold one lane value per neuron (the lanes are not laid out in the tensor)
+        self.neurons.fill_(out[0].numel() // out.shape[1])
+        fired = out[out != 0]
+        lane = torch.frexp(fired.double()).exponent - 1  # 2^s = 0.5 * 2^(s+1): exact
+        self.lane_counts += torch.bincount(lane.long(), minlength=self.S)[: self.S].double()
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, S={self.S}, beta={self.beta}"
+
+
+def _register() -> None:
+    from snnconvert.serialize import register_simple
+
+    register_simple(MLIFNeuron, "T", "S", "beta")
+
+
+_register()

@@ -1,0 +1,295 @@
+"""The Python API behind every CLI command: quantize -> to_snn -> evaluate, plus save/load.
+
+Each function takes and returns ordinary ``nn.Module`` s and dataclasses::
+
+    import snnconvert
+    q = snnconvert.quantize("lenet5", data="digits")            # QuantizedModel
+    snn = snnconvert.to_snn(q, coding="sws", Tc=8, Ts=2)        # SpikingNetwork (nn.Module)
+    report = snnconvert.evaluate(q, snn, data="digits")          # EvaluationReport
+    snnconvert.save("run.snnc", q, snn)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
+from snnconvert.codings import ConversionInputs, get_coding
+from snnconvert.data import InputSpec, load_split, make_loader, materialize, needs_holdout
+from snnconvert.errors import SnnConvertError
+from snnconvert.graph import PrepareConfig, prepare
+from snnconvert.ingest import LoadedModel, load_model
+from snnconvert.quantize import (
+    ClipStats,
+    LayerQuantRecord,
+    QuantizeConfig,
+    integer_weights,
+    layer_records,
+    quantize_graph,
+)
+from snnconvert.simulate.network import SpikingNetwork
+
+
+@dataclass
+class ModelInfo:
+    """Identity of the converted model: where it came from and what input it takes."""
+
+    name: str
+    source: str
+    input_spec: InputSpec
+    num_classes: int
+    default_data: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        spec = d["input_spec"]
+        input_spec = InputSpec(
+            channels=spec["channels"], size=tuple(spec["size"]), resize=spec["resize"],
+            mean=tuple(spec["mean"]) if spec["mean"] is not None else None,
+            std=tuple(spec["std"]) if spec["std"] is not None else None,
+        )
+        return cls(d["name"], d["source"], input_spec, d["num_classes"], d.get("default_data"))
+
+
+@dataclass
+class CalibrationRecord:
+    """Which images calibrated the model (so evaluation can keep away from them)."""
+
+    spec: str
+    limit: int | None
+    seed: int
+    calib_split: float
+    images: int
+    description: str
+    fingerprint: str
+
+
+@dataclass
+class AccuracyPair:
+    """Float vs quantized top-1 on held-out images, measured by ``quantize``."""
+
+    float_top1: float
+    quantized_top1: float
+    images: int
+    data: str
+
+
+@dataclass
+class QuantizedModel:
+    """Result of :func:`quantize`: the prepared float graph and its quantized counterpart."""
+
+    float_model: fx.GraphModule
+    model: fx.GraphModule
+    info: ModelInfo
+    config: QuantizeConfig
+    calibration: CalibrationRecord
+    layers: list[LayerQuantRecord] = field(default_factory=list)
+    clip_stats: list[ClipStats] = field(default_factory=list)
+    accuracy: AccuracyPair | None = None
+    qat_history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _as_loaded(model: str | LoadedModel | nn.Module, weights: str | None,
+               input_spec: InputSpec | None, num_classes: int | None) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str):
+        return load_model(model, weights, num_classes=num_classes)
+    if isinstance(model, nn.Module):
+        if input_spec is None:
+            raise SnnConvertError("pass input_spec=InputSpec(...) when quantizing an nn.Module")
+        classes = num_classes or int(model(torch.zeros(input_spec.example_shape(1))).shape[-1])
+        return LoadedModel(model.eval(), type(model).__name__, "module", input_spec, classes)
+    raise SnnConvertError(f"cannot quantize a {type(model).__name__}: give a model name or an nn.Module")
+
+
+@torch.no_grad()
+def top1(model: nn.Module, loader, *, dtype: torch.dtype = torch.float32) -> float:
+    correct = total = 0
+    for images, labels in loader:
+        correct += int((model(images.to(dtype)).argmax(1) == labels).sum())
+        total += len(labels)
+    return correct / max(total, 1)
+
+
+def quantize(
+    model: str | LoadedModel | nn.Module,
+    *,
+    data: str = "digits",
+    config: QuantizeConfig | None = None,
+    weights: str | None = None,
+    input_spec: InputSpec | None = None,
+    num_classes: int | None = None,
+    calib_split: float = 0.2,
+    eval_limit: int | None = 1000,
+    show_progress: bool = False,
+) -> QuantizedModel:
+    """Prepare, calibrate and quantize ``model`` (post-training, then QAT if asked).
+
+    Calibration (and QAT) use the calibration part of ``data``; the float and quantized top-1
+    are then measured on up to ``eval_limit`` held-out images of the same data (never the
+    calibration images). The model passed in is not modified.
+    """
+    config = config or QuantizeConfig()
+    config.validate()
+    loaded = _as_loaded(model, weights, input_spec, num_classes)
+    spec = loaded.input_spec
+    calib = load_split(data, "calib", spec, limit=config.calib_limit, seed=config.seed, calib_split=calib_split)
+    if len(calib) == 0:
+        raise SnnConvertError(f"no calibration images in {data}")
+    calib = materialize(calib, progress=show_progress)
+    calib_loader = make_loader(calib, config.batch_size)
+    float_gm = prepare(loaded.module, spec)
+    train_loader = None
+    source_gm = float_gm
+    if config.qat_epochs > 0:
+        train = materialize(load_split(data, "train", spec, seed=config.seed, calib_split=calib_split),
+                            progress=show_progress)
+        train_loader = make_loader(train, config.batch_size, shuffle=True, seed=config.seed)
+        source_gm = prepare(loaded.module, spec, PrepareConfig(fuse_batchnorm=False))
+    result = quantize_graph(source_gm, calib_loader, config, example_shape=spec.example_shape(2),
+                            train_loader=train_loader, show_progress=show_progress)
+    record = CalibrationRecord(data, config.calib_limit, config.seed, calib_split, len(calib),
+                               calib.description, calib.fingerprint())
+    quantized = QuantizedModel(
+        float_model=float_gm, model=result.model,
+        info=ModelInfo(loaded.name, loaded.source, spec, loaded.num_classes, loaded.default_data),
+        config=config, calibration=record, layers=layer_records(result.model),
+        clip_stats=result.clip_stats, qat_history=result.qat_history,
+    )
+    if eval_limit != 0:
+        held_out = eval_split(quantized, data, limit=eval_limit)
+        loader = make_loader(materialize(held_out, progress=show_progress), 250)
+        quantized.accuracy = AccuracyPair(top1(float_gm, loader), top1(result.model, loader),
+                                          len(held_out), held_out.description)
+    return quantized
+
+
+def eval_split(quantized: QuantizedModel, data: str | None, *, limit: int | None, seed: int = 0):
+    """Evaluation images of ``data`` (default: the calibration data's evaluation part), never
+    overlapping the calibration images."""
+    calib = quantized.calibration
+    data = data or calib.spec
+    holdout = needs_holdout(calib.spec, data)
+    return load_split(data, "eval", quantized.info.input_spec, limit=limit, seed=seed if not holdout else calib.seed,
+                      calib_split=calib.calib_split, holdout=holdout)
+
+
+def conversion_inputs(quantized: QuantizedModel, *, need_calibration: bool,
+                      show_progress: bool = False) -> ConversionInputs:
+    """What codings convert from; the calibration images are reloaded from the recorded spec."""
+    loader = None
+    if need_calibration:
+        calib = quantized.calibration
+        split = load_split(calib.spec, "calib", quantized.info.input_spec, limit=calib.limit, seed=calib.seed,
+                           calib_split=calib.calib_split)
+        loader = make_loader(materialize(split, progress=show_progress), quantized.config.batch_size)
+    return ConversionInputs(quantized.float_model, quantized.model, quantized.info.input_spec, loader,
+                            show_progress)
+
+
+def coding_config(coding: str, config: Any = None, **options: Any) -> Any:
+    """Build and validate a coding's config dataclass from ``config`` and/or keyword options."""
+    entry = get_coding(coding)
+    if config is None:
+        names = {f.name for f in dataclasses.fields(entry.config)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise SnnConvertError(
+                f"unknown option(s) for coding {coding}: {', '.join(unknown)} (valid: {', '.join(sorted(names))})"
+            )
+        config = entry.config(**options)
+    elif options:
+        config = dataclasses.replace(config, **options)
+    config.validate()
+    return config
+
+
+def to_snn(quantized: QuantizedModel, coding: str = "sws", config: Any = None, *,
+           show_progress: bool = False, **options: Any) -> SpikingNetwork:
+    """Convert a quantized model with ``coding`` (options as a config dataclass or keywords)."""
+    entry = get_coding(coding)
+    config = coding_config(coding, config, **options)
+    inputs = conversion_inputs(quantized, need_calibration=entry.needs_calibration or _wants_calibration(config),
+                               show_progress=show_progress)
+    snn = entry.convert(inputs, config)
+    snn.info.setdefault("coding", coding)
+    snn.info["config"] = _jsonable_config(config)
+    return snn
+
+
+def _wants_calibration(config: Any) -> bool:
+    return any(v == "auto" for v in asdict(config).values())
+
+
+def _jsonable_config(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if not k.startswith("_")}
+
+
+# ---------------------------------------------------------------------------- save / load
+
+
+def quantized_manifest(q: QuantizedModel) -> dict[str, Any]:
+    return {
+        "model": q.info.as_dict(),
+        "quantize": asdict(q.config),
+        "calibration": asdict(q.calibration),
+        "layers": [r.as_dict() for r in q.layers],
+        "clip_stats": [asdict(s) for s in q.clip_stats],
+        "accuracy": asdict(q.accuracy) if q.accuracy else None,
+        "qat_history": q.qat_history,
+    }
+
+
+def save(path: str | Path, quantized: QuantizedModel, snn: SpikingNetwork | None = None,
+         *, extra: dict[str, Any] | None = None) -> Path:
+    """Write a quantized (or, with ``snn``, a converted) artifact atomically."""
+    kind = "snn" if snn is not None else "quantized"
+    manifest = new_manifest(kind, **quantized_manifest(quantized), **(extra or {}))
+    models: dict[str, nn.Module] = {"float": quantized.float_model, "quantized": quantized.model}
+    tensors = {f"int_weights/{k}": v for k, v in integer_weights(quantized.model).items()}
+    if snn is not None:
+        models["snn"] = snn
+        manifest["snn"] = {"coding": snn.coding, "info": snn.info}
+    return save_artifact(Artifact(kind, manifest, models, tensors), path)
+
+
+def from_artifact(artifact: Artifact) -> tuple[QuantizedModel, SpikingNetwork | None]:
+    m = artifact.manifest
+    try:
+        config = QuantizeConfig(**m["quantize"])
+        q = QuantizedModel(
+            float_model=artifact.models["float"], model=artifact.models["quantized"],
+            info=ModelInfo.from_dict(m["model"]), config=config,
+            calibration=CalibrationRecord(**m["calibration"]),
+            layers=[LayerQuantRecord(**{**r, "inputs": [_ref(i) for i in r["inputs"]],
+                                        "output": _ref(r["output"]) if r["output"] else None})
+                    for r in m.get("layers", [])],
+            clip_stats=[ClipStats(**s) for s in m.get("clip_stats", [])],
+            accuracy=AccuracyPair(**m["accuracy"]) if m.get("accuracy") else None,
+            qat_history=m.get("qat_history", []),
+        )
+    except (KeyError, TypeError) as exc:
+        raise SnnConvertError(f"artifact manifest is incomplete ({exc}); was it written by snnconvert?") from exc
+    snn = artifact.models.get("snn")
+    return q, snn
+
+
+def _ref(d: dict):
+    from snnconvert.quantize import QuantRef
+
+    return QuantRef(**d)
+
+
+def load(path: str | Path) -> tuple[QuantizedModel, SpikingNetwork | None]:
+    """Read an artifact: the quantized model and, if converted, the spiking network."""
+    return from_artifact(load_artifact(path))

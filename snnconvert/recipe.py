@@ -1,0 +1,181 @@
+"""YAML recipes: the pipeline's typed config written down, validated key by key.
+
+A recipe is the same configuration the CLI options build (see ``recipes/*.yaml``)::
+
+    model: lenet5            # name (bundled or torchvision)
+    weights: null            # default, "random", an enum name or a checkpoint file
+    data: digits             # calibration data (evaluation uses its held-out part by default)
+    quantize: {bits: 8, method: percentile, percentile: 99.99}
+    convert: {coding: sws, Tc: 8, Ts: 2}
+    evaluate: {limit: 500, reports: [all]}
+
+Unknown keys and wrong types are errors that name the key and its line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snnconvert.codings import CODINGS, get_coding
+from snnconvert.errors import SnnConvertError
+from snnconvert.evaluate import REPORTS, EvaluateConfig
+from snnconvert.quantize import QuantizeConfig
+
+
+@dataclass
+class ConvertSection:
+    coding: str = "sws"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    """A whole pipeline run."""
+
+    model: str
+    weights: str | None = None
+    num_classes: int | None = None
+    data: str = "digits"
+    calib_split: float = 0.2
+    out: str | None = None
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    convert: ConvertSection | None = field(default_factory=ConvertSection)
+    evaluate: EvaluateConfig | None = field(default_factory=EvaluateConfig)
+
+
+_TOP_LEVEL = {"model", "weights", "num_classes", "data", "calib_split", "out", "quantize", "convert", "evaluate"}
+
+
+def _where(path: Path, node: yaml.Node) -> str:
+    return f"{path}:{node.start_mark.line + 1}"
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _section(path: Path, node: yaml.Node, cls: type, name: str, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check one mapping against dataclass ``cls``; returns the validated keyword arguments."""
+    if not isinstance(node, yaml.MappingNode):
+        raise SnnConvertError(f"{_where(path, node)}: '{name}' must be a mapping of options")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    values: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        if key not in names:
+            raise SnnConvertError(
+                f"{_where(path, key_node)}: unknown key '{name}.{key}' (valid: {', '.join(names)})"
+            )
+        value = yaml.safe_load(yaml.serialize(value_node))
+        if not _matches(value, hints[key]):
+            raise SnnConvertError(
+                f"{_where(path, value_node)}: '{name}.{key}' must be {_type_name(hints[key])}, got {value!r}"
+            )
+        values[key] = value
+    return values
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SnnConvertError(f"recipe not found: {path}")
+    try:
+        root = yaml.compose(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SnnConvertError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(root, yaml.MappingNode):
+        raise SnnConvertError(f"{path}: a recipe is a mapping with at least 'model'")
+    top: dict[str, Any] = {}
+    nodes: dict[str, yaml.Node] = {}
+    for key_node, value_node in root.value:
+        key = key_node.value
+        if key not in _TOP_LEVEL:
+            raise SnnConvertError(f"{_where(path, key_node)}: unknown key '{key}' (valid: {', '.join(sorted(_TOP_LEVEL))})")
+        nodes[key] = value_node
+    if "model" not in nodes:
+        raise SnnConvertError(f"{path}: the recipe needs a 'model'")
+    scalar = _section(path, yaml.MappingNode("tag:yaml.org,2002:map", [
+        (k, v) for k, v in root.value if k.value not in ("quantize", "convert", "evaluate")
+    ], root.start_mark, root.end_mark), Recipe, "recipe", skip=("quantize", "convert", "evaluate"))
+    top.update(scalar)
+    recipe = Recipe(**top)
+    if "quantize" in nodes:
+        recipe.quantize = QuantizeConfig(**_section(path, nodes["quantize"], QuantizeConfig, "quantize"))
+        try:
+            recipe.quantize.validate()
+        except SnnConvertError as exc:
+            raise SnnConvertError(f"{_where(path, nodes['quantize'])}: {exc}") from exc
+    if "convert" in nodes:
+        recipe.convert = _convert_section(path, nodes["convert"])
+    if "evaluate" in nodes:
+        recipe.evaluate = _evaluate_section(path, nodes["evaluate"])
+    return recipe
+
+
+def _convert_section(path: Path, node: yaml.Node) -> ConvertSection | None:
+    if isinstance(node, yaml.ScalarNode) and node.value in ("null", "~", ""):
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        raise SnnConvertError(f"{_where(path, node)}: 'convert' must be a mapping with 'coding' and its options")
+    coding_node = next((v for k, v in node.value if k.value == "coding"), None)
+    coding = coding_node.value if coding_node is not None else "sws"
+    if coding not in CODINGS:
+        raise SnnConvertError(f"{_where(path, coding_node)}: unknown coding '{coding}' (valid: {', '.join(CODINGS)})")
+    options_node = yaml.MappingNode("tag:yaml.org,2002:map", [(k, v) for k, v in node.value if k.value != "coding"],
+                                    node.start_mark, node.end_mark)
+    entry = get_coding(coding)
+    options = _section(path, options_node, entry.config, f"convert ({coding})")
+    try:
+        entry.config(**options).validate()
+    except SnnConvertError as exc:
+        raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
+    return ConvertSection(coding, options)
+
+
+def _evaluate_section(path: Path, node: yaml.Node) -> EvaluateConfig | None:
+    if isinstance(node, yaml.ScalarNode) and node.value in ("null", "~", ""):
+        return None
+    values = _section(path, node, EvaluateConfig, "evaluate")
+    reports = values.get("reports")
+    if isinstance(reports, str):
+        reports = [r.strip() for r in reports.split(",")]
+    if reports is not None:
+        values["reports"] = tuple(REPORTS) if "all" in reports else tuple(reports)
+    config = EvaluateConfig(**values)
+    try:
+        config.validate()
+    except SnnConvertError as exc:
+        raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
+    return config
