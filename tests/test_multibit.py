@@ -317,11 +317,15 @@ def test_lenet5_conversion_keeps_accuracy(lenet) -> None:
     assert snn.info["weights"] == "quantized" and snn.info["bits_weight"] == 4
 
 
-def test_t1_reproduces_the_quantized_ann(lenet) -> None:
+@pytest.mark.parametrize("bits,per_channel", [(4, False), (3, True)])
+def test_t1_reproduces_the_quantized_ann(lenet, bits: int, per_channel: bool) -> None:
     """T = 1, B_s = the activation bits, thresholds = the quantizer scales: the quantized ANN."""
-    lm, gm, q, calib, images = lenet
-    snn = CODING.convert(ConversionInputs(gm, q, lm.input_spec, None), MultiBitConfig(T=1, bits_spike=4))
+    lm, gm, _q, calib, images = lenet
+    qcfg = QuantizeConfig(bits=bits, per_channel=per_channel)
+    q = quantize_graph(gm, calib, qcfg, example_shape=lm.input_spec.example_shape(2)).model
+    snn = CODING.convert(ConversionInputs(gm, q, lm.input_spec, None), MultiBitConfig(T=1, bits_spike=bits))
     assert snn.info["thresholds"] == "quantized"  # no calibration data needed
+    assert [n.channels for n in snn.neurons().values()] == ([1, 16, 32, 120, 84] if per_channel else [1] * 5)
     with torch.no_grad():
         out = snn(images)
         expected = q(images)

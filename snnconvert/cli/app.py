@@ -33,8 +33,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 120)  # pipes and logs get room for the tables
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 _state = {"verbose": False}
 
 

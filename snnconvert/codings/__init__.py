@@ -48,6 +48,7 @@ CODINGS: dict[str, Coding] = {
         needs_calibration=True,
         state_ops=rate.state_ops,
         sweep_keys=("T", "percentile"),
+        metrics=rate.metrics,
     ),
 }
 

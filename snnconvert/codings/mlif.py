@@ -12,6 +12,10 @@ Conversion follows the paper's initialisation recipe (§5.1.1), without the BPTT
   ANN activation distribution at that layer over the calibration data (one value per layer;
   the percentile of the ReLU output equals that of its input whenever it is positive). A layer
   whose percentile is 0 falls back to its maximum (listed in ``info["threshold_fallbacks"]``);
+* ``anchor="highest"`` (not in the paper) instead puts the percentile at the top lane,
+  ``theta = value / 2^(S-1)``, so the S levels span the activations below it (like the LQ-ANN
+  clip alpha of eq 10); with the paper's ``"lowest"`` everything at or below the percentile is
+  silent at T = 1, which the paper's BPTT fine-tuning then repairs;
 * ``leak`` is beta of eq 6 (1 by default for conversion: integrate-and-fire);
 * ``Gain(1/theta) -> neuron -> Gain(theta)`` replaces each activation and the gains fold into
   the weights (``W * theta_{l-1} / theta_l``);

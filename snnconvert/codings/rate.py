@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,6 @@ class Config:
     per_channel: bool = False
     half_init: bool = True
     dtype: str = "float32"
-    neuron_layers: list[str] = field(default_factory=list)  # filled in by conversion
 
     def validate(self) -> None:
         if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
@@ -121,10 +121,12 @@ def _pool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
     return params
 
 
-def thresholds(float_gm: fx.GraphModule, loader, cfg: Config, *, show_progress: bool = False) -> dict[str, torch.Tensor]:
+def thresholds(float_gm: fx.GraphModule, loader, cfg: Config, *,
+               show_progress: bool = False) -> dict[str, torch.Tensor]:
     """Firing threshold (real units) of every activation node from one pass over ``loader``."""
     p = cfg.percentile_value()
-    stats = activation_percentiles(float_gm, loader, (p,), per_channel=cfg.per_channel, show_progress=show_progress)
+    stats = activation_percentiles(float_gm, loader, (p,), per_channel=cfg.per_channel,
+                                   show_progress=show_progress)
     return thresholds_from(float_gm, stats, cfg)
 
 
@@ -145,7 +147,7 @@ def thresholds_from(float_gm: fx.GraphModule, stats: dict[str, dict[float, torch
             )
         theta = stats[node.name][p].double().reshape(-1).clone()
         if not cfg.per_channel and theta.numel() > 1:
-            raise SnnConvertError("per-layer thresholds need per-tensor activation statistics (per_channel=False)")
+            raise SnnConvertError("per-layer thresholds need per-tensor activation statistics")
         upper = activation_of(float_gm, node).upper
         if upper is not None:
             theta.clamp_(max=upper)
@@ -206,7 +208,6 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config)
     _finish(gm)
     fold_gains(gm)
     gm = gm.to(_DTYPES[cfg.dtype])
-    cfg.neuron_layers = layers
 
     snn = SpikingNetwork("rate")
     snn.encoder = RepeatEncoder(T)
@@ -235,4 +236,20 @@ def state_ops(snn: SpikingNetwork) -> dict[str, float]:
     return {name: float(n.neurons) * n.steps_out for name, n in snn.neurons().items()}
 
 
-__all__ = ["Config", "build", "convert", "state_ops", "thresholds", "thresholds_from"]
+def metrics(snn: SpikingNetwork) -> dict[str, Any]:
+    """Share of IF neurons clipped by their threshold in the last recorded evaluation: those
+    whose membrane still held at least one threshold of charge after the last step (their input
+    exceeded what T spikes can carry). Overall and per layer; None before a recorded run."""
+    per_layer, clipped, total = {}, 0.0, 0.0
+    for name, n in snn.neurons().items():
+        if not isinstance(n, IFNeuron) or float(n.samples) == 0:
+            continue
+        count = float(n.neurons) * float(n.samples)
+        per_layer[name] = round(float(n.saturated_count) / max(count, 1.0), 6)
+        clipped += float(n.saturated_count)
+        total += count
+    overall = round(clipped / total, 6) if total else None
+    return {"clipped_share": overall, "clipped_share_per_layer": per_layer}
+
+
+__all__ = ["Config", "build", "convert", "metrics", "state_ops", "thresholds", "thresholds_from"]

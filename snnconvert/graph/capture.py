@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
 
 import torch
 from torch import fx, nn
@@ -58,10 +60,21 @@ def propagate_shapes(gm: fx.GraphModule, example_shape: tuple[int, ...]) -> fx.G
 def location_of(node: fx.Node) -> str:
     """Where a node comes from: the module path and the user's source line, if known."""
     where = f"module '{node.target}'" if node.op == "call_module" else f"node '{node.name}'"
-    trace = node.meta.get("stack_trace")
-    if trace:
-        lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
-        file_lines = [ln for ln in lines if ln.startswith("File ")]
-        if file_lines:
-            where += f" ({file_lines[-1]}: {lines[-1]})" if lines[-1] != file_lines[-1] else ""
-    return where
+    frame = _user_frame(node.meta.get("stack_trace") or "")
+    return f"{where} ({frame})" if frame else where
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+
+
+def _user_frame(trace: str) -> str:
+    """``file.py:LINE: code`` of the last stack frame outside torch itself."""
+    lines = [ln.strip() for ln in trace.strip().splitlines()]
+    found = ""
+    for i, line in enumerate(lines):
+        match = _FRAME.match(line)
+        if not match or f"{os.sep}torch{os.sep}" in match["file"]:
+            continue
+        code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("File ") else ""
+        found = f"{os.path.basename(match['file'])}:{match['line']}" + (f": {code}" if code else "")
+    return found

@@ -127,11 +127,14 @@ class RateMaxPool(SpikingNeuron):
     dilation, ceil_mode). State per input neuron: its running spike count.
     """
 
-    def __init__(self, T: int, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> None:
+    def __init__(self, T: int, kernel_size, stride=None, padding=0, dilation=1,
+                 ceil_mode: bool = False) -> None:
         super().__init__(T, T)
         self.T = int(T)
-        self.pool = dict(kernel_size=kernel_size, stride=stride if stride not in (None, [], ()) else kernel_size,
-                         padding=padding, dilation=dilation, ceil_mode=bool(ceil_mode))
+        if stride in (None, [], ()):
+            stride = kernel_size
+        self.pool = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         ceil_mode=bool(ceil_mode))
 
     def dynamics(self, inputs: Tensor) -> Tensor:
         return running_max_pool(inputs, self.pool)
@@ -148,7 +151,8 @@ class RepeatEncoder(torch.nn.Module):
         self.T = int(T)
 
     def forward(self, images: Tensor) -> Tensor:
-        return images.unsqueeze(0).expand(self.T, *images.shape).reshape(self.T * images.shape[0], *images.shape[1:])
+        frames = images.unsqueeze(0).expand(self.T, *images.shape)
+        return frames.reshape(self.T * images.shape[0], *images.shape[1:])
 
     def extra_repr(self) -> str:
         return f"T={self.T}"

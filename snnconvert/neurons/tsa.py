@@ -97,7 +97,7 @@ class TSANeuron(SpikingNeuron):
     """A layer of TSA neurons (see module docstring); ``qmax`` is 2^n - 1 of the n-bit ANN."""
 
     def __init__(self, Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0,
-                 residual_bins: int = 200, residual_range: float = 4.0) -> None:
+                 residual_bins: int = 800, residual_range: float = 4.0) -> None:
         super().__init__(Tc, Tc)
         self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
         self.residual_range = float(residual_range)

@@ -267,14 +267,14 @@ def qat_finetune(
                 break
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(gm(images), labels)
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(loss.item()):
                 raise SnnConvertError("quantization-aware training diverged (loss is not finite); lower --qat-lr")
             loss.backward()
             optimizer.step()
             with torch.no_grad():
                 for q in quantizers(gm).values():
                     q.scale.clamp_(min=1e-8)
-            total += float(loss) * len(labels)
+            total += loss.item() * len(labels)
             count += len(labels)
         history.append(
             {

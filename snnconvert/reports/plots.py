@@ -73,27 +73,42 @@ def spike_rate_plot(report: EvaluationReport, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def accuracy_latency_plot(
+    series: dict[str, list[tuple[float, float, str]]],
+    references: dict[str, float],
+    path: Path,
+    *,
+    title: str,
+    log_x: bool = False,
+) -> Path:
+    """Top-1 (%) against latency (time steps): one line per series of ``(latency, top1, label)``
+    points, and a dashed horizontal line per reference (e.g. the float ANN)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in series.items():
+        points = sorted(points)
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", label=name, ms=4)
+        for x, y, label in points:
+            if label:
+                ax.annotate(label, (x, 100 * y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    for i, (name, value) in enumerate(references.items()):
+        ax.axhline(100 * value, color="k" if i == 0 else "g", ls="--" if i == 0 else ":", lw=1, label=name)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("latency (time steps)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def sweep_plot(report: EvaluationReport, path: Path) -> Path | None:
     """Accuracy against latency for a sweep, with the ANNs as dashed lines."""
     if not report.sweep:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [row.latency for row in report.sweep]
-    ys = [100 * row.top1 for row in report.sweep]
-    ax.plot(xs, ys, "o-", color="tab:blue", label=f"SNN ({report.coding})")
-    for x, y, row in zip(xs, ys, report.sweep, strict=True):
-        ax.annotate(", ".join(f"{k}={v}" for k, v in row.setting.items()), (x, y), fontsize=7,
-                    textcoords="offset points", xytext=(3, 3))
-    styles = {"float ANN": "k--", "quantized ANN": "g:"}
-    for score in report.accuracy.scores:
-        if score.model in styles:
-            ax.axhline(100 * score.top1, color=styles[score.model][0], ls=styles[score.model][1:], lw=1,
-                       label=score.model)
-    ax.set_xlabel("latency (time steps)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{report.model}: accuracy vs latency")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    points = [(row.latency, row.top1, ", ".join(f"{k}={v}" for k, v in row.setting.items())) for row in report.sweep]
+    refs = {s.model: s.top1 for s in report.accuracy.scores if s.model in ("float ANN", "quantized ANN")}
+    return accuracy_latency_plot({f"SNN ({report.coding})": points}, refs, path,
+                                 title=f"{report.model}: accuracy vs latency")
 
 
 def write_plots(report: EvaluationReport, directory: str | Path) -> list[Path]:

@@ -1,0 +1,42 @@
+# snnconvert: make demo (install + run the bundled pipeline), make test (install + run the tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/snnconvert demo
+
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check snnconvert tests bench models
+
+bench-sws: install
+	$(BIN)/python bench/sws_resnet20.py
+
+bench-codings: install
+	$(BIN)/python bench/codings_resnet20.py
+
+bench-peers: install
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/compare_spikingjelly.py
+
+bench: bench-sws bench-codings
+
+clean:
+	rm -rf snnconvert-runs .pytest_cache

@@ -1,0 +1,48 @@
+"""Shared pieces of the benchmarks: paths to ../shared/data, result files, a run header."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SNNCONVERT_SHARED_DATA") or ROOT.parent / "shared" / "data")
+RESULTS = ROOT / "bench" / "results"
+CHECKPOINT = SHARED / "resnet20-cifar10.th"
+TRAIN = f"imagefolder:{SHARED / 'cifar10' / 'train-subset'}"
+TEST = f"imagefolder:{SHARED / 'cifar10' / 'test'}"
+
+
+def require_shared_data() -> None:
+    if not CHECKPOINT.is_file():
+        sys.exit(f"benchmark data not found under {SHARED} (set SNNCONVERT_SHARED_DATA)")
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>`` atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,127 @@
+"""SWS on ResNet-20 / CIFAR-10 (../shared/data): fidelity, --Ts auto latency, speed, 4-bit QAT.
+
+    python bench/sws_resnet20.py [--n 2000] [--skip-qat] [--skip-resnet50]
+
+Calibration on the train-subset (1,000 images), evaluation on --n stratified test images.
+Prints one table and writes bench/results/sws_resnet20.json and sws_resnet20_accuracy_vs_tinf.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import subprocess
+import sys
+import time
+
+from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
+
+import snnconvert
+from snnconvert.evaluate import EvaluateConfig, evaluate
+from snnconvert.quantize import QuantizeConfig
+from snnconvert.reports.plots import accuracy_latency_plot
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=2000, help="test images (stratified)")
+    parser.add_argument("--skip-qat", action="store_true")
+    parser.add_argument("--skip-resnet50", action="store_true")
+    args = parser.parse_args()
+    require_shared_data()
+    results: dict = {"machine": machine(), "n_test": args.n}
+
+    print("quantizing ResNet-20 to 8 bits (calibration: 1,000 train-subset images) ...", flush=True)
+    q8 = snnconvert.quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN,
+                             config=QuantizeConfig(bits=8, calib_limit=1000), eval_limit=0)
+    base = EvaluateConfig(data=TEST, limit=args.n, reports=("accuracy", "latency", "opf", "energy"))
+
+    rows = []
+
+    def run(label: str, snn, q=q8, dtype: str = "float32", limit: int | None = None) -> dict:
+        cfg = dataclasses.replace(base, dtype=dtype, limit=limit or args.n)
+        report = evaluate(q, snn, cfg, show_progress=True)
+        scores = {s.model: s.top1 for s in report.accuracy.scores}
+        row = {
+            "setting": label,
+            "images": report.accuracy.images,
+            "float_top1": scores["float ANN"],
+            "quantized_top1": scores["quantized ANN"],
+            "snn_top1": scores.get("SNN"),
+            "agreement_snn_quantized": report.accuracy.agreement_snn_quantized,
+            "T_inf": report.snn_info.get("T_inf"),
+            "Ts": report.snn_info.get("Ts"),
+            "opf": report.ops.opf if report.ops else None,
+            "delta": report.ops.delta if report.ops else None,
+            "quantized_seconds": report.timing.quantized_seconds,
+            "snn_seconds": report.timing.snn_seconds,
+            "snn_over_quantized": report.timing.snn_over_quantized,
+            "snn_images_per_second": report.timing.snn_images_per_second,
+            "peak_rss_mb": report.timing.peak_rss_mb,
+            "dtype": dtype,
+        }
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "Ts"}), flush=True)
+        return row
+
+    main_row = run("Tc=8 Ts=2 (8-bit)", snnconvert.to_snn(q8, "sws", Tc=8, Ts=2))
+    ceiling = run("Tc=8 Ts=8 float32 (numerical ceiling)", snnconvert.to_snn(q8, "sws", Tc=8, Ts=8))
+    exact = run("Tc=8 Ts=8 float64", snnconvert.to_snn(q8, "sws", Tc=8, Ts=8), dtype="float64", limit=200)
+    sweep = [main_row if ts == 2 else run(f"Tc=8 Ts={ts}", snnconvert.to_snn(q8, "sws", Tc=8, Ts=ts))
+             for ts in (0, 1, 3)]
+    start = time.perf_counter()
+    auto_snn = snnconvert.to_snn(q8, "sws", Tc=8, Ts="auto", show_progress=True)
+    auto_seconds = time.perf_counter() - start
+    auto = run("Tc=8 Ts=auto", auto_snn)
+    auto["search_seconds"] = auto_seconds
+    auto["search"] = {k: v for k, v in auto_snn.info["auto"].items() if k != "profile"}
+
+    if not args.skip_qat:
+        print("4-bit QAT (12 epochs x 20 batches, the paper's A.2 schedule) ...", flush=True)
+        q4 = snnconvert.quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN, calib_split=1.0,
+                                 config=QuantizeConfig(bits=4, calib_limit=1000, qat_epochs=12,
+                                                       qat_batches_per_epoch=20), eval_limit=0, show_progress=True)
+        for ts in (1, 2, 4):
+            run(f"4-bit QAT, Tc=4 Ts={ts}", snnconvert.to_snn(q4, "sws", Tc=4, Ts=ts), q=q4)
+
+    if not args.skip_resnet50:
+        out = subprocess.run([sys.executable, __file__.replace("sws_resnet20.py", "sws_memory.py")],
+                             capture_output=True, text=True, check=True)
+        results["resnet50_memory"] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    results["rows"] = rows
+    results["targets"] = {
+        "fidelity_gap_points": 100 * (main_row["float_top1"] - main_row["snn_top1"]),
+        "fidelity_agreement": main_row["agreement_snn_quantized"],
+        "float32_ceiling_agreement_at_Ts_eq_Tc": ceiling["agreement_snn_quantized"],
+        "float64_agreement_at_Ts_eq_Tc": exact["agreement_snn_quantized"],
+        "auto_T_inf": auto["T_inf"],
+        "auto_agreement_test": auto["agreement_snn_quantized"],
+        "speed_ratio": main_row["snn_over_quantized"],
+        "speed_ratio_limit": 1.3 * 8,
+    }
+    path = write_json("sws_resnet20.json", results)
+    points = [(r["T_inf"], r["snn_top1"], r["setting"].replace("Tc=8 ", "")) for r in [*sweep, main_row, auto]]
+    accuracy_latency_plot({"SNN (SWS, Tc=8, 8-bit)": points},
+                          {"float ANN": main_row["float_top1"], "8-bit ANN": main_row["quantized_top1"]},
+                          RESULTS / "sws_resnet20_accuracy_vs_tinf.png", title="ResNet-20 / CIFAR-10: SWS accuracy vs T_inf")
+    print("\n| setting | top-1 | agreement w/ quantized | T_inf | OPF | delta | SNN/quantized time |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['setting']} | {pct(r['snn_top1'])} | {pct(r['agreement_snn_quantized'])} | {r['T_inf']} | "
+              f"{r['opf'] / 1e6:.1f}M | {r['delta']:.2f}x | {r['snn_over_quantized']:.2f}x |")
+    print(f"\nfloat ANN {pct(main_row['float_top1'])}, 8-bit ANN {pct(main_row['quantized_top1'])} on "
+          f"{main_row['images']} test images; results in {path}")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if "resnet50_memory" in results:
+        print(f"ResNet-50 224x224 batch 8 SWS: {results['resnet50_memory']}")
+
+
+if __name__ == "__main__":
+    main()
