@@ -70,6 +70,8 @@ def _remove(gm: fx.GraphModule, node: fx.Node) -> None:
 def _scale_out(mod: nn.Module, g: torch.Tensor) -> bool:
     """Fold a gain applied to a synapse's output into its weights and bias."""
     g = g.to(torch.float64)
+    if bool((g == 1).all()) and isinstance(mod, (SynapseConv2d, SynapseLinear, SynapseAffine)):
+        return True
     with torch.no_grad():
         if isinstance(mod, (SynapseConv2d, SynapseLinear)):
             if g.numel() not in (1, mod.weight.shape[0]):
@@ -89,6 +91,8 @@ def _scale_out(mod: nn.Module, g: torch.Tensor) -> bool:
 def _scale_in(mod: nn.Module, g: torch.Tensor) -> bool:
     """Fold a gain applied to a synapse's input into its weights."""
     g = g.to(torch.float64)
+    if bool((g == 1).all()) and isinstance(mod, (SynapseConv2d, SynapseLinear, SynapseAffine)):
+        return True
     with torch.no_grad():
         if g.numel() == 1 and isinstance(mod, (SynapseConv2d, SynapseLinear)):
             mod.weight.copy_(mod.weight.double() * g)
@@ -171,7 +175,7 @@ def _push_forward(gm: fx.GraphModule) -> bool:
             # move the gain after the op: op(g*x) -> g*op(x)
             after = next(iter(user.users))
             new = _new_gain_node(gm, gain.gain, user, after)
-            user.replace_all_uses_with(new, delete_user_cb=lambda u: u is not new)
+            user.replace_all_uses_with(new, delete_user_cb=lambda u, new=new: u is not new)
             _remove(gm, node)
         else:
             continue

@@ -408,18 +408,7 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
     _finish(gm)
     fold_gains(gm)  # removes the unit gains insert_neurons put around every neuron
 
-    encoder: nn.Module = nn.Identity()
-    if cfg.encode_input:
-        theta = thresholds[ENCODER]
-        encoder = MultiBitEncoder(steps[ENCODER], bits[ENCODER], signed=cfg.signed_first, tau=cfg.tau,
-                                  channels=theta.numel(), in_channels=inputs.input_spec.channels,
-                                  padding=pad.padding if pad is not None else None).double()
-        with torch.no_grad():
-            encoder.threshold.copy_(theta)
-            if center is not None:
-                encoder.center.copy_(center)
-            if pad is not None:
-                encoder.pad.values.copy_(pad.values)
+    encoder = _encoder(cfg, inputs.input_spec, steps, bits, thresholds, center, pad)
     frames = _match_frames(gm, steps[ENCODER] if cfg.encode_input else 1)
     output = next(n for n in gm.graph.nodes if n.op == "output")
     out_frames = frames[output.all_input_nodes[0].name]
@@ -427,23 +416,13 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
     snn = SpikingNetwork("multibit")
     snn.encoder, snn.body = encoder, gm
     snn.decoder = WeightedSumDecoder(out_frames).double()
-    layer_info = _analyse(snn, inputs.input_spec, w_bits)
     latency, squeeze_steps = _latency(gm, out_frames)
-    T_list = [steps[n] for n in names]
-    B_list = [bits[n] for n in names]
-    w_list = sorted({s["bits_weight"] for s in layer_info["synapses"]})
-    uniform = len(set(T_list)) <= 1
     snn.info = {
         "coding": "multibit",
-        "T": T_list[0] if uniform and T_list else T_list,
-        "bits_spike": B_list[0] if len(set(B_list)) == 1 else B_list,
-        "bits_weight": w_list[0] if len(w_list) == 1 else w_list,
-        "frames": max(T_list + [out_frames]),
+        **_layer_facts([steps[n] for n in names], [bits[n] for n in names], out_frames),
         "latency": latency,
-        "latency_terms": _latency_terms(T_list, squeeze_steps),
+        "latency_terms": _latency_terms([steps[n] for n in names], squeeze_steps),
         "neuron_layers": names,
-        "T_layers": T_list,
-        "bits_spike_layers": B_list,
         "tau": float(cfg.tau),
         "thresholds": source,
         "percentile": float(cfg.percentile) if source == "percentile" or center is not None else None,
@@ -454,9 +433,40 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         "input_center": center.tolist() if center is not None else None,
         "squeeze": cfg.squeeze,
         "squeeze_steps": squeeze_steps,
-        **layer_info,
+        **_analyse(snn, inputs.input_spec, w_bits),
     }
+    w_list = sorted({s["bits_weight"] for s in snn.info["synapses"]})
+    snn.info["bits_weight"] = w_list[0] if len(w_list) == 1 else w_list
     return snn.to(_DTYPES[cfg.dtype])
+
+
+def _encoder(cfg: MultiBitConfig, spec: InputSpec, steps: dict[str, int], bits: dict[str, int],
+             thresholds: dict[str, Tensor], center: Tensor | None, pad: PadWithValues | None) -> nn.Module:
+    """The input neurons (or, without ``encode_input``, the analog image as one frame)."""
+    if not cfg.encode_input:
+        return nn.Identity()
+    theta = thresholds[ENCODER]
+    encoder = MultiBitEncoder(steps[ENCODER], bits[ENCODER], signed=cfg.signed_first, tau=cfg.tau,
+                              channels=theta.numel(), in_channels=spec.channels,
+                              padding=pad.padding if pad is not None else None).double()
+    with torch.no_grad():
+        encoder.threshold.copy_(theta)
+        if center is not None:
+            encoder.center.copy_(center)
+        if pad is not None:
+            encoder.pad.values.copy_(pad.values)
+    return encoder
+
+
+def _layer_facts(T_list: list[int], B_list: list[int], out_frames: int) -> dict[str, Any]:
+    """``T`` and ``bits_spike`` as one number when uniform, else per neuron layer."""
+    return {
+        "T": T_list[0] if len(set(T_list)) == 1 else T_list,
+        "bits_spike": B_list[0] if len(set(B_list)) == 1 else B_list,
+        "frames": max(T_list + [out_frames]),
+        "T_layers": T_list,
+        "bits_spike_layers": B_list,
+    }
 
 
 def _latency_terms(T_list: list[int], squeeze_steps: int) -> str:

@@ -30,6 +30,7 @@ Latency is T steps (all layers run step-synchronously).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -112,8 +113,6 @@ def _pool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
     if isinstance(mod, nn.MaxPool2d):
         names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
         return {k: getattr(mod, k) for k in names}
-    import inspect
-
     bound = inspect.signature(F._max_pool2d).bind(*node.args, **node.kwargs)
     bound.apply_defaults()
     params = dict(bound.arguments)
@@ -185,7 +184,7 @@ def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
     """Coding-table entry point: float graph + calibration data -> rate-coded IF network."""
     cfg.validate()
     if inputs.calibration is None:
-        raise SnnConvertError("rate coding needs calibration data to set its thresholds (give --calib-data)")
+        raise SnnConvertError("rate coding needs calibration data (the quantize step's --data) for its thresholds")
     float_gm = inputs.float_model
     check_supported(float_gm, (_rate_rules,), stage="rate conversion")
     theta = thresholds(float_gm, inputs.calibration, cfg, show_progress=inputs.show_progress)
@@ -193,9 +192,14 @@ def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
 
 
 def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config) -> SpikingNetwork:
-    """Assemble the SNN from thresholds (reusable across T: calibrate once, build per T)."""
+    """Assemble the SNN from thresholds (by activation node name, real units; calibrate once and
+    build per T). Gains are folded in float64, then the network is cast to ``cfg.dtype``.
+
+    ``snn.info["thresholds"]`` maps each IF layer to its threshold (the largest one when per
+    channel); ``"neuron_layers"`` lists the IF and max-pool layers in graph order."""
     cfg.validate()
     T = cfg.T
+    targets = {n.name: str(n.target) for n in float_gm.graph.nodes}
     gm = copy.deepcopy(float_gm)
     replace_synapses(gm, torch.ones(T, dtype=torch.float64))  # float64 synapses: folding is exact
     gm.double()
@@ -224,15 +228,15 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config)
         "half_init": cfg.half_init,
         "dtype": cfg.dtype,
         "neuron_layers": layers,
-        "thresholds": {name: float(value.max()) for name, value in theta.items()},
+        "thresholds": {targets[name]: float(value.max()) for name, value in theta.items()},
     }
     return snn
 
 
 def state_ops(snn: SpikingNetwork) -> dict[str, float]:
     """Membrane updates per inference that do not depend on spikes: every IF neuron integrates
-    on each of its T steps; every max-pool unit updates its running maximum on each step. Uses
-    the neuron counts recorded by the last evaluation."""
+    on each of its T steps, every max-pool unit updates its running maximum on each step (T per
+    output unit). Uses the neuron counts recorded by the last evaluation."""
     return {name: float(n.neurons) * n.steps_out for name, n in snn.neurons().items()}
 
 

@@ -19,7 +19,6 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.utils.data import DataLoader
 
@@ -312,10 +311,7 @@ def silent_period_profile(snn: SpikingNetwork, images: torch.Tensor, max_ts: int
         def hook(module, inputs, output) -> None:
             exact = unfold_time(output, Tc)
             frames = unfold_time(inputs[0], Tc)
-            if isinstance(neuron, SWSMaxPoolNeuron):
-                z = _maxpool_increments(neuron, frames)
-            else:
-                z = frames
+            z = neuron.increments(frames) if isinstance(neuron, SWSMaxPoolNeuron) else frames
             weights = torch.tensor([neuron.beta ** (Tc - k) for k in range(1, Tc + 1)], dtype=z.dtype)
             shape = (Tc,) + (1,) * (z.dim() - 1)
             exact_value = (exact * weights.view(shape)).sum(0)
@@ -337,18 +333,6 @@ def silent_period_profile(snn: SpikingNetwork, images: torch.Tensor, max_ts: int
             h.remove()
         set_silent_periods(snn.body, saved)
     return {name: (mismatched[name] / max(totals[name], 1)).tolist() for name in neurons}
-
-
-def _maxpool_increments(neuron: SWSMaxPoolNeuron, frames: torch.Tensor) -> torch.Tensor:
-    running = torch.zeros_like(frames[0])
-    previous = None
-    out = []
-    for t in range(frames.shape[0]):
-        running = running * neuron.beta + frames[t]
-        pooled = F.max_pool2d(running, **neuron.pool)
-        out.append(pooled if previous is None else pooled - neuron.beta * previous)
-        previous = pooled
-    return torch.stack(out)
 
 
 def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibration: DataLoader,

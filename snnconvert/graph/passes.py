@@ -93,7 +93,7 @@ def _swap_maxpool_relu(gm: fx.GraphModule) -> None:
         # relu(pool(source)) -> pool(relu(source))
         node.args = (source,) + tuple(node.args[1:])
         pool.args = (node,) + tuple(pool.args[1:])
-        node.replace_all_uses_with(pool, delete_user_cb=lambda user: user is not pool)
+        node.replace_all_uses_with(pool, delete_user_cb=lambda user, pool=pool: user is not pool)
         pool.prepend(node)
         pool.meta, node.meta = dict(node.meta), dict(pool.meta)
 

@@ -84,7 +84,7 @@ class SpikingNeuron(nn.Module):
     def _record(self, out: Tensor) -> None:
         batch = out.shape[1]
         flat = out.reshape(out.shape[0], -1)
-        self.events_per_step += (flat != 0).sum(dim=1).double()
+        self.events_per_step += torch.count_nonzero(flat, dim=1).double()
         self.magnitude_per_step += flat.abs().sum(dim=1).double()
         self.samples += batch
         self.neurons.fill_(flat.shape[1] // batch // self.lanes)

@@ -7,6 +7,10 @@ the layer's real threshold is folded into the weights)::
     u[t] = u[t-1] + z[t] - o[t-1]              (reset by subtraction, "soft reset")
     o[t] = 1 if u[t] >= 1 else 0               (at most one spike per step)
 
+(Eq 1 subtracts the reset one step later; subtracting right after the spike is the same
+recursion. The comparison is inclusive, eq 2 writes ``>``: with ``>=`` the count formula below
+holds exactly, ties rounding up.) The membrane has no lower bound: negative charge is kept.
+
 For a constant input ``z`` in [0, 1] the spike count after ``T`` steps is exactly
 ``N(T) = floor(T * z + u0)``: with ``u0 = 0`` the decoded rate ``N/T`` truncates ``z`` (biased
 down by 1/(2T) on average), with ``u0 = 1/2`` it rounds ``z`` to the nearest multiple of
@@ -37,8 +41,8 @@ def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0) ->
     """Run a layer of soft-reset IF neurons on its input frames ``inputs`` (T, B, ...).
 
     Returns ``(spikes, membrane)``: the T output frames in {0, 1} (dtype of ``inputs``) and the
-    membrane after the last step. ``init`` is the initial membrane (in units of ``threshold``
-    times 1, i.e. an absolute value).
+    membrane after the last step. ``init`` is the initial membrane, in the units of
+    ``threshold`` (0.5 = theta/2 for the normalised threshold 1).
     """
     spikes = torch.empty_like(inputs, memory_format=torch.contiguous_format)
     u = torch.full(inputs.shape[1:], float(init), dtype=inputs.dtype, device=inputs.device)

@@ -185,7 +185,8 @@ class SWSMaxPoolNeuron(SpikingNeuron):
                          dilation=dilation, ceil_mode=bool(ceil_mode))
         self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
 
-    def dynamics(self, inputs: Tensor) -> Tensor:
+    def increments(self, inputs: Tensor) -> Tensor:
+        """``z(t) = M(t) - beta * M(t-1)`` of the running maxima of the Tc input frames."""
         running = torch.zeros_like(inputs[0])
         previous: Tensor | None = None
         increments = []
@@ -194,7 +195,10 @@ class SWSMaxPoolNeuron(SpikingNeuron):
             pooled = torch.nn.functional.max_pool2d(running, **self.pool)
             increments.append(pooled if previous is None else pooled - self.beta * previous)
             previous = pooled
-        spikes, _, _ = tsa_dynamics(torch.stack(increments), Ts=self.Ts, beta=self.beta, qmax=self.qmax)
+        return torch.stack(increments)
+
+    def dynamics(self, inputs: Tensor) -> Tensor:
+        spikes, _, _ = tsa_dynamics(self.increments(inputs), Ts=self.Ts, beta=self.beta, qmax=self.qmax)
         return spikes
 
     def extra_repr(self) -> str:

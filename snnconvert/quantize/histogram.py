@@ -31,21 +31,25 @@ class RangeDoublingHistogram:
 
     def update(self, x: Tensor) -> None:
         """Add a batch; ``x`` is (N, C, ...) when per channel, anything when per tensor."""
-        x = x.detach().double()
+        x = x.detach()
         values = x.transpose(0, 1).reshape(self.channels, -1) if self.channels > 1 else x.reshape(1, -1)
-        self.min_seen = torch.minimum(self.min_seen, values.amin(dim=1))
+        self.min_seen = torch.minimum(self.min_seen, values.amin(dim=1).double())
         values = values.clamp(min=0)
-        batch_max = values.amax(dim=1)
+        batch_max = values.amax(dim=1).double()
         self.max_seen = torch.maximum(self.max_seen, batch_max)
         for c in range(self.channels):
             if batch_max[c] >= self.top[c]:
                 self._grow(c, float(batch_max[c]))
-        width = (self.top / self.bins).clamp(min=1e-30)
-        idx = torch.clamp((values / width[:, None]).long(), 0, self.bins - 1)
-        flat = idx + torch.arange(self.channels).view(-1, 1) * self.bins
-        self.counts += torch.bincount(flat.reshape(-1), minlength=self.channels * self.bins).view(
-            self.channels, self.bins
-        ).double()
+        if self.channels == 1:  # one fast histogram over [0, top)
+            top = float(self.top[0])
+            counts = torch.histc(values.float().view(-1), bins=self.bins, min=0.0, max=top)
+            self.counts[0] += counts.double()
+        else:
+            width = (self.top / self.bins).clamp(min=1e-30).float()
+            idx = torch.clamp((values.float() / width[:, None]).to(torch.int64), 0, self.bins - 1)
+            flat = idx + torch.arange(self.channels).view(-1, 1) * self.bins
+            counts = torch.bincount(flat.reshape(-1), minlength=self.channels * self.bins)
+            self.counts += counts.view(self.channels, self.bins).double()
         self.total += values.shape[1]
 
     def _grow(self, c: int, needed: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 
 def _add_frame_bias(y: Tensor, bias: Tensor | None, gains: Tensor) -> Tensor:
@@ -26,17 +27,18 @@ def _add_frame_bias(y: Tensor, bias: Tensor | None, gains: Tensor) -> Tensor:
 class SynapseConv2d(nn.Conv2d):
     """Conv2d over folded frames with a per-frame bias gain."""
 
-    def __init__(self, *args, steps: int = 1, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("frame_bias_gain", torch.ones(steps))
+    def __init__(self, *args, steps: int = 1, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **kwargs) -> None:
+        super().__init__(*args, device=device, dtype=dtype, **kwargs)
+        self.register_buffer("frame_bias_gain", torch.ones(steps, dtype=dtype, device=device))
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, gains: Tensor) -> SynapseConv2d:
-        syn = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+        syn = skip_init(
+            cls, conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
             padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-            bias=bias is not None, padding_mode=conv.padding_mode, steps=gains.numel(),
-        ).to(weight.dtype)
+            bias=bias is not None, padding_mode=conv.padding_mode, steps=gains.numel(), dtype=weight.dtype,
+        )
         with torch.no_grad():
             syn.weight.copy_(weight)
             if bias is not None:
@@ -52,13 +54,15 @@ class SynapseConv2d(nn.Conv2d):
 class SynapseLinear(nn.Linear):
     """Linear layer over folded frames with a per-frame bias gain."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, steps: int = 1) -> None:
-        super().__init__(in_features, out_features, bias=bias)
-        self.register_buffer("frame_bias_gain", torch.ones(steps))
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, steps: int = 1,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> None:
+        super().__init__(in_features, out_features, bias=bias, dtype=dtype, device=device)
+        self.register_buffer("frame_bias_gain", torch.ones(steps, dtype=dtype, device=device))
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, weight: Tensor, bias: Tensor | None, gains: Tensor) -> SynapseLinear:
-        syn = cls(linear.in_features, linear.out_features, bias is not None, steps=gains.numel()).to(weight.dtype)
+        syn = skip_init(cls, linear.in_features, linear.out_features, bias is not None, steps=gains.numel(),
+                        dtype=weight.dtype)
         with torch.no_grad():
             syn.weight.copy_(weight)
             if bias is not None:
