@@ -139,8 +139,10 @@ class TimingReport:
 class SweepRow:
     setting: dict[str, Any]
     top1: float
-    agreement: float
+    agreement: float  # with the quantized ANN
+    agreement_float: float  # with the float ANN
     latency: int
+    spike_rate: float  # spikes per neuron per inference, over all neuron layers
     opf: float
     delta: float
     seconds: float
@@ -253,11 +255,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+FRAME_BUDGET = 1024  # images x frames per SNN batch: bounds memory for long rate-coded runs
+
+
+def snn_batch_size(snn: SpikingNetwork, batch_size: int) -> int:
+    """Images per SNN batch so that images x frames stays within ``FRAME_BUDGET``."""
+    frames = max(1, int(snn.info.get("frames", 1)))
+    return max(1, min(batch_size, FRAME_BUDGET // frames))
+
+
 def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_progress: bool,
              label: str = "SNN") -> tuple[Tensor, float, dict[str, SynapseLoad]]:
     snn.reset_stats()
     with snn.recording(), synapse_probe(snn) as loads:
-        logits, seconds = run_logits(snn, images, batch_size=config.batch_size,
+        logits, seconds = run_logits(snn, images, batch_size=snn_batch_size(snn, config.batch_size),
                                      dtype=DTYPES[config.dtype], label=label, show_progress=show_progress)
     return logits, seconds, dict(loads)
 
@@ -310,7 +321,7 @@ def evaluate(
     report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12),
                                  len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype)
     if config.sweep:
-        report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, config, show_progress)
+        report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress)
     return report
 
 
@@ -326,7 +337,8 @@ def _parse_value(text: Any) -> Any:
 
 
 def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, labels: Tensor,
-              quant_logits: Tensor, config: EvaluateConfig, show_progress: bool) -> list[SweepRow]:
+              quant_logits: Tensor, float_logits: Tensor, config: EvaluateConfig,
+              show_progress: bool) -> list[SweepRow]:
     """Re-convert with each swept setting and evaluate on the same (already decoded) images,
     reusing the quantized ANN's logits. Several keys form a grid."""
     coding = get_coding(snn.coding)
@@ -353,5 +365,13 @@ def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, la
                                           label=", ".join(f"{k}={v}" for k, v in setting.items()))
         ops = ops_report(variant, loads, config.e_mac_pj, config.e_ac_pj)
         rows.append(SweepRow(setting, _topk(logits, labels, 1), _agreement(logits, quant_logits),
-                             int(variant.info.get("latency", 0)), ops.opf, ops.delta, seconds))
+                             _agreement(logits, float_logits), int(variant.info.get("latency", 0)),
+                             overall_spike_rate(variant), ops.opf, ops.delta, seconds))
     return rows
+
+
+def overall_spike_rate(snn: SpikingNetwork) -> float:
+    """Spikes per neuron per inference over all neuron layers (the encoder excluded)."""
+    stats = [s for s in snn.spike_stats() if s.name != "encoder"]
+    neurons = sum(s.neurons for s in stats)
+    return sum(s.events for s in stats) / max(neurons, 1)

@@ -63,6 +63,9 @@ _CODECS: dict[str, ModuleCodec] = {}
 def register_module(name: str, cls: type[nn.Module], to_config: Callable[[nn.Module], dict],
                     from_config: Callable[[dict], nn.Module]) -> None:
     """Add a module class to the allow-list (called once per class at import time)."""
+    known = _CODECS.get(name)
+    if known is not None and known.cls is not cls:
+        raise ValueError(f"serializable module name {name!r} is taken by {known.cls.__module__}.{known.cls.__name__}")
     _CODECS[name] = ModuleCodec(cls, to_config, from_config)
 
 

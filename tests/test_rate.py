@@ -356,8 +356,9 @@ def test_threshold_capped_at_bounded_relu_upper() -> None:
 def test_invalid_config_is_one_line_error(options: dict) -> None:
     with pytest.raises(SnnConvertError) as err:
         rate.Config(**options).validate()
+    (key,) = options
     assert "\n" not in str(err.value)
-    assert str(err.value).startswith("--")
+    assert str(err.value).startswith((f"--{key} ", f"{key}="))  # names the option
 
 
 def test_percentile_forms() -> None:

@@ -174,11 +174,13 @@ def evaluation_tables(console: Console, report: EvaluationReport) -> None:
         )
     if report.sweep:
         t = Table(title="sweep")
-        for col in ("setting", "top-1", "agreement", "latency", "OPF", "delta", "time (s)"):
+        for col in ("setting", "top-1", "agreement (quantized)", "latency", "spikes/neuron", "OPF", "delta",
+                    "time (s)"):
             t.add_column(col, justify="left" if col == "setting" else "right")
         for row in report.sweep:
             t.add_row(", ".join(f"{k}={v}" for k, v in row.setting.items()), pct(row.top1), pct(row.agreement),
-                      str(row.latency), num(row.opf), f"{row.delta:.2f}x", f"{row.seconds:.1f}")
+                      str(row.latency), f"{row.spike_rate:.3f}", num(row.opf), f"{row.delta:.2f}x",
+                      f"{row.seconds:.1f}")
         console.print(t)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import fx
@@ -28,6 +28,7 @@ class ConversionInputs:
     input_spec: InputSpec
     calibration: DataLoader | None = None
     show_progress: bool = False
+    statistics: dict[Any, Any] = field(default_factory=dict)  # cache of calibration statistics
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,22 @@ def activation_percentiles(
     return result
 
 
+def calibration_percentiles(inputs, percentiles: tuple[float, ...], *, per_channel: bool = False
+                            ) -> dict[str, dict[float, Tensor]]:
+    """:func:`activation_percentiles` of ``inputs.float_model`` on ``inputs.calibration``, computed
+    once per set of percentiles and kept in ``inputs.statistics`` (sweeps re-convert many times)."""
+    from snnconvert.errors import SnnConvertError
+
+    if inputs.calibration is None:
+        raise SnnConvertError("this coding sets thresholds from calibration data, and none was given")
+    key = ("percentiles", tuple(sorted(percentiles)), per_channel)
+    if key not in inputs.statistics:
+        inputs.statistics[key] = activation_percentiles(
+            inputs.float_model, inputs.calibration, tuple(sorted(percentiles)), per_channel=per_channel,
+            show_progress=inputs.show_progress)
+    return inputs.statistics[key]
+
+
 class _Recorder(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, names: set[str], out: dict[str, Tensor]) -> None:
         super().__init__(gm)

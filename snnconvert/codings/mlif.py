@@ -173,14 +173,6 @@ def _pool_before_gain(gm: fx.GraphModule) -> None:
         gm.graph.erase_node(node)
 
 
-def _keep_stats_double(module: nn.Module) -> None:
-    """``.float()`` also casts the neurons' statistics buffers; counts stay float64."""
-    for neuron in module.modules():
-        if isinstance(neuron, MLIFNeuron):
-            for name, buf in list(neuron.named_buffers(recurse=False)):
-                setattr(neuron, name, buf.double())
-
-
 def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
     """Convert the prepared float graph into an M-LIF network (see module docstring)."""
     cfg.validate()
@@ -209,7 +201,6 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
     _finish(gm)
     fold_gains(gm)
     gm.float()
-    _keep_stats_double(gm)
 
     snn = SpikingNetwork("mlif")
     snn.encoder = MLIFInputEncoder(T)

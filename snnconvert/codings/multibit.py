@@ -58,7 +58,7 @@ from torch import Tensor, fx, nn
 from torch.utils.data import DataLoader
 
 from snnconvert.codings.base import ConversionInputs
-from snnconvert.codings.common import activation_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses
 from snnconvert.codings.gains import fold_gains
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.errors import SnnConvertError
@@ -288,8 +288,7 @@ def _thresholds(inputs: ConversionInputs, cfg: MultiBitConfig, acts: list[fx.Nod
         raise SnnConvertError("multi-bit conversion needs calibration data to set its thresholds (--data)")
     p = float(cfg.percentile)
     if source == "percentile":
-        stats = activation_percentiles(inputs.float_model, inputs.calibration, (p, 100.0),
-                                       per_channel=cfg.per_channel, show_progress=inputs.show_progress)
+        stats = calibration_percentiles(inputs, (p, 100.0), per_channel=cfg.per_channel)
         float_acts = [n.name for n in inputs.float_model.graph.nodes
                       if kind_of(inputs.float_model, n) is Kind.ACTIVATION]
         names = [n.name for n in acts]

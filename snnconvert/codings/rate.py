@@ -73,11 +73,11 @@ class Config:
             raise SnnConvertError(f"--T {self.T!r} is not possible: rate coding needs an integer T >= 1")
         self.percentile_value()
         if not isinstance(self.per_channel, bool):
-            raise SnnConvertError(f"--per-channel {self.per_channel!r} is not possible: give true or false")
+            raise SnnConvertError(f"per_channel={self.per_channel!r} is not possible: give true or false")
         if not isinstance(self.half_init, bool):
-            raise SnnConvertError(f"--half-init {self.half_init!r} is not possible: give true or false")
+            raise SnnConvertError(f"half_init={self.half_init!r} is not possible: give true or false")
         if self.dtype not in _DTYPES:
-            raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
+            raise SnnConvertError(f"dtype={self.dtype!r} is not possible: choose float32 or float64")
 
     def percentile_value(self) -> float:
         """The percentile as a number (``"max"`` -> 100.0); raises on anything else."""

@@ -55,21 +55,34 @@ class SpikingNeuron(nn.Module):
     """
 
     snn_kind = "neuron"
-    lanes = 1
+    lanes = 1  # output lanes per neuron (one value per neuron per step in the frames either way)
 
     def __init__(self, steps_in: int, steps_out: int) -> None:
         super().__init__()
         self.steps_in = int(steps_in)
         self.steps_out = int(steps_out)
         self.recording = False
-        self.register_buffer("events_per_step", torch.zeros(self.steps_out, dtype=torch.float64), persistent=False)
-        self.register_buffer("magnitude_per_step", torch.zeros(self.steps_out, dtype=torch.float64), persistent=False)
-        self.register_buffer("samples", torch.zeros((), dtype=torch.float64), persistent=False)
-        self.register_buffer("neurons", torch.zeros((), dtype=torch.float64), persistent=False)
+        self._stat_names: list[str] = []
+        self.register_stat("events_per_step", self.steps_out)
+        self.register_stat("magnitude_per_step", self.steps_out)
+        self.register_stat("samples")
+        self.register_stat("neurons")
+
+    def register_stat(self, name: str, *shape: int) -> None:
+        """A statistics buffer: float64, not saved with the model, zeroed by :meth:`reset_stats`
+        and kept in float64 when the network is cast with ``.float()`` / ``.to(dtype)``."""
+        self.register_buffer(name, torch.zeros(shape, dtype=torch.float64), persistent=False)
+        self._stat_names.append(name)
 
     def reset_stats(self) -> None:
-        for buf in (self.events_per_step, self.magnitude_per_step, self.samples, self.neurons):
-            buf.zero_()
+        for name in self._stat_names:
+            self._buffers[name] = torch.zeros_like(self._buffers[name], dtype=torch.float64)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
+        result = super()._apply(fn, recurse)
+        for name in self._stat_names:
+            self._buffers[name] = self._buffers[name].to(torch.float64)
+        return result
 
     def forward(self, frames: Tensor) -> Tensor:
         out = self.dynamics(unfold_time(frames, self.steps_in))
@@ -87,7 +100,7 @@ class SpikingNeuron(nn.Module):
         self.events_per_step += torch.count_nonzero(flat, dim=1).double()
         self.magnitude_per_step += flat.abs().sum(dim=1).double()
         self.samples += batch
-        self.neurons.fill_(flat.shape[1] // batch // self.lanes)
+        self.neurons.fill_(flat.shape[1] // batch)
 
     def stats(self, name: str) -> SpikeStats:
         n = max(float(self.samples), 1.0)

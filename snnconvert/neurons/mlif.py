@@ -101,11 +101,7 @@ class MLIFNeuron(SpikingNeuron):
         super().__init__(T, T)
         self.T, self.S, self.beta = int(T), int(S), float(beta)
         self.lanes = self.S
-        self.register_buffer("lane_counts", torch.zeros(self.S, dtype=torch.float64), persistent=False)
-
-    def reset_stats(self) -> None:
-        super().reset_stats()
-        self.lane_counts.zero_()
+        self.register_stat("lane_counts", self.S)
 
     def dynamics(self, inputs: Tensor) -> Tensor:
         return mlif_dynamics(inputs, S=self.S, beta=self.beta)
@@ -113,8 +109,6 @@ class MLIFNeuron(SpikingNeuron):
     @torch.no_grad()
     def _record(self, out: Tensor) -> None:
         super()._record(out)
-        # frames hold one lane value per neuron (the lanes are not laid out in the tensor)
-        self.neurons.fill_(out[0].numel() // out.shape[1])
         fired = out[out != 0]
         lane = torch.frexp(fired.double()).exponent - 1  # 2^s = 0.5 * 2^(s+1): exact
         self.lane_counts += torch.bincount(lane.long(), minlength=self.S)[: self.S].double()

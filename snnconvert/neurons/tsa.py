@@ -101,13 +101,8 @@ class TSANeuron(SpikingNeuron):
         super().__init__(Tc, Tc)
         self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
         self.residual_range = float(residual_range)
-        self.register_buffer("residual_hist", torch.zeros(residual_bins, dtype=torch.float64), persistent=False)
-        self.register_buffer("clamped_count", torch.zeros((), dtype=torch.float64), persistent=False)
-
-    def reset_stats(self) -> None:
-        super().reset_stats()
-        self.residual_hist.zero_()
-        self.clamped_count.zero_()
+        self.register_stat("residual_hist", residual_bins)
+        self.register_stat("clamped_count")
 
     def dynamics(self, inputs: Tensor) -> Tensor:
         spikes, membrane, emitted = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)

@@ -1,0 +1,70 @@
+"""Every coding across its latency knob on ResNet-20 / CIFAR-10 (../shared/data), conversion only.
+
+    python bench/codings_resnet20.py [--n 2000] [--only rate,mlif,multibit,sws]
+
+Rows: rate T = 16..256; M-LIF S in 1..4 x T in 1,2,4,8; multi-bit B_s in 2,4,8 x T in 1,2,4; SWS Tc=8
+for reference. Columns: top-1, agreement with the float ANN, latency (time steps), spike rate
+(spikes per neuron per inference), OPF and delta = E_ANN / E_SNN. Calibration: 1,000 train-subset
+images; evaluation: --n stratified test images, decoded once and shared by all rows.
+Writes bench/results/codings_resnet20.json and codings_resnet20.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
+
+import snnconvert
+from snnconvert.evaluate import EvaluateConfig, evaluate
+from snnconvert.quantize import QuantizeConfig
+from snnconvert.reports.plots import accuracy_latency_plot
+
+GRIDS = {
+    "rate": ({"T": 16, "percentile": 99.9}, {"T": [16, 32, 64, 128, 256]}),
+    "mlif": ({"S": 1, "T": 1}, {"S": [1, 2, 3, 4], "T": [1, 2, 4, 8]}),
+    "multibit": ({"bits_spike": 2, "T": 1}, {"bits_spike": [2, 4, 8], "T": [1, 2, 4]}),
+    "sws": ({"Tc": 8, "Ts": 2}, {"Ts": [0, 1, 2]}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--only", default=",".join(GRIDS))
+    args = parser.parse_args()
+    require_shared_data()
+    q8 = snnconvert.quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN,
+                             config=QuantizeConfig(bits=8, calib_limit=1000), eval_limit=0)
+    config = EvaluateConfig(data=TEST, limit=args.n, reports=("accuracy",))
+    rows, float_top1 = [], None
+    for coding in args.only.split(","):
+        base, sweep = GRIDS[coding]
+        snn = snnconvert.to_snn(q8, coding, **base)
+        report = evaluate(q8, snn, dataclasses.replace(config, sweep=sweep), show_progress=True)
+        float_top1 = next(s.top1 for s in report.accuracy.scores if s.model == "float ANN")
+        for r in report.sweep:
+            row = {"coding": coding, **dataclasses.asdict(r), "float_top1": float_top1}
+            rows.append(row)
+            print(row, flush=True)
+    results = {"machine": machine(), "n_test": args.n, "rows": rows}
+    path = write_json("codings_resnet20.json", results)
+    series: dict[str, list] = {}
+    for r in rows:
+        label = {"mlif": f"M-LIF S={r['setting'].get('S')}", "multibit": f"multi-bit B_s={r['setting'].get('bits_spike')}",
+                 "rate": "rate (IF)", "sws": "SWS Tc=8"}[r["coding"]]
+        series.setdefault(label, []).append((r["latency"], r["top1"], ""))
+    accuracy_latency_plot(series, {"float ANN": float_top1}, RESULTS / "codings_resnet20.png",
+                          title="ResNet-20 / CIFAR-10: conversion without fine-tuning", log_x=True)
+    print("\n| coding | setting | top-1 | delta vs float | latency | spikes/neuron | OPF | delta (E_ANN/E_SNN) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        setting = ", ".join(f"{k}={v}" for k, v in r["setting"].items())
+        print(f"| {r['coding']} | {setting} | {100 * r['top1']:.2f}% | {100 * (r['top1'] - float_top1):+.2f} | "
+              f"{r['latency']} | {r['spike_rate']:.3f} | {r['opf'] / 1e6:.1f}M | {r['delta']:.2f}x |")
+    print(f"\nfloat ANN top-1 {100 * float_top1:.2f}% on {args.n} test images; {path}")
+
+
+if __name__ == "__main__":
+    main()
