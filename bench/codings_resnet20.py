@@ -52,7 +52,8 @@ def main() -> None:
     path = write_json("codings_resnet20.json", results)
     series: dict[str, list] = {}
     for r in rows:
-        label = {"mlif": f"M-LIF S={r['setting'].get('S')}", "multibit": f"multi-bit B_s={r['setting'].get('bits_spike')}",
+        setting = r["setting"]
+        label = {"mlif": f"M-LIF S={setting.get('S')}", "multibit": f"multi-bit B_s={setting.get('bits_spike')}",
                  "rate": "rate (IF)", "sws": "SWS Tc=8"}[r["coding"]]
         series.setdefault(label, []).append((r["latency"], r["top1"], ""))
     accuracy_latency_plot(series, {"float ANN": float_top1}, RESULTS / "codings_resnet20.png",

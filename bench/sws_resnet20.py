@@ -110,7 +110,8 @@ def main() -> None:
     points = [(r["T_inf"], r["snn_top1"], r["setting"].replace("Tc=8 ", "")) for r in [*sweep, main_row, auto]]
     accuracy_latency_plot({"SNN (SWS, Tc=8, 8-bit)": points},
                           {"float ANN": main_row["float_top1"], "8-bit ANN": main_row["quantized_top1"]},
-                          RESULTS / "sws_resnet20_accuracy_vs_tinf.png", title="ResNet-20 / CIFAR-10: SWS accuracy vs T_inf")
+                          RESULTS / "sws_resnet20_accuracy_vs_tinf.png",
+                          title="ResNet-20 / CIFAR-10: SWS accuracy vs T_inf")
     print("\n| setting | top-1 | agreement w/ quantized | T_inf | OPF | delta | SNN/quantized time |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -122,7 +122,8 @@ def load_recipe(path: str | Path) -> Recipe:
     for key_node, value_node in root.value:
         key = key_node.value
         if key not in _TOP_LEVEL:
-            raise SnnConvertError(f"{_where(path, key_node)}: unknown key '{key}' (valid: {', '.join(sorted(_TOP_LEVEL))})")
+            valid = ", ".join(sorted(_TOP_LEVEL))
+            raise SnnConvertError(f"{_where(path, key_node)}: unknown key '{key}' (valid: {valid})")
         nodes[key] = value_node
     if "model" not in nodes:
         raise SnnConvertError(f"{path}: the recipe needs a 'model'")

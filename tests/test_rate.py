@@ -211,6 +211,9 @@ def test_lenet5_info_state_ops_and_stats(lenet) -> None:
     clipped = coding.metrics(snn)
     assert set(clipped["clipped_share_per_layer"]) == {"relu1", "relu2", "relu3", "relu4"}
     assert 0 <= clipped["clipped_share"] < 0.05  # thresholds at the max: hardly anything clipped
+    other = coding.convert(inputs, coding.config(T=4, percentile="max"))  # e.g. a sweep over T
+    assert len(inputs.statistics) == 1  # the calibration pass was reused
+    assert other.info["thresholds"] == snn.info["thresholds"]
 
 
 def test_artifact_round_trip_identical_logits(lenet, tmp_path) -> None:

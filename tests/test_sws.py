@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from helpers import quantize_random, randomize_batchnorm
 
 from snnconvert.codings.sws import SWSConfig, convert_sws
 from snnconvert.data import InputSpec
@@ -15,7 +16,6 @@ from snnconvert.models import cifar_resnet
 from snnconvert.neurons.base import unfold_time
 from snnconvert.neurons.tsa import SWSEncoder, TSANeuron, held_at_clamp, tsa_dynamics
 from snnconvert.simulate.reference import reference_run
-from helpers import quantize_random, randomize_batchnorm
 
 CIFAR = InputSpec(3, (32, 32), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SMALL = InputSpec(3, (16, 16), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # deep nets: fewer pixels

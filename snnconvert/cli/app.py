@@ -165,20 +165,23 @@ def _coding_options(coding: str, given: dict[str, Any], extra: list[str]) -> dic
             continue
         if key not in fields:
             flag = "--" + key.replace("_", "-") if key not in ("Tc", "Ts", "T", "S") else "--" + key
-            raise SnnConvertError(f"{flag} is not an option of coding {coding} (its options: {', '.join(sorted(fields))})")
+            valid = ", ".join(sorted(fields))
+            raise SnnConvertError(f"{flag} is not an option of coding {coding} (its options: {valid})")
         options[key] = value
     for item in extra:
         if "=" not in item:
             raise SnnConvertError(f"--set {item!r}: write KEY=VALUE")
         key, value = item.split("=", 1)
         if key not in fields:
-            raise SnnConvertError(f"--set {key}: not an option of coding {coding} (its options: {', '.join(sorted(fields))})")
+            valid = ", ".join(sorted(fields))
+            raise SnnConvertError(f"--set {key}: not an option of coding {coding} (its options: {valid})")
         options[key] = _parse_value(value)
     return options
 
 
-def _load_input(input_path: Path | None, stages: tuple[str, ...], directory: Path | None) -> tuple[Path, QuantizedModel,
-                                                                                                   SpikingNetwork | None]:
+def _load_input(
+    input_path: Path | None, stages: tuple[str, ...], directory: Path | None
+) -> tuple[Path, QuantizedModel, SpikingNetwork | None]:
     if input_path is not None and input_path.is_dir():
         input_path, directory = None, input_path
     path = input_path or latest_artifact(stages, directory)
@@ -188,7 +191,9 @@ def _load_input(input_path: Path | None, stages: tuple[str, ...], directory: Pat
 
 @app.command("to-snn")
 def to_snn_cmd(
-    input_path: Path | None = typer.Option(None, "--input", help="Quantized artifact, or a run directory to take the latest from (default: the latest run)."),
+    input_path: Path | None = typer.Option(
+        None, "--input", help="Quantized artifact, or a run directory to take the latest from (default: the latest run)."
+    ),
     coding: str = typer.Option("sws", "--coding", help=f"One of: {', '.join(CODINGS)}."),
     Tc: int | None = typer.Option(None, "--Tc", help="SWS coding steps."),
     Ts: str | None = typer.Option(None, "--Ts", help="SWS silent period: N, a per-layer list N,N,... or auto."),
@@ -273,7 +278,8 @@ def run_evaluation(q: QuantizedModel, snn: SpikingNetwork | None, config: Evalua
 
 @app.command("evaluate")
 def evaluate_cmd(
-    input_path: Path | None = typer.Option(None, "--input", help="SNN or quantized artifact, or a run directory (default: the latest)."),
+    input_path: Path | None = typer.Option(None, "--input", help="SNN or quantized artifact, or a run directory "
+                                           "(default: the latest)."),
     data: str | None = typer.Option(None, "--data", help="Evaluation data (default: the held-out part of the "
                                                          "calibration data)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on a stratified sample of N images."),

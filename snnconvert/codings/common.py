@@ -10,7 +10,7 @@ from torch import Tensor, fx, nn
 
 from snnconvert.graph.modules import ChannelAffine
 from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.graph.passes import _set_module
+from snnconvert.graph.passes import set_module
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.quantize.modules import QConv2d, QLinear
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
@@ -45,7 +45,7 @@ def replace_synapses(gm: fx.GraphModule, gains: Tensor) -> None:
     for node in gm.graph.nodes:
         mod = module_of(gm, node)
         if isinstance(mod, (nn.Conv2d, nn.Linear, ChannelAffine)):
-            _set_module(gm, node.target, synapse_from(mod, gains))
+            set_module(gm, node.target, synapse_from(mod, gains))
 
 
 @dataclass
@@ -129,10 +129,11 @@ def activation_percentiles(
     return result
 
 
-def calibration_percentiles(inputs, percentiles: tuple[float, ...], *, per_channel: bool = False
-                            ) -> dict[str, dict[float, Tensor]]:
-    """:func:`activation_percentiles` of ``inputs.float_model`` on ``inputs.calibration``, computed
-    once per set of percentiles and kept in ``inputs.statistics`` (sweeps re-convert many times)."""
+def calibration_percentiles(inputs, percentiles: tuple[float, ...], *, per_channel: bool = False,
+                            loader=None) -> dict[str, dict[float, Tensor]]:
+    """:func:`activation_percentiles` of ``inputs.float_model`` on ``inputs.calibration`` (or on
+    ``loader``, a view of the same images), computed once per set of percentiles and kept in
+    ``inputs.statistics`` (sweeps re-convert many times)."""
     from snnconvert.errors import SnnConvertError
 
     if inputs.calibration is None:
@@ -140,8 +141,8 @@ def calibration_percentiles(inputs, percentiles: tuple[float, ...], *, per_chann
     key = ("percentiles", tuple(sorted(percentiles)), per_channel)
     if key not in inputs.statistics:
         inputs.statistics[key] = activation_percentiles(
-            inputs.float_model, inputs.calibration, tuple(sorted(percentiles)), per_channel=per_channel,
-            show_progress=inputs.show_progress)
+            inputs.float_model, loader if loader is not None else inputs.calibration, tuple(sorted(percentiles)),
+            per_channel=per_channel, show_progress=inputs.show_progress)
     return inputs.statistics[key]
 
 
@@ -175,12 +176,12 @@ def insert_neurons(gm: fx.GraphModule, neurons: dict[str, tuple[nn.Module, Tenso
             continue
         neuron, scale = neurons[node.name]
         scale = torch.as_tensor(scale, dtype=torch.float64).reshape(-1)
-        _set_module(gm, node.target, neuron)
+        set_module(gm, node.target, neuron)
         before = add_module_after(gm, node.args[0], Gain.of(1.0 / scale), f"{node.name}_in_gain", replace_uses=False)
         node.args = (before,)
         users = list(node.users)
         if len(users) == 1 and kind_of(gm, users[0]) is Kind.QUANT:
-            _set_module(gm, users[0].target, Gain.of(scale))
+            set_module(gm, users[0].target, Gain.of(scale))
         else:
             add_module_after(gm, node, Gain.of(scale), f"{node.name}_out_gain")
         names.append(node.target)

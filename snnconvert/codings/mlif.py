@@ -42,11 +42,11 @@ import torch
 from torch import Tensor, fx, nn
 
 from snnconvert.codings.base import ConversionInputs
-from snnconvert.codings.common import activation_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses
 from snnconvert.codings.gains import fold_gains
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.graph.passes import _finish
+from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.neurons.mlif import MLIFNeuron
 from snnconvert.simulate.network import SpikingNetwork
@@ -183,10 +183,7 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
     float_gm = inputs.float_model
     check_supported(float_gm, (_mlif_rules,), stage="M-LIF conversion")
     acts = {n.name: n.target for n in float_gm.graph.nodes if kind_of(float_gm, n) is Kind.ACTIVATION}
-    stats = activation_percentiles(
-        float_gm, _StaticImages(inputs.calibration), (float(cfg.percentile), 100.0),
-        show_progress=inputs.show_progress,
-    )
+    stats = calibration_percentiles(inputs, (float(cfg.percentile), 100.0), loader=_StaticImages(inputs.calibration))
     thresholds, fallbacks = _thresholds(stats, list(acts), float(cfg.percentile))
     if cfg.anchor == "highest":
         thresholds = {name: theta / 2.0 ** (cfg.S - 1) for name, theta in thresholds.items()}
@@ -198,7 +195,7 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
             for name, theta in thresholds.items()}
     layers = insert_neurons(gm, plan)
     _pool_before_gain(gm)
-    _finish(gm)
+    recompile_graph(gm)
     fold_gains(gm)
     gm.float()
 

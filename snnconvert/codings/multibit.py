@@ -64,7 +64,7 @@ from snnconvert.data.input_spec import InputSpec
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.graph.passes import _finish, _unique_name
+from snnconvert.graph.passes import _unique_name, recompile_graph
 from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze, spike_range
 from snnconvert.quantize.histogram import RangeDoublingHistogram
 from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
@@ -341,7 +341,7 @@ def _match_frames(gm: fx.GraphModule, input_frames: int) -> dict[str, int]:
         frames[node.name] = target
         if isinstance(mod, _SYNAPSES):
             mod.frame_bias_gain = torch.ones(target, dtype=torch.float64)
-    _finish(gm)
+    recompile_graph(gm)
     return frames
 
 
@@ -404,7 +404,7 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         neuron.threshold.data.copy_(theta)
         plan[node.name] = (neuron, 1.0)
     insert_neurons(gm, plan)
-    _finish(gm)
+    recompile_graph(gm)
     fold_gains(gm)  # removes the unit gains insert_neurons put around every neuron
 
     encoder = _encoder(cfg, inputs.input_spec, steps, bits, thresholds, center, pad)

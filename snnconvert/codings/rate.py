@@ -30,21 +30,24 @@ Latency is T steps (all layers run step-synchronously).
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import fx
 
 from snnconvert.codings.base import ConversionInputs
-from snnconvert.codings.common import activation_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.common import (
+    activation_percentiles,
+    calibration_percentiles,
+    insert_neurons,
+    replace_synapses,
+)
 from snnconvert.codings.gains import fold_gains
 from snnconvert.errors import SnnConvertError
-from snnconvert.graph.ops import Kind, activation_of, kind_of, module_of
-from snnconvert.graph.passes import _finish, add_module_after
+from snnconvert.graph.ops import Kind, activation_of, kind_of, maxpool_params, module_of
+from snnconvert.graph.passes import add_module_after, recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool, RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
@@ -102,22 +105,9 @@ def _rate_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
         return "batch-norm left in the graph: convert the prepared float model (snnconvert prepare)"
     if kind is Kind.QUANT:
         return "rate coding converts the float model, not the quantized one"
-    if kind is Kind.MAXPOOL and (_pool_params(gm, node).pop("return_indices", False)):
+    if kind is Kind.MAXPOOL and (maxpool_params(gm, node).pop("return_indices", False)):
         return "max-pooling with indices has no spiking equivalent"
     return None
-
-
-def _pool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
-    """``F.max_pool2d`` keyword arguments of a max-pool module or call (incl. return_indices)."""
-    mod = module_of(gm, node)
-    if isinstance(mod, nn.MaxPool2d):
-        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-        return {k: getattr(mod, k) for k in names}
-    bound = inspect.signature(F._max_pool2d).bind(*node.args, **node.kwargs)
-    bound.apply_defaults()
-    params = dict(bound.arguments)
-    params.pop("input")
-    return params
 
 
 def thresholds(float_gm: fx.GraphModule, loader, cfg: Config, *,
@@ -163,7 +153,7 @@ def _replace_maxpools(gm: fx.GraphModule, T: int) -> list[tuple[str, str | None]
     for node in list(gm.graph.nodes):
         if kind_of(gm, node) is not Kind.MAXPOOL:
             continue
-        params = _pool_params(gm, node)
+        params = maxpool_params(gm, node)
         params.pop("return_indices", None)
         src = node.args[0]
         gain = module_of(gm, src)
@@ -187,8 +177,9 @@ def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
         raise SnnConvertError("rate coding needs calibration data (the quantize step's --data) for its thresholds")
     float_gm = inputs.float_model
     check_supported(float_gm, (_rate_rules,), stage="rate conversion")
-    theta = thresholds(float_gm, inputs.calibration, cfg, show_progress=inputs.show_progress)
-    return build(float_gm, theta, cfg)
+    # one calibration pass per (percentile, per_channel), cached in inputs: sweeps over T reuse it
+    stats = calibration_percentiles(inputs, (cfg.percentile_value(),), per_channel=cfg.per_channel)
+    return build(float_gm, thresholds_from(float_gm, stats, cfg), cfg)
 
 
 def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config) -> SpikingNetwork:
@@ -209,7 +200,7 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config)
     for pool_name, source in _replace_maxpools(gm, T):
         position = layers.index(source) + 1 if source in layers else len(layers)
         layers.insert(position, pool_name)
-    _finish(gm)
+    recompile_graph(gm)
     fold_gains(gm)
     gm = gm.to(_DTYPES[cfg.dtype])
 

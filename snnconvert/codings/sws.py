@@ -27,8 +27,8 @@ from snnconvert.codings.common import insert_neurons, path_latency, replace_syna
 from snnconvert.codings.gains import fold_gains
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.modules import PadWithValues
-from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.graph.passes import _finish, _set_module, add_module_after
+from snnconvert.graph.ops import Kind, kind_of, maxpool_params, module_of
+from snnconvert.graph.passes import add_module_after, recompile_graph, set_module
 from snnconvert.graph.support import check_supported
 from snnconvert.neurons.base import unfold_time
 from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
@@ -123,7 +123,7 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
 
     # Encoder: frames are digits of Q - Z; Gain(C_in) turns them into real values.
     pad = _take_input_pad(gm)
-    _set_module(gm, INPUT_QUANT, Gain.of(input_quant.scale.detach().double()))
+    set_module(gm, INPUT_QUANT, Gain.of(input_quant.scale.detach().double()))
     encoder = SWSEncoder(Tc, beta, input_quant.scale.numel(), input_quant.qmax,
                          pad.padding if pad else None, pad.values.numel() if pad else 0).double()
     with torch.no_grad():
@@ -141,7 +141,7 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
     for node in list(gm.graph.nodes):
         if kind_of(gm, node) is Kind.MAXPOOL:
             layers.insert(layers.index(node.args[0].args[0].target) + 1, _maxpool_neuron(gm, node, cfg))
-    _finish(gm)
+    recompile_graph(gm)
     fold_gains(gm)
     silent = _silent_periods(cfg, layers)
     set_silent_periods(gm, silent)
@@ -186,7 +186,7 @@ def _maxpool_neuron(gm: fx.GraphModule, node: fx.Node, cfg: SWSConfig) -> str:
     neuron_out = gain_node.args[0]
     qmax = gm.get_submodule(neuron_out.target).qmax
     name = f"{node.name}_neuron"
-    gm.add_submodule(name, SWSMaxPoolNeuron(**_pool_params(gm, node), Tc=cfg.Tc, Ts=0, beta=cfg.beta, qmax=qmax))
+    gm.add_submodule(name, SWSMaxPoolNeuron(**_pool_kwargs(gm, node), Tc=cfg.Tc, Ts=0, beta=cfg.beta, qmax=qmax))
     with gm.graph.inserting_before(node):
         pooled = gm.graph.call_module(name, (neuron_out,))
     gain = Gain.of(gm.get_submodule(gain_node.target).gain.clone())
@@ -196,21 +196,10 @@ def _maxpool_neuron(gm: fx.GraphModule, node: fx.Node, cfg: SWSConfig) -> str:
     return name
 
 
-def _pool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
-    mod = module_of(gm, node)
-    if isinstance(mod, nn.MaxPool2d):
-        return dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
-                    dilation=mod.dilation, ceil_mode=mod.ceil_mode)
-    names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
-    values = dict(zip(names, node.args[1:], strict=False))
-    values.update({k: v for k, v in node.kwargs.items() if k in names})
-    values.setdefault("stride", None)
-    if values["stride"] in (None, [], ()):
-        values["stride"] = values["kernel_size"]
-    values.setdefault("padding", 0)
-    values.setdefault("dilation", 1)
-    values.setdefault("ceil_mode", False)
-    return values
+def _pool_kwargs(gm: fx.GraphModule, node: fx.Node) -> dict:
+    params = maxpool_params(gm, node)
+    params.pop("return_indices")
+    return params
 
 
 def neuron_modules(snn_body: fx.GraphModule) -> dict[str, TSANeuron | SWSMaxPoolNeuron]:
@@ -247,7 +236,8 @@ def sws_latency(snn: SpikingNetwork, cfg: SWSConfig) -> dict:
         "latency": cfg.Tc + path.output_delay,
         "latency_terms": (
             f"T_inf = Tc + Ts*L_TSA = {cfg.Tc} + {ts_values[0]}*{path.neuron_layers_on_path}"
-            if len(set(ts_values)) == 1 else f"T_inf = Tc + sum of Ts on the longest path = {cfg.Tc} + {path.output_delay}"
+            if len(set(ts_values)) == 1
+            else f"T_inf = Tc + sum of Ts on the longest path = {cfg.Tc} + {path.output_delay}"
         ),
     }
 

@@ -104,10 +104,7 @@ class TensorImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.images[index]
-        if x.dtype == torch.uint8:
-            x = x.to(torch.float32).div_(255.0)
-        else:
-            x = x.to(torch.float32, copy=True)
+        x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32, copy=True)
         if self.adapt is not None:
             x = adapt_tensor(x, *self.adapt)
         return x, int(self.labels[index])

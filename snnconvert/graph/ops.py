@@ -7,6 +7,7 @@ change in one place.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from dataclasses import dataclass
@@ -238,3 +239,18 @@ def hint_for(op_name: str) -> str:
         if key.lower() in op_name.lower():
             return hint
     return "this operation is not supported by snnconvert's converters"
+
+
+def maxpool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
+    """``F.max_pool2d`` keyword arguments (kernel_size, stride, padding, dilation, ceil_mode,
+    return_indices) of a max-pool module or functional call."""
+    mod = module_of(gm, node)
+    names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    if isinstance(mod, nn.MaxPool2d):
+        return {k: getattr(mod, k) for k in names}
+    bound = inspect.signature(F._max_pool2d).bind(*node.args, **node.kwargs)
+    bound.apply_defaults()
+    params = {k: bound.arguments[k] for k in names}
+    if params["stride"] in (None, [], ()):
+        params["stride"] = params["kernel_size"]
+    return params

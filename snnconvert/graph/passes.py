@@ -15,7 +15,8 @@ def _maybe_copy(gm: fx.GraphModule, inplace: bool) -> fx.GraphModule:
     return gm if inplace else copy.deepcopy(gm)
 
 
-def _finish(gm: fx.GraphModule) -> fx.GraphModule:
+def recompile_graph(gm: fx.GraphModule) -> fx.GraphModule:
+    """Drop dead nodes and unused submodules, check the graph and regenerate its code (in place)."""
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.graph.lint()
@@ -79,7 +80,7 @@ def canonicalize(gm: fx.GraphModule, *, inplace: bool = False) -> fx.GraphModule
             new.meta = dict(node.meta)
             gm.graph.erase_node(node)
     _swap_maxpool_relu(gm)
-    return _finish(gm)
+    return recompile_graph(gm)
 
 
 def _swap_maxpool_relu(gm: fx.GraphModule) -> None:
@@ -142,15 +143,16 @@ def fuse_batchnorm(gm: fx.GraphModule, *, inplace: bool = False) -> fx.GraphModu
             weight, bias = fuse_conv_bn_weights(layer.weight.detach(), layer.bias, bn)
             fused.weight = nn.Parameter(weight)
             fused.bias = nn.Parameter(bias)
-            _set_module(gm, producer.target, fused)
+            set_module(gm, producer.target, fused)
             node.replace_all_uses_with(producer)
             gm.graph.erase_node(node)
         else:
-            _set_module(gm, node.target, bn_as_affine(bn))
-    return _finish(gm)
+            set_module(gm, node.target, bn_as_affine(bn))
+    return recompile_graph(gm)
 
 
-def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+def set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``target`` of ``gm`` (replacing what is there)."""
     parent_name, _, child = target.rpartition(".")
     parent = gm.get_submodule(parent_name) if parent_name else gm
     setattr(parent, child, module)
@@ -192,7 +194,7 @@ def fold_normalization(
     if not foldable:
         affine = ChannelAffine((1.0 / std_t).float(), (-mean_t / std_t).float())
         add_module_after(gm, placeholder, affine, "input_normalize")
-        return _finish(gm)
+        return recompile_graph(gm)
     for user, conv in zip(users, convs, strict=True):
         folded = copy.deepcopy(conv)
         w = conv.weight.detach().double()
@@ -203,7 +205,7 @@ def fold_normalization(
         folded.bias = nn.Parameter(new_b.to(conv.weight.dtype))
         ph, pw = conv.padding
         folded.padding = (0, 0)
-        _set_module(gm, user.target, folded)
+        set_module(gm, user.target, folded)
         if ph or pw:
             pad = PadWithValues((pw, pw, ph, ph), mean_t.float())
             name = _unique_name(gm, f"{user.target}_input_pad")
@@ -211,4 +213,4 @@ def fold_normalization(
             with gm.graph.inserting_before(user):
                 pad_node = gm.graph.call_module(name, (placeholder,))
             user.replace_input_with(placeholder, pad_node)
-    return _finish(gm)
+    return recompile_graph(gm)

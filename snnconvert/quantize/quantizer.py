@@ -14,7 +14,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.capture import propagate_shapes
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.graph.ops import Kind, activation_of, kind_of, module_of
-from snnconvert.graph.passes import _finish, _set_module, add_module_after, bn_as_affine
+from snnconvert.graph.passes import add_module_after, bn_as_affine, recompile_graph, set_module
 from snnconvert.progress import track
 from snnconvert.quantize.histogram import CLIP_METHODS, ClipStats, RangeDoublingHistogram
 from snnconvert.quantize.modules import ActQuant, QConv2d, QConvBn2d, QLinear
@@ -91,15 +91,15 @@ def insert_quantizers(gm: fx.GraphModule, config: QuantizeConfig, *, inplace: bo
         if kind is Kind.WEIGHTED:
             bn_user = _sole_bn_user(gm, node)
             if bn_user is not None and isinstance(mod, nn.Conv2d):
-                _set_module(gm, node.target, QConvBn2d.from_conv_bn(mod, module_of(gm, bn_user), config.w_bits))
+                set_module(gm, node.target, QConvBn2d.from_conv_bn(mod, module_of(gm, bn_user), config.w_bits))
                 bn_user.replace_all_uses_with(node)
                 gm.graph.erase_node(bn_user)
             elif isinstance(mod, nn.Conv2d):
-                _set_module(gm, node.target, QConv2d.from_float(mod, config.w_bits))
+                set_module(gm, node.target, QConv2d.from_float(mod, config.w_bits))
             else:
-                _set_module(gm, node.target, QLinear.from_float(mod, config.w_bits))
+                set_module(gm, node.target, QLinear.from_float(mod, config.w_bits))
         elif kind is Kind.NORM:
-            _set_module(gm, node.target, bn_as_affine(mod))
+            set_module(gm, node.target, bn_as_affine(mod))
         elif kind is Kind.ACTIVATION:
             channels = _channels(node) if config.per_channel else 1
             quant = ActQuant(config.bits, channels, upper=activation_of(gm, node).upper)
@@ -107,7 +107,7 @@ def insert_quantizers(gm: fx.GraphModule, config: QuantizeConfig, *, inplace: bo
         elif kind is Kind.INPUT:
             channels = _channels(node) if config.per_channel else 1
             add_module_after(gm, node, ActQuant(config.bits, channels), INPUT_QUANT)
-    return _finish(gm)
+    return recompile_graph(gm)
 
 
 def _sole_bn_user(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
@@ -196,7 +196,7 @@ def finalize(gm: fx.GraphModule) -> fx.GraphModule:
     for node in gm.graph.nodes:
         mod = module_of(gm, node)
         if isinstance(mod, QConvBn2d):
-            _set_module(gm, node.target, mod.to_qconv())
+            set_module(gm, node.target, mod.to_qconv())
     for layer in weight_layers(gm).values():
         layer.refresh_weight_scale()
         layer.w_scale_frozen = True

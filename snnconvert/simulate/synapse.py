@@ -14,14 +14,15 @@ from torch.nn.utils import skip_init
 
 
 def _add_frame_bias(y: Tensor, bias: Tensor | None, gains: Tensor) -> Tensor:
-    """Add ``gains[k] * bias`` (bias on channel axis 1) to frame k of folded ``y``."""
+    """Add ``gains[k] * bias`` (bias on channel axis 1) to frame k of folded ``y`` (in place)."""
     if bias is None:
         return y
     steps = gains.numel()
     frames = y.reshape(steps, y.shape[0] // steps, *y.shape[1:])
     g = gains.to(y.dtype).view(steps, *([1] * (frames.dim() - 1)))
     b = bias.view(1, 1, -1, *([1] * (frames.dim() - 3)))
-    return (frames + g * b).reshape(y.shape)
+    frames.addcmul_(g, b)  # y is the synapse's fresh output: add in place
+    return y
 
 
 class SynapseConv2d(nn.Conv2d):
