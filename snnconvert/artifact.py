@@ -139,7 +139,7 @@ def load_artifact(path: str | Path) -> Artifact:
         prefix = f"{name}/"
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
-            model.load_state_dict(state, strict=True)
+            model.load_state_dict(state, strict=True, assign=True)  # keeps the stored dtypes (float64 SNNs)
         except RuntimeError as exc:
             raise SnnConvertError(f"{path}: tensors of model '{name}' do not match its structure") from exc
         models[name] = model.eval()

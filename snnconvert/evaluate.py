@@ -255,21 +255,48 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-FRAME_BUDGET = 1024  # images x frames per SNN batch: bounds memory for long rate-coded runs
+SNN_BATCH_BYTES = 8 * 2**20
+"""Bytes of the largest folded activation (images x frames x elements x itemsize) per SNN batch.
+Small enough that the allocator reuses freed layer buffers instead of mapping (and page-faulting)
+fresh memory for every layer, and that long rate-coded runs stay bounded in memory."""
 
 
-def snn_batch_size(snn: SpikingNetwork, batch_size: int) -> int:
-    """Images per SNN batch so that images x frames stays within ``FRAME_BUDGET``."""
+def largest_activation(model: nn.Module, image: Tensor) -> int:
+    """Elements per image of the largest output of any leaf module of ``model`` on ``image``."""
+    largest = image[0].numel()
+
+    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+        nonlocal largest
+        if isinstance(output, Tensor):
+            largest = max(largest, output[0].numel())
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(image[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return largest
+
+
+def snn_batch_size(snn: SpikingNetwork, batch_size: int, activation_elements: int, itemsize: int = 4) -> int:
+    """Images per SNN batch: at most ``batch_size``, and the largest layer's folded frames within
+    ``SNN_BATCH_BYTES``."""
     frames = max(1, int(snn.info.get("frames", 1)))
-    return max(1, min(batch_size, FRAME_BUDGET // frames))
+    per_image = frames * max(1, activation_elements) * itemsize
+    return max(1, min(batch_size, SNN_BATCH_BYTES // per_image))
 
 
 def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_progress: bool,
-             label: str = "SNN") -> tuple[Tensor, float, dict[str, SynapseLoad]]:
+             activation_elements: int, label: str = "SNN") -> tuple[Tensor, float, dict[str, SynapseLoad]]:
     snn.reset_stats()
+    dtype = DTYPES[config.dtype]
+    batch = snn_batch_size(snn, config.batch_size, activation_elements, torch.empty((), dtype=dtype).element_size())
     with snn.recording(), synapse_probe(snn) as loads:
-        logits, seconds = run_logits(snn, images, batch_size=snn_batch_size(snn, config.batch_size),
-                                     dtype=DTYPES[config.dtype], label=label, show_progress=show_progress)
+        logits, seconds = run_logits(snn, images, batch_size=batch, dtype=dtype, label=label,
+                                     show_progress=show_progress)
     return logits, seconds, dict(loads)
 
 
@@ -307,7 +334,8 @@ def evaluate(
         report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype)
         return report
     snn = in_dtype(snn, dtype)
-    snn_logits, snn_s, loads = _run_snn(snn, images, config, show_progress)
+    activation = largest_activation(float_model, images[:1].to(dtype))
+    snn_logits, snn_s, loads = _run_snn(snn, images, config, show_progress, activation)
     scores.append(_score("SNN", snn_logits, labels))
     report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
     report.accuracy.agreement_snn_float = _agreement(snn_logits, float_logits)
@@ -321,7 +349,8 @@ def evaluate(
     report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12),
                                  len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype)
     if config.sweep:
-        report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress)
+        report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress,
+                                 activation)
     return report
 
 
@@ -338,7 +367,7 @@ def _parse_value(text: Any) -> Any:
 
 def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, labels: Tensor,
               quant_logits: Tensor, float_logits: Tensor, config: EvaluateConfig,
-              show_progress: bool) -> list[SweepRow]:
+              show_progress: bool, activation_elements: int) -> list[SweepRow]:
     """Re-convert with each swept setting and evaluate on the same (already decoded) images,
     reusing the quantized ANN's logits. Several keys form a grid."""
     coding = get_coding(snn.coding)
@@ -361,7 +390,7 @@ def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, la
         variant = coding.convert(inputs, cfg)
         variant.info["config"] = dataclasses.asdict(cfg)
         variant = in_dtype(variant, DTYPES[config.dtype])
-        logits, seconds, loads = _run_snn(variant, images, config, show_progress,
+        logits, seconds, loads = _run_snn(variant, images, config, show_progress, activation_elements,
                                           label=", ".join(f"{k}={v}" for k, v in setting.items()))
         ops = ops_report(variant, loads, config.e_mac_pj, config.e_ac_pj)
         rows.append(SweepRow(setting, _topk(logits, labels, 1), _agreement(logits, quant_logits),

@@ -192,3 +192,25 @@ def test_quantized_ann_is_required() -> None:
 
     with pytest.raises(SnnConvertError, match="quantized model"):
         convert_sws(prepare(lm.module, lm.input_spec), SWSConfig())
+
+
+def test_ts_auto_meets_its_agreement_target_at_the_smallest_uniform_period() -> None:
+    from snnconvert.codings.sws import _predict, auto_silent_periods
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(cifar_resnet("resnet20", 10).eval())
+    q = quantize_random(model, SMALL, images=64)
+    images = torch.rand(96, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    loader = [(images[i:i + 32], torch.zeros(32, dtype=torch.long)) for i in range(0, 96, 32)]
+    target = 0.98
+    cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=target, auto_limit=96)
+    snn = convert_sws(q, cfg)
+    auto = auto_silent_periods(snn, q, loader, cfg)
+    k_star = auto["uniform_Ts"]
+    uniform = {t["knob"]: t["agreement"] for t in auto["trials"] if t["family"] == "uniform"}
+    assert k_star > 0 and uniform[k_star - 1] < target  # one period shorter everywhere misses the target
+    assert all(ts <= k_star for ts in snn.info["Ts"])  # never slower than the best uniform setting
+    assert snn.info["T_inf"] <= 8 + k_star * snn.info["L_TSA"]
+    reference = _predict(q.float(), images, torch.float32)
+    agreement = float((_predict(snn.float(), images, torch.float32) == reference).float().mean())
+    assert agreement >= target  # the chosen periods really meet the target on the calibration images

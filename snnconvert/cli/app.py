@@ -192,7 +192,7 @@ def _load_input(
 @app.command("to-snn")
 def to_snn_cmd(
     input_path: Path | None = typer.Option(
-        None, "--input", help="Quantized artifact, or a run directory to take the latest from (default: the latest run)."
+        None, "--input", help="Quantized artifact, or a run directory to take the latest from (default: latest run)."
     ),
     coding: str = typer.Option("sws", "--coding", help=f"One of: {', '.join(CODINGS)}."),
     Tc: int | None = typer.Option(None, "--Tc", help="SWS coding steps."),
@@ -203,7 +203,6 @@ def to_snn_cmd(
     bits_spike: int | None = typer.Option(None, "--bits-spike", help="Multi-bit spike bits."),
     percentile: str | None = typer.Option(None, "--percentile", help="Threshold percentile (rate, mlif, multibit)."),
     leak: float | None = typer.Option(None, "--leak", help="M-LIF leak."),
-    dtype: str = typer.Option("float32", "--dtype", help="Precision of --Ts auto's search (float32/float64)."),
     extra: list[str] = typer.Option([], "--set", help="Any other coding option as KEY=VALUE."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -248,7 +247,7 @@ def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
         if "=" not in item:
             raise SnnConvertError(f"--sweep {item!r}: write KEY=V1,V2,... (e.g. --sweep Ts=0,1,2,3)")
         key, values = item.split("=", 1)
-        sweep[key] = [_parse_value(v) for v in values.split(",") if v]
+        sweep[key.replace("-", "_")] = [_parse_value(v) for v in values.split(",") if v]
     return sweep
 
 

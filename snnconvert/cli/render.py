@@ -86,7 +86,10 @@ def snn_summary(console: Console, snn: SpikingNetwork, path: Path | None) -> Non
         table.add_row("Ts per layer", ",".join(str(t) for t in info["Ts"]))
     table.add_row("neuron layers", str(len(snn.neurons())))
     if "auto" in info:
-        table.add_row("--Ts auto", f"eps {info['auto']['eps']:g} on {info['auto']['images']} calibration images")
+        auto = info["auto"]
+        eps = "uniform only" if auto.get("eps") is None else f"per-layer eps {auto['eps']:g}"
+        table.add_row("--Ts auto", f"uniform Ts {auto.get('uniform_Ts')}, {eps}, on {auto['images']} "
+                                   f"calibration images (target {100 * auto['target']:.1f}% agreement)")
     console.print(table)
     if path:
         console.print(f"[green]wrote[/green] {path}")

@@ -330,41 +330,64 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     """``--Ts auto``: per layer, the smallest silent period that keeps the SNN's predictions in
     agreement with the quantized ANN's on calibration images (at least ``cfg.auto_agreement``).
 
-    One profiling pass measures, for every layer and candidate Ts, how many of the layer's
-    outputs differ from exact rounding. A tolerance ``eps`` then gives each layer the smallest
-    Ts whose mismatch share is <= eps; the largest eps whose network still meets the agreement
-    target on the calibration images is kept (a handful of full evaluations).
+    Two monotone families are searched, each by bisection on the calibration images:
+
+    1. a uniform silent period ``k`` for every layer; the smallest ``k`` that meets the target
+       is ``k*`` (``Ts = Tc`` is exact, so some ``k`` always does);
+    2. per-layer periods from one profiling pass, which measures for every layer and candidate
+       Ts the share of the layer's outputs that differ from exact rounding. A tolerance ``eps``
+       gives each layer the smallest Ts whose mismatch share is <= eps, capped at ``k*``; the
+       largest ``eps`` whose network still meets the target is kept.
+
+    The cap makes the result never slower than the best uniform setting.
     """
     images = _calibration_images(calibration, cfg.auto_limit)
     max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
     reference = _predict(quantized.float(), images, torch.float32)
     snn32 = snn.float()
+    names = list(neuron_modules(snn32.body))
+    trials: list[dict] = []
+
+    def passes(periods: dict[str, int], family: str, knob: float) -> bool:
+        set_silent_periods(snn32.body, periods)
+        value = float((_predict(snn32, images, torch.float32) == reference).float().mean())
+        t_inf = cfg.Tc + path_latency(snn32.body, periods).output_delay
+        trials.append({"family": family, "knob": knob, "agreement": value, "T_inf": t_inf})
+        return value >= cfg.auto_agreement
+
+    def bisect_last_passing(count: int, check) -> int:
+        """Largest index in [0, count) that passes, assuming index 0 passes and passing is monotone."""
+        lo, hi = 0, count - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if check(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    uniform = list(range(max_ts, -1, -1))  # index 0 = max_ts, assumed to pass
+    k_star = uniform[bisect_last_passing(len(uniform), lambda i: passes(dict.fromkeys(names, uniform[i]),
+                                                                         "uniform", uniform[i]))]
     profile = silent_period_profile(snn32, images, max_ts)
     candidates = [0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0]
 
     def periods(eps: float) -> dict[str, int]:
-        return {name: next((ts for ts, share in enumerate(shares) if share <= eps), max_ts)
+        return {name: min(k_star, next((ts for ts, share in enumerate(shares) if share <= eps), max_ts))
                 for name, shares in profile.items()}
 
-    def agreement(eps: float) -> float:
-        set_silent_periods(snn32.body, periods(eps))
-        return float((_predict(snn32, images, torch.float32) == reference).float().mean())
-
-    trials: list[dict] = []
-    lo, hi = 0, len(candidates) - 1  # candidates[lo] is assumed to pass (exact when eps = 0)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        value = agreement(candidates[mid])
-        trials.append({"eps": candidates[mid], "agreement": value,
-                       "T_inf": cfg.Tc + path_latency(snn32.body, periods(candidates[mid])).output_delay})
-        if value >= cfg.auto_agreement:
-            lo = mid
-        else:
-            hi = mid - 1
-    chosen = periods(candidates[lo])
+    # eps = 0 keeps k* except on layers that are exact with a shorter period; checked, not assumed
+    if k_star == 0:  # nothing shorter exists
+        eps, chosen = None, dict.fromkeys(names, 0)
+    elif periods(0.0) == dict.fromkeys(names, k_star) or passes(periods(0.0), "per-layer", 0.0):
+        eps = candidates[bisect_last_passing(len(candidates),
+                                             lambda i: passes(periods(candidates[i]), "per-layer", candidates[i]))]
+        chosen = periods(eps)
+    else:
+        eps, chosen = None, dict.fromkeys(names, k_star)
     set_silent_periods(snn32.body, chosen)
     snn.info.update(sws_latency(snn32, cfg))
-    return {"eps": candidates[lo], "images": len(images), "target": cfg.auto_agreement,
+    return {"uniform_Ts": k_star, "eps": eps, "images": len(images), "target": cfg.auto_agreement,
             "trials": trials, "profile": {k: [round(v, 6) for v in vals] for k, vals in profile.items()}}
 
 

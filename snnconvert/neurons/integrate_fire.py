@@ -34,19 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snnconvert.neurons.base import SpikingNeuron
-
-# Neurons per chunk of the time loops: torch's intra-op grain size, so every per-step op runs
-# inline. Above it each op forks and joins the thread pool, which on a loaded 2-core machine was
-# measured 20-60x slower than these chunked loops (and the chunk's membrane stays in cache).
-_CHUNK = 32768
-
-
-def _chunks(frames: Tensor) -> tuple[Tensor, list[slice]]:
-    """``frames`` (T, ...) as a (T, N) view (a copy only if not contiguous) and its column chunks."""
-    flat = frames.reshape(frames.shape[0], -1)
-    n = flat.shape[1]
-    return flat, [slice(s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
+from snnconvert.neurons.base import SpikingNeuron, time_chunks
 
 
 def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -56,7 +44,7 @@ def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0) ->
     membrane after the last step. ``init`` is the initial membrane, in the units of
     ``threshold`` (0.5 = theta/2 for the normalised threshold 1).
     """
-    flat, chunks = _chunks(inputs)
+    flat, chunks = time_chunks(inputs)
     spikes = torch.empty_like(flat)
     membrane = torch.full(flat.shape[1:], float(init), dtype=inputs.dtype, device=inputs.device)
     for cols in chunks:
@@ -99,7 +87,7 @@ def window_max(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_
 def running_max_pool(inputs: Tensor, pool: dict) -> Tensor:
     """Increments of the max-pooled running sums of ``inputs`` (T, B, C, H, W): see module doc."""
     sums = inputs.clone(memory_format=torch.contiguous_format)
-    flat, chunks = _chunks(sums)
+    flat, chunks = time_chunks(sums)
     for cols in chunks:
         running = flat[:, cols]
         for t in range(1, flat.shape[0]):

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from snnconvert.graph.modules import PadWithValues
-from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.neurons.base import SpikingNeuron, time_chunks
 
 
 def tsa_dynamics(
@@ -43,19 +43,32 @@ def tsa_dynamics(
     after the last step and the decoded value each neuron emitted. ``qmin``/``qmax`` of None
     disable that side of the clamp (the input encoder is signed).
 
-    Implementation: a spike is ``clamp(floor(u / beta^Ts + 1/2), -1, 1)`` (the same decision as
-    comparing with +-beta^Ts / 2), then limited by the clamp bounds
+    Implementation: a spike is ``clamp(floor(u / beta^Ts + 1/2), -1, 1)`` (the same
+    decision as comparing with +-beta^Ts / 2), then limited by the clamp bounds
     ``-floor(min(E - qmin, w) / w)`` and ``floor(min(qmax - E, w) / w)`` where ``w`` is the
-    spike's weight; about ten in-place tensor operations per step, no boolean temporaries.
+    spike's weight. With an integer ``beta`` and ``qmin = 0`` the emitted value ``E`` is a
+    non-negative multiple of ``w``, so the lower bound is exactly ``-min(E, w) / w``. About nine
+    in-place tensor operations per step, no boolean temporaries.
     """
+    flat, chunks = time_chunks(inputs)
+    spikes = torch.empty_like(flat)
+    membrane = torch.zeros_like(flat[0])
+    emitted = torch.zeros_like(membrane)
+    bound = torch.empty_like(membrane[chunks[0]]) if chunks else membrane
+    for cols in chunks:
+        _tsa_steps(flat[:, cols], spikes[:, cols], membrane[cols], emitted[cols], bound[:cols.stop - cols.start],
+                   Ts=Ts, beta=float(beta), qmax=qmax, qmin=qmin)
+    return spikes.view(inputs.shape), membrane.view(inputs.shape[1:]), emitted.view(inputs.shape[1:])
+
+
+def _tsa_steps(inputs: Tensor, spikes: Tensor, u: Tensor, emitted: Tensor, bound: Tensor, *, Ts: int, beta: float,
+               qmax: float | None, qmin: float | None) -> None:
+    """The time loop of :func:`tsa_dynamics` on one chunk of neurons (all arguments are updated in place)."""
     Tc = inputs.shape[0]
-    spikes = torch.empty_like(inputs)
-    u = torch.zeros_like(inputs[0])
-    emitted = torch.zeros_like(u)
-    bound = torch.empty_like(u)
-    reset = float(beta) ** Ts
+    reset = beta ** Ts
     inverse = 1.0 / reset
-    weights = [float(beta) ** (Tc - k) for k in range(1, Tc + 1)]
+    weights = [beta ** (Tc - k) for k in range(1, Tc + 1)]
+    multiples = qmin == 0 and beta.is_integer()  # E is always a non-negative multiple of w
     for t in range(1, Ts + Tc + 1):
         if t <= Tc:
             torch.add(inputs[t - 1], u, alpha=beta, out=u)
@@ -66,9 +79,17 @@ def tsa_dynamics(
         k = t - Ts
         w = weights[k - 1]
         a = spikes[k - 1]
-        torch.mul(u, inverse, out=a)
-        a.add_(0.5).floor_().clamp_(-1.0, 1.0)
-        if qmin is not None:
+        if reset == 1.0:
+            torch.add(u, 0.5, out=a)
+        else:
+            torch.mul(u, inverse, out=a)
+            a.add_(0.5)
+        a.floor_().clamp_(-1.0, 1.0)
+        if multiples:
+            torch.clamp(emitted, max=w, out=bound)
+            bound.div_(-w)
+            torch.maximum(a, bound, out=a)
+        elif qmin is not None:
             torch.sub(emitted, qmin, out=bound)
             bound.clamp_(max=w).div_(w).floor_().neg_()
             torch.maximum(a, bound, out=a)
@@ -78,7 +99,6 @@ def tsa_dynamics(
             torch.minimum(a, bound, out=a)
         u.sub_(a, alpha=reset)
         emitted.add_(a, alpha=w)
-    return spikes, u, emitted
 
 
 def held_at_clamp(membrane: Tensor, emitted: Tensor, Ts: int, beta: float, qmax: float) -> Tensor:

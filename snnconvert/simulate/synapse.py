@@ -13,6 +13,12 @@ from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 
+def _uniform_gain(gains: Tensor) -> float | None:
+    """The common gain when every frame's bias gain is the same (then the bias goes into the op)."""
+    first = gains[0]
+    return float(first) if bool((gains == first).all()) else None
+
+
 def _add_frame_bias(y: Tensor, bias: Tensor | None, gains: Tensor) -> Tensor:
     """Add ``gains[k] * bias`` (bias on channel axis 1) to frame k of folded ``y`` (in place)."""
     if bias is None:
@@ -48,6 +54,9 @@ class SynapseConv2d(nn.Conv2d):
         return syn
 
     def forward(self, frames: Tensor) -> Tensor:
+        gain = None if self.bias is None else _uniform_gain(self.frame_bias_gain)
+        if gain is not None:  # one fused conv + bias instead of a broadcast pass over every frame
+            return self._conv_forward(frames, self.weight, self.bias * gain)
         y = self._conv_forward(frames, self.weight, None)
         return _add_frame_bias(y, self.bias, self.frame_bias_gain)
 
@@ -72,6 +81,9 @@ class SynapseLinear(nn.Linear):
         return syn
 
     def forward(self, frames: Tensor) -> Tensor:
+        gain = None if self.bias is None else _uniform_gain(self.frame_bias_gain)
+        if gain is not None:
+            return F.linear(frames, self.weight, self.bias * gain)
         return _add_frame_bias(F.linear(frames, self.weight), self.bias, self.frame_bias_gain)
 
 
