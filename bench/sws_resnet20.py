@@ -2,6 +2,7 @@
 
     python bench/sws_resnet20.py [--n 2000] [--skip-qat] [--skip-resnet50]
     python bench/sws_resnet20.py --speed-only     # the speed ratio alone, for a quiet machine
+    python bench/sws_resnet20.py --auto-only      # the --Ts auto search and its test accuracy alone
 
 Calibration on the train-subset (1,000 images), evaluation on --n stratified test images.
 Prints one table and writes bench/results/sws_resnet20.json and sws_resnet20_accuracy_vs_tinf.png.
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--skip-resnet50", action="store_true")
     parser.add_argument("--speed-only", action="store_true",
                         help="only Tc=8 Ts=2: SNN vs quantized-ANN wall time (writes sws_resnet20_speed.json)")
+    parser.add_argument("--auto-only", action="store_true",
+                        help="only Tc=8 Ts=auto: search, T_inf, test accuracy (writes sws_resnet20_auto.json)")
     args = parser.parse_args()
     require_shared_data()
     results: dict = {"machine": machine(), "n_test": args.n, "load_average_start": os.getloadavg()}
@@ -74,6 +77,25 @@ def main() -> None:
         print(json.dumps({k: v for k, v in row.items() if k != "Ts"}), flush=True)
         return row
 
+    def run_auto() -> dict:
+        start = time.perf_counter()
+        auto_snn = snnconvert.to_snn(q8, "sws", Tc=8, Ts="auto", show_progress=True)
+        auto_seconds = time.perf_counter() - start
+        row = run("Tc=8 Ts=auto", auto_snn)
+        row["search_seconds"] = auto_seconds
+        row["search"] = {k: v for k, v in auto_snn.info["auto"].items() if k != "profile"}
+        for trial in row["search"]["trials"]:
+            print(f"  {trial['step']}: calibration agreement {pct(trial['agreement'])}, T_inf {trial['T_inf']}")
+        return row
+
+    if args.auto_only:
+        auto = run_auto()
+        results["rows"] = rows
+        path = write_json("sws_resnet20_auto.json", results)
+        print(f"--Ts auto: T_inf {auto['T_inf']} (goal <= 30), test agreement {pct(auto['agreement_snn_quantized'])}, "
+              f"top-1 {pct(auto['snn_top1'])} (float {pct(auto['float_top1'])}); search "
+              f"{auto['search_seconds']:.0f} s; Ts per layer {auto['Ts']}; {path}")
+        return
     main_row = run("Tc=8 Ts=2 (8-bit)", snnconvert.to_snn(q8, "sws", Tc=8, Ts=2))
     if args.speed_only:
         results["rows"] = rows
@@ -89,12 +111,7 @@ def main() -> None:
     exact = run("Tc=8 Ts=8 float64", snnconvert.to_snn(q8, "sws", Tc=8, Ts=8), dtype="float64", limit=200)
     sweep = [main_row if ts == 2 else run(f"Tc=8 Ts={ts}", snnconvert.to_snn(q8, "sws", Tc=8, Ts=ts))
              for ts in (0, 1, 3)]
-    start = time.perf_counter()
-    auto_snn = snnconvert.to_snn(q8, "sws", Tc=8, Ts="auto", show_progress=True)
-    auto_seconds = time.perf_counter() - start
-    auto = run("Tc=8 Ts=auto", auto_snn)
-    auto["search_seconds"] = auto_seconds
-    auto["search"] = {k: v for k, v in auto_snn.info["auto"].items() if k != "profile"}
+    auto = run_auto()
 
     if not args.skip_qat:
         print("4-bit QAT (12 epochs x 20 batches, the paper's A.2 schedule) ...", flush=True)

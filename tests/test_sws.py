@@ -207,8 +207,8 @@ def test_ts_auto_meets_its_agreement_target_at_the_smallest_uniform_period() -> 
     snn = convert_sws(q, cfg)
     auto = auto_silent_periods(snn, q, loader, cfg)
     k_star = auto["uniform_Ts"]
-    uniform = {t["knob"]: t["agreement"] for t in auto["trials"] if t["family"] == "uniform"}
-    assert k_star > 0 and uniform[k_star - 1] < target  # one period shorter everywhere misses the target
+    uniform = {t["step"]: t["agreement"] for t in auto["trials"] if t["step"].startswith("uniform")}
+    assert k_star > 0 and uniform[f"uniform Ts={k_star - 1}"] < target  # one shorter everywhere misses
     assert all(ts <= k_star for ts in snn.info["Ts"])  # never slower than the best uniform setting
     assert snn.info["T_inf"] <= 8 + k_star * snn.info["L_TSA"]
     reference = _predict(q.float(), images, torch.float32)

@@ -87,9 +87,9 @@ def snn_summary(console: Console, snn: SpikingNetwork, path: Path | None) -> Non
     table.add_row("neuron layers", str(len(snn.neurons())))
     if "auto" in info:
         auto = info["auto"]
-        eps = "uniform only" if auto.get("eps") is None else f"per-layer eps {auto['eps']:g}"
-        table.add_row("--Ts auto", f"uniform Ts {auto.get('uniform_Ts')}, {eps}, on {auto['images']} "
-                                   f"calibration images (target {100 * auto['target']:.1f}% agreement)")
+        table.add_row("--Ts auto", f"best uniform Ts {auto.get('uniform_Ts')}, then per layer; {len(auto['trials'])} "
+                                   f"trials on {auto['images']} calibration images (target "
+                                   f"{100 * auto['target']:.1f}% agreement)")
     console.print(table)
     if path:
         console.print(f"[green]wrote[/green] {path}")

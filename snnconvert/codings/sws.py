@@ -330,16 +330,16 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     """``--Ts auto``: per layer, the smallest silent period that keeps the SNN's predictions in
     agreement with the quantized ANN's on calibration images (at least ``cfg.auto_agreement``).
 
-    Two monotone families are searched, each by bisection on the calibration images:
+    1. Uniform: bisection on one silent period ``k`` for every layer gives the smallest ``k*``
+       that meets the target (``Ts = Tc`` is exact, so some ``k`` always does).
+    2. Per layer, one level at a time (``k*`` -> ``k* - 1`` -> ...): one profiling pass measures,
+       for every layer and candidate Ts, the share of the layer's outputs that differ from exact
+       rounding. The layers at the current level are ordered by that share at the level below
+       (the least affected first), and bisection finds the longest prefix of that order that can
+       drop one level while the network still meets the target.
 
-    1. a uniform silent period ``k`` for every layer; the smallest ``k`` that meets the target
-       is ``k*`` (``Ts = Tc`` is exact, so some ``k`` always does);
-    2. per-layer periods from one profiling pass, which measures for every layer and candidate
-       Ts the share of the layer's outputs that differ from exact rounding. A tolerance ``eps``
-       gives each layer the smallest Ts whose mismatch share is <= eps, capped at ``k*``; the
-       largest ``eps`` whose network still meets the target is kept.
-
-    The cap makes the result never slower than the best uniform setting.
+    Every accepted setting was evaluated and met the target, so the result does; it is never
+    slower than the best uniform setting. About ``log2(Tc) + levels * log2(layers)`` evaluations.
     """
     images = _calibration_images(calibration, cfg.auto_limit)
     max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
@@ -348,16 +348,16 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     names = list(neuron_modules(snn32.body))
     trials: list[dict] = []
 
-    def passes(periods: dict[str, int], family: str, knob: float) -> bool:
+    def passes(periods: dict[str, int], step: str) -> bool:
         set_silent_periods(snn32.body, periods)
         value = float((_predict(snn32, images, torch.float32) == reference).float().mean())
         t_inf = cfg.Tc + path_latency(snn32.body, periods).output_delay
-        trials.append({"family": family, "knob": knob, "agreement": value, "T_inf": t_inf})
+        trials.append({"step": step, "agreement": value, "T_inf": t_inf, "passed": value >= cfg.auto_agreement})
         return value >= cfg.auto_agreement
 
-    def bisect_last_passing(count: int, check) -> int:
-        """Largest index in [0, count) that passes, assuming index 0 passes and passing is monotone."""
-        lo, hi = 0, count - 1
+    def longest_passing(count: int, check) -> int:
+        """Largest m in [0, count] with check(m), assuming check(0) and monotone passing."""
+        lo, hi = 0, count
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if check(mid):
@@ -366,29 +366,28 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
                 hi = mid - 1
         return lo
 
-    uniform = list(range(max_ts, -1, -1))  # index 0 = max_ts, assumed to pass
-    k_star = uniform[bisect_last_passing(len(uniform), lambda i: passes(dict.fromkeys(names, uniform[i]),
-                                                                         "uniform", uniform[i]))]
-    profile = silent_period_profile(snn32, images, max_ts)
-    candidates = [0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0]
+    # 1. uniform: m levels below max_ts
+    drop = longest_passing(max_ts, lambda m: passes(dict.fromkeys(names, max_ts - m), f"uniform Ts={max_ts - m}"))
+    k_star = max_ts - drop
+    chosen = dict.fromkeys(names, k_star)
+    profile = silent_period_profile(snn32, images, max_ts) if k_star > 0 else {}
+    # 2. per layer, one level at a time
+    for level in range(k_star - 1, -1, -1):
+        movable = sorted((n for n in names if chosen[n] == level + 1), key=lambda n: profile[n][level])
 
-    def periods(eps: float) -> dict[str, int]:
-        return {name: min(k_star, next((ts for ts, share in enumerate(shares) if share <= eps), max_ts))
-                for name, shares in profile.items()}
+        def lowered(m: int, base: dict[str, int] = chosen, movable: list[str] = movable,
+                    level: int = level) -> dict[str, int]:
+            return {**base, **dict.fromkeys(movable[:m], level)}
 
-    # eps = 0 keeps k* except on layers that are exact with a shorter period; checked, not assumed
-    if k_star == 0:  # nothing shorter exists
-        eps, chosen = None, dict.fromkeys(names, 0)
-    elif periods(0.0) == dict.fromkeys(names, k_star) or passes(periods(0.0), "per-layer", 0.0):
-        eps = candidates[bisect_last_passing(len(candidates),
-                                             lambda i: passes(periods(candidates[i]), "per-layer", candidates[i]))]
-        chosen = periods(eps)
-    else:
-        eps, chosen = None, dict.fromkeys(names, k_star)
+        m = longest_passing(len(movable), lambda m, lowered=lowered, level=level:
+                            passes(lowered(m), f"{m} layers to Ts={level}"))
+        if m == 0:
+            break
+        chosen = lowered(m)
     set_silent_periods(snn32.body, chosen)
     snn.info.update(sws_latency(snn32, cfg))
-    return {"uniform_Ts": k_star, "eps": eps, "images": len(images), "target": cfg.auto_agreement,
-            "trials": trials, "profile": {k: [round(v, 6) for v in vals] for k, vals in profile.items()}}
+    return {"uniform_Ts": k_star, "images": len(images), "target": cfg.auto_agreement, "trials": trials,
+            "profile": {k: [round(v, 6) for v in vals] for k, vals in profile.items()}}
 
 
 __all__ = ["SWSConfig", "amplification_ops", "convert", "convert_sws", "set_silent_periods",
