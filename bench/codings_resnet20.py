@@ -6,7 +6,7 @@ Rows: rate T = 16..256; M-LIF S in 1..4 x T in 1,2,4,8; multi-bit B_s in 2,4,8 x
 for reference. Columns: top-1, agreement with the float ANN, latency (time steps), spike rate
 (spikes per neuron per inference), OPF and delta = E_ANN / E_SNN. Calibration: 1,000 train-subset
 images; evaluation: --n stratified test images, decoded once and shared by all rows.
-Writes bench/results/codings_resnet20.json and codings_resnet20.png.
+Writes bench/results/codings_resnet20[_<only>].json and .png.
 """
 
 from __future__ import annotations
@@ -49,14 +49,15 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     results = {"machine": machine(), "n_test": args.n, "rows": rows}
-    path = write_json("codings_resnet20.json", results)
+    suffix = "" if set(args.only.split(",")) == set(GRIDS) else "_" + "_".join(args.only.split(","))
+    path = write_json(f"codings_resnet20{suffix}.json", results)
     series: dict[str, list] = {}
     for r in rows:
         setting = r["setting"]
         label = {"mlif": f"M-LIF S={setting.get('S')}", "multibit": f"multi-bit B_s={setting.get('bits_spike')}",
                  "rate": "rate (IF)", "sws": "SWS Tc=8"}[r["coding"]]
         series.setdefault(label, []).append((r["latency"], r["top1"], ""))
-    accuracy_latency_plot(series, {"float ANN": float_top1}, RESULTS / "codings_resnet20.png",
+    accuracy_latency_plot(series, {"float ANN": float_top1}, RESULTS / f"codings_resnet20{suffix}.png",
                           title="ResNet-20 / CIFAR-10: conversion without fine-tuning", log_x=True)
     print("\n| coding | setting | top-1 | delta vs float | latency | spikes/neuron | OPF | delta (E_ANN/E_SNN) |")
     print("|---|---|---|---|---|---|---|---|")

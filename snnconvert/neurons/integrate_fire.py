@@ -110,6 +110,8 @@ class IFNeuron(SpikingNeuron):
     input exceeded the threshold, so the SNN clipped them).
     """
 
+    unit_spikes = True
+
     def __init__(self, T: int, init: float = 0.5) -> None:
         super().__init__(T, T)
         self.T, self.init = int(T), float(init)
@@ -132,6 +134,8 @@ class RateMaxPool(SpikingNeuron):
     ``pool`` holds ``F.max_pool2d``'s keyword arguments (kernel_size, stride, padding,
     dilation, ceil_mode). State per input neuron: its running spike count.
     """
+
+    unit_spikes = True
 
     def __init__(self, T: int, kernel_size, stride=None, padding=0, dilation=1,
                  ceil_mode: bool = False) -> None:

@@ -116,6 +116,8 @@ def residual_units(membrane: Tensor, Ts: int, beta: float) -> Tensor:
 class TSANeuron(SpikingNeuron):
     """A layer of TSA neurons (see module docstring); ``qmax`` is 2^n - 1 of the n-bit ANN."""
 
+    unit_spikes = True
+
     def __init__(self, Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0,
                  residual_bins: int = 800, residual_range: float = 4.0) -> None:
         super().__init__(Tc, Tc)
@@ -129,10 +131,10 @@ class TSANeuron(SpikingNeuron):
         if self.recording:
             with torch.no_grad():
                 clamped = held_at_clamp(membrane, emitted, self.Ts, self.beta, self.qmax)
-                free = residual_units(membrane, self.Ts, self.beta)[~clamped].double()
-                self.residual_hist += torch.histc(
-                    free, bins=self.residual_hist.numel(), min=-self.residual_range, max=self.residual_range
-                )
+                residual = residual_units(membrane, self.Ts, self.beta).masked_fill_(clamped, float("inf"))
+                self.residual_hist += torch.histc(  # histc skips the clamped (infinite) entries
+                    residual, bins=self.residual_hist.numel(), min=-self.residual_range, max=self.residual_range
+                ).double()
                 self.clamped_count += clamped.sum()
         return spikes
 
@@ -149,6 +151,8 @@ class SWSEncoder(SpikingNeuron):
     integer as one pulse at the first step. (The constant current of eq 9 with Ts = 0 misencodes
     126 of the 511 integers in [-255, 255] at Tc = 8; a single pulse encodes all of them.)
     """
+
+    unit_spikes = True
 
     def __init__(self, Tc: int, beta: float = 2.0, channels: int = 1, qmax: int = 255,
                  padding: tuple[int, int, int, int] | None = None, pad_channels: int = 0) -> None:
@@ -192,6 +196,8 @@ class SWSMaxPoolNeuron(SpikingNeuron):
     sum is exactly ``max_i Q_i``. With ``Ts >= Tc`` the output equals the quantized ANN's
     max-pool; the layer adds ``Ts`` to the latency like any TSA layer.
     """
+
+    unit_spikes = True
 
     def __init__(self, kernel_size, stride, padding, dilation, ceil_mode: bool,
                  Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0) -> None:

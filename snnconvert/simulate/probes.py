@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from snnconvert.neurons.base import nonzero_per_row
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear
 
@@ -56,7 +57,7 @@ def synapse_probe(snn: SpikingNetwork) -> Iterator[dict[str, SynapseLoad]]:
             x = inputs[0]
             steps = module.frame_bias_gain.numel() if hasattr(module, "frame_bias_gain") else frames
             batch = x.shape[0] // steps
-            events = float((x != 0).sum())
+            events = float(nonzero_per_row(x.reshape(x.shape[0], -1)).sum())
             load = loads.get(name)
             if load is None:
                 load = loads[name] = SynapseLoad(name, _macs(module, x, output), x[0].numel(), 0.0, steps)
