@@ -1,6 +1,6 @@
 """Every coding across its latency knob on ResNet-20 / CIFAR-10 (../shared/data), conversion only.
 
-    python bench/codings_resnet20.py [--n 2000] [--only rate,mlif,multibit,sws]
+    python bench/codings_resnet20.py [--n 2000] [--only rate,mlif,multibit,sws] [--rate-T 16,32,64]
 
 Rows: rate T = 16..256; M-LIF S in 1..4 x T in 1,2,4,8; multi-bit B_s in 2,4,8 x T in 1,2,4; SWS Tc=8
 for reference. Columns: top-1, agreement with the float ANN, latency (time steps), spike rate
@@ -33,7 +33,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--only", default=",".join(GRIDS))
+    parser.add_argument("--rate-T", default=None, help="override the rate coding's T values (e.g. 16,32,64)")
     args = parser.parse_args()
+    if args.rate_T:
+        GRIDS["rate"][1]["T"] = [int(t) for t in args.rate_T.split(",")]
     require_shared_data()
     q8 = snnconvert.quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN,
                              config=QuantizeConfig(bits=8, calib_limit=1000), eval_limit=0)
