@@ -267,6 +267,18 @@ def snnc_coverage(model: str, variant: str, action, what: str) -> dict[str, Any]
             "seconds": time.perf_counter() - start, "result": result}
 
 
+def quantize_coverage(model: str, loaded, calib_limit: int) -> tuple[dict[str, Any], QuantizedModel | None]:
+    """snnconvert's coverage row for ingest + prepare + 8-bit quantize, and the quantized model."""
+    holder: dict[str, QuantizedModel] = {}
+
+    def quantize() -> str:
+        holder["q"] = snnconvert.quantize(loaded, data=TRAIN, config=QuantizeConfig(bits=8, calib_limit=calib_limit),
+                                          eval_limit=0)
+        return "prepared + 8-bit quantized graph"
+
+    return snnc_coverage(model, "as ingested", quantize, "prepare + quantize"), holder.get("q")
+
+
 def sj_row(c: Conversion) -> dict[str, Any]:
     return {"tool": "SpikingJelly", **c.as_dict()}
 
@@ -300,16 +312,10 @@ class Resnet20:
 def prepare_resnet20(opts: Options, log: Log) -> Resnet20:
     log("ResNet-20: ingest + quantize to 8 bits (snnconvert; calibration 1,000 train-subset images) ...")
     loaded = load_model("resnet20", str(CHECKPOINT))
-    coverage = []
-    holder: dict[str, QuantizedModel] = {}
-
-    def quantize() -> str:
-        holder["q"] = snnconvert.quantize(loaded, data=TRAIN, config=QuantizeConfig(bits=8, calib_limit=1000),
-                                          eval_limit=0)
-        return "prepared + 8-bit quantized graph"
-
-    coverage.append(snnc_coverage("resnet20", "as ingested", quantize, "prepare + quantize"))
-    q = holder["q"]
+    row, q = quantize_coverage("resnet20", loaded, 1000)
+    coverage = [row]
+    if q is None:
+        raise RuntimeError(f"snnconvert could not quantize ResNet-20: {row['error']}")
     inputs = conversion_inputs(q, need_calibration=True)
     spec = loaded.input_spec
     log(f"  decoding {opts.n} test images ...")
@@ -555,16 +561,8 @@ def resnet18_section(opts: Options, log: Log) -> dict[str, Any]:
     norm = normalize(raw, spec)
     sj_calib = [(normalize(calib_raw[i:i + 32], spec), None) for i in range(0, len(calib_raw), 32)]
     result: dict[str, Any] = {"images": len(raw), "data": description, "calibration_images": len(calib_raw)}
-    coverage = []
-    holder: dict[str, Any] = {}
-
-    def quantize() -> str:
-        holder["q"] = snnconvert.quantize(loaded, data=TRAIN, config=QuantizeConfig(bits=8, calib_limit=64),
-                                          eval_limit=0)
-        return "prepared + 8-bit quantized graph"
-
-    coverage.append(snnc_coverage("resnet18", "as ingested", quantize, "prepare + quantize"))
-    q = holder.get("q")
+    row, q = quantize_coverage("resnet18", loaded, 64)
+    coverage = [row]
     if q is not None:
         coverage.append(snnc_coverage("resnet18", "as ingested",
                                       lambda: snnconvert.to_snn(q, "sws", Tc=8, Ts=2).info["latency"], "sws"))
