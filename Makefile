@@ -1,4 +1,5 @@
-# snnconvert: make demo (install + run the bundled pipeline), make test (install + run the tests).
+# snnconvert: make demo (install + run the bundled pipeline), make test (install + run all tests),
+# make test-fast (the tests not marked slow). README "Make targets" lists every target.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -1,4 +1,4 @@
-"""Train the bundled ``lenet5`` on the 8x8 digits and write ``models/lenet5-digits.pt``.
+"""Train the bundled ``lenet5`` on the 8x8 digits and write ``snnconvert/assets/lenet5-digits.pt``.
 
 Run from the repository root: ``python models/train_digits.py``. Deterministic (seeded, CPU);
 takes a few seconds. The file is a plain state_dict, written atomically.
@@ -113,7 +113,7 @@ def save_atomically(state_dict: dict[str, Tensor], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models" / "lenet5-digits.pt")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "snnconvert" / "assets" / "lenet5-digits.pt")
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny model: one thread is fastest and immune to oversubscription
     started = time.perf_counter()

@@ -13,17 +13,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnconvert.codings import get_coding
+from snnconvert.codings import codings, get_coding, parse_option
 from snnconvert.data import materialize
+from snnconvert.device import resolve_device
 from snnconvert.errors import SnnConvertError
-from snnconvert.neurons.tsa import TSANeuron
-from snnconvert.pipeline import QuantizedModel, conversion_inputs, eval_split
+from snnconvert.pipeline import QuantizedModel, conversion_inputs, convert_with, eval_split
 from snnconvert.progress import track
-from snnconvert.simulate.network import SpikingNetwork
+from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.probes import SynapseLoad, synapse_probe
 
-REPORTS = ("accuracy", "latency", "opf", "energy", "residual", "rates", "coding")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+REPORTS = ("accuracy", "latency", "opf", "energy", "rates", "coding")
+"""Reports every evaluation offers; ``coding`` stands for all of the SNN's coding's own reports,
+which can also be asked for by name (e.g. ``residual`` for SWS)."""
+
+
+def report_names() -> tuple[str, ...]:
+    """The generic reports, then every registered coding's own reports."""
+    extra = [r.name for c in codings().values() for r in c.reports]
+    return REPORTS + tuple(dict.fromkeys(n for n in extra if n not in REPORTS))
 
 
 @dataclass
@@ -34,16 +41,18 @@ class EvaluateConfig:
     limit: int | None = None
     seed: int = 0
     batch_size: int = 100
-    reports: tuple[str, ...] = REPORTS
+    reports: tuple[str, ...] = ("all",)
     dtype: str = "float32"
     e_mac_pj: float = 4.6
     e_ac_pj: float = 0.9
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N; results are the same
 
     def validate(self) -> None:
-        unknown = [r for r in self.reports if r not in REPORTS]
+        names = report_names()
+        unknown = [r for r in self.reports if r not in names and r != "all"]
         if unknown:
-            raise SnnConvertError(f"unknown report(s) {', '.join(unknown)}: choose from {', '.join(REPORTS)}, all")
+            raise SnnConvertError(f"unknown report(s) {', '.join(unknown)}: choose from {', '.join(names)}, all")
         if self.dtype not in DTYPES:
             raise SnnConvertError(f"--dtype {self.dtype} is not supported: use float32 or float64")
         if self.limit is not None and self.limit <= 0:
@@ -52,6 +61,11 @@ class EvaluateConfig:
             raise SnnConvertError("--batch-size must be positive")
         if self.e_mac_pj <= 0 or self.e_ac_pj <= 0:
             raise SnnConvertError("per-operation energies must be positive")
+        resolve_device(self.device)
+
+    def wants(self, name: str) -> bool:
+        """Whether report ``name`` was asked for (``all`` asks for every one)."""
+        return "all" in self.reports or name in self.reports
 
 
 @dataclass
@@ -109,21 +123,6 @@ class NeuronRates:
 
 
 @dataclass
-class ResidualStats:
-    """Final membrane residuals of one TSA layer in units of theta, scaled by 1/beta^Ts (fig 5a);
-    neurons held by the clamp are excluded and counted separately."""
-
-    name: str
-    mean_abs: float
-    p95_abs: float
-    max_abs: float
-    over_half: float  # share with |residual| > 1/2: their output is not the rounded value
-    clamped: float  # share of neurons whose spikes the clamp suppressed
-    histogram: list[float]
-    range: float
-
-
-@dataclass
 class TimingReport:
     images: int
     float_seconds: float
@@ -157,11 +156,14 @@ class EvaluationReport:
     accuracy: AccuracyReport
     ops: OpsReport | None = None
     rates: list[NeuronRates] = field(default_factory=list)
-    residual: list[ResidualStats] = field(default_factory=list)
     coding_metrics: dict[str, Any] = field(default_factory=dict)
+    coding_reports: dict[str, Any] = field(default_factory=dict)  # report name -> its coding's data
     timing: TimingReport | None = None
     sweep: list[SweepRow] = field(default_factory=list)
-    reports: tuple[str, ...] = REPORTS
+    reports: tuple[str, ...] = ("all",)
+
+    def wants(self, name: str) -> bool:
+        return "all" in self.reports or name in self.reports
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,23 +174,30 @@ class EvaluationReport:
 
 @torch.no_grad()
 def run_logits(model: nn.Module, images: Tensor, *, batch_size: int, dtype: torch.dtype,
-               label: str, show_progress: bool) -> tuple[Tensor, float]:
-    """Logits of ``model`` on ``images`` (batched) and the wall time it took."""
+               label: str, show_progress: bool, device: torch.device | None = None) -> tuple[Tensor, float]:
+    """Logits of ``model`` on ``images`` (batched, moved to ``device``), on the CPU in float64,
+    and the wall time it took."""
     model.eval()
     outputs = []
     start = time.perf_counter()
     batches = range(0, len(images), batch_size)
     for i in track(batches, label, show=show_progress):
-        outputs.append(model(images[i:i + batch_size].to(dtype)).double())
+        outputs.append(model(images[i:i + batch_size].to(device=device, dtype=dtype)).double().cpu())
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
     return torch.cat(outputs), time.perf_counter() - start
 
 
-def in_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """``model`` itself when it already computes in ``dtype``, else a converted copy (the
-    caller's model is never changed)."""
-    current = next((t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()
-                    and t.dtype in (torch.float32, torch.float64)), dtype)
-    return model if current == dtype else copy.deepcopy(model).to(dtype)
+def in_dtype(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> nn.Module:
+    """``model`` itself when it already computes in ``dtype`` on ``device`` (default: where it
+    is), else a converted copy (the caller's model is never changed)."""
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()
+               and t.dtype in (torch.float32, torch.float64)]
+    current = tensors[0].dtype if tensors else dtype
+    where = tensors[0].device if tensors else torch.device("cpu")
+    if current == dtype and (device is None or where == device):
+        return model
+    return copy.deepcopy(model).to(device=device or where, dtype=dtype)
 
 
 def _topk(logits: Tensor, labels: Tensor, k: int) -> float:
@@ -221,34 +230,6 @@ def ops_report(snn: SpikingNetwork, loads: dict[str, SynapseLoad], e_mac: float,
     e_snn = sum(lo.energy_snn_pj for lo in layers)
     return OpsReport(layers, ann, syn, state, state + syn, e_ann / 1e6, e_snn / 1e6,
                      e_ann / e_snn if e_snn > 0 else float("inf"), e_mac, e_ac)
-
-
-def residual_stats(snn: SpikingNetwork) -> list[ResidualStats]:
-    rows = []
-    for name, neuron in snn.neurons().items():
-        if not isinstance(neuron, TSANeuron) or float(neuron.samples) == 0:
-            continue
-        hist = neuron.residual_hist.double()
-        bins = hist.numel()
-        centers = torch.linspace(-neuron.residual_range, neuron.residual_range, bins + 1, dtype=torch.float64)
-        centers = (centers[:-1] + centers[1:]) / 2
-        total = float(hist.sum())
-        all_neurons = float(neuron.samples) * float(neuron.neurons)
-        order = torch.argsort(centers.abs())
-        cdf = hist[order].cumsum(0) / max(total, 1.0)
-        idx = int(torch.searchsorted(cdf, torch.tensor([0.95], dtype=torch.float64)).clamp(max=bins - 1))
-        nonzero = centers[hist > 0].abs()
-        rows.append(ResidualStats(
-            name=name,
-            mean_abs=float((hist * centers.abs()).sum() / max(total, 1.0)),
-            p95_abs=float(centers.abs()[order][idx]),
-            max_abs=float(nonzero.max()) if len(nonzero) else 0.0,
-            over_half=float(hist[centers.abs() > 0.5 + 1e-9].sum() / max(total, 1.0)),
-            clamped=float(neuron.clamped_count) / max(all_neurons, 1.0),
-            histogram=hist.tolist(),
-            range=neuron.residual_range,
-        ))
-    return rows
 
 
 def _peak_rss_mb() -> float:
@@ -296,7 +277,7 @@ def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_p
     batch = snn_batch_size(snn, config.batch_size, activation_elements, torch.empty((), dtype=dtype).element_size())
     with snn.recording(), synapse_probe(snn) as loads:
         logits, seconds = run_logits(snn, images, batch_size=batch, dtype=dtype, label=label,
-                                     show_progress=show_progress)
+                                     show_progress=show_progress, device=resolve_device(config.device))
     return logits, seconds, dict(loads)
 
 
@@ -317,12 +298,13 @@ def evaluate(
     images = torch.stack([split.dataset[i][0] for i in range(len(split))])
     labels = torch.tensor([int(split.dataset[i][1]) for i in range(len(split))])
     dtype = DTYPES[config.dtype]
-    float_model = in_dtype(quantized.float_model, dtype)
-    quant_model = in_dtype(quantized.model, dtype)
+    device = resolve_device(config.device)
+    float_model = in_dtype(quantized.float_model, dtype, device)
+    quant_model = in_dtype(quantized.model, dtype, device)
     float_logits, float_s = run_logits(float_model, images, batch_size=config.batch_size, dtype=dtype,
-                                       label="float ANN", show_progress=show_progress)
+                                       label="float ANN", show_progress=show_progress, device=device)
     quant_logits, quant_s = run_logits(quant_model, images, batch_size=config.batch_size, dtype=dtype,
-                                       label="quantized ANN", show_progress=show_progress)
+                                       label="quantized ANN", show_progress=show_progress, device=device)
     scores = [_score("float ANN", float_logits, labels), _score("quantized ANN", quant_logits, labels)]
     report = EvaluationReport(
         model=quantized.info.name, source=quantized.info.source, coding=snn.coding if snn else None,
@@ -333,8 +315,8 @@ def evaluate(
     if snn is None:
         report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype)
         return report
-    snn = in_dtype(snn, dtype)
-    activation = largest_activation(float_model, images[:1].to(dtype))
+    snn = in_dtype(snn, dtype, device)
+    activation = largest_activation(float_model, images[:1].to(device=device, dtype=dtype))
     snn_logits, snn_s, loads = _run_snn(snn, images, config, show_progress, activation)
     scores.append(_score("SNN", snn_logits, labels))
     report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
@@ -342,10 +324,14 @@ def evaluate(
     report.ops = ops_report(snn, loads, config.e_mac_pj, config.e_ac_pj)
     report.rates = [NeuronRates(s.name, s.neurons, s.lanes, s.rate, s.density, s.events_per_step)
                     for s in snn.spike_stats()]
-    report.residual = residual_stats(snn)
     coding = get_coding(snn.coding)
     if coding.metrics is not None:
         report.coding_metrics = coding.metrics(snn)
+    for extra in coding.reports:
+        if config.wants(extra.name) or config.wants("coding"):
+            data = extra.compute(snn)
+            if data is not None:
+                report.coding_reports[extra.name] = data
     report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12),
                                  len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype)
     if config.sweep:
@@ -354,42 +340,39 @@ def evaluate(
     return report
 
 
-def _parse_value(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+def sweep_grid(coding_name: str, sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the swept values (text read by each option's type)."""
+    coding = get_coding(coding_name)
+    for key in sweep:
+        if key not in coding.sweep_keys:
+            raise SnnConvertError(
+                f"--sweep {key}: coding {coding_name} sweeps only {', '.join(coding.sweep_keys) or 'nothing'}"
+            )
+    grid: list[dict[str, Any]] = [{}]
+    for key, values in sweep.items():
+        parsed = [parse_option(coding, key, v) if isinstance(v, str) else v for v in values]
+        grid = [{**g, key: v} for g in grid for v in parsed]
+    return grid
 
 
 def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, labels: Tensor,
               quant_logits: Tensor, float_logits: Tensor, config: EvaluateConfig,
               show_progress: bool, activation_elements: int) -> list[SweepRow]:
-    """Re-convert with each swept setting and evaluate on the same (already decoded) images,
-    reusing the quantized ANN's logits. Several keys form a grid."""
+    """Re-convert with each swept setting (through the pipeline's one conversion path) and
+    evaluate on the same, already decoded images, reusing the quantized ANN's logits. Several
+    keys form a grid; the calibration data is loaded once when any setting needs it."""
     coding = get_coding(snn.coding)
-    base = coding.config(**{k: v for k, v in snn.info.get("config", {}).items()})
-    for key in config.sweep:
-        if key not in coding.sweep_keys:
-            raise SnnConvertError(
-                f"--sweep {key}: coding {snn.coding} sweeps only {', '.join(coding.sweep_keys) or 'nothing'}"
-            )
-    grid: list[dict[str, Any]] = [{}]
-    for key, values in config.sweep.items():
-        grid = [{**g, key: _parse_value(v)} for g in grid for v in values]
-    inputs = conversion_inputs(quantized, need_calibration=coding.needs_calibration
-                               or any(v == "auto" for g in grid for v in g.values()),
+    base = coding.config(**snn.info.get("config", {}))
+    grid = sweep_grid(snn.coding, config.sweep)
+    configs = [dataclasses.replace(base, **setting) for setting in grid]
+    for cfg in configs:
+        cfg.validate()
+    inputs = conversion_inputs(quantized, need_calibration=any(coding.needs_calibration(c) for c in configs),
                                show_progress=show_progress)
     rows = []
-    for setting in grid:
-        cfg = dataclasses.replace(base, **setting)
-        cfg.validate()
-        variant = coding.convert(inputs, cfg)
-        variant.info["config"] = dataclasses.asdict(cfg)
-        variant = in_dtype(variant, DTYPES[config.dtype])
+    for setting, cfg in zip(grid, configs, strict=True):
+        variant = convert_with(inputs, coding.name, cfg)
+        variant = in_dtype(variant, DTYPES[config.dtype], resolve_device(config.device))
         logits, seconds, loads = _run_snn(variant, images, config, show_progress, activation_elements,
                                           label=", ".join(f"{k}={v}" for k, v in setting.items()))
         ops = ops_report(variant, loads, config.e_mac_pj, config.e_ac_pj)

@@ -11,16 +11,16 @@ Each function takes and returns ordinary ``nn.Module`` s and dataclasses::
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx, nn
 
 from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
-from snnconvert.codings import ConversionInputs, get_coding
+from snnconvert.codings import Coding, ConversionInputs, build_config, coding_for, get_coding
 from snnconvert.data import InputSpec, load_split, make_loader, materialize, needs_holdout
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import PrepareConfig, prepare
@@ -35,6 +35,10 @@ from snnconvert.quantize import (
 )
 from snnconvert.simulate.network import SpikingNetwork
 
+if TYPE_CHECKING:
+    from snnconvert.evaluate import EvaluationReport
+    from snnconvert.recipe import Recipe
+
 
 @dataclass
 class ModelInfo:
@@ -45,6 +49,7 @@ class ModelInfo:
     input_spec: InputSpec
     num_classes: int
     default_data: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the weights were found and adapted
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,7 +62,8 @@ class ModelInfo:
             mean=tuple(spec["mean"]) if spec["mean"] is not None else None,
             std=tuple(spec["std"]) if spec["std"] is not None else None,
         )
-        return cls(d["name"], d["source"], input_spec, d["num_classes"], d.get("default_data"))
+        return cls(d["name"], d["source"], input_spec, d["num_classes"], d.get("default_data"),
+                   list(d.get("notes", [])))
 
 
 @dataclass
@@ -162,7 +168,8 @@ def quantize(
                                calib.description, calib.fingerprint())
     quantized = QuantizedModel(
         float_model=float_gm, model=result.model,
-        info=ModelInfo(loaded.name, loaded.source, spec, loaded.num_classes, loaded.default_data),
+        info=ModelInfo(loaded.name, loaded.source, spec, loaded.num_classes, loaded.default_data,
+                       list(loaded.notes)),
         config=config, calibration=record, layers=layer_records(result.model),
         clip_stats=result.clip_stats, qat_history=result.qat_history,
     )
@@ -197,42 +204,138 @@ def conversion_inputs(quantized: QuantizedModel, *, need_calibration: bool,
                             show_progress)
 
 
-def coding_config(coding: str, config: Any = None, **options: Any) -> Any:
-    """Build and validate a coding's config dataclass from ``config`` and/or keyword options."""
-    entry = get_coding(coding)
-    if config is None:
-        names = {f.name for f in dataclasses.fields(entry.config)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise SnnConvertError(
-                f"unknown option(s) for coding {coding}: {', '.join(unknown)} (valid: {', '.join(sorted(names))})"
-            )
-        config = entry.config(**options)
-    elif options:
-        config = dataclasses.replace(config, **options)
-    config.validate()
-    return config
+def _coding_of(coding: str | None, config: Any) -> Coding:
+    if coding is None:
+        if config is None:
+            return get_coding("sws")
+        return coding_for(config)
+    return get_coding(coding)
 
 
-def to_snn(quantized: QuantizedModel, coding: str = "sws", config: Any = None, *,
-           show_progress: bool = False, **options: Any) -> SpikingNetwork:
-    """Convert a quantized model with ``coding`` (options as a config dataclass or keywords)."""
+def coding_config(coding: str | None = None, config: Any = None, **options: Any) -> Any:
+    """A validated copy of a coding's config from ``config`` and/or keyword options (the coding
+    is named, or found from the config's type). The caller's config is never changed."""
+    return build_config(_coding_of(coding, config), config, **options)
+
+
+def convert_with(inputs: ConversionInputs, coding: str, config: Any) -> SpikingNetwork:
+    """Convert with a validated ``config`` from prepared inputs (the one conversion path that
+    :func:`to_snn` and evaluation sweeps share)."""
     entry = get_coding(coding)
-    config = coding_config(coding, config, **options)
-    inputs = conversion_inputs(quantized, need_calibration=entry.needs_calibration or _wants_calibration(config),
-                               show_progress=show_progress)
+    if entry.needs_calibration(config) and inputs.calibration is None:
+        raise SnnConvertError(f"coding {coding} with these options needs calibration data (the quantize step's --data)")
     snn = entry.convert(inputs, config)
     snn.info.setdefault("coding", coding)
     snn.info["config"] = _jsonable_config(config)
     return snn
 
 
-def _wants_calibration(config: Any) -> bool:
-    return any(v == "auto" for v in asdict(config).values())
+def to_snn(quantized: QuantizedModel, coding: str | None = None, config: Any = None, *,
+           show_progress: bool = False, **options: Any) -> SpikingNetwork:
+    """Convert a quantized model with ``coding`` (default ``sws``, or the coding whose config
+    ``config`` is), with options as a config dataclass and/or keywords. Loads the calibration
+    images only when the coding needs them for this config."""
+    entry = _coding_of(coding, config)
+    config = build_config(entry, config, **options)
+    inputs = conversion_inputs(quantized, need_calibration=entry.needs_calibration(config),
+                               show_progress=show_progress)
+    return convert_with(inputs, entry.name, config)
 
 
 def _jsonable_config(config: Any) -> dict[str, Any]:
     return {k: v for k, v in asdict(config).items() if not k.startswith("_")}
+
+
+# ---------------------------------------------------------------------------- run
+
+
+@dataclass
+class StageEvent:
+    """What :func:`run` reports to ``on_stage``: a stage starting (``result`` None) or done."""
+
+    stage: str  # "quantize" | "convert" | "finetune" | "evaluate"
+    index: int  # 1-based position among the stages this run executes
+    total: int
+    description: str
+    result: Any = None
+    path: Path | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+
+@dataclass
+class RunResult:
+    """Everything one :func:`run` produced."""
+
+    quantized: QuantizedModel
+    quantized_path: Path | None
+    snn: SpikingNetwork | None = None
+    snn_path: Path | None = None
+    report: EvaluationReport | None = None
+    directory: Path | None = None
+
+
+def run(recipe: Recipe, *, on_stage: Callable[[StageEvent], None] | None = None, out: str | Path | None = None,
+        save_artifacts: bool = True, show_progress: bool = False) -> RunResult:
+    """The whole pipeline of a recipe: quantize -> to-snn -> finetune (if asked) -> evaluate.
+
+    The single implementation behind ``snnconvert run`` and ``snnconvert demo``. Artifacts go
+    to ``out`` (default: the recipe's ``out``, else ``./snnconvert-runs/<model>/``) unless
+    ``save_artifacts`` is False. ``on_stage`` hears each stage start and finish.
+    """
+    from snnconvert.evaluate import evaluate
+    from snnconvert.workspace import new_artifact_path, run_dir
+
+    recipe.validate()
+    stages = ["quantize"] + (["convert"] if recipe.convert else []) + \
+        (["finetune"] if recipe.convert and recipe.finetune else []) + \
+        (["evaluate"] if recipe.convert and recipe.evaluate else [])
+    notify = on_stage or (lambda _event: None)
+
+    def event(stage: str, description: str, result: Any = None, path: Path | None = None) -> StageEvent:
+        return StageEvent(stage, stages.index(stage) + 1, len(stages), description, result, path)
+
+    q_text = f"quantize {recipe.model} to {recipe.quantize.bits} bits on {recipe.data}"
+    notify(event("quantize", q_text))
+    q = quantize(recipe.model, data=recipe.data, config=recipe.quantize, weights=recipe.weights,
+                 num_classes=recipe.num_classes, calib_split=recipe.calib_split, show_progress=show_progress)
+    directory = run_dir(q.info.name, out or recipe.out) if save_artifacts else None
+    q_path = save(new_artifact_path(directory, "quantized", f"{recipe.quantize.bits}bit"), q) if directory else None
+    notify(event("quantize", q_text, q, q_path))
+    result = RunResult(q, q_path, directory=directory)
+    if recipe.convert is None:
+        return result
+    convert = recipe.convert
+    c_text = f"convert to an SNN with {convert.coding} {convert.options}"
+    notify(event("convert", c_text))
+    snn = to_snn(q, convert.coding, show_progress=show_progress, **convert.options)
+    result.snn = snn
+    if directory is not None:
+        result.snn_path = save(new_artifact_path(directory, "snn", convert.coding), q, snn,
+                               extra={"converted_from": str(q_path)})
+    notify(event("convert", c_text, snn, result.snn_path))
+    if recipe.finetune is not None:
+        from snnconvert.finetune import finetune
+
+        section = recipe.finetune
+        f_text = f"fine-tune for {section.config.epochs} epoch(s) on {section.data}"
+        notify(event("finetune", f_text))
+        out_dir = directory / f"finetune-{result.snn_path.stem}" if directory and result.snn_path else None
+        tuned = finetune(q, snn, section.config, data=section.data, val_data=section.val_data, out_dir=out_dir,
+                         show_progress=show_progress)
+        snn = result.snn = tuned.snn
+        if directory is not None:
+            result.snn_path = save(new_artifact_path(directory, "snn", f"{convert.coding}-finetuned"), q, snn,
+                                   extra={"finetuned_from": str(result.snn_path)})
+        notify(event("finetune", f_text, tuned, result.snn_path))
+    if recipe.evaluate is not None:
+        e_text = f"evaluate on {recipe.evaluate.data or 'the held-out part of ' + recipe.data}"
+        notify(event("evaluate", e_text))
+        result.report = evaluate(q, snn, recipe.evaluate, show_progress=show_progress)
+        notify(event("evaluate", e_text, result.report))
+    return result
 
 
 # ---------------------------------------------------------------------------- save / load

@@ -7,6 +7,7 @@ A recipe is the same configuration the CLI options build (see ``recipes/*.yaml``
     data: digits             # calibration data (evaluation uses its held-out part by default)
     quantize: {bits: 8, method: percentile, percentile: 99.99}
     convert: {coding: sws, Tc: 8, Ts: 2}
+    finetune: {data: digits, epochs: 2}   # optional: BPTT fine-tuning of the SNN
     evaluate: {limit: 500, reports: [all]}
 
 Unknown keys and wrong types are errors that name the key and its line.
@@ -23,9 +24,10 @@ from typing import Any
 
 import yaml
 
-from snnconvert.codings import CODINGS, get_coding
+from snnconvert.codings import build_config, codings, get_coding
 from snnconvert.errors import SnnConvertError
-from snnconvert.evaluate import REPORTS, EvaluateConfig
+from snnconvert.evaluate import EvaluateConfig
+from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.quantize import QuantizeConfig
 
 
@@ -33,6 +35,15 @@ from snnconvert.quantize import QuantizeConfig
 class ConvertSection:
     coding: str = "sws"
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FinetuneSection:
+    """``finetune:`` of a recipe: the training data and the :class:`FinetuneConfig` fields."""
+
+    data: str
+    val_data: str | None = None
+    config: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass
@@ -47,10 +58,28 @@ class Recipe:
     out: str | None = None
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     convert: ConvertSection | None = field(default_factory=ConvertSection)
+    finetune: FinetuneSection | None = None
     evaluate: EvaluateConfig | None = field(default_factory=EvaluateConfig)
 
+    def validate(self) -> None:
+        """Check every section (the API boundary of :func:`snnconvert.pipeline.run`)."""
+        if not isinstance(self.model, str) or not self.model:
+            raise SnnConvertError("a recipe needs a model name")
+        if not 0 < self.calib_split < 1:
+            raise SnnConvertError(f"calib_split {self.calib_split} is not possible: give a share in (0, 1)")
+        self.quantize.validate()
+        if self.convert is not None:
+            build_config(get_coding(self.convert.coding), **self.convert.options)
+        if self.finetune is not None:
+            if self.convert is None:
+                raise SnnConvertError("a recipe's finetune section needs a convert section (an SNN to train)")
+            self.finetune.config.validate()
+        if self.evaluate is not None:
+            self.evaluate.validate()
 
-_TOP_LEVEL = {"model", "weights", "num_classes", "data", "calib_split", "out", "quantize", "convert", "evaluate"}
+
+_SECTIONS = ("quantize", "convert", "finetune", "evaluate")
+_TOP_LEVEL = {"model", "weights", "num_classes", "data", "calib_split", "out", *_SECTIONS}
 
 
 def _where(path: Path, node: yaml.Node) -> str:
@@ -128,8 +157,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if "model" not in nodes:
         raise SnnConvertError(f"{path}: the recipe needs a 'model'")
     scalar = _section(path, yaml.MappingNode("tag:yaml.org,2002:map", [
-        (k, v) for k, v in root.value if k.value not in ("quantize", "convert", "evaluate")
-    ], root.start_mark, root.end_mark), Recipe, "recipe", skip=("quantize", "convert", "evaluate"))
+        (k, v) for k, v in root.value if k.value not in _SECTIONS
+    ], root.start_mark, root.end_mark), Recipe, "recipe", skip=_SECTIONS)
     top.update(scalar)
     recipe = Recipe(**top)
     if "quantize" in nodes:
@@ -140,9 +169,39 @@ def load_recipe(path: str | Path) -> Recipe:
             raise SnnConvertError(f"{_where(path, nodes['quantize'])}: {exc}") from exc
     if "convert" in nodes:
         recipe.convert = _convert_section(path, nodes["convert"])
+    if "finetune" in nodes:
+        recipe.finetune = _finetune_section(path, nodes["finetune"])
     if "evaluate" in nodes:
         recipe.evaluate = _evaluate_section(path, nodes["evaluate"])
+    try:
+        recipe.validate()
+    except SnnConvertError as exc:
+        raise SnnConvertError(f"{path}: {exc}") from exc
     return recipe
+
+
+def _finetune_section(path: Path, node: yaml.Node) -> FinetuneSection | None:
+    if isinstance(node, yaml.ScalarNode) and node.value in ("null", "~", ""):
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        raise SnnConvertError(f"{_where(path, node)}: 'finetune' must be a mapping with 'data' and training options")
+    own = {"data", "val_data"}
+    data_nodes = {k.value: v for k, v in node.value if k.value in own}
+    if "data" not in data_nodes:
+        raise SnnConvertError(f"{_where(path, node)}: 'finetune' needs 'data' (the training images)")
+    values = _section(path, yaml.MappingNode("tag:yaml.org,2002:map", [(k, v) for k, v in node.value
+                                                                      if k.value not in own],
+                                             node.start_mark, node.end_mark), FinetuneConfig, "finetune")
+    config = FinetuneConfig(**values)
+    try:
+        config.validate()
+    except SnnConvertError as exc:
+        raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
+    data = {k: yaml.safe_load(yaml.serialize(v)) for k, v in data_nodes.items()}
+    for key, value in data.items():
+        if value is not None and not isinstance(value, str):
+            raise SnnConvertError(f"{_where(path, data_nodes[key])}: 'finetune.{key}' must be a data spec string")
+    return FinetuneSection(data["data"], data.get("val_data"), config)
 
 
 def _convert_section(path: Path, node: yaml.Node) -> ConvertSection | None:
@@ -152,14 +211,15 @@ def _convert_section(path: Path, node: yaml.Node) -> ConvertSection | None:
         raise SnnConvertError(f"{_where(path, node)}: 'convert' must be a mapping with 'coding' and its options")
     coding_node = next((v for k, v in node.value if k.value == "coding"), None)
     coding = coding_node.value if coding_node is not None else "sws"
-    if coding not in CODINGS:
-        raise SnnConvertError(f"{_where(path, coding_node)}: unknown coding '{coding}' (valid: {', '.join(CODINGS)})")
+    table = codings()
+    if coding not in table:
+        raise SnnConvertError(f"{_where(path, coding_node)}: unknown coding '{coding}' (valid: {', '.join(table)})")
     options_node = yaml.MappingNode("tag:yaml.org,2002:map", [(k, v) for k, v in node.value if k.value != "coding"],
                                     node.start_mark, node.end_mark)
     entry = get_coding(coding)
     options = _section(path, options_node, entry.config, f"convert ({coding})")
     try:
-        entry.config(**options).validate()
+        build_config(entry, **options)
     except SnnConvertError as exc:
         raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
     return ConvertSection(coding, options)
@@ -173,7 +233,7 @@ def _evaluate_section(path: Path, node: yaml.Node) -> EvaluateConfig | None:
     if isinstance(reports, str):
         reports = [r.strip() for r in reports.split(",")]
     if reports is not None:
-        values["reports"] = tuple(REPORTS) if "all" in reports else tuple(reports)
+        values["reports"] = tuple(reports)
     config = EvaluateConfig(**values)
     try:
         config.validate()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.graph.modules import conv_args
 
 _FUNCTIONS: dict[str, Callable] = {
     "operator.add": operator.add,
@@ -50,39 +51,102 @@ _METHODS = {
 
 
 class ModuleCodec:
-    """How to rebuild one module class from a JSON config (values come from the state dict)."""
+    """How to write one module class as a JSON config and rebuild it (values come from the
+    state dict afterwards)."""
 
     def __init__(self, cls: type[nn.Module], to_config: Callable[[nn.Module], dict],
                  from_config: Callable[[dict], nn.Module]) -> None:
         self.cls, self.to_config, self.from_config = cls, to_config, from_config
 
 
-_CODECS: dict[str, ModuleCodec] = {}
+def _declared_codec(cls: type[nn.Module]) -> ModuleCodec:
+    """The codec of a class that declares itself: ``serial_params`` names the constructor
+    arguments (read as attributes), or ``serial_config()`` returns them; the class rebuilds with
+    ``cls(**config)`` or its ``from_serial(**config)``."""
+    params = tuple(getattr(cls, "serial_params", ()))
+
+    def to_config(m: nn.Module) -> dict:
+        config = m.serial_config() if hasattr(m, "serial_config") else {p: getattr(m, p) for p in params}
+        return {k: _jsonable(v) for k, v in config.items()}
+
+    def from_config(c: dict) -> nn.Module:
+        if not isinstance(c, dict):
+            raise SnnConvertError(f"artifact config of {cls.__name__} is not a mapping")
+        build = getattr(cls, "from_serial", cls)
+        try:
+            return build(**{k: _from_json(v) for k, v in c.items()})
+        except (TypeError, ValueError) as exc:
+            raise SnnConvertError(f"artifact config of {cls.__name__} does not fit it: {exc}") from None
+
+    return ModuleCodec(cls, to_config, from_config)
 
 
-def register_module(name: str, cls: type[nn.Module], to_config: Callable[[nn.Module], dict],
-                    from_config: Callable[[dict], nn.Module]) -> None:
-    """Add a module class to the allow-list (called once per class at import time)."""
-    known = _CODECS.get(name)
-    if known is not None and known.cls is not cls:
-        raise ValueError(f"serializable module name {name!r} is taken by {known.cls.__module__}.{known.cls.__name__}")
-    _CODECS[name] = ModuleCodec(cls, to_config, from_config)
+def _torch_codecs() -> dict[str, ModuleCodec]:
+    """torch.nn classes an artifact may hold (they cannot declare ``serial_params``)."""
+    def simple(cls: type[nn.Module], *attrs: str) -> ModuleCodec:
+        return ModuleCodec(cls, lambda m: {a: _jsonable(getattr(m, a)) for a in attrs},
+                           lambda c: cls(**{k: _from_json(v) for k, v in c.items()}))
+
+    codecs = {
+        "Conv2d": ModuleCodec(nn.Conv2d, lambda m: {k: _jsonable(v) for k, v in conv_args(m).items()},
+                              lambda c: nn.Conv2d(**{k: _from_json(v) for k, v in c.items()})),
+        "Linear": ModuleCodec(nn.Linear, lambda m: {"in_features": m.in_features, "out_features": m.out_features,
+                                                    "bias": m.bias is not None}, lambda c: nn.Linear(**c)),
+        "ReLU": simple(nn.ReLU), "ReLU6": simple(nn.ReLU6), "Identity": simple(nn.Identity),
+        "Flatten": simple(nn.Flatten, "start_dim", "end_dim"),
+        "MaxPool2d": simple(nn.MaxPool2d, "kernel_size", "stride", "padding", "dilation", "ceil_mode"),
+        "AvgPool2d": simple(nn.AvgPool2d, "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+        "AdaptiveAvgPool2d": simple(nn.AdaptiveAvgPool2d, "output_size"),
+        "ZeroPad2d": simple(nn.ZeroPad2d, "padding"),
+        "Dropout": simple(nn.Dropout, "p"),
+        "Hardtanh": simple(nn.Hardtanh, "min_val", "max_val"),
+    }
+    for bn in (nn.BatchNorm2d, nn.BatchNorm1d):
+        codecs[bn.__name__] = simple(bn, "num_features", "eps", "momentum")
+    return codecs
 
 
-def register_simple(cls: type[nn.Module], *attrs: str, name: str | None = None) -> None:
-    """Register a class whose constructor takes exactly ``attrs`` as keyword arguments."""
-    register_module(
-        name or cls.__name__,
-        cls,
-        lambda m: {a: _jsonable(getattr(m, a)) for a in attrs},
-        lambda c: cls(**{k: _from_json(v) for k, v in c.items()}),
-    )
+def _snnconvert_classes() -> list[type[nn.Module]]:
+    """Every module class of snnconvert an artifact may hold, then those the registered
+    codings declare (``Coding.modules``)."""
+    from snnconvert.codings import codings
+    from snnconvert.graph.modules import BoundedReLU, ChannelAffine, PadWithValues
+    from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool
+    from snnconvert.neurons.mlif import MLIFNeuron
+    from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
+    from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
+    from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
+    from snnconvert.simulate.encoders import RepeatEncoder
+    from snnconvert.simulate.network import SpikingNetwork
+    from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear, WeightedSumDecoder
+
+    own = [BoundedReLU, ChannelAffine, PadWithValues, ActQuant, QConv2d, QLinear, SynapseConv2d, SynapseLinear,
+           SynapseAffine, Gain, WeightedSumDecoder, SpikingNetwork, TSANeuron, SWSEncoder, SWSMaxPoolNeuron,
+           MultiBitNeuron, MultiBitEncoder, TemporalSqueeze, IFNeuron, RateMaxPool, RepeatEncoder, MLIFNeuron]
+    return own + [m for coding in codings().values() for m in coding.modules]
 
 
-def _codec_name(module: nn.Module) -> str:
-    for name, codec in _CODECS.items():
-        if type(module) is codec.cls:
-            return name
+def codec_table() -> dict[str, ModuleCodec]:
+    """The one table of serializable module classes, by the name artifacts store."""
+    table = _torch_codecs()
+    for cls in _snnconvert_classes():
+        known = table.get(cls.__name__)
+        if known is not None and known.cls is not cls:
+            raise ValueError(f"serializable module name {cls.__name__!r} is taken by {known.cls.__module__}")
+        table[cls.__name__] = _declared_codec(cls)
+    for old, new in _RENAMED.items():
+        table.setdefault(old, table[new])
+    return table
+
+
+_RENAMED = {"MLIFInputEncoder": "RepeatEncoder"}
+"""Class names earlier releases stored, and the class that reads them now."""
+
+
+def _codec_name(module: nn.Module, table: dict[str, ModuleCodec]) -> str:
+    name = type(module).__name__
+    if name in table and table[name].cls is type(module):
+        return name
     raise SnnConvertError(
         f"cannot save a model containing {type(module).__name__}: it is not a module snnconvert knows"
     )
@@ -209,63 +273,33 @@ def _decode_graph(items: list[dict]) -> fx.Graph:
 # ---------------------------------------------------------------------------- modules
 
 
-def module_spec(module: nn.Module) -> dict:
+def module_spec(module: nn.Module, table: dict[str, ModuleCodec] | None = None) -> dict:
     """A JSON-compatible description of ``module``'s structure (no tensor values)."""
+    table = table if table is not None else codec_table()
     if isinstance(module, fx.GraphModule):
         leaves = {}
         for node in module.graph.nodes:
             if node.op == "call_module" and node.target not in leaves:
-                leaves[node.target] = module_spec(module.get_submodule(node.target))
+                leaves[node.target] = module_spec(module.get_submodule(node.target), table)
         return {"type": "GraphModule", "graph": _encode_graph(module), "modules": leaves}
-    name = _codec_name(module)
-    spec: dict[str, Any] = {"type": name, "config": _CODECS[name].to_config(module)}
+    name = _codec_name(module, table)
+    spec: dict[str, Any] = {"type": name, "config": table[name].to_config(module)}
     children = getattr(module, "serial_children", None)
     if children:
-        spec["children"] = {c: module_spec(getattr(module, c)) for c in children}
+        spec["children"] = {c: module_spec(getattr(module, c), table) for c in children}
     return spec
 
 
-def module_from_spec(spec: dict) -> nn.Module:
+def module_from_spec(spec: dict, table: dict[str, ModuleCodec] | None = None) -> nn.Module:
     """Rebuild the structure described by :func:`module_spec` (values still to be loaded)."""
+    table = table if table is not None else codec_table()
     kind = spec.get("type")
     if kind == "GraphModule":
-        modules = {target: module_from_spec(s) for target, s in spec["modules"].items()}
+        modules = {target: module_from_spec(s, table) for target, s in spec["modules"].items()}
         return fx.GraphModule(modules, _decode_graph(spec["graph"]))
-    if kind not in _CODECS:
+    if kind not in table:
         raise SnnConvertError(f"artifact contains a module type snnconvert does not know: {kind!r}")
-    module = _CODECS[kind].from_config(spec.get("config", {}))
+    module = table[kind].from_config(spec.get("config", {}))
     for child, child_spec in spec.get("children", {}).items():
-        setattr(module, child, module_from_spec(child_spec))
+        setattr(module, child, module_from_spec(child_spec, table))
     return module
-
-
-def _register_builtins() -> None:
-    def conv_config(m: nn.Conv2d) -> dict:
-        return {
-            "in_channels": m.in_channels, "out_channels": m.out_channels,
-            "kernel_size": _jsonable(m.kernel_size), "stride": _jsonable(m.stride),
-            "padding": _jsonable(m.padding), "dilation": _jsonable(m.dilation),
-            "groups": m.groups, "bias": m.bias is not None, "padding_mode": m.padding_mode,
-        }
-
-    register_module("Conv2d", nn.Conv2d, conv_config, lambda c: nn.Conv2d(**{k: _from_json(v) for k, v in c.items()}))
-    register_module(
-        "Linear", nn.Linear,
-        lambda m: {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None},
-        lambda c: nn.Linear(**c),
-    )
-    register_simple(nn.ReLU)
-    register_simple(nn.ReLU6)
-    register_simple(nn.Identity)
-    register_simple(nn.Flatten, "start_dim", "end_dim")
-    register_simple(nn.MaxPool2d, "kernel_size", "stride", "padding", "dilation", "ceil_mode")
-    register_simple(nn.AvgPool2d, "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
-    register_simple(nn.AdaptiveAvgPool2d, "output_size")
-    register_simple(nn.ZeroPad2d, "padding")
-    register_simple(nn.Dropout, "p")
-    register_simple(nn.Hardtanh, "min_val", "max_val")
-    for bn in (nn.BatchNorm2d, nn.BatchNorm1d):
-        register_simple(bn, "num_features", "eps", "momentum")
-
-
-_register_builtins()

@@ -9,14 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import snnconvert
 from snnconvert.cli.app import app
 from snnconvert.models import cifar_resnet
 
 runner = CliRunner()
 
 
-def _ok(args: list[str]):
-    result = runner.invoke(app, args)
+def _ok(args: list[str], width: int | None = None):
+    result = runner.invoke(app, args, env={"COLUMNS": str(width)} if width else None)
     assert result.exit_code == 0, result.output
     return result
 
@@ -32,9 +33,22 @@ def _fails(args: list[str], *needles: str) -> str:
 
 
 def test_version_and_help() -> None:
-    assert "snnconvert 0.1.0" in _ok(["--version"]).output
+    from snnconvert._version import __version__
+
+    assert f"snnconvert {__version__}" in _ok(["--version"]).output
     help_text = _ok(["quantize", "--help"]).output
     assert "Examples" in help_text and "--bits" in help_text
+
+
+def test_to_snn_help_lists_every_codings_options_from_the_table() -> None:
+    from snnconvert.codings import codings
+
+    help_text = _ok(["to-snn", "--help"], width=200).output
+    for coding in codings().values():
+        for f in coding.options():
+            assert f"--{f.name.replace('_', '-')}" in help_text, f.name
+    assert "sws options" in help_text and "mlif options" in help_text  # one panel per coding
+    assert "Silent period" in help_text  # the field's help text, not a hand-written one
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +70,7 @@ def test_chain_quantize_to_snn_evaluate(run_dir: Path) -> None:
     assert set(scores) == {"float ANN", "quantized ANN", "SNN"}
     assert scores["SNN"] > 0.9 and report["accuracy"]["images"] == 100
     assert report["ops"]["delta"] > 0 and report["ops"]["opf"] > report["ops"]["synaptic_ops"]
-    assert len(report["residual"]) == 4 and len(report["rates"]) == 7
+    assert len(report["coding_reports"]["residual"]) == 4 and len(report["rates"]) == 7
 
 
 def test_evaluate_tables_plots_and_sweep(run_dir: Path, tmp_path: Path) -> None:
@@ -102,6 +116,8 @@ def test_impossible_options(run_dir: Path) -> None:
     _fails(["quantize", "lenet5", "--bits", "0"], "--bits 0")
     _fails(["to-snn", "--input", str(run_dir), "--coding", "sws", "--Tc", "4"], "--Tc 4")
     _fails(["to-snn", "--input", str(run_dir), "--coding", "sws", "--S", "3"], "--S is not an option of coding sws")
+    _fails(["to-snn", "--input", str(run_dir), "--coding", "sws", "--set", "beta=../../x"], "beta", "sws")
+    _fails(["to-snn", "--input", str(run_dir), "--coding", "sws", "--Ts", "fast"], "--Ts 'fast'")
     _fails(["to-snn", "--input", str(run_dir), "--coding", "nope"], "unknown coding 'nope'")
     _fails(["evaluate", "--input", str(run_dir), "--report", "speed"], "unknown report")
 
@@ -117,13 +133,14 @@ def test_invalid_recipe_key_names_the_key_and_line(tmp_path: Path) -> None:
 
 
 def test_bundled_recipes_validate() -> None:
+    from snnconvert.assets import demo_recipe_path
     from snnconvert.recipe import load_recipe
 
     root = Path(__file__).resolve().parents[1] / "recipes"
-    recipes = sorted(root.glob("*.yaml"))
+    recipes = sorted(root.glob("*.yaml")) + [demo_recipe_path()]
     assert {"demo.yaml", "resnet20-cifar10-sws.yaml"} <= {r.name for r in recipes}
     for path in recipes:
-        load_recipe(path)
+        load_recipe(path).validate()
 
 
 def test_models_lists_bundled_and_torchvision() -> None:
@@ -138,3 +155,70 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     scores = {s["model"]: s["top1"] for s in report["accuracy"]["scores"]}
     assert scores["float ANN"] >= 0.97 and abs(scores["SNN"] - scores["quantized ANN"]) < 0.01
     assert report["snn_info"]["T_inf"] == 20
+
+
+def test_sweep_of_an_auto_network_reconverts_with_calibration(tmp_path: Path) -> None:
+    """Regression: an SWS network built with --Ts auto and swept over Tc failed with "--Ts auto
+    needs calibration data" because the sweep decided calibration from the swept values only."""
+    out = tmp_path / "auto"
+    _ok(["quantize", "lenet5", "--data", "digits", "--calib-limit", "128", "--eval-limit", "0", "--out", str(out)])
+    _ok(["to-snn", "--input", str(out), "--coding", "sws", "--Tc", "8", "--Ts", "auto", "--set", "auto_limit=64"])
+    report = json.loads(_ok(["evaluate", "--input", str(out), "--limit", "40", "--report", "accuracy",
+                             "--sweep", "Tc=8", "--json"]).output)
+    (row,) = report["sweep"]
+    assert row["setting"] == {"Tc": 8} and row["agreement"] >= 0.95
+
+
+def test_demo_follows_its_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: demo ignored the recipe's weights and calib_split (it re-implemented the
+    pipeline); it now runs the recipe through pipeline.run like `run` does."""
+    import snnconvert.cli.app as cli
+    from snnconvert.recipe import load_recipe
+
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text("model: lenet5\nweights: random\ndata: digits\ncalib_split: 0.5\n"
+                      "quantize: {bits: 8, calib_limit: 64}\nconvert: {coding: sws, Tc: 8, Ts: 8}\n"
+                      "evaluate: {limit: 30, reports: [accuracy]}\n")
+    monkeypatch.setattr(cli, "demo_recipe", lambda: load_recipe(recipe))
+    report = json.loads(_ok(["demo", "--out", str(tmp_path / "run"), "--json"]).output)
+    snapshot = snnconvert.load(sorted((tmp_path / "run").glob("snn-*.snnc"))[0])[0]
+    assert snapshot.calibration.calib_split == 0.5
+    assert "random" in snapshot.info.source
+    assert report["accuracy"]["scores"][0]["top1"] < 0.5  # random weights, not the bundled LeNet-5
+
+
+def test_run_recipe_with_finetune_stage(tmp_path: Path) -> None:
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("model: lenet5\ndata: digits\nquantize: {bits: 8, calib_limit: 64}\n"
+                      "convert: {coding: mlif, S: 3, T: 1}\n"
+                      "finetune: {data: digits, epochs: 1, max_batches_per_epoch: 2, batch_size: 16, val_limit: 20}\n"
+                      "evaluate: {limit: 30, reports: [accuracy]}\n"
+                      f"out: {tmp_path / 'run'}\n")
+    output = _ok(["run", str(recipe)]).output
+    assert "fine-tune for 1 epoch(s) on digits" in output and "fine-tuned mlif SNN" in output
+    tuned = sorted((tmp_path / "run").glob("snn-mlif-finetuned-*.snnc"))
+    assert len(tuned) == 1
+    manifest = json.loads(_ok(["info", str(tuned[0]), "--json"]).output)
+    history = manifest["snn"]["info"]["finetune"]["history"]
+    assert len(history) == 1 and history[0]["images"] == 32
+    assert manifest["finetuned_from"].endswith(".snnc")
+
+
+def test_quantize_prints_and_records_how_the_weights_were_found(tmp_path: Path) -> None:
+    state = {"module." + k: v for k, v in cifar_resnet("resnet20", 10).state_dict().items()}
+    path = tmp_path / "dp.th"
+    torch.save({"state_dict": state}, path)
+    out = _ok(["quantize", "resnet20", "--weights", str(path), "--calib-limit", "16", "--eval-limit", "0",
+               "--out", str(tmp_path)]).output
+    assert "stripped key prefix 'module.'" in out
+    artifact = sorted(tmp_path.glob("quantized-*.snnc"))[0]
+    manifest = json.loads(_ok(["info", str(artifact), "--json"]).output)
+    assert "stripped key prefix 'module.' from checkpoint dp.th" in manifest["model"]["notes"]
+
+
+def test_evaluate_on_cpu_device_equals_the_default(run_dir: Path) -> None:
+    args = ["evaluate", "--input", str(run_dir), "--limit", "40", "--report", "accuracy,rates", "--json"]
+    default = json.loads(_ok(args).output)
+    on_cpu = json.loads(_ok([*args, "--device", "cpu"]).output)
+    assert on_cpu["accuracy"] == default["accuracy"] and on_cpu["rates"] == default["rates"]
+    _fails([*args, "--device", "tpu"], "device 'tpu' is not possible")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
 import snnconvert
-from snnconvert.codings import CODINGS
+from snnconvert.codings import ConversionInputs, codings
+from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import EvaluateConfig
 from snnconvert.quantize import QuantizeConfig
 
@@ -30,11 +32,24 @@ def resnets() -> dict[str, snnconvert.QuantizedModel]:
     return out
 
 
-def test_the_coding_table_is_complete() -> None:
-    assert set(CODINGS) == {"sws", "mlif", "multibit", "rate"}
-    for coding in CODINGS.values():
-        coding.config().validate()  # defaults are valid
-        assert callable(coding.convert)
+@pytest.mark.parametrize("name", sorted(codings()))
+def test_every_coding_declares_what_it_does(lenet, name: str) -> None:
+    """What a coding declares matches what it does: defaults validate, sweep keys and CLI
+    options are config fields, and it needs calibration exactly when converting without it fails."""
+    coding = codings()[name]
+    config = coding.config()
+    config.validate()
+    fields = {f.name for f in dataclasses.fields(coding.config)}
+    assert set(coding.sweep_keys) <= fields and {f.name for f in coding.options()} <= fields
+    inputs = ConversionInputs(lenet.float_model, lenet.model, lenet.info.input_spec, None)
+    if coding.needs_calibration(config):
+        with pytest.raises(SnnConvertError, match="calibration"):
+            coding.convert(inputs, config)
+    else:
+        assert coding.convert(inputs, config).info["latency"] >= 1
+    before = dataclasses.asdict(config)
+    snnconvert.to_snn(lenet, name, config)
+    assert dataclasses.asdict(config) == before  # conversion never changes the caller's config
 
 
 @pytest.mark.parametrize("coding", list(SMALL))

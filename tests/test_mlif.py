@@ -348,10 +348,3 @@ def test_conversion_needs_calibration(lenet: tuple) -> None:
     with pytest.raises(SnnConvertError, match="calibration") as info:
         CODING.convert(ConversionInputs(float_gm, None, lm.input_spec, None), MLIFConfig())
     assert "\n" not in str(info.value)
-
-
-def test_coding_table_entry() -> None:
-    assert CODING.config is MLIFConfig
-    assert (CODING.needs_quantized, CODING.needs_calibration) == (False, True)
-    assert CODING.sweep_keys == ("T", "S")
-    assert CODING.state_ops is not None and CODING.metrics is not None

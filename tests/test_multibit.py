@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import torch
@@ -402,10 +401,3 @@ def test_conversion_errors_are_one_line(lenet) -> None:
         with pytest.raises(SnnConvertError) as err:
             CODING.convert(inputs, cfg)
         assert "\n" not in str(err.value)
-
-
-def test_coding_table_entry() -> None:
-    assert CODING.needs_calibration and not CODING.needs_quantized
-    assert set(CODING.sweep_keys) == {"T", "bits_spike"}
-    assert CODING.metrics is not None and CODING.state_ops is not None
-    assert math.isfinite(MultiBitConfig().percentile)

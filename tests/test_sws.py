@@ -101,7 +101,7 @@ def _models() -> dict:
     }
 
 
-@pytest.mark.parametrize("name", list(_models()))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in _models()])
 def test_ts_ge_tc_reproduces_the_quantized_ann_in_float64(name: str) -> None:
     torch.manual_seed(0)
     model, spec = _models()[name]()
@@ -194,6 +194,7 @@ def test_quantized_ann_is_required() -> None:
         convert_sws(prepare(lm.module, lm.input_spec), SWSConfig())
 
 
+@pytest.mark.slow
 def test_ts_auto_meets_its_agreement_target_at_the_smallest_uniform_period() -> None:
     from snnconvert.codings.sws import _predict, auto_silent_periods
 

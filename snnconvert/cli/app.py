@@ -8,21 +8,28 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-import snnconvert
+from snnconvert._version import __version__
 from snnconvert.artifact import load_artifact
-from snnconvert.codings import CODINGS, get_coding
+from snnconvert.assets import demo_recipe_path
+from snnconvert.cli.coding_options import DynamicCommand
+from snnconvert.cli.coding_options import coding_options as coding_options_from_cli
+from snnconvert.codings import codings, get_coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import REPORTS, EvaluateConfig, EvaluationReport, evaluate
 from snnconvert.ingest import list_models
-from snnconvert.pipeline import QuantizedModel, coding_config, load, quantize, save, to_snn
+from snnconvert.pipeline import QuantizedModel, StageEvent, coding_config, load, quantize, save, to_snn
+from snnconvert.pipeline import run as pipeline_run
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.workspace import latest_artifact, new_artifact_path, run_dir
+
+if TYPE_CHECKING:
+    from snnconvert.recipe import Recipe
 
 app = typer.Typer(
     name="snnconvert",
@@ -40,7 +47,7 @@ _state = {"verbose": False}
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"snnconvert {snnconvert.__version__}")
+        console.print(f"snnconvert {__version__}")
         raise typer.Exit()
 
 
@@ -113,7 +120,6 @@ def quantize_cmd(
         config = QuantizeConfig(bits=bits, weight_bits=weight_bits, method=method, percentile=percentile,
                                 per_channel=per_channel, calib_limit=calib_limit, qat_epochs=qat_epochs,
                                 qat_batches_per_epoch=qat_batches, qat_lr=qat_lr)
-        config.validate()
         q = quantize(model, data=data, config=config, weights=weights, num_classes=num_classes,
                      calib_split=calib_split, eval_limit=eval_limit or 0, show_progress=not as_json)
         path = save(new_artifact_path(run_dir(q.info.name, out), "quantized", f"{bits}bit"), q)
@@ -131,20 +137,6 @@ def quantize_cmd(
 
 # ------------------------------------------------------------------------------------- to-snn
 
-_CODING_OPTION_HELP = "Coding option (only where the coding has it)."
-
-
-def _parse_ts(text: str | None) -> int | list[int] | str | None:
-    if text is None:
-        return None
-    if text == "auto":
-        return "auto"
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise SnnConvertError(f"--Ts {text!r} is not possible: give an integer, a comma list or 'auto'") from None
-    return values[0] if len(values) == 1 else values
-
 
 def _parse_value(text: str) -> Any:
     for cast in (int, float):
@@ -157,28 +149,6 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def _coding_options(coding: str, given: dict[str, Any], extra: list[str]) -> dict[str, Any]:
-    fields = {f.name for f in dataclasses.fields(get_coding(coding).config)}
-    options: dict[str, Any] = {}
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key not in fields:
-            flag = "--" + key.replace("_", "-") if key not in ("Tc", "Ts", "T", "S") else "--" + key
-            valid = ", ".join(sorted(fields))
-            raise SnnConvertError(f"{flag} is not an option of coding {coding} (its options: {valid})")
-        options[key] = value
-    for item in extra:
-        if "=" not in item:
-            raise SnnConvertError(f"--set {item!r}: write KEY=VALUE")
-        key, value = item.split("=", 1)
-        if key not in fields:
-            valid = ", ".join(sorted(fields))
-            raise SnnConvertError(f"--set {key}: not an option of coding {coding} (its options: {valid})")
-        options[key] = _parse_value(value)
-    return options
-
-
 def _load_input(
     input_path: Path | None, stages: tuple[str, ...], directory: Path | None
 ) -> tuple[Path, QuantizedModel, SpikingNetwork | None]:
@@ -189,25 +159,19 @@ def _load_input(
     return path, q, snn
 
 
-@app.command("to-snn")
-def to_snn_cmd(
+def _to_snn(
     input_path: Path | None = typer.Option(
         None, "--input", help="Quantized artifact, or a run directory to take the latest from (default: latest run)."
     ),
-    coding: str = typer.Option("sws", "--coding", help=f"One of: {', '.join(CODINGS)}."),
-    Tc: int | None = typer.Option(None, "--Tc", help="SWS coding steps."),
-    Ts: str | None = typer.Option(None, "--Ts", help="SWS silent period: N, a per-layer list N,N,... or auto."),
-    beta: float | None = typer.Option(None, "--beta", help="SWS amplification factor."),
-    T: int | None = typer.Option(None, "--T", help="Time steps (rate, mlif, multibit)."),
-    S: int | None = typer.Option(None, "--S", help="M-LIF spike lanes."),
-    bits_spike: int | None = typer.Option(None, "--bits-spike", help="Multi-bit spike bits."),
-    percentile: str | None = typer.Option(None, "--percentile", help="Threshold percentile (rate, mlif, multibit)."),
-    leak: float | None = typer.Option(None, "--leak", help="M-LIF leak."),
-    extra: list[str] = typer.Option([], "--set", help="Any other coding option as KEY=VALUE."),
+    coding: str = typer.Option("sws", "--coding", help="The coding (see `snnconvert codings`)."),
+    extra: list[str] = typer.Option([], "--set", help="Any coding option as KEY=VALUE."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    coding_options: dict[str, Any] | None = None,
 ) -> None:
     """Convert the quantized model into a spiking network; writes an SNN artifact.
+
+    Each coding's options are listed below in its own panel.
 
     Examples:
 
@@ -219,11 +183,10 @@ def to_snn_cmd(
     """
 
     def body() -> None:
-        path, q, _ = _load_input(input_path, ("quantized",), out)
-        pct = _parse_value(percentile) if percentile is not None else None
-        options = _coding_options(coding, {"Tc": Tc, "Ts": _parse_ts(Ts), "beta": beta, "T": T, "S": S,
-                                           "bits_spike": bits_spike, "percentile": pct, "leak": leak}, extra)
+        entry = get_coding(coding)
+        options = coding_options_from_cli(entry, coding_options or {}, extra)
         config = coding_config(coding, **options)
+        path, q, _ = _load_input(input_path, ("quantized",), out)
         snn = to_snn(q, coding, config, show_progress=not as_json)
         tag = f"{coding}-" + "-".join(f"{k}{v}" for k, v in options.items() if not isinstance(v, list))
         target = new_artifact_path(out or path.parent, "snn", tag.rstrip("-"))
@@ -234,6 +197,27 @@ def to_snn_cmd(
             from snnconvert.cli.render import snn_summary
 
             snn_summary(console, snn, written)
+
+    _guard(body)
+
+
+app.command("to-snn")(DynamicCommand(_to_snn))
+
+
+@app.command("codings")
+def codings_cmd(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """List the codings, their options and their extra reports."""
+
+    def body() -> None:
+        table = codings()
+        if as_json:
+            _emit_json({name: {"summary": c.summary, "options": [f.name for f in c.options()],
+                               "reports": [r.name for r in c.reports], "sweep": list(c.sweep_keys)}
+                        for name, c in table.items()})
+        else:
+            from snnconvert.cli.render import codings_table
+
+            codings_table(console, table)
 
     _guard(body)
 
@@ -252,13 +236,11 @@ def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
 
 
 def _parse_reports(text: str) -> tuple[str, ...]:
-    names = [r.strip() for r in text.split(",") if r.strip()]
-    return tuple(REPORTS) if "all" in names else tuple(names)
+    return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
-def run_evaluation(q: QuantizedModel, snn: SpikingNetwork | None, config: EvaluateConfig, *, as_json: bool,
-                   plots: Path | None) -> EvaluationReport:
-    report = evaluate(q, snn, config, show_progress=not as_json)
+def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None) -> None:
+    """Print an evaluation (tables or JSON) and write its plots."""
     written = []
     if plots is not None:
         from snnconvert.reports.plots import write_plots
@@ -272,7 +254,6 @@ def run_evaluation(q: QuantizedModel, snn: SpikingNetwork | None, config: Evalua
         evaluation_tables(console, report)
         for p in written:
             console.print(f"[green]wrote[/green] {p}")
-    return report
 
 
 @app.command("evaluate")
@@ -282,13 +263,15 @@ def evaluate_cmd(
     data: str | None = typer.Option(None, "--data", help="Evaluation data (default: the held-out part of the "
                                                          "calibration data)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on a stratified sample of N images."),
-    report: str = typer.Option("all", "--report", help=f"Comma list of {', '.join(REPORTS)} or all."),
+    report: str = typer.Option("all", "--report", help=f"Comma list of {', '.join(REPORTS)}, a coding's own "
+                               "report (e.g. residual for sws; see `snnconvert codings`) or all."),
     sweep: list[str] = typer.Option([], "--sweep", help="KEY=V1,V2,... re-converts and evaluates each setting."),
     plots: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this directory."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float64 simulation."),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per batch."),
     e_mac: float = typer.Option(4.6, "--e-mac", help="Energy per MAC in pJ."),
     e_ac: float = typer.Option(0.9, "--e-ac", help="Energy per accumulate in pJ."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Accuracy of the float ANN, the quantized ANN and the SNN on the same images, plus latency,
@@ -306,9 +289,8 @@ def evaluate_cmd(
     def body() -> None:
         _, q, snn = _load_input(input_path, ("snn", "quantized"), None)
         config = EvaluateConfig(data=data, limit=limit, reports=_parse_reports(report), sweep=_parse_sweep(sweep),
-                                dtype=dtype, batch_size=batch_size, e_mac_pj=e_mac, e_ac_pj=e_ac)
-        config.validate()
-        run_evaluation(q, snn, config, as_json=as_json, plots=plots)
+                                dtype=dtype, batch_size=batch_size, e_mac_pj=e_mac, e_ac_pj=e_ac, device=device)
+        show_report(evaluate(q, snn, config, show_progress=not as_json), as_json=as_json, plots=plots)
 
     _guard(body)
 
@@ -316,25 +298,26 @@ def evaluate_cmd(
 # ------------------------------------------------------------------------------------- run / demo
 
 
-def run_recipe_file(recipe_path: Path, *, as_json: bool, plots: Path | None) -> None:
-    from snnconvert.cli.render import quantize_tables, snn_summary
-    from snnconvert.recipe import load_recipe
+def run_recipe(recipe: Recipe, *, as_json: bool, plots: Path | None, out: Path | None = None,
+               banner: bool = False) -> None:
+    """``run`` and ``demo``: :func:`snnconvert.pipeline.run`, rendered stage by stage."""
+    from snnconvert.cli.render import stage_line, stage_result
 
-    recipe = load_recipe(recipe_path)
-    q = quantize(recipe.model, data=recipe.data, config=recipe.quantize, weights=recipe.weights,
-                 num_classes=recipe.num_classes, calib_split=recipe.calib_split, show_progress=not as_json)
-    directory = run_dir(q.info.name, recipe.out)
-    path = save(new_artifact_path(directory, "quantized", f"{recipe.quantize.bits}bit"), q)
-    if not as_json:
-        quantize_tables(console, q, path)
-    snn = None
-    if recipe.convert is not None:
-        snn = to_snn(q, recipe.convert.coding, show_progress=not as_json, **recipe.convert.options)
-        path = save(new_artifact_path(directory, "snn", recipe.convert.coding), q, snn)
-        if not as_json:
-            snn_summary(console, snn, path)
-    if recipe.evaluate is not None:
-        run_evaluation(q, snn, recipe.evaluate, as_json=as_json, plots=plots)
+    def on_stage(event: StageEvent) -> None:
+        if as_json:
+            return
+        if not event.done:
+            stage_line(console, event)
+        else:
+            stage_result(console, event)
+
+    if banner and not as_json:
+        console.rule(f"[bold]snnconvert demo: {recipe.model} on {recipe.data}")
+    result = pipeline_run(recipe, on_stage=on_stage, out=out, show_progress=not as_json)
+    if result.report is not None:
+        show_report(result.report, as_json=as_json, plots=plots)
+    elif as_json:
+        _emit_json({"artifact": str(result.quantized_path), "snn_artifact": str(result.snn_path)})
 
 
 @app.command("run")
@@ -349,10 +332,20 @@ def run_cmd(
 
       snnconvert run recipes/resnet20-cifar10-sws.yaml
     """
-    _guard(lambda: run_recipe_file(recipe, as_json=as_json, plots=plots))
+
+    def body() -> None:
+        from snnconvert.recipe import load_recipe
+
+        run_recipe(load_recipe(recipe), as_json=as_json, plots=plots)
+
+    _guard(body)
 
 
-DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml"
+def demo_recipe() -> Recipe:
+    """The bundled demo recipe (LeNet-5 on scikit-learn's digits)."""
+    from snnconvert.recipe import load_recipe
+
+    return load_recipe(demo_recipe_path())
 
 
 @app.command("demo")
@@ -363,33 +356,7 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on the bundled LeNet-5 and digits data: quantize (8-bit) -> SWS SNN
     (Tc=8, Ts=2) -> evaluate with every report. No arguments, no downloads."""
-
-    def body() -> None:
-        from snnconvert.cli.render import quantize_tables, snn_summary
-        from snnconvert.recipe import load_recipe
-
-        recipe = load_recipe(DEMO_RECIPE) if DEMO_RECIPE.is_file() else None
-        if recipe is None:
-            raise SnnConvertError(f"demo recipe missing: {DEMO_RECIPE}")
-        if not as_json:
-            console.rule("[bold]snnconvert demo: lenet5 on the bundled digits")
-            console.print("1/3 quantize lenet5 to 8 bits on digits (calibration on the training part)")
-        q = quantize(recipe.model, data=recipe.data, config=recipe.quantize, show_progress=not as_json)
-        directory = run_dir(q.info.name, out or recipe.out)
-        path = save(new_artifact_path(directory, "quantized", f"{recipe.quantize.bits}bit"), q)
-        if not as_json:
-            quantize_tables(console, q, path)
-        convert = recipe.convert
-        if not as_json:
-            console.print(f"2/3 convert to an SNN with {convert.coding} {convert.options}")
-        snn = to_snn(q, convert.coding, show_progress=not as_json, **convert.options)
-        path = save(new_artifact_path(directory, "snn", convert.coding), q, snn)
-        if not as_json:
-            snn_summary(console, snn, path)
-            console.print("3/3 evaluate on the held-out digits test part")
-        run_evaluation(q, snn, recipe.evaluate or EvaluateConfig(), as_json=as_json, plots=plots)
-
-    _guard(body)
+    _guard(lambda: run_recipe(demo_recipe(), as_json=as_json, plots=plots, out=out, banner=True))
 
 
 # ------------------------------------------------------------------------------------- models / info
@@ -428,6 +395,15 @@ def info_cmd(
             info_tables(console, artifact, loaded)
 
     _guard(body)
+
+
+def _register_more_commands() -> None:
+    from snnconvert.cli.finetune_cmd import register
+
+    register(app)
+
+
+_register_more_commands()
 
 
 def main() -> None:

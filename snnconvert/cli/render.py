@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from snnconvert.artifact import Artifact
+from snnconvert.codings import Coding, ReportTable, get_coding
 from snnconvert.evaluate import EvaluationReport
 from snnconvert.ingest import ModelEntry
-from snnconvert.pipeline import QuantizedModel
+from snnconvert.pipeline import QuantizedModel, StageEvent
 from snnconvert.simulate.network import SpikingNetwork
 
 
@@ -68,123 +70,196 @@ def quantize_tables(console: Console, q: QuantizedModel, path: Path | None) -> N
             h.add_row(str(row["epoch"]), f"{row['loss']:.4f}", "yes" if row["bn_frozen"] else "no",
                       "yes" if row["quant_frozen"] else "no")
         console.print(h)
+    for note in q.info.notes:
+        console.print(f"[dim]note:[/dim] {note}")
     if path:
         console.print(f"calibrated on {q.calibration.description}")
         console.print(f"[green]wrote[/green] {path}")
 
 
+def print_table(console: Console, table: ReportTable) -> None:
+    """A coding's report table (cells already formatted; the first column left-aligned)."""
+    t = Table(title=table.title)
+    for i, col in enumerate(table.columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in table.rows:
+        t.add_row(*row)
+    console.print(t)
+
+
+def _generic_rows(snn_coding: str, info: dict[str, Any], neuron_layers: int | None) -> list[tuple[str, str]]:
+    rows = [("coding", snn_coding), ("latency (time steps)", str(info.get("latency"))),
+            ("in the coding's terms", str(info.get("latency_terms", ""))),
+            ("frames per layer", str(info.get("frames")))]
+    if neuron_layers is not None:
+        rows.append(("neuron layers", str(neuron_layers)))
+    return rows
+
+
+def _property_table(console: Console, title: str, rows: list[tuple[str, str]]) -> None:
+    t = Table(title=title)
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    for key, value in rows:
+        t.add_row(key, value)
+    console.print(t)
+
+
 def snn_summary(console: Console, snn: SpikingNetwork, path: Path | None) -> None:
-    info = snn.info
-    table = Table(title=f"SNN ({snn.coding})")
-    table.add_column("property")
-    table.add_column("value", justify="right")
-    for key in ("latency_terms", "latency", "Tc", "Ts_uniform", "L_TSA", "T_inf", "pipeline_period", "T", "S",
-                "bits_spike", "frames"):
-        if key in info and info[key] is not None:
-            table.add_row(key, str(info[key]))
-    if "Ts" in info and info.get("Ts_uniform") is None:
-        table.add_row("Ts per layer", ",".join(str(t) for t in info["Ts"]))
-    table.add_row("neuron layers", str(len(snn.neurons())))
-    if "auto" in info:
-        auto = info["auto"]
-        table.add_row("--Ts auto", f"best uniform Ts {auto.get('uniform_Ts')}, then per layer; {len(auto['trials'])} "
-                                   f"trials on {auto['images']} calibration images (target "
-                                   f"{100 * auto['target']:.1f}% agreement)")
-    console.print(table)
+    """What ``to-snn`` built: the generic facts, then the coding's own summary rows."""
+    coding = get_coding(snn.coding)
+    rows = _generic_rows(snn.coding, snn.info, len(snn.neurons())) + coding.summary_rows(snn.info)
+    _property_table(console, f"SNN ({snn.coding})", rows)
     if path:
         console.print(f"[green]wrote[/green] {path}")
 
 
-def evaluation_tables(console: Console, report: EvaluationReport) -> None:
-    wanted = set(report.reports)
+def stage_line(console: Console, event: StageEvent) -> None:
+    console.print(f"{event.index}/{event.total} {event.description}")
+
+
+def stage_result(console: Console, event: StageEvent) -> None:
+    """What a finished pipeline stage shows (evaluation reports are printed by the caller)."""
+    if event.stage == "quantize":
+        quantize_tables(console, event.result, event.path)
+    elif event.stage == "convert":
+        snn_summary(console, event.result, event.path)
+    elif event.stage == "finetune":
+        finetune_summary(console, event.result, event.path)
+
+
+def finetune_summary(console: Console, result: Any, path: Path | None) -> None:
+    """Epochs run, final train / validation top-1, speed and the files of a fine-tuning run."""
+    history = result.history
+    last = history[-1] if history else {}
+    seconds = sum(r["seconds"] for r in history)
+    images = sum(r["images"] for r in history)
+    rows = [("epochs", f"{len(history)}" + (f" ({result.stopped})" if result.stopped else "")),
+            ("final train top-1", pct(last.get("train_top1"))),
+            ("final validation top-1", pct(last.get("val_top1"))),
+            ("training images/s", f"{images / seconds:.1f}" if seconds > 0 else "-")]
+    rows += [(name, str(value)) for name, value in (("artifact", path), ("log", result.log_path),
+                                                   ("curves", result.plot_path),
+                                                   ("checkpoint", result.checkpoint_path)) if value]
+    _property_table(console, f"fine-tuned {result.snn.coding} SNN", rows)
+
+
+# ---------------------------------------------------------------------------- evaluation reports
+
+
+def _accuracy(console: Console, report: EvaluationReport) -> None:
     acc = report.accuracy
-    if "accuracy" in wanted:
-        t = Table(title=f"accuracy: {report.model} on {acc.data}")
-        for col in ("model", "top-1", "top-5", "agreement with quantized ANN"):
-            t.add_column(col, justify="left" if col == "model" else "right")
-        for s in acc.scores:
-            agree = {"SNN": acc.agreement_snn_quantized, "float ANN": acc.agreement_quantized_float}.get(s.model)
-            t.add_row(s.model, pct(s.top1), pct(s.top5), pct(agree) if s.model != "quantized ANN" else "-")
-        console.print(t)
+    t = Table(title=f"accuracy: {report.model} on {acc.data}")
+    for col in ("model", "top-1", "top-5", "agreement with quantized ANN"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for s in acc.scores:
+        agree = {"SNN": acc.agreement_snn_quantized, "float ANN": acc.agreement_quantized_float}.get(s.model)
+        t.add_row(s.model, pct(s.top1), pct(s.top5), pct(agree) if s.model != "quantized ANN" else "-")
+    console.print(t)
+
+
+def _latency(console: Console, report: EvaluationReport) -> None:
+    coding = get_coding(report.coding)
+    rows = _generic_rows(report.coding, report.snn_info, None) + coding.summary_rows(report.snn_info)
+    _property_table(console, "latency", rows)
+
+
+def _operations(console: Console, report: EvaluationReport) -> None:
+    ops = report.ops
+    if ops is None:
+        return
+    t = Table(title=f"operations and energy per inference (MAC {ops.e_mac_pj} pJ, AC {ops.e_ac_pj} pJ)")
+    for col in ("layer", "ANN MACs", "input rate r_l", "SNN ops", "E_ANN (nJ)", "E_SNN (nJ)"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for lo in ops.layers:
+        t.add_row(lo.name + (" (MAC)" if lo.first_layer else ""), num(lo.macs), f"{lo.input_rate:.3f}",
+                  num(lo.synaptic_ops), f"{lo.energy_ann_pj / 1e3:.1f}", f"{lo.energy_snn_pj / 1e3:.1f}")
+    t.add_row("[bold]total", num(ops.ann_macs), "", num(ops.synaptic_ops),
+              f"{ops.energy_ann_uj * 1e3:.1f}", f"{ops.energy_snn_uj * 1e3:.1f}")
+    console.print(t)
+    _property_table(console, "summary", [
+        ("OPF = state ops + synaptic ops (SWS eq 10)", num(ops.opf)),
+        ("  membrane state ops (amplification / updates)", num(ops.state_ops)),
+        ("  spike-driven synaptic ops", num(ops.synaptic_ops)),
+        ("ANN MACs", num(ops.ann_macs)),
+        ("energy ANN / SNN (uJ)", f"{ops.energy_ann_uj:.3f} / {ops.energy_snn_uj:.3f}"),
+        ("delta = E_ANN / E_SNN (M-LIF eq 11)", f"{ops.delta:.2f}x"),
+    ])
+
+
+def _rates(console: Console, report: EvaluationReport) -> None:
+    if not report.rates:
+        return
+    t = Table(title="spike rates per neuron layer")
+    for col in ("layer", "neurons", "spikes/neuron", "slot density", "spikes over steps"):
+        t.add_column(col, justify="left" if col in ("layer", "spikes over steps") else "right")
+    for r in report.rates:
+        t.add_row(r.name, num(r.neurons), f"{r.rate:.3f}", pct(r.density), sparkline(r.events_per_step))
+    console.print(t)
+
+
+def _coding_reports(console: Console, report: EvaluationReport) -> None:
+    coding = get_coding(report.coding)
+    for name, data in report.coding_reports.items():
+        extra = coding.report(name)
+        if extra is not None:
+            for table in extra.tables(data):
+                print_table(console, table)
+
+
+def _timing(console: Console, report: EvaluationReport) -> None:
+    tm = report.timing
+    if tm is None or not tm.snn_seconds:
+        return
+    console.print(
+        f"time: quantized ANN {tm.quantized_seconds:.1f}s, SNN {tm.snn_seconds:.1f}s "
+        f"({tm.snn_over_quantized:.2f}x, {tm.snn_images_per_second:.1f} img/s, {tm.dtype}); "
+        f"peak memory {tm.peak_rss_mb:.0f} MB"
+    )
+
+
+def _sweep(console: Console, report: EvaluationReport) -> None:
+    if not report.sweep:
+        return
+    t = Table(title="sweep")
+    for col in ("setting", "top-1", "agreement (quantized)", "latency", "spikes/neuron", "OPF", "delta", "time (s)"):
+        t.add_column(col, justify="left" if col == "setting" else "right")
+    for row in report.sweep:
+        t.add_row(", ".join(f"{k}={v}" for k, v in row.setting.items()), pct(row.top1), pct(row.agreement),
+                  str(row.latency), f"{row.spike_rate:.3f}", num(row.opf), f"{row.delta:.2f}x", f"{row.seconds:.1f}")
+    console.print(t)
+
+
+SNN_RENDERERS: tuple[tuple[tuple[str, ...], Callable[[Console, EvaluationReport], None]], ...] = (
+    (("latency",), _latency),
+    (("opf", "energy"), _operations),
+    (("rates",), _rates),
+    ((), _coding_reports),  # only the reports that were asked for were computed
+    ((), _timing),
+    ((), _sweep),
+)
+"""Renderers of the SNN's reports in order, with the report names that ask for each (none:
+shown whenever there is data)."""
+
+
+def evaluation_tables(console: Console, report: EvaluationReport) -> None:
+    """Every requested report, one renderer each."""
+    if report.wants("accuracy"):
+        _accuracy(console, report)
     if report.coding is None:
         return
-    info = report.snn_info
-    if "latency" in wanted:
-        t = Table(title="latency")
-        t.add_column("quantity")
-        t.add_column("value", justify="right")
-        t.add_row("coding", str(report.coding))
-        t.add_row("latency (time steps)", str(info.get("latency")))
-        t.add_row("in the coding's terms", str(info.get("latency_terms", "")))
-        if report.coding == "sws":
-            t.add_row("Tc (coding steps)", str(info["Tc"]))
-            ts = info["Ts"]
-            t.add_row("Ts (silent period)", str(info["Ts_uniform"]) if info.get("Ts_uniform") is not None
-                      else f"per layer {min(ts)}..{max(ts)} (mean {sum(ts) / len(ts):.2f})")
-            t.add_row("L_TSA (neuron layers on the longest path)", str(info["L_TSA"]))
-            t.add_row("T_inf = Tc + Ts x L_TSA (eq 6)", str(info["T_inf"]))
-            t.add_row("pipelined throughput 1/(Tc+Ts)", f"1/{info['pipeline_period']} frames per step")
-        console.print(t)
-    ops = report.ops
-    if ops and ("opf" in wanted or "energy" in wanted):
-        t = Table(title=f"operations and energy per inference (MAC {ops.e_mac_pj} pJ, AC {ops.e_ac_pj} pJ)")
-        for col in ("layer", "ANN MACs", "input rate r_l", "SNN ops", "E_ANN (nJ)", "E_SNN (nJ)"):
-            t.add_column(col, justify="left" if col == "layer" else "right")
-        for lo in ops.layers:
-            t.add_row(lo.name + (" (MAC)" if lo.first_layer else ""), num(lo.macs), f"{lo.input_rate:.3f}",
-                      num(lo.synaptic_ops), f"{lo.energy_ann_pj / 1e3:.1f}", f"{lo.energy_snn_pj / 1e3:.1f}")
-        t.add_row("[bold]total", num(ops.ann_macs), "", num(ops.synaptic_ops),
-                  f"{ops.energy_ann_uj * 1e3:.1f}", f"{ops.energy_snn_uj * 1e3:.1f}")
-        console.print(t)
-        s = Table(title="summary")
-        s.add_column("quantity")
-        s.add_column("value", justify="right")
-        s.add_row("OPF = state ops + synaptic ops (SWS eq 10)", num(ops.opf))
-        s.add_row("  membrane state ops (amplification / updates)", num(ops.state_ops))
-        s.add_row("  spike-driven synaptic ops", num(ops.synaptic_ops))
-        s.add_row("ANN MACs", num(ops.ann_macs))
-        s.add_row("energy ANN / SNN (uJ)", f"{ops.energy_ann_uj:.3f} / {ops.energy_snn_uj:.3f}")
-        s.add_row("delta = E_ANN / E_SNN (M-LIF eq 11)", f"{ops.delta:.2f}x")
-        console.print(s)
-    if "rates" in wanted and report.rates:
-        t = Table(title="spike rates per neuron layer")
-        for col in ("layer", "neurons", "spikes/neuron", "slot density", "spikes over steps"):
-            t.add_column(col, justify="left" if col in ("layer", "spikes over steps") else "right")
-        for r in report.rates:
-            t.add_row(r.name, num(r.neurons), f"{r.rate:.3f}", pct(r.density), sparkline(r.events_per_step))
-        console.print(t)
-    if "residual" in wanted and report.residual:
-        t = Table(title="residual after the last step (units of theta, x 1/beta^Ts; fig 5a)")
-        for col in ("layer", "mean |r|", "p95 |r|", "max |r|", "|r| > 1/2", "held at clamp (0 or 2^n-1)"):
-            t.add_column(col, justify="left" if col == "layer" else "right")
-        for r in report.residual:
-            t.add_row(r.name, f"{r.mean_abs:.3f}", f"{r.p95_abs:.3f}", f"{r.max_abs:.3f}", pct(r.over_half),
-                      pct(r.clamped))
-        console.print(t)
-    if "coding" in wanted and report.coding_metrics:
-        t = Table(title=f"{report.coding} metrics")
-        t.add_column("metric")
-        t.add_column("value", justify="right")
-        for k, v in report.coding_metrics.items():
-            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-        console.print(t)
-    if report.timing and report.timing.snn_seconds:
-        tm = report.timing
-        console.print(
-            f"time: quantized ANN {tm.quantized_seconds:.1f}s, SNN {tm.snn_seconds:.1f}s "
-            f"({tm.snn_over_quantized:.2f}x, {tm.snn_images_per_second:.1f} img/s, {tm.dtype}); "
-            f"peak memory {tm.peak_rss_mb:.0f} MB"
-        )
-    if report.sweep:
-        t = Table(title="sweep")
-        for col in ("setting", "top-1", "agreement (quantized)", "latency", "spikes/neuron", "OPF", "delta",
-                    "time (s)"):
-            t.add_column(col, justify="left" if col == "setting" else "right")
-        for row in report.sweep:
-            t.add_row(", ".join(f"{k}={v}" for k, v in row.setting.items()), pct(row.top1), pct(row.agreement),
-                      str(row.latency), f"{row.spike_rate:.3f}", num(row.opf), f"{row.delta:.2f}x",
-                      f"{row.seconds:.1f}")
-        console.print(t)
+    for names, render in SNN_RENDERERS:
+        if not names or any(report.wants(n) for n in names):
+            render(console, report)
+
+
+def codings_table(console: Console, table: dict[str, Coding]) -> None:
+    t = Table(title="codings (snnconvert to-snn --coding NAME; options as flags or --set KEY=VALUE)")
+    for col in ("name", "what it is", "options", "extra reports"):
+        t.add_column(col)
+    for name, c in table.items():
+        t.add_row(name, c.summary, ", ".join(f.name for f in c.options()), ", ".join(r.name for r in c.reports))
+    console.print(t)
 
 
 def models_table(console: Console, entries: list[ModelEntry]) -> None:
@@ -209,6 +284,8 @@ def info_tables(console: Console, path: Path, artifact: Artifact) -> None:
     q = m.get("quantize", {})
     t.add_row("quantization", f"{q.get('bits')}-bit act / {q.get('weight_bits') or q.get('bits')}-bit weights, "
                               f"{q.get('method')}, QAT epochs {q.get('qat_epochs')}")
+    for note in model.get("notes", []):
+        t.add_row("note", str(note))
     cal = m.get("calibration", {})
     t.add_row("calibration data", str(cal.get("description")))
     acc = m.get("accuracy")

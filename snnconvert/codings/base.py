@@ -1,12 +1,23 @@
-"""What every coding provides, and what conversion hands it."""
+"""What every coding declares about itself, and what conversion hands it.
+
+A coding module defines its config dataclass and conversion function, then declares itself
+once with :func:`~snnconvert.codings.registry.register_coding`::
+
+    CODING = register_coding(Coding(name="toy", summary="...", config=ToyConfig, convert=convert))
+
+Everything else (the ``to-snn`` flags, recipe keys, sweeps, reports, serialization of the
+modules it introduces) is derived from that declaration.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from torch import fx
+from torch import fx, nn
 from torch.utils.data import DataLoader
 
 from snnconvert.data.input_spec import InputSpec
@@ -31,28 +42,90 @@ class ConversionInputs:
     statistics: dict[Any, Any] = field(default_factory=dict)  # cache of calibration statistics
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its help text (shown by ``to-snn --help``); ``cli=False`` keeps it
+    out of the command line (recipes and the API still take it)."""
+    meta = {"help": help, "cli": cli}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table of already formatted cells: what a coding's report shows (rendered at the edge)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class CodingReport:
+    """One extra report of a coding (``evaluate --report NAME``).
+
+    * ``compute(snn)``: JSON-compatible data, after an evaluation recorded spike statistics;
+      None when there is nothing to report;
+    * ``tables(data)``: what the terminal shows;
+    * ``plot(data, directory, title)``: writes PNG files into ``directory`` and returns their
+      paths (None: no picture).
+    """
+
+    name: str
+    help: str
+    compute: Callable[[SpikingNetwork], Any]
+    tables: Callable[[Any], list[ReportTable]]
+    plot: Callable[[Any, Path, str], list[Path]] | None = None
+
+
+def _never(_config: Any) -> bool:
+    return False
+
+
+def _no_rows(_info: dict[str, Any]) -> list[tuple[str, str]]:
+    return []
+
+
 @dataclass(frozen=True)
 class Coding:
     """One entry of the coding table.
 
-    * ``config``: a dataclass of options with a ``validate()`` method (unknown values raise
-      :class:`~snnconvert.errors.SnnConvertError`);
-    * ``convert(inputs, config)`` builds the :class:`SpikingNetwork`; its ``info`` dict must hold
-      ``"frames"`` (frames per layer) and ``"latency"`` (time steps to the first complete output)
-      and may hold anything else the reports should show;
+    * ``config``: a dataclass of options (fields made with :func:`option` carry help text) with
+      a ``validate()`` method that raises :class:`~snnconvert.errors.SnnConvertError`;
+    * ``convert(inputs, config)`` builds the :class:`SpikingNetwork` without changing
+      ``config``; its ``info`` dict must hold ``"frames"`` (frames per layer) and ``"latency"``
+      (time steps to the first complete output), and may hold anything else;
+    * ``needs_calibration(config)``: whether conversion with this config reads calibration data;
+    * ``parsers``: command-line text -> value for fields whose type alone does not say how to
+      read them (e.g. SWS ``--Ts 1,2,2`` or ``auto``);
+    * ``summary_rows(info)``: ``(quantity, value)`` rows describing a converted network (shown
+      by ``to-snn`` and the latency report);
     * ``state_ops(snn)``: per-neuron-layer operations that do not depend on spikes (membrane
-      updates, e.g. SWS amplification), counted by the OPF report; None when not applicable;
+      updates, e.g. SWS amplification), counted by the OPF report;
     * ``sweep_keys``: the options ``evaluate --sweep KEY=...`` may vary;
-    * ``metrics(snn)``: coding-specific figures for the reports (e.g. bit budget), computed after
-      an evaluation has recorded spike statistics; None when there are none.
+    * ``metrics(snn)``: coding-specific figures (e.g. bit budget) after a recorded evaluation;
+    * ``reports``: extra reports (tables, JSON, plots) the evaluation offers for this coding;
+    * ``modules``: module classes the coding introduces that artifacts must be able to store
+      (each declares ``serial_params``).
     """
 
     name: str
     summary: str
     config: type
     convert: Callable[[ConversionInputs, Any], SpikingNetwork]
-    needs_quantized: bool = False
-    needs_calibration: bool = False
+    needs_calibration: Callable[[Any], bool] = _never
+    parsers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
+    summary_rows: Callable[[dict[str, Any]], list[tuple[str, str]]] = _no_rows
     state_ops: Callable[[SpikingNetwork], dict[str, float]] | None = None
     sweep_keys: tuple[str, ...] = ()
     metrics: Callable[[SpikingNetwork], dict[str, Any]] | None = None
+    reports: tuple[CodingReport, ...] = ()
+    modules: tuple[type[nn.Module], ...] = ()
+
+    def options(self) -> list[dataclasses.Field]:
+        """The config fields the command line offers (in declaration order)."""
+        return [f for f in dataclasses.fields(self.config) if f.metadata.get("cli", True)]
+
+    def report(self, name: str) -> CodingReport | None:
+        return next((r for r in self.reports if r.name == name), None)

@@ -1,17 +1,19 @@
-"""Conversion steps every coding shares: synapses from ANN layers, latency along the graph."""
+"""Conversion steps every coding shares: synapses from ANN layers, neurons in place of
+activations, calibration statistics, the input pad and max-pooling on spikes."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 
-from snnconvert.graph.modules import ChannelAffine
-from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.graph.passes import set_module
-from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.errors import SnnConvertError
+from snnconvert.graph.modules import ChannelAffine, PadWithValues
+from snnconvert.graph.ops import Kind, kind_of, maxpool_params, module_of
+from snnconvert.graph.passes import add_module_after, set_module, unique_name
 from snnconvert.quantize.modules import QConv2d, QLinear
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
 
@@ -46,49 +48,6 @@ def replace_synapses(gm: fx.GraphModule, gains: Tensor) -> None:
         mod = module_of(gm, node)
         if isinstance(mod, (nn.Conv2d, nn.Linear, ChannelAffine)):
             set_module(gm, node.target, synapse_from(mod, gains))
-
-
-@dataclass
-class PathLatency:
-    """Delay (in steps) at which each node's first frame appears, and the critical path."""
-
-    delays: dict[str, int]
-    neuron_layers_on_path: int
-    output_delay: int
-    alignments: list[dict]  # per residual add / concat: delays of its inputs
-
-
-def path_latency(gm: fx.GraphModule, silent: dict[str, int]) -> PathLatency:
-    """Propagate delays through the body: a neuron adds its silent period ``silent[target]``.
-
-    Multi-input ops (residual adds, concatenations) wait for their latest input; the earlier
-    branches are delayed to match, which the folded engine does implicitly by aligning frames.
-    """
-    delays: dict[str, int] = {}
-    depth: dict[str, int] = {}
-    alignments = []
-    for node in gm.graph.nodes:
-        inputs = node.all_input_nodes
-        d = max((delays[i.name] for i in inputs), default=0)
-        n = max((depth[i.name] for i in inputs), default=0)
-        mod = module_of(gm, node)
-        if isinstance(mod, SpikingNeuron):
-            d += silent.get(node.target, 0)
-            n += 1
-        tensor_inputs = [i for i in inputs if kind_of(gm, i) is not Kind.SHAPE]
-        if len({delays[i.name] for i in tensor_inputs}) > 1:
-            alignments.append(
-                {"node": node.name, "input_delays": {i.name: delays[i.name] for i in tensor_inputs},
-                 "added_delay": {i.name: d - delays[i.name] for i in tensor_inputs}}
-            )
-        delays[node.name] = d
-        depth[node.name] = n
-    out = next(n for n in gm.graph.nodes if n.op == "output")
-    return PathLatency(delays, depth[out.name], delays[out.name], alignments)
-
-
-def clone_graph(gm: fx.GraphModule) -> fx.GraphModule:
-    return copy.deepcopy(gm)
 
 
 @torch.no_grad()
@@ -134,8 +93,6 @@ def calibration_percentiles(inputs, percentiles: tuple[float, ...], *, per_chann
     """:func:`activation_percentiles` of ``inputs.float_model`` on ``inputs.calibration`` (or on
     ``loader``, a view of the same images), computed once per set of percentiles and kept in
     ``inputs.statistics`` (sweeps re-convert many times)."""
-    from snnconvert.errors import SnnConvertError
-
     if inputs.calibration is None:
         raise SnnConvertError("this coding sets thresholds from calibration data, and none was given")
     key = ("percentiles", tuple(sorted(percentiles)), per_channel)
@@ -168,8 +125,6 @@ def insert_neurons(gm: fx.GraphModule, neurons: dict[str, tuple[nn.Module, Tenso
     replaces it. Returns the neuron module names in graph order. Call
     :func:`~snnconvert.codings.gains.fold_gains` afterwards to fold the gains into weights.
     """
-    from snnconvert.graph.passes import add_module_after
-
     names = []
     for node in list(gm.graph.nodes):
         if node.name not in neurons:
@@ -186,3 +141,65 @@ def insert_neurons(gm: fx.GraphModule, neurons: dict[str, tuple[nn.Module, Tenso
             add_module_after(gm, node, Gain.of(scale), f"{node.name}_out_gain")
         names.append(node.target)
     return names
+
+
+def take_input_pad(gm: fx.GraphModule, source: fx.Node, *, strict: bool) -> PadWithValues | None:
+    """Remove the border pad of the folded input normalization that follows ``source`` (the
+    input, or its quantizer) and return a copy of it: encoders pad before they encode, so border
+    pixels become spike trains like any pixel. Every use of ``source`` must be the same pad;
+    otherwise nothing is removed and, with ``strict``, that is an error."""
+    users = list(source.users)
+    pads = [module_of(gm, u) for u in users]
+    if not users or not any(isinstance(p, PadWithValues) for p in pads):
+        return None
+    first = next(p for p in pads if isinstance(p, PadWithValues))
+    same = all(isinstance(p, PadWithValues) and p.padding == first.padding and torch.equal(p.values, first.values)
+               for p in pads)
+    if not same:
+        if strict:
+            raise SnnConvertError("this coding supports one border pad on the input; this model's input stage "
+                                  "pads differently for different layers")
+        return None
+    for u in users:
+        u.replace_all_uses_with(source)
+        gm.graph.erase_node(u)
+    return copy.deepcopy(first)
+
+
+def rewrite_maxpools(gm: fx.GraphModule,
+                     make_pool: Callable[[dict[str, Any], nn.Module | None], nn.Module] | None = None,
+                     ) -> list[tuple[str | None, str | None]]:
+    """Max-pooling on spikes: a positive ``Gain`` in front of a max-pool moves behind it
+    (``max(g x) = g max(x)`` for ``g > 0``), so the pool sees the spike frames of the neuron
+    before it and the gain can fold into the next synapse.
+
+    With ``make_pool`` each pool becomes the module ``make_pool(params, source)`` (named
+    ``<node>_neuron``; ``params`` are the pool's kernel, stride, padding, dilation and ceil mode,
+    ``source`` the module whose output it now pools),
+    otherwise the original op stays. Returns, per pool, the new module's name (or None) and the
+    name of the module whose frames it pools when a gain moved (or None)."""
+    done = []
+    for node in list(gm.graph.nodes):
+        if kind_of(gm, node) is not Kind.MAXPOOL or not isinstance(node.args[0], fx.Node):
+            continue
+        src = node.args[0]
+        gain = module_of(gm, src)
+        moves = isinstance(gain, Gain) and bool((gain.gain > 0).all())
+        source = src.args[0] if moves else src
+        with gm.graph.inserting_before(node):
+            if make_pool is None:
+                name = None
+                pooled = gm.graph.create_node(node.op, node.target, (source, *node.args[1:]), dict(node.kwargs))
+            else:
+                params = maxpool_params(gm, node)
+                params.pop("return_indices", None)
+                name = unique_name(gm, f"{node.name}_neuron")
+                gm.add_submodule(name, make_pool(params, module_of(gm, source)))
+                pooled = gm.graph.call_module(name, (source,))
+        out = add_module_after(gm, pooled, Gain.of(gain.gain.clone()), f"{node.name}_gain", replace_uses=False) \
+            if moves else pooled
+        node.replace_all_uses_with(out)
+        gm.graph.erase_node(node)
+        feeding = source.target if moves and source.op == "call_module" else None
+        done.append((name, feeding))
+    return done

@@ -37,20 +37,23 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, fx
 
-from snnconvert.codings.base import ConversionInputs
-from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
+from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
 from snnconvert.codings.gains import fold_gains
+from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.neurons.mlif import MLIFNeuron
+from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
-from snnconvert.simulate.synapse import Gain, WeightedSumDecoder
+from snnconvert.simulate.synapse import WeightedSumDecoder
 
 MAX_LANES = 16
 ANCHORS = ("lowest", "highest")
@@ -61,11 +64,11 @@ class MLIFConfig:
     """Options of the M-LIF coding: ``S`` lanes per neuron, ``T`` time steps, ``leak`` (beta of
     eq 6) and the activation ``percentile`` that sets each layer's threshold."""
 
-    S: int = 3
-    T: int = 1
-    leak: float = 1.0
-    percentile: float = 90.0
-    anchor: str = "lowest"  # the percentile is theta (paper); "highest": it is 2^(S-1) theta
+    S: int = option(3, help="Spike lanes per neuron (binary-weighted levels 1, 2, ..., 2^(S-1)).")
+    T: int = option(1, help="Time steps.")
+    leak: float = option(1.0, help="Membrane leak beta of eq 6 in [0, 1] (1: integrate-and-fire).")
+    percentile: float = option(90.0, help="Activation percentile that sets each layer's threshold.")
+    anchor: str = option("lowest", help="lowest: the percentile is theta (paper); highest: it is 2^(S-1) theta.")
 
     def validate(self) -> None:
         def number(value: object) -> bool:
@@ -83,27 +86,7 @@ class MLIFConfig:
             raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
 
 
-class MLIFInputEncoder(nn.Module):
-    """Direct input encoding: (B, C, H, W) images -> the same analog frame at each of the T
-    steps; (B, T, C, H, W) sequences (e.g. multi-level event frames) -> frame k at step k.
-    Output frames are time-folded (T*B, C, H, W), time-major."""
-
-    def __init__(self, T: int) -> None:
-        super().__init__()
-        self.T = int(T)
-
-    def forward(self, images: Tensor) -> Tensor:
-        if images.dim() == 5:
-            if images.shape[1] != self.T:
-                raise SnnConvertError(
-                    f"the input holds {images.shape[1]} frames per sample but this M-LIF network runs "
-                    f"T = {self.T} steps; convert it with --T {images.shape[1]}"
-                )
-            return images.transpose(0, 1).reshape(-1, *images.shape[2:])
-        return images.repeat(self.T, *([1] * (images.dim() - 1)))
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}"
+MLIFInputEncoder = RepeatEncoder  # the name earlier releases used
 
 
 class _StaticImages:
@@ -153,26 +136,6 @@ def _thresholds(
     return thresholds, fallbacks
 
 
-def _pool_before_gain(gm: fx.GraphModule) -> None:
-    """``Gain(g) -> maxpool`` becomes ``maxpool -> Gain(g)`` (equal for g > 0), so the pool
-    works on spike frames and the gain can fold into the next synapse."""
-    for node in list(gm.graph.nodes):
-        if kind_of(gm, node) is not Kind.MAXPOOL or not isinstance(node.args[0], fx.Node):
-            continue
-        src = node.args[0]
-        gain = module_of(gm, src)
-        if not isinstance(gain, Gain) or not bool((gain.gain > 0).all()):
-            continue
-        with gm.graph.inserting_before(node):
-            args = (src.args[0], *node.args[1:])
-            pooled = gm.graph.create_node(node.op, node.target, args, dict(node.kwargs))
-            name = f"{node.name}_gain"
-            gm.add_submodule(name, Gain.of(gain.gain.clone()))
-            scaled = gm.graph.call_module(name, (pooled,))
-        node.replace_all_uses_with(scaled)
-        gm.graph.erase_node(node)
-
-
 def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
     """Convert the prepared float graph into an M-LIF network (see module docstring)."""
     cfg.validate()
@@ -194,13 +157,13 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
     plan = {name: (MLIFNeuron(T, S, float(cfg.leak)), torch.tensor(theta, dtype=torch.float64))
             for name, theta in thresholds.items()}
     layers = insert_neurons(gm, plan)
-    _pool_before_gain(gm)
+    rewrite_maxpools(gm)  # pools act on the spike frames (gains move behind them)
     recompile_graph(gm)
     fold_gains(gm)
     gm.float()
 
     snn = SpikingNetwork("mlif")
-    snn.encoder = MLIFInputEncoder(T)
+    snn.encoder = RepeatEncoder(T)
     snn.body = gm
     snn.decoder = WeightedSumDecoder(T)  # weights 1/T: the classifier's output averaged over T
     snn.info = {
@@ -243,12 +206,37 @@ def lane_metrics(snn: SpikingNetwork) -> dict[str, object]:
     return {"lane_share": overall, "lane_share_per_layer": per_layer}
 
 
-def _register() -> None:
-    from snnconvert.serialize import register_simple
+def lane_tables(data: dict[str, Any]) -> list[ReportTable]:
+    lanes = len(data["lane_share"])
+    columns = ("layer", *(f"lane {2 ** s}" for s in range(lanes)))
+    rows = [("all layers", *(f"{100 * v:.1f}%" for v in data["lane_share"]))]
+    rows += [(name, *(f"{100 * v:.1f}%" for v in shares)) for name, shares in data["lane_share_per_layer"].items()]
+    return [ReportTable("share of spikes per lane (value 2^s)", columns, rows)]
 
-    register_simple(MLIFInputEncoder, "T")
+
+def _lane_report(snn: SpikingNetwork) -> dict[str, Any] | None:
+    data = lane_metrics(snn)
+    return data if data["lane_share"] else None
 
 
-_register()
+def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("T (time steps)", str(info["T"])), ("S (lanes)", str(info["S"])), ("leak", str(info["leak"])),
+            ("threshold", f"p{info['percentile']:g} of activations ({info['anchor']} lane)")]
+    if info.get("threshold_fallbacks"):
+        rows.append(("[yellow]warning[/yellow]", f"{len(info['threshold_fallbacks'])} layer(s) silent at the "
+                     f"percentile, threshold from their maximum: {', '.join(info['threshold_fallbacks'])}"))
+    return rows
 
-__all__ = ["MLIFConfig", "MLIFInputEncoder", "convert", "lane_metrics", "membrane_updates"]
+
+CODING = register_coding(Coding(
+    name="mlif",
+    summary="one-hot multi-level LIF neurons (S binary-weighted lanes)",
+    config=MLIFConfig,
+    convert=convert,
+    needs_calibration=lambda _cfg: True,
+    summary_rows=summary_rows,
+    state_ops=membrane_updates,
+    sweep_keys=("T", "S"),
+    metrics=lane_metrics,
+    reports=(CodingReport("lanes", "share of spikes carried by each lane", _lane_report, lane_tables),),
+))

@@ -30,17 +30,7 @@ Conversion (neuron dynamics in :mod:`snnconvert.neurons.multibit`, eqs 13-16):
 With T = 1, B_s equal to the quantized model's activation bits and its scales as thresholds, the
 SNN computes the quantized ANN (round half up in both; float summation order aside).
 
-Figures (:func:`metrics`, after an evaluation recorded spike statistics). Synapse layer l has
-n_l MACs per frame, receives T_l frames of B_s,l-bit spikes and has B_w,l-bit weights:
-
-* ``bit_budget`` (eq 7): ``T_avg * B_w_avg * B_s_avg`` with T and B_s averaged over feature
-  elements (neurons) and B_w over weights (the paper's W/S/T averages); T * B_w * B_s when uniform;
-* ``S-ACE`` (eq 8): ``sum_l n_l * T_l * B_w,l * B_s,l``; with ``squeeze="always"`` each synapse
-  can run once on the squeezed spikes (the paper's post-squeezing pipeline, fig A.1b): T_l = 1;
-* ``NS-ACE`` (eq 9, first line): ``sum_l fr_l * n_l * T_l * B_w,l * B_s,l`` with fr_l the firing
-  rate (non-zero share of neuron-steps) of the spikes synapse l receives; ``NS-ACE_approx`` is
-  the third line, ``fr_avg * S-ACE``. An analog input counts as B_s = 32 with rate 1;
-* ``model_size_MB``: weights at B_w bits plus biases at 32 bits, 10^6 bytes per MB.
+Figures (bit budget, S-ACE, NS-ACE, model size): :mod:`snnconvert.codings.multibit_metrics`.
 
 Latency: all layers run step-synchronously, so the output is complete after T steps; every
 squeeze on the critical path waits for the last of its T_in input frames (+T_in - 1 steps).
@@ -49,33 +39,39 @@ squeeze on the critical path waits for the last of its T_in input frames (+T_in 
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 from torch.utils.data import DataLoader
 
-from snnconvert.codings.base import ConversionInputs
-from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses
+from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, option
+from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, take_input_pad
 from snnconvert.codings.gains import fold_gains
+from snnconvert.codings.multibit_metrics import (
+    _SYNAPSES,
+    ANALOG_BITS,
+    ENCODER,
+    analyse,
+    bit_tables,
+    metrics,
+    state_ops,
+)
+from snnconvert.codings.registry import register_coding
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.errors import SnnConvertError
+from snnconvert.graph.latency import path_latency
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.graph.passes import _unique_name, recompile_graph
+from snnconvert.graph.passes import recompile_graph, unique_name
 from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze, spike_range
 from snnconvert.quantize.histogram import RangeDoublingHistogram
 from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
 from snnconvert.quantize.quantizer import INPUT_QUANT
+from snnconvert.simulate.network import DTYPES as _DTYPES
 from snnconvert.simulate.network import SpikingNetwork
-from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, SynapseLinear, WeightedSumDecoder
-
-_SYNAPSES = (SynapseConv2d, SynapseLinear, SynapseAffine)
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-ANALOG_BITS = 32  # bit width counted for analog (non-spike) synapse inputs and float weights
-ENCODER = "encoder"
+from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, WeightedSumDecoder
 
 
 def _int_or_list(value: Any, flag: str, low: int, high: int) -> int | list[int]:
@@ -106,18 +102,17 @@ class MultiBitConfig:
     ``squeeze``: changes | always; ``dtype``: float32 | float64 simulation.
     """
 
-    T: int | list[int] | str = 2
-    bits_spike: int | list[int] | str = 4
-    percentile: float = 99.99
-    thresholds: str = "auto"
-    weights: str = "auto"
-    per_channel: bool = False
-    tau: float = 1.0
-    encode_input: bool = True
-    signed_first: bool = False
-    squeeze: str = "changes"
-    dtype: str = "float32"
-    neuron_layers: list[str] = field(default_factory=list)  # filled in by conversion
+    T: int | list[int] | str = option(2, help="Time steps: one for all layers or a list N,N,... (encoder first).")
+    bits_spike: int | list[int] | str = option(4, help="Spike bits B_s: one for all layers or a per-layer list.")
+    percentile: float = option(99.99, help="Activation percentile for thresholds=percentile.")
+    thresholds: str = option("auto", help="Threshold source: auto, percentile or quantized (the ANN's scales).")
+    weights: str = option("auto", help="Synapse weights: auto, quantized or float.")
+    per_channel: bool = option(False, help="Per-channel thresholds.")
+    tau: float = option(1.0, help="Membrane time constant tau >= 1 (1: no leak).")
+    encode_input: bool = option(True, help="Multi-bit input neurons turn the image into spikes.")
+    signed_first: bool = option(False, help="Signed input neurons on the centred image (eq 16).")
+    squeeze: str = option("changes", help="Temporal squeeze (eq 13): where T changes, or always.")
+    dtype: str = option("float32", help="Simulation precision: float32 or float64.")
 
     def validate(self) -> None:
         self.steps()
@@ -176,23 +171,6 @@ def _remove_input_quant(gm: fx.GraphModule) -> ActQuant | None:
     node.replace_all_uses_with(node.args[0])
     gm.graph.erase_node(node)
     return quant
-
-
-def _take_input_pad(gm: fx.GraphModule) -> PadWithValues | None:
-    """Move the border pad of the folded normalization out of the body (the encoder applies it
-    before its neurons), when every use of the input is the same pad."""
-    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    users = list(placeholder.users)
-    pads = [module_of(gm, u) for u in users]
-    if not users or not all(isinstance(p, PadWithValues) for p in pads):
-        return None
-    first = pads[0]
-    if any(p.padding != first.padding or not torch.equal(p.values, first.values) for p in pads):
-        return None
-    for u in users:
-        u.replace_all_uses_with(placeholder)
-        gm.graph.erase_node(u)
-    return copy.deepcopy(first)
 
 
 def _center_input(gm: fx.GraphModule, spec: InputSpec, pad: PadWithValues | None) -> Tensor:
@@ -332,7 +310,7 @@ def _match_frames(gm: fx.GraphModule, input_frames: int) -> dict[str, int]:
         target = max(frames[i.name] for i in inputs)
         for i in inputs:
             if frames[i.name] != target:
-                name = _unique_name(gm, f"{node.name}_squeeze")
+                name = unique_name(gm, f"{node.name}_squeeze")
                 gm.add_submodule(name, TemporalSqueeze(frames[i.name], target))
                 with gm.graph.inserting_before(node):
                     squeezed = gm.graph.call_module(name, (i,))
@@ -354,12 +332,8 @@ def _waits(mod: nn.Module | None) -> int:
 
 def _latency(gm: fx.GraphModule, output_frames: int) -> tuple[int, int]:
     """(steps until the output is complete, steps added by squeezes on the critical path)."""
-    start: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        begin = max((start[i.name] for i in node.all_input_nodes if i.name in start), default=0)
-        start[node.name] = begin + _waits(module_of(gm, node))
-    out = next(n for n in gm.graph.nodes if n.op == "output")
-    return start[out.name] + output_frames, start[out.name]
+    waited = path_latency(gm, lambda _node, mod: _waits(mod)).output_delay
+    return waited + output_frames, waited
 
 
 # ------------------------------------------------------------------------------------ conversion
@@ -386,11 +360,11 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
     names = ([ENCODER] if cfg.encode_input else []) + [n.target for n in acts]
     steps = dict(zip(names, _per_layer(cfg.steps(), names, "--T"), strict=True))
     bits = dict(zip(names, _per_layer(cfg.spike_bits(), names, "--bits-spike"), strict=True))
-    cfg.neuron_layers = names
     w_bits = _weight_bits(gm)
 
     input_quant = _remove_input_quant(gm)
-    pad = _take_input_pad(gm) if cfg.encode_input else None
+    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    pad = take_input_pad(gm, placeholder, strict=False) if cfg.encode_input else None
     replace_synapses(gm, torch.ones(1, dtype=torch.float64))
     gm.double()
     center = _center_input(gm, inputs.input_spec, pad) if cfg.signed_first else None
@@ -432,7 +406,7 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         "input_center": center.tolist() if center is not None else None,
         "squeeze": cfg.squeeze,
         "squeeze_steps": squeeze_steps,
-        **_analyse(snn, inputs.input_spec, w_bits),
+        **analyse(snn, inputs.input_spec, w_bits),
     }
     w_list = sorted({s["bits_weight"] for s in snn.info["synapses"]})
     snn.info["bits_weight"] = w_list[0] if len(w_list) == 1 else w_list
@@ -475,150 +449,33 @@ def _latency_terms(T_list: list[int], squeeze_steps: int) -> str:
     return text + (f", squeezes +{squeeze_steps}" if squeeze_steps else "")
 
 
-def _sources(body: fx.GraphModule, node: fx.Node, names: dict[int, str],
-             encoder: nn.Module) -> dict[str, int]:
-    """Layers whose output reaches synapse ``node`` through non-synaptic ops, with their bit
-    widths: neuron layers, ``"input"`` (the analog image) or ``"analog"`` (another synapse)."""
-    found: dict[str, int] = {}
-    stack, seen = list(node.all_input_nodes), set()
-    while stack:
-        n = stack.pop()
-        if n.name in seen:
-            continue
-        seen.add(n.name)
-        mod = module_of(body, n)
-        if isinstance(mod, MultiBitNeuron):
-            found[names[id(mod)]] = mod.bits
-        elif n.op == "placeholder" and isinstance(encoder, MultiBitNeuron):
-            found[names[id(encoder)]] = encoder.bits
-        elif n.op == "placeholder":
-            found["input"] = ANALOG_BITS
-        elif isinstance(mod, _SYNAPSES):
-            found["analog"] = ANALOG_BITS
-        else:
-            stack.extend(n.all_input_nodes)
-    return found
+def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("T (time steps)", str(info["T"])), ("spike bits B_s", str(info["bits_spike"])),
+            ("weight bits B_w", str(info["bits_weight"])), ("tau", str(info["tau"])),
+            ("thresholds", f"{info['thresholds']}" + (f" (p{info['percentile']:g})" if info.get("percentile") else "")),
+            ("weights", info["weights"]), ("input", "signed spikes (eq 16)" if info["signed_first"]
+                                           else "spikes" if info["encode_input"] else "analog")]
+    if info.get("squeeze_steps"):
+        rows.append(("squeeze wait on the critical path", f"+{info['squeeze_steps']} steps"))
+    return rows
 
 
-@torch.no_grad()
-def _analyse(snn: SpikingNetwork, spec: InputSpec, w_bits: dict[str, int]) -> dict[str, Any]:
-    """Per-synapse MACs, weights and input bit widths, and per-neuron-layer sizes, from one
-    forward pass on a blank image (JSON-compatible, stored in ``snn.info``)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    names = {id(m): n for n, m in snn.neurons().items()}
-    hooks = []
-    for name, mod in [(ENCODER, snn.encoder), *snn.body.named_modules()]:
-        if isinstance(mod, (*_SYNAPSES, MultiBitNeuron)):
-            hooks.append(mod.register_forward_hook(
-                lambda _m, _i, out, key=name: shapes.__setitem__(key, tuple(out.shape))))
-    try:
-        snn(torch.zeros(spec.example_shape(1), dtype=torch.float64))
-    finally:
-        for h in hooks:
-            h.remove()
-    synapses = []
-    for node in snn.body.graph.nodes:
-        mod = module_of(snn.body, node)
-        if not isinstance(mod, _SYNAPSES):
-            continue
-        shape = shapes[node.target]
-        per_frame = math.prod(shape[1:])
-        if isinstance(mod, SynapseConv2d):
-            fan_in = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
-            weights = mod.weight.numel()
-        elif isinstance(mod, SynapseLinear):
-            fan_in, weights = mod.in_features, mod.weight.numel()
-        else:
-            fan_in, weights = 1, mod.scale.numel()
-        bias = getattr(mod, "bias", None) if not isinstance(mod, SynapseAffine) else mod.shift
-        sources = _sources(snn.body, node, names, snn.encoder)
-        synapses.append({
-            "name": node.target,
-            "macs": per_frame * fan_in,
-            "frames": shape[0],
-            "weights": weights,
-            "biases": bias.numel() if bias is not None else 0,
-            "bits_weight": w_bits.get(node.target, ANALOG_BITS),
-            "bits_spike": max(sources.values(), default=ANALOG_BITS),
-            "sources": list(sources),
-        })
-    layers = {}
-    for name, mod in snn.neurons().items():
-        key = ENCODER if mod is snn.encoder else next(k for k, m in snn.body.named_modules() if m is mod)
-        layers[name] = {"neurons": math.prod(shapes[key][1:]), "T": mod.steps_out, "bits": mod.bits}
-    return {"synapses": synapses, "neuron_sizes": layers}
+def _bits_report(snn: SpikingNetwork) -> dict[str, Any]:
+    return metrics(snn)
 
 
-# ------------------------------------------------------------------------------------ figures
+CODING = register_coding(Coding(
+    name="multibit",
+    summary="multi-bit spiking neurons (integer spikes, adaptive bit allocation paper)",
+    config=MultiBitConfig,
+    convert=convert,
+    # the quantized model's scales need no data; "auto" may fall back to percentiles
+    needs_calibration=lambda cfg: cfg.thresholds != "quantized" or cfg.signed_first,
+    summary_rows=summary_rows,
+    state_ops=state_ops,
+    sweep_keys=("T", "bits_spike"),
+    metrics=metrics,
+    reports=(CodingReport("bits", "bit budget, S-ACE, NS-ACE and model size (eqs 7-9)", _bits_report, bit_tables),),
+))
 
-
-def metrics(snn: SpikingNetwork) -> dict[str, Any]:
-    """Bit budget (eq 7), S-ACE (eq 8), NS-ACE (eq 9) and model size, from ``snn.info`` and the
-    spike statistics of the last recorded evaluation (NS-ACE is None before one)."""
-    info = snn.info
-    stats = {s.name: s for s in snn.spike_stats()}
-    recorded = bool(stats) and all(s.samples > 0 for s in stats.values())
-    always = info.get("squeeze") == "always"
-
-    def rate(sources: list[str]) -> float:
-        known = [stats[s] for s in sources if s in stats]
-        if len(known) < len(sources):  # analog inputs: every value is non-zero
-            return 1.0
-        slots = sum(s.neurons * s.lanes * len(s.events_per_step) for s in known)
-        return sum(s.events for s in known) / max(slots, 1)
-
-    layers, s_ace, ns_ace = [], 0.0, 0.0
-    for syn in info["synapses"]:
-        steps = 1 if always else syn["frames"]
-        bb = steps * syn["bits_weight"] * syn["bits_spike"]
-        fr = rate(syn["sources"]) if recorded else None
-        s_ace += syn["macs"] * bb
-        if fr is not None:
-            ns_ace += fr * syn["macs"] * bb
-        layers.append({"name": syn["name"], "MACs": syn["macs"], "T": steps,
-                       "bits_weight": syn["bits_weight"], "bits_spike": syn["bits_spike"], "bit_budget": bb,
-                       "S-ACE": syn["macs"] * bb, "firing_rate": fr,
-                       "NS-ACE": fr * syn["macs"] * bb if fr is not None else None})
-    sizes = info["neuron_sizes"]
-    elements = sum(v["neurons"] for v in sizes.values())
-    weights = sum(s["weights"] for s in info["synapses"])
-    t_avg = sum(v["neurons"] * v["T"] for v in sizes.values()) / elements if elements else 1.0
-    bs_avg = sum(v["neurons"] * v["bits"] for v in sizes.values()) / elements if elements else ANALOG_BITS
-    bw_avg = sum(s["weights"] * s["bits_weight"] for s in info["synapses"]) / weights if weights else 0.0
-    fr_avg = None
-    if recorded:
-        slots = sum(s.neurons * s.lanes * len(s.events_per_step) for s in stats.values())
-        fr_avg = sum(s.events for s in stats.values()) / max(slots, 1)
-    size_bits = sum(s["weights"] * s["bits_weight"] + s["biases"] * ANALOG_BITS for s in info["synapses"])
-    return {
-        "bit_budget": t_avg * bw_avg * bs_avg,
-        "T_avg": t_avg,
-        "bits_spike_avg": bs_avg,
-        "bits_weight_avg": bw_avg,
-        "MACs": sum(s["macs"] for s in info["synapses"]),
-        "S-ACE": s_ace,
-        "S-ACE_pipeline": "post-squeezing (T = 1 per synapse)" if always else "T frames per synapse",
-        "NS-ACE": ns_ace if recorded else None,
-        "NS-ACE_approx": fr_avg * s_ace if fr_avg is not None else None,
-        "firing_rate": fr_avg,
-        "model_size_MB": size_bits / 8 / 1e6,
-        "layers": layers,
-    }
-
-
-def state_ops(snn: SpikingNetwork) -> dict[str, float]:
-    """Membrane updates per neuron layer that do not depend on spikes: one update, rounding and
-    clip per neuron per step, plus T_in accumulations per neuron where a layer squeezes (eq 13).
-    Uses the neuron counts of the last evaluation (the conversion-time sizes before one)."""
-    sizes = snn.info.get("neuron_sizes", {})
-    ops = {}
-    for name, neuron in snn.neurons().items():
-        count = float(neuron.neurons) or float(sizes.get(name, {}).get("neurons", 0))
-        per_neuron = neuron.steps_out
-        if isinstance(neuron, MultiBitNeuron) and neuron.squeezes and neuron.steps_in > 1:
-            per_neuron += neuron.steps_in
-        ops[name] = count * per_neuron
-    return ops
-
-
-__all__ = ["ANALOG_BITS", "Config", "MultiBitConfig", "convert", "metrics", "state_ops"]
+__all__ = ["ANALOG_BITS", "CODING", "Config", "MultiBitConfig", "convert", "metrics", "state_ops"]

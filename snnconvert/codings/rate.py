@@ -37,27 +37,29 @@ from typing import Any
 import torch
 from torch import fx
 
-from snnconvert.codings.base import ConversionInputs
+from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
 from snnconvert.codings.common import (
     activation_percentiles,
     calibration_percentiles,
     insert_neurons,
     replace_synapses,
+    rewrite_maxpools,
 )
 from snnconvert.codings.gains import fold_gains
+from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
-from snnconvert.graph.ops import Kind, activation_of, kind_of, maxpool_params, module_of
-from snnconvert.graph.passes import add_module_after, recompile_graph
+from snnconvert.graph.ops import Kind, activation_of, kind_of, maxpool_params
+from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
-from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool, RepeatEncoder
+from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool
+from snnconvert.simulate.encoders import RepeatEncoder
+from snnconvert.simulate.network import DTYPES as _DTYPES
 from snnconvert.simulate.network import SpikingNetwork
-from snnconvert.simulate.synapse import Gain, WeightedSumDecoder
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from snnconvert.simulate.synapse import WeightedSumDecoder
 
 
 @dataclass
-class Config:
+class RateConfig:
     """Options of the rate coding.
 
     ``percentile``: ``"max"`` (100th) or a number in (0, 100], e.g. 99.9 or 99.99;
@@ -65,11 +67,11 @@ class Config:
     membrane at theta/2; ``dtype``: simulation precision (float32 suffices for rate coding).
     """
 
-    T: int = 64
-    percentile: float | str = 99.99
-    per_channel: bool = False
-    half_init: bool = True
-    dtype: str = "float32"
+    T: int = option(64, help="Time steps.")
+    percentile: float | str = option(99.99, help="Activation percentile that sets each threshold, or max.")
+    per_channel: bool = option(False, help="One threshold per channel instead of per layer.")
+    half_init: bool = option(True, help="Start every membrane at theta/2 (round to nearest instead of down).")
+    dtype: str = option("float32", help="Simulation precision: float32 or float64.")
 
     def validate(self) -> None:
         if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
@@ -110,7 +112,7 @@ def _rate_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
     return None
 
 
-def thresholds(float_gm: fx.GraphModule, loader, cfg: Config, *,
+def thresholds(float_gm: fx.GraphModule, loader, cfg: RateConfig, *,
                show_progress: bool = False) -> dict[str, torch.Tensor]:
     """Firing threshold (real units) of every activation node from one pass over ``loader``."""
     p = cfg.percentile_value()
@@ -120,7 +122,7 @@ def thresholds(float_gm: fx.GraphModule, loader, cfg: Config, *,
 
 
 def thresholds_from(float_gm: fx.GraphModule, stats: dict[str, dict[float, torch.Tensor]],
-                    cfg: Config) -> dict[str, torch.Tensor]:
+                    cfg: RateConfig) -> dict[str, torch.Tensor]:
     """Thresholds from :func:`~snnconvert.codings.common.activation_percentiles` results (which
     may hold several percentiles): the ``cfg.percentile``-th percentile of each activation,
     capped at a bounded ReLU's upper value. Channels (or layers) that never fired on the
@@ -146,31 +148,7 @@ def thresholds_from(float_gm: fx.GraphModule, stats: dict[str, dict[float, torch
     return result
 
 
-def _replace_maxpools(gm: fx.GraphModule, T: int) -> list[tuple[str, str | None]]:
-    """Swap every max-pool for a :class:`RateMaxPool`; a positive gain in front moves behind it.
-    Returns ``(pool module name, neuron module that feeds it or None)`` per pool."""
-    names = []
-    for node in list(gm.graph.nodes):
-        if kind_of(gm, node) is not Kind.MAXPOOL:
-            continue
-        params = maxpool_params(gm, node)
-        params.pop("return_indices", None)
-        src = node.args[0]
-        gain = module_of(gm, src)
-        moves = isinstance(gain, Gain) and bool((gain.gain > 0).all())
-        name = f"{node.name}_neuron"
-        gm.add_submodule(name, RateMaxPool(T, **params))
-        with gm.graph.inserting_before(node):
-            pooled = gm.graph.call_module(name, (src.args[0] if moves else src,))
-        out = add_module_after(gm, pooled, Gain.of(gain.gain.clone()), f"{node.name}_gain",
-                               replace_uses=False) if moves else pooled
-        node.replace_all_uses_with(out)
-        gm.graph.erase_node(node)
-        names.append((name, src.args[0].target if moves and src.args[0].op == "call_module" else None))
-    return names
-
-
-def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
+def convert(inputs: ConversionInputs, cfg: RateConfig) -> SpikingNetwork:
     """Coding-table entry point: float graph + calibration data -> rate-coded IF network."""
     cfg.validate()
     if inputs.calibration is None:
@@ -182,7 +160,7 @@ def convert(inputs: ConversionInputs, cfg: Config) -> SpikingNetwork:
     return build(float_gm, thresholds_from(float_gm, stats, cfg), cfg)
 
 
-def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config) -> SpikingNetwork:
+def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: RateConfig) -> SpikingNetwork:
     """Assemble the SNN from thresholds (by activation node name, real units; calibrate once and
     build per T). Gains are folded in float64, then the network is cast to ``cfg.dtype``.
 
@@ -197,7 +175,7 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: Config)
     init = 0.5 if cfg.half_init else 0.0
     plan = {name: (IFNeuron(T, init), value) for name, value in theta.items()}
     layers = insert_neurons(gm, plan)
-    for pool_name, source in _replace_maxpools(gm, T):
+    for pool_name, source in rewrite_maxpools(gm, lambda params, _source: RateMaxPool(T, **params)):
         position = layers.index(source) + 1 if source in layers else len(layers)
         layers.insert(position, pool_name)
     recompile_graph(gm)
@@ -247,4 +225,41 @@ def metrics(snn: SpikingNetwork) -> dict[str, Any]:
     return {"clipped_share": overall, "clipped_share_per_layer": per_layer}
 
 
-__all__ = ["Config", "build", "convert", "metrics", "state_ops", "thresholds", "thresholds_from"]
+def clipping_tables(data: dict[str, Any]) -> list[ReportTable]:
+    rows = [("all IF layers", f"{100 * data['clipped_share']:.2f}%")]
+    rows += [(name, f"{100 * share:.2f}%") for name, share in data["clipped_share_per_layer"].items()]
+    return [ReportTable("IF neurons clipped by their threshold (input above what T spikes carry)",
+                        ("layer", "clipped"), rows)]
+
+
+def _clipping_report(snn: SpikingNetwork) -> dict[str, Any] | None:
+    data = metrics(snn)
+    return data if data["clipped_share"] is not None else None
+
+
+def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    pct = info["percentile"]
+    return [("T (time steps)", str(info["T"])),
+            ("threshold", f"{'max' if pct == 'max' else f'p{pct:g}'} of activations, "
+                          f"{'per channel' if info['per_channel'] else 'per layer'}"),
+            ("initial membrane", "theta/2" if info["half_init"] else "0"), ("precision", info["dtype"])]
+
+
+Config = RateConfig  # the name earlier releases used
+
+CODING = register_coding(Coding(
+    name="rate",
+    summary="classic rate coding with integrate-and-fire neurons (baseline)",
+    config=RateConfig,
+    convert=convert,
+    needs_calibration=lambda _cfg: True,
+    summary_rows=summary_rows,
+    state_ops=state_ops,
+    sweep_keys=("T", "percentile"),
+    metrics=metrics,
+    reports=(CodingReport("clipping", "share of IF neurons clipped by their threshold", _clipping_report,
+                          clipping_tables),),
+))
+
+__all__ = ["CODING", "Config", "RateConfig", "build", "convert", "metrics", "state_ops", "thresholds",
+           "thresholds_from"]

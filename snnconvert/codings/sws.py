@@ -17,20 +17,23 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader
 
-from snnconvert.codings.base import ConversionInputs
-from snnconvert.codings.common import insert_neurons, path_latency, replace_synapses
+from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
+from snnconvert.codings.common import insert_neurons, replace_synapses, rewrite_maxpools, take_input_pad
 from snnconvert.codings.gains import fold_gains
+from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
-from snnconvert.graph.modules import PadWithValues
-from snnconvert.graph.ops import Kind, kind_of, maxpool_params, module_of
-from snnconvert.graph.passes import add_module_after, recompile_graph, set_module
+from snnconvert.graph.latency import attribute_delay, path_latency
+from snnconvert.graph.ops import Kind, kind_of, module_of
+from snnconvert.graph.passes import recompile_graph, set_module
 from snnconvert.graph.support import check_supported
-from snnconvert.neurons.base import unfold_time
+from snnconvert.neurons.base import SpikingNeuron, unfold_time
 from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
 from snnconvert.quantize.modules import ActQuant
 from snnconvert.quantize.quantizer import INPUT_QUANT
@@ -44,12 +47,14 @@ class SWSConfig:
     one per neuron layer (graph order, as listed in ``snn.info["neuron_layers"]``), or
     ``"auto"``."""
 
-    Tc: int = 8
-    Ts: int | list[int] | str = 2
-    beta: float = 2.0
-    auto_agreement: float = 0.995  # target of --Ts auto on calibration data
-    auto_limit: int = 1000  # calibration images used by --Ts auto
-    auto_max: int | None = None  # largest silent period --Ts auto considers (default Tc)
+    Tc: int = option(8, help="Coding steps: the digits of every activation, 8 for 8 bits.")
+    Ts: int | list[int] | str = option(
+        2, help="Silent period: N for every TSA layer, a per-layer list N,N,... or auto (searched on "
+                "calibration data).")
+    beta: float = option(2.0, help="Amplification factor of the stepwise weights (beta > 1).")
+    auto_agreement: float = option(0.995, help="--Ts auto: agreement with the quantized ANN to keep.")
+    auto_limit: int = option(1000, help="--Ts auto: calibration images it evaluates on.")
+    auto_max: int | None = option(None, help="--Ts auto: largest silent period it considers (default Tc).")
 
     def validate(self) -> None:
         if self.Tc < 1:
@@ -58,6 +63,8 @@ class SWSConfig:
             raise SnnConvertError(f"--beta {self.beta} is not possible: the amplification must be > 1")
         if isinstance(self.Ts, str) and self.Ts != "auto":
             raise SnnConvertError(f"--Ts {self.Ts!r} is not possible: give an integer, a list or 'auto'")
+        if isinstance(self.Tc, bool) or not isinstance(self.Tc, int):
+            raise SnnConvertError(f"--Tc {self.Tc!r} is not possible: give an integer number of steps")
         values = [self.Ts] if isinstance(self.Ts, int) else self.Ts if isinstance(self.Ts, list) else []
         if any(not isinstance(v, int) or v < 0 for v in values):
             raise SnnConvertError(f"--Ts {self.Ts} is not possible: silent periods are integers >= 0")
@@ -122,7 +129,9 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
     replace_synapses(gm, bias_gains)
 
     # Encoder: frames are digits of Q - Z; Gain(C_in) turns them into real values.
-    pad = _take_input_pad(gm)
+    quant_node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == INPUT_QUANT)
+    pad = take_input_pad(gm, quant_node, strict=True)
+    pad = pad.double() if pad is not None else None
     set_module(gm, INPUT_QUANT, Gain.of(input_quant.scale.detach().double()))
     encoder = SWSEncoder(Tc, beta, input_quant.scale.numel(), input_quant.qmax,
                          pad.padding if pad else None, pad.values.numel() if pad else 0).double()
@@ -138,9 +147,10 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
             quant: ActQuant = gm.get_submodule(next(iter(node.users)).target)
             plan[node.name] = (TSANeuron(Tc, 0, beta, quant.qmax), quant.scale.detach().double())
     layers = insert_neurons(gm, plan)
-    for node in list(gm.graph.nodes):
-        if kind_of(gm, node) is Kind.MAXPOOL:
-            layers.insert(layers.index(node.args[0].args[0].target) + 1, _maxpool_neuron(gm, node, cfg))
+    pools = rewrite_maxpools(gm, lambda params, source: SWSMaxPoolNeuron(**params, Tc=Tc, Ts=0, beta=beta,
+                                                                       qmax=source.qmax))
+    for pool, source in pools:  # the rules guarantee a TSA layer (and its gain) before every pool
+        layers.insert(layers.index(source) + 1, pool)
     recompile_graph(gm)
     fold_gains(gm)
     silent = _silent_periods(cfg, layers)
@@ -157,51 +167,6 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
     return snn
 
 
-def _take_input_pad(gm: fx.GraphModule) -> PadWithValues | None:
-    """Remove the input border pad (folded normalization) from the body: the encoder applies it
-    before quantizing, so border pixels become spike trains like any pixel."""
-    quant_node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == INPUT_QUANT)
-    pads = [u for u in quant_node.users if isinstance(module_of(gm, u), PadWithValues)]
-    if not pads:
-        return None
-    first: PadWithValues = module_of(gm, pads[0])
-    same = all(
-        module_of(gm, p).padding == first.padding and torch.equal(module_of(gm, p).values, first.values)
-        for p in pads
-    )
-    if len(pads) != len(quant_node.users) or not same:
-        raise SnnConvertError(
-            "SWS conversion supports one border pad on the input; this model's input stage pads "
-            "differently for different layers"
-        )
-    for p in pads:
-        p.replace_all_uses_with(quant_node)
-        gm.graph.erase_node(p)
-    return copy.deepcopy(first).double()
-
-
-def _maxpool_neuron(gm: fx.GraphModule, node: fx.Node, cfg: SWSConfig) -> str:
-    """Replace ``Gain(C) -> maxpool`` (after a neuron) by ``maxpool neuron -> Gain(C)``."""
-    gain_node = node.args[0]
-    neuron_out = gain_node.args[0]
-    qmax = gm.get_submodule(neuron_out.target).qmax
-    name = f"{node.name}_neuron"
-    gm.add_submodule(name, SWSMaxPoolNeuron(**_pool_kwargs(gm, node), Tc=cfg.Tc, Ts=0, beta=cfg.beta, qmax=qmax))
-    with gm.graph.inserting_before(node):
-        pooled = gm.graph.call_module(name, (neuron_out,))
-    gain = Gain.of(gm.get_submodule(gain_node.target).gain.clone())
-    after = add_module_after(gm, pooled, gain, f"{node.name}_gain", replace_uses=False)
-    node.replace_all_uses_with(after)
-    gm.graph.erase_node(node)
-    return name
-
-
-def _pool_kwargs(gm: fx.GraphModule, node: fx.Node) -> dict:
-    params = maxpool_params(gm, node)
-    params.pop("return_indices")
-    return params
-
-
 def neuron_modules(snn_body: fx.GraphModule) -> dict[str, TSANeuron | SWSMaxPoolNeuron]:
     return {
         n.target: snn_body.get_submodule(n.target)
@@ -215,11 +180,16 @@ def set_silent_periods(body: fx.GraphModule, silent: dict[str, int]) -> None:
         neuron.Ts = int(silent[name])
 
 
+def _path(body: fx.GraphModule):
+    """Delays along the body: every TSA layer adds its silent period ``Ts`` (eq 6)."""
+    return path_latency(body, attribute_delay("Ts"), counts_as_layer=lambda m: isinstance(m, SpikingNeuron))
+
+
 def sws_latency(snn: SpikingNetwork, cfg: SWSConfig) -> dict:
     """Latency facts of an SWS network (eq 6 generalised to per-layer silent periods)."""
     neurons = neuron_modules(snn.body)
     silent = {name: n.Ts for name, n in neurons.items()}
-    path = path_latency(snn.body, silent)
+    path = _path(snn.body)
     ts_values = list(silent.values())
     return {
         "coding": "sws",
@@ -325,6 +295,12 @@ def silent_period_profile(snn: SpikingNetwork, images: torch.Tensor, max_ts: int
     return {name: (mismatched[name] / max(totals[name], 1)).tolist() for name in neurons}
 
 
+def _as_float32(module: nn.Module) -> nn.Module:
+    """``module`` if it computes in float32, else a float32 copy (the original is untouched)."""
+    dtypes = {p.dtype for p in module.parameters()} | {b.dtype for b in module.buffers() if b.is_floating_point()}
+    return module if dtypes <= {torch.float32} else copy.deepcopy(module).float()
+
+
 def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibration: DataLoader,
                         cfg: SWSConfig, *, show_progress: bool = False) -> dict:
     """``--Ts auto``: per layer, the smallest silent period that keeps the SNN's predictions in
@@ -343,15 +319,15 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     """
     images = _calibration_images(calibration, cfg.auto_limit)
     max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
-    reference = _predict(quantized.float(), images, torch.float32)
-    snn32 = snn.float()
+    reference = _predict(_as_float32(quantized), images, torch.float32)
+    snn32 = _as_float32(snn)  # the search runs in float32 on a copy; ``snn`` keeps its dtype
     names = list(neuron_modules(snn32.body))
     trials: list[dict] = []
 
     def passes(periods: dict[str, int], step: str) -> bool:
         set_silent_periods(snn32.body, periods)
         value = float((_predict(snn32, images, torch.float32) == reference).float().mean())
-        t_inf = cfg.Tc + path_latency(snn32.body, periods).output_delay
+        t_inf = cfg.Tc + _path(snn32.body).output_delay
         trials.append({"step": step, "agreement": value, "T_inf": t_inf, "passed": value >= cfg.auto_agreement})
         return value >= cfg.auto_agreement
 
@@ -384,11 +360,136 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
         if m == 0:
             break
         chosen = lowered(m)
-    set_silent_periods(snn32.body, chosen)
-    snn.info.update(sws_latency(snn32, cfg))
+    set_silent_periods(snn.body, chosen)
+    snn.info.update(sws_latency(snn, cfg))
     return {"uniform_Ts": k_star, "images": len(images), "target": cfg.auto_agreement, "trials": trials,
             "profile": {k: [round(v, 6) for v in vals] for k, vals in profile.items()}}
 
 
-__all__ = ["SWSConfig", "amplification_ops", "convert", "convert_sws", "set_silent_periods",
+# ---------------------------------------------------------------------------- reports
+
+
+def residual_stats(snn: SpikingNetwork) -> list[dict[str, Any]] | None:
+    """Final membrane residuals of every TSA layer in units of theta, scaled by 1/beta^Ts
+    (fig 5a), from the last recorded evaluation. Neurons held by the clamp are excluded and
+    counted separately. Per layer: mean, 95th percentile and max of |r|, the share with
+    |r| > 1/2 (their output is not the rounded value), the share held at the clamp, and the
+    histogram with its range."""
+    rows = []
+    for name, neuron in snn.neurons().items():
+        if not isinstance(neuron, TSANeuron) or float(neuron.samples) == 0:
+            continue
+        hist = neuron.residual_hist.double()
+        bins = hist.numel()
+        centers = torch.linspace(-neuron.residual_range, neuron.residual_range, bins + 1, dtype=torch.float64)
+        centers = (centers[:-1] + centers[1:]) / 2
+        total = max(float(hist.sum()), 1.0)
+        all_neurons = float(neuron.samples) * float(neuron.neurons)
+        order = torch.argsort(centers.abs())
+        cdf = hist[order].cumsum(0) / total
+        idx = int(torch.searchsorted(cdf, torch.tensor([0.95], dtype=torch.float64)).clamp(max=bins - 1))
+        nonzero = centers[hist > 0].abs()
+        rows.append({
+            "name": name,
+            "mean_abs": float((hist * centers.abs()).sum() / total),
+            "p95_abs": float(centers.abs()[order][idx]),
+            "max_abs": float(nonzero.max()) if len(nonzero) else 0.0,
+            "over_half": float(hist[centers.abs() > 0.5 + 1e-9].sum() / total),
+            "clamped": float(neuron.clamped_count) / max(all_neurons, 1.0),
+            "histogram": hist.tolist(),
+            "range": neuron.residual_range,
+        })
+    return rows or None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def residual_tables(rows: list[dict[str, Any]]) -> list[ReportTable]:
+    return [ReportTable(
+        "residual after the last step (units of theta, x 1/beta^Ts; fig 5a)",
+        ("layer", "mean |r|", "p95 |r|", "max |r|", "|r| > 1/2", "held at clamp (0 or 2^n-1)"),
+        [(r["name"], f"{r['mean_abs']:.3f}", f"{r['p95_abs']:.3f}", f"{r['max_abs']:.3f}", _pct(r["over_half"]),
+          _pct(r["clamped"])) for r in rows],
+    )]
+
+
+def residual_plot(rows: list[dict[str, Any]], directory: Path, title: str) -> list[Path]:
+    """Probability density of |residual| per TSA layer (SWS paper fig 5a): one line per layer,
+    coloured by depth (a colour bar names them when there are many), and the 1/2 bound."""
+    import numpy as np
+
+    from snnconvert.reports.plots import colormap, figure, layer_colorbar, save_figure
+
+    fig, ax = figure(7, 4)
+    cmap = colormap("viridis")
+    top = 0.0
+    for i, row in enumerate(rows):
+        hist = np.asarray(row["histogram"])
+        edges = np.linspace(-row["range"], row["range"], len(hist) + 1)
+        centers = np.round(np.abs((edges[:-1] + edges[1:]) / 2), 6)
+        xs = np.unique(centers)
+        ys = np.array([hist[centers == x].sum() for x in xs])
+        ys = ys / max(ys.sum() * (edges[1] - edges[0]), 1e-12)
+        top = max(top, float(ys.max(initial=0.0)))
+        ax.plot(xs, ys, color=cmap(i / max(len(rows) - 1, 1)), lw=1, alpha=0.8,
+                label=row["name"] if len(rows) <= 8 else None)
+    ax.axvline(0.5, color="red", ls="--", lw=1, label="1/2 (rounding bound)")
+    ax.set_xlabel("|residual| (units of theta, scaled by 1/beta^Ts)")
+    ax.set_ylabel("probability density")
+    ax.set_xlim(0, min(2.0, max(r["max_abs"] for r in rows) + 0.1))
+    ax.set_ylim(0, top * 1.05 if top > 0 else 1.0)
+    ax.set_title(f"{title}: final membrane residuals per TSA layer")
+    if len(rows) > 8:
+        layer_colorbar(fig, ax, cmap, len(rows), "TSA layer")
+    ax.legend(fontsize=7)
+    return [save_figure(fig, directory / "residuals.png")]
+
+
+def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """SWS latency facts: Tc, Ts (uniform or per layer), L_TSA, T_inf (eq 6), throughput."""
+    ts = info["Ts"]
+    rows = [
+        ("Tc (coding steps)", str(info["Tc"])),
+        ("Ts (silent period)", str(info["Ts_uniform"]) if info.get("Ts_uniform") is not None
+         else f"per layer {min(ts)}..{max(ts)} (mean {sum(ts) / len(ts):.2f}): {','.join(map(str, ts))}"),
+        ("L_TSA (neuron layers on the longest path)", str(info["L_TSA"])),
+        ("T_inf = Tc + Ts x L_TSA (eq 6)", str(info["T_inf"])),
+        ("pipelined throughput 1/(Tc+Ts)", f"1/{info['pipeline_period']} frames per step"),
+    ]
+    auto = info.get("auto")
+    if auto:
+        rows.append(("--Ts auto", f"best uniform Ts {auto.get('uniform_Ts')}, then per layer; {len(auto['trials'])} "
+                                  f"trials on {auto['images']} calibration images (target "
+                                  f"{100 * auto['target']:.1f}% agreement)"))
+    return rows
+
+
+def parse_ts(text: str) -> int | list[int] | str:
+    """``--Ts`` text: ``auto``, an integer, or a comma list with one per neuron layer."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise SnnConvertError(f"--Ts {text!r} is not possible: give an integer, a comma list or 'auto'") from None
+    return values[0] if len(values) == 1 else values
+
+
+CODING = register_coding(Coding(
+    name="sws",
+    summary="stepwise weighted spikes with TSA neurons (exact from a quantized ANN)",
+    config=SWSConfig,
+    convert=convert,
+    needs_calibration=lambda cfg: cfg.Ts == "auto",
+    parsers={"Ts": parse_ts},
+    summary_rows=summary_rows,
+    state_ops=amplification_ops,
+    sweep_keys=("Ts", "Tc", "beta"),
+    reports=(CodingReport("residual", "final membrane residuals of the TSA layers (fig 5a)", residual_stats,
+                          residual_tables, residual_plot),),
+))
+
+__all__ = ["CODING", "SWSConfig", "amplification_ops", "convert", "convert_sws", "set_silent_periods",
            "sws_latency", "neuron_modules"]

@@ -35,25 +35,10 @@ from torch.utils.data import Dataset
 from snnconvert.data.folders import _check_not_splits, class_folders, natural_split
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.data.pool import Pool, require_dir
-from snnconvert.data.specs import DataSpec
+from snnconvert.data.specs import DataSpec, check_event_options
 from snnconvert.errors import SnnConvertError
 
 EVENT_EXTENSIONS = (".npy", ".pt")
-MAX_LANES = 16
-
-
-def check_event_options(text: str, options: dict[str, str]) -> int:
-    """The lane count ``S`` of an events spec (default 1); one-line error if it is not 1..16."""
-    value = options.get("S", "1")
-    try:
-        lanes = int(value)
-    except ValueError:
-        lanes = 0
-    if not 1 <= lanes <= MAX_LANES:
-        raise SnnConvertError(
-            f"data spec {text!r}: S={value} is not possible; give an integer 1..{MAX_LANES}"
-        )
-    return lanes
 
 
 def multilevel_frames(frames: Tensor, S: int) -> Tensor:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+"""The ImageNet channel statistics torchvision's models (and the CIFAR ResNet checkpoint) normalize with."""
+
 
 @dataclass(frozen=True)
 class InputSpec:

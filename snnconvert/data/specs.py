@@ -12,6 +12,7 @@ KINDS = ("digits", *PATH_KINDS)
 SPEC_SYNTAX = "digits, imagefolder:PATH, cifar10:PATH, imagenet:PATH or events[,S=N]:PATH"
 # kinds that take ``,KEY=VALUE`` options after the kind name, and the keys they accept
 KIND_OPTIONS = {"events": ("S",)}
+MAX_LANES = 16  # most lanes S of an events spec (events,S=N:PATH)
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,22 @@ def _parse_options(text: str, kind: str, option_texts: list[str]) -> tuple[tuple
             )
         options.append((match, value))
     if kind == "events":
-        from snnconvert.data.events import check_event_options  # lazy: events imports this module
-
         check_event_options(text, dict(options))
     return tuple(options)
+
+
+def check_event_options(text: str, options: dict[str, str]) -> int:
+    """The lane count ``S`` of an events spec (default 1); one-line error if it is not 1..16."""
+    value = options.get("S", "1")
+    try:
+        lanes = int(value)
+    except ValueError:
+        lanes = 0
+    if not 1 <= lanes <= MAX_LANES:
+        raise SnnConvertError(
+            f"data spec {text!r}: S={value} is not possible; give an integer 1..{MAX_LANES}"
+        )
+    return lanes
 
 
 def as_spec(spec: DataSpec | str) -> DataSpec:

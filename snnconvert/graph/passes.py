@@ -24,7 +24,7 @@ def recompile_graph(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-def _unique_name(gm: fx.GraphModule, base: str) -> str:
+def unique_name(gm: fx.GraphModule, base: str) -> str:
     base = base.replace(".", "_")
     name, i = base, 1
     while hasattr(gm, name):
@@ -36,7 +36,7 @@ def add_module_after(
     gm: fx.GraphModule, node: fx.Node, module: nn.Module, name: str, *, replace_uses: bool = True
 ) -> fx.Node:
     """Insert ``module`` applied to ``node``'s output; its users are redirected to the new node."""
-    name = _unique_name(gm, name)
+    name = unique_name(gm, name)
     gm.add_submodule(name, module)
     with gm.graph.inserting_after(node):
         new = gm.graph.call_module(name, (node,))
@@ -208,7 +208,7 @@ def fold_normalization(
         set_module(gm, user.target, folded)
         if ph or pw:
             pad = PadWithValues((pw, pw, ph, ph), mean_t.float())
-            name = _unique_name(gm, f"{user.target}_input_pad")
+            name = unique_name(gm, f"{user.target}_input_pad")
             gm.add_submodule(name, pad)
             with gm.graph.inserting_before(user):
                 pad_node = gm.graph.call_module(name, (placeholder,))

@@ -1,11 +1,11 @@
-"""Where the bundled weights live: the repository's top-level ``models/`` directory."""
+"""Where the bundled weights live: package data in ``snnconvert.assets`` (or ``$SNNCONVERT_MODELS_DIR``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import snnconvert
+from snnconvert.assets import asset_path, assets_dir
 from snnconvert.errors import SnnConvertError
 from snnconvert.models.registry import BundledArch
 
@@ -14,15 +14,21 @@ MODELS_DIR_ENV = "SNNCONVERT_MODELS_DIR"
 
 def models_dir() -> Path:
     """The bundled weights directory (``$SNNCONVERT_MODELS_DIR`` overrides the default)."""
+    override = _override_dir()
+    return override if override is not None else assets_dir()
+
+
+def _override_dir() -> Path | None:
     override = os.environ.get(MODELS_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    return Path(snnconvert.__file__).resolve().parents[1] / "models"
+    return Path(override).expanduser() if override else None
 
 
 def bundled_weights_path(arch: BundledArch) -> Path | None:
     """Path of the bundled weights of ``arch`` (``None`` if it has none; may not exist)."""
-    return models_dir() / arch.weights_file if arch.weights_file else None
+    if not arch.weights_file:
+        return None
+    override = _override_dir()
+    return override / arch.weights_file if override is not None else asset_path(arch.weights_file)
 
 
 def require_bundled_weights(arch: BundledArch) -> Path:

@@ -14,12 +14,10 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
-from snnconvert.data.input_spec import InputSpec
+from snnconvert.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from snnconvert.errors import SnnConvertError
 from snnconvert.ingest.checkpoint import load_state_dict_file
 
-IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 RANDOM_SPEC = InputSpec(3, (224, 224), 256, IMAGENET_MEAN, IMAGENET_STD)
 
 # Auxiliary training heads (loaded with pretrained weights, then dropped).

@@ -9,12 +9,11 @@ from types import MappingProxyType
 
 from torch import nn
 
-from snnconvert.data.input_spec import InputSpec
+from snnconvert.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from snnconvert.models.cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from snnconvert.models.lenet import DIGITS_MEAN, DIGITS_STD, lenet5
 
-CIFAR_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
-CIFAR_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+# ImageNet channel statistics: the CIFAR ResNet checkpoints this project targets were trained with them
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ class BundledArch:
     """A bundled architecture.
 
     ``build(num_classes)`` returns a freshly initialized module that expects normalized input;
-    ``weights_file`` names a file in the bundled ``models/`` directory (``None``: no bundled
+    ``weights_file`` names a file in ``snnconvert.assets`` (package data; ``None``: no bundled
     weights) and ``train_command`` is how to produce that file; ``default_data`` is the data
     spec (as accepted by ``--data``) the bundled weights were trained on.
     """
@@ -37,7 +36,7 @@ class BundledArch:
     default_data: str | None = None
 
 
-_CIFAR_SPEC = InputSpec(3, (32, 32), None, CIFAR_MEAN, CIFAR_STD)
+_CIFAR_SPEC = InputSpec(3, (32, 32), None, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _table() -> dict[str, BundledArch]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +84,9 @@ class SpikingNeuron(nn.Module):
     snn_kind = "neuron"
     lanes = 1  # output lanes per neuron (one value per neuron per step in the frames either way)
     unit_spikes = False  # True when every output is in {-1, 0, 1}: magnitudes then equal event counts
+    # constructor keywords that rebuild the module (each an attribute with a JSON-compatible value)
+    serial_params: ClassVar[tuple[str, ...]] = ()
+    surrogate: str = "straight-through"  # spec of the surrogate gradient (neurons/surrogates.py)
 
     def __init__(self, steps_in: int, steps_out: int) -> None:
         super().__init__()
@@ -119,6 +123,29 @@ class SpikingNeuron(nn.Module):
 
     def dynamics(self, inputs: Tensor) -> Tensor:  # (T_in, B, ...) -> (T_out, B, ...)
         raise NotImplementedError
+
+    def needs_grad(self, inputs: Tensor) -> bool:
+        """Whether to take the differentiable path: grad mode is on and the input or one of the
+        neuron's own parameters requires a gradient (otherwise the in-place fast path runs)."""
+        return torch.is_grad_enabled() and (
+            inputs.requires_grad or any(p.requires_grad for p in self.parameters(recurse=False))
+        )
+
+    def init_learnable(self, learn_threshold: bool, learn_leak: bool, channels: int, leak: float) -> None:
+        """Register ``threshold`` (ones: threshold units) and ``leak`` (``leak``) parameters of
+        ``channels`` entries when asked, else ``None``; records the constructor flags."""
+        self.learn_threshold, self.learn_leak, self.channels = bool(learn_threshold), bool(learn_leak), int(channels)
+        self.register_parameter("threshold", nn.Parameter(torch.ones(self.channels)) if learn_threshold else None)
+        self.register_parameter("leak", nn.Parameter(torch.full((self.channels,), float(leak)))
+                                if learn_leak else None)
+
+    @staticmethod
+    def per_channel(param: Tensor | None, dims: int) -> Tensor | None:
+        """``param`` (one entry, or one per channel) shaped to broadcast over a (B, C, ...)
+        frame of ``dims`` dimensions (channel axis 1)."""
+        if param is None or param.numel() == 1:
+            return None if param is None else param.reshape(())
+        return param.view((-1,) + (1,) * (dims - 2))
 
     @torch.no_grad()
     def _record(self, out: Tensor) -> None:

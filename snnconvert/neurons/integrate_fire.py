@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from snnconvert.neurons.base import SpikingNeuron, time_chunks
+from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 
 
 def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -56,11 +57,64 @@ def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0) ->
     return spikes.view(inputs.shape), membrane.view(inputs.shape[1:])
 
 
+def if_dynamics_autograd(
+    inputs: Tensor,
+    *,
+    init: float = 0.5,
+    threshold: float | Tensor = 1.0,
+    leak: float | Tensor = 1.0,
+    surrogate: Surrogate | str = "triangular:1.0",
+) -> tuple[Tensor, Tensor]:
+    """Differentiable :func:`if_dynamics` (bit-identical for ``leak = 1`` and equal thresholds).
+
+    The firing ``o = [u/theta >= 1]`` is a spike function whose backward is ``surrogate`` at
+    ``u/theta - 1``. ``threshold`` / ``leak`` may be tensors broadcasting over a (B, ...) frame.
+    Eq 1 of the M-LIF paper with a leak: ``u[t] = leak * u[t-1] - theta * o[t-1] + z[t]`` (the
+    reset is not leaked; ``u[-1] = init * theta``), evaluated in the fast path's order so that
+    ``leak = 1`` gives the same floats. Full BPTT: the reset keeps its gradient.
+    """
+    grad = get_surrogate(surrogate)
+    scaled = isinstance(threshold, Tensor) or threshold != 1.0
+    leaky = isinstance(leak, Tensor) or leak != 1.0
+
+    def fire(ratio: Tensor) -> Tensor:
+        return torch.ge(ratio, 1.0).to(ratio.dtype)
+
+    def slope(ratio: Tensor) -> Tensor:
+        return grad.grad(ratio - 1.0)
+
+    u = torch.full(inputs.shape[1:], float(init), dtype=inputs.dtype, device=inputs.device)
+    if scaled:
+        u = u * threshold
+    spikes: list[Tensor] = []
+    for t in range(inputs.shape[0]):  # u holds the membrane before its reset
+        if leaky:
+            u = u * leak
+        if spikes:
+            u = _reset(u, spikes[-1], threshold)
+        u = u + inputs[t]
+        spikes.append(spike(u / threshold if scaled else u, fire, slope))
+    if spikes:
+        u = _reset(u, spikes[-1], threshold)
+    return (torch.stack(spikes) if spikes else torch.empty_like(inputs)), u
+
+
+def _reset(u: Tensor, o: Tensor, threshold: float | Tensor) -> Tensor:
+    """Reset by subtraction, ``u - theta * o``."""
+    return u - o * threshold if isinstance(threshold, Tensor) else torch.sub(u, o, alpha=threshold)
+
+
+def pool_property(key: str) -> property:
+    """Read-only attribute ``key`` of a module's ``pool`` dict (so ``serial_params`` can name it)."""
+    return property(lambda self: self.pool[key], doc=f"``pool[{key!r}]``")
+
+
 def _pair(value) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def window_max(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Tensor:
+def window_max(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               differentiable: bool = False) -> Tensor:
     """``F.max_pool2d`` of ``x`` (N, C, H, W) as a running ``torch.maximum`` over the kernel's
     strided views: the same values (max is exact), several times faster than the CPU pooling
     kernel on the many small planes of time-folded frames."""
@@ -80,12 +134,25 @@ def window_max(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_
     for i in range(kh):
         for j in range(kw):
             view = x[..., i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
-            result = view.clone() if result is None else torch.maximum(result, view, out=result)
+            if differentiable:  # out-of-place: the same values, with autograd's max gradient
+                result = view if result is None else torch.maximum(result, view)
+            else:
+                result = view.clone() if result is None else torch.maximum(result, view, out=result)
     return result
 
 
-def running_max_pool(inputs: Tensor, pool: dict) -> Tensor:
-    """Increments of the max-pooled running sums of ``inputs`` (T, B, C, H, W): see module doc."""
+def running_max_pool(inputs: Tensor, pool: dict, differentiable: bool = False) -> Tensor:
+    """Increments of the max-pooled running sums of ``inputs`` (T, B, C, H, W): see module doc.
+    ``differentiable``: out-of-place ops (the same values) that autograd can differentiate."""
+    if differentiable:
+        running = [inputs[0]]
+        for t in range(1, inputs.shape[0]):
+            running.append(running[-1] + inputs[t])
+        sums_t = torch.stack(running)
+        steps, batch = sums_t.shape[:2]
+        pooled_t = window_max(sums_t.reshape(steps * batch, *sums_t.shape[2:]), **pool, differentiable=True)
+        pooled_t = pooled_t.reshape(steps, batch, *pooled_t.shape[1:])
+        return torch.cat([pooled_t[:1], pooled_t[1:] - pooled_t[:-1]])
     sums = inputs.clone(memory_format=torch.contiguous_format)
     flat, chunks = time_chunks(sums)
     for cols in chunks:
@@ -108,76 +175,73 @@ class IFNeuron(SpikingNeuron):
     ``init`` is the initial membrane (0.5 = theta/2 with ``half_init``). With ``recording`` on,
     the layer also counts neurons whose final membrane is still at or above 1 (saturated: their
     input exceeded the threshold, so the SNN clipped them).
+
+    Training: ``surrogate`` (default eq 4 with gamma = 1) drives the backward pass;
+    ``learn_threshold`` / ``learn_leak`` add ``threshold`` (init 1) and ``leak`` (init 1: IF has
+    no leak) parameters, per layer or ``channels`` entries (see :func:`if_dynamics_autograd`).
     """
 
     unit_spikes = True
+    serial_params = ("T", "init", "surrogate", "learn_threshold", "learn_leak", "channels")
 
-    def __init__(self, T: int, init: float = 0.5) -> None:
+    def __init__(self, T: int, init: float = 0.5, surrogate: str = "triangular:1.0",
+                 learn_threshold: bool = False, learn_leak: bool = False, channels: int = 1) -> None:
         super().__init__(T, T)
         self.T, self.init = int(T), float(init)
+        self.surrogate = get_surrogate(surrogate).spec
         self.register_stat("saturated_count")
+        self.init_learnable(learn_threshold, learn_leak, channels, 1.0)
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        spikes, membrane = if_dynamics(inputs, init=self.init)
+        if self.threshold is None and self.leak is None and not self.needs_grad(inputs):
+            spikes, membrane = if_dynamics(inputs, init=self.init)
+        else:
+            dims = inputs.dim() - 1
+            theta, leak = self.per_channel(self.threshold, dims), self.per_channel(self.leak, dims)
+            spikes, membrane = if_dynamics_autograd(
+                inputs, init=self.init, threshold=1.0 if theta is None else theta.to(inputs.dtype),
+                leak=1.0 if leak is None else leak.to(inputs.dtype), surrogate=self.surrogate,
+            )
+            membrane = membrane if theta is None else membrane / theta.to(inputs.dtype)
         if self.recording:
             with torch.no_grad():
                 self.saturated_count += (membrane >= 1.0).sum()
         return spikes
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, init={self.init:g}"
+        return f"T={self.T}, init={self.init:g}, surrogate={self.surrogate!r}"
 
 
 class RateMaxPool(SpikingNeuron):
     """2-d max-pooling of rate-coded frames by the max of running sums (see module docstring).
 
     ``pool`` holds ``F.max_pool2d``'s keyword arguments (kernel_size, stride, padding,
-    dilation, ceil_mode). State per input neuron: its running spike count.
+    dilation, ceil_mode). State per input neuron: its running spike count. No firing decision:
+    max and differences are piecewise linear, so training uses autograd's own gradient (the max
+    routes it to the winning input); ``surrogate`` is kept only for a uniform interface.
     """
 
     unit_spikes = True
+    serial_params = ("T", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "surrogate")
 
     def __init__(self, T: int, kernel_size, stride=None, padding=0, dilation=1,
-                 ceil_mode: bool = False) -> None:
+                 ceil_mode: bool = False, surrogate: str = "straight-through") -> None:
         super().__init__(T, T)
         self.T = int(T)
+        self.surrogate = get_surrogate(surrogate).spec
         if stride in (None, [], ()):
             stride = kernel_size
         self.pool = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                          ceil_mode=bool(ceil_mode))
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        return running_max_pool(inputs, self.pool)
+        return running_max_pool(inputs, self.pool, differentiable=self.needs_grad(inputs))
+
+    kernel_size = pool_property("kernel_size")
+    stride = pool_property("stride")
+    padding = pool_property("padding")
+    dilation = pool_property("dilation")
+    ceil_mode = pool_property("ceil_mode")
 
     def extra_repr(self) -> str:
         return f"T={self.T}, pool={self.pool}"
-
-
-class RepeatEncoder(torch.nn.Module):
-    """Constant analog input: the raw image repeated as T frames, (B, ...) -> (T*B, ...)."""
-
-    def __init__(self, T: int) -> None:
-        super().__init__()
-        self.T = int(T)
-
-    def forward(self, images: Tensor) -> Tensor:
-        frames = images.unsqueeze(0).expand(self.T, *images.shape)
-        return frames.reshape(self.T * images.shape[0], *images.shape[1:])
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}"
-
-
-def _register() -> None:
-    from snnconvert.serialize import _from_json, _jsonable, register_module, register_simple
-
-    register_simple(IFNeuron, "T", "init")
-    register_simple(RepeatEncoder, "T")
-    register_module(
-        "RateMaxPool", RateMaxPool,
-        lambda m: {"T": m.T, **{k: _jsonable(v) for k, v in m.pool.items()}},
-        lambda c: RateMaxPool(**{k: _from_json(v) for k, v in c.items()}),
-    )
-
-
-_register()

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.neurons.surrogates import Surrogate, as_window, get_surrogate, spike
 
 
 def lane_boundaries(S: int, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
@@ -90,21 +91,75 @@ def mlif_dynamics(
     return outputs
 
 
+def mlif_dynamics_autograd(
+    inputs: Tensor,
+    *,
+    S: int,
+    beta: float | Tensor = 1.0,
+    theta: float | Tensor = 1.0,
+    surrogate: Surrogate | str = "mlif-window:triangular:0.3",
+) -> Tensor:
+    """Differentiable :func:`mlif_dynamics` (same values, bit for bit, for equal ``beta`` and
+    ``theta``): out-of-place updates, lane selection as a spike function whose backward is the
+    M-LIF window surrogate of ``u/theta`` (a single-edge surrogate is applied per window edge).
+    ``beta``/``theta`` may be tensors broadcasting over a (B, ...) frame (learnable leak and
+    threshold). Full BPTT: the membrane and the reset ``theta * o[t-1]`` keep their gradients
+    (eq 6 as written; the paper does not detach the reset)."""
+    window = as_window(get_surrogate(surrogate))
+    leaky = isinstance(beta, Tensor) or beta != 1.0
+    scaled = isinstance(theta, Tensor) or theta != 1.0
+
+    def fire(ratio: Tensor) -> Tensor:
+        return fire_level(ratio, S)
+
+    def slope(ratio: Tensor) -> Tensor:
+        return window.grad(ratio - 1.0, lanes=S)
+
+    outputs: list[Tensor] = []
+    u = inputs[0] if inputs.shape[0] else inputs
+    for t in range(inputs.shape[0]):
+        if t > 0:
+            if leaky:
+                u = u * beta
+            u = u + inputs[t]
+            u = u - outputs[-1] * theta if isinstance(theta, Tensor) else torch.sub(u, outputs[-1], alpha=theta)
+        outputs.append(spike(u / theta if scaled else u, fire, slope))
+    return torch.stack(outputs) if outputs else torch.empty_like(inputs)
+
+
 class MLIFNeuron(SpikingNeuron):
     """A layer of one-hot M-LIF neurons in threshold units (see module docstring).
 
     Records, besides the base statistics, how many spikes each lane emitted
     (``lane_counts``, lane 0 first) so reports can show which levels carry the activity.
+
+    Training: ``surrogate`` (default: the paper's triangular window, gamma = 0.3, A.3) is used
+    when gradients are needed; ``learn_threshold`` / ``learn_leak`` add the parameters
+    ``threshold`` (theta, initialised to 1: threshold units) and ``leak`` (beta, initialised to
+    ``beta``), one per layer or ``channels`` entries (channel axis 1).
     """
 
-    def __init__(self, T: int, S: int, beta: float = 1.0) -> None:
+    serial_params = ("T", "S", "beta", "surrogate", "learn_threshold", "learn_leak", "channels")
+
+    def __init__(self, T: int, S: int, beta: float = 1.0, surrogate: str = "mlif-window:triangular:0.3",
+                 learn_threshold: bool = False, learn_leak: bool = False, channels: int = 1) -> None:
         super().__init__(T, T)
         self.T, self.S, self.beta = int(T), int(S), float(beta)
+        self.surrogate = get_surrogate(surrogate).spec
         self.lanes = self.S
         self.register_stat("lane_counts", self.S)
+        self.init_learnable(learn_threshold, learn_leak, channels, self.beta)
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        return mlif_dynamics(inputs, S=self.S, beta=self.beta)
+        if self.threshold is None and self.leak is None and not self.needs_grad(inputs):
+            return mlif_dynamics(inputs, S=self.S, beta=self.beta)
+        dims = inputs.dim() - 1
+        theta = self.per_channel(self.threshold, dims)
+        leak = self.per_channel(self.leak, dims)
+        return mlif_dynamics_autograd(
+            inputs, S=self.S, beta=self.beta if leak is None else leak.to(inputs.dtype),
+            theta=1.0 if theta is None else theta.to(inputs.dtype), surrogate=self.surrogate,
+        )
 
     @torch.no_grad()
     def _record(self, out: Tensor) -> None:
@@ -114,13 +169,4 @@ class MLIFNeuron(SpikingNeuron):
         self.lane_counts += torch.bincount(lane.long(), minlength=self.S)[: self.S].double()
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, S={self.S}, beta={self.beta}"
-
-
-def _register() -> None:
-    from snnconvert.serialize import register_simple
-
-    register_simple(MLIFNeuron, "T", "S", "beta")
-
-
-_register()
+        return f"T={self.T}, S={self.S}, beta={self.beta}, surrogate={self.surrogate!r}"

@@ -26,7 +26,8 @@ learnable) emits integer spikes ``S`` in ``[q_min, q_max]`` at each of its ``T``
 ``dynamics`` returns the integer spikes (what the statistics record); ``forward`` returns
 ``S * theta`` (amplitude-weighted spikes, eq 13), so the synapses keep the ANN's weights and
 ``theta`` stays one learnable parameter per layer (or channel). When gradients are needed the
-rounding is straight-through with the clip gradient of eq 21; otherwise the loop is in place.
+rounding's backward is the layer's ``surrogate`` (default straight-through: the clip gradient of
+eq 21) and the loop runs out of place with the same values; otherwise the loop is in place.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import SpikingNeuron, fold_time, unfold_time
+from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike, staircase_grad
 
 
 def spike_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -57,12 +59,6 @@ def round_spikes(x: Tensor, qmin: int, qmax: int, out: Tensor | None = None) -> 
     return out.add_(0.5).floor_().copysign_(x).clamp_(qmin, qmax).add_(0.0)  # + 0.0: no -0
 
 
-def _round_spikes_ste(x: Tensor, qmin: int, qmax: int) -> Tensor:
-    """Straight-through rounding: forward as :func:`round_spikes`, gradient 1 inside the clip."""
-    r = torch.floor(x.abs() + 0.5).copysign(x) if qmin < 0 else torch.floor(x + 0.5)
-    return torch.clamp(x + (r - x).detach(), qmin, qmax)
-
-
 def multibit_dynamics(
     inputs: Tensor,
     threshold: Tensor | float,
@@ -72,26 +68,28 @@ def multibit_dynamics(
     qmax: int,
     tau: float = 1.0,
     squeeze: bool = False,
+    surrogate: Surrogate | str = "straight-through",
 ) -> tuple[Tensor, Tensor]:
     """Run a multi-bit layer on its input currents ``inputs`` (T_in, B, ...) (eqs 13-16).
 
     ``threshold`` broadcasts against ``inputs``. Returns ``(spikes, membrane)``: the
     ``steps_out`` integer spike frames and the last potential ``v^T / theta`` (before its reset).
     The mean current is used at every step when ``squeeze`` is set or ``T_in != steps_out``.
+
+    When gradients are needed (grad mode on and the currents require one) the same recursion
+    runs out of place, in the same floating-point order (the same spikes, bit for bit), and the
+    rounding is a spike function whose backward is ``surrogate`` summed over the rounding's unit
+    steps (:func:`~snnconvert.neurons.surrogates.staircase_grad`): ``straight-through`` gives 1
+    inside ``[q_min, q_max]`` and 0 outside (eq 21's clip gradient). Full BPTT (the reset
+    ``S^(t-1)`` keeps its gradient).
     """
     x = inputs / threshold  # currents in units of theta
     constant = squeeze or inputs.shape[0] != steps_out
     if constant:
         x = x.mean(dim=0, keepdim=True)
     if torch.is_grad_enabled() and x.requires_grad:
-        v = torch.zeros_like(x[0])
-        out = []
-        for t in range(steps_out):
-            v = (v / tau if tau != 1 else v) + x[0 if constant else t]
-            if out:
-                v = v - out[-1]
-            out.append(_round_spikes_ste(v, qmin, qmax))
-        return torch.stack(out), v
+        return _multibit_autograd(x, steps_out=steps_out, qmin=qmin, qmax=qmax, tau=tau, constant=constant,
+                                  surrogate=get_surrogate(surrogate))
     spikes = torch.empty((steps_out, *x.shape[1:]), dtype=x.dtype, device=x.device)
     if qmin >= 0:  # unsigned: keep w = v + 1/2, so that S = clip(floor(w)) (one op less per step)
         w = torch.full_like(x[0], 0.5)
@@ -114,16 +112,67 @@ def multibit_dynamics(
     return spikes, v
 
 
+def _multibit_autograd(x: Tensor, *, steps_out: int, qmin: int, qmax: int, tau: float, constant: bool,
+                       surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+    """The differentiable loop of :func:`multibit_dynamics` (see there)."""
+    spikes: list[Tensor] = []
+    levels = qmax - qmin
+    if qmin >= 0:  # unsigned: w = v + 1/2 and S = clip(floor(w)): steps at w = qmin + 1, ..., qmax
+        def fire_floor(w: Tensor) -> Tensor:
+            return torch.floor(w).clamp_(qmin, qmax)
+
+        def slope_floor(w: Tensor) -> Tensor:
+            return staircase_grad(surrogate, w, qmin + 1.0, levels)
+
+        w = torch.full_like(x[0], 0.5)
+        for t in range(steps_out):
+            if tau != 1:
+                w = (w - 0.5) / tau + 0.5
+            w = w + x[0 if constant else t]
+            if t:
+                w = w - spikes[-1]
+            spikes.append(spike(w, fire_floor, slope_floor))
+        return torch.stack(spikes), w - 0.5
+
+    def fire_round(v: Tensor) -> Tensor:  # steps at v = k + 1/2, k = qmin, ..., qmax - 1
+        return round_spikes(v, qmin, qmax)
+
+    def slope_round(v: Tensor) -> Tensor:
+        return staircase_grad(surrogate, v, qmin + 0.5, levels)
+
+    v = torch.zeros_like(x[0])
+    for t in range(steps_out):
+        if tau != 1:
+            v = v / tau
+        v = v + x[0 if constant else t]
+        if t:
+            v = v - spikes[-1]
+        spikes.append(spike(v, fire_round, slope_round))
+    return torch.stack(spikes), v
+
+
 class MultiBitNeuron(SpikingNeuron):
     """A layer of multi-bit spiking neurons (eqs 13-16); ``threshold`` has one entry per layer
-    or per channel (channel axis 1 of a frame)."""
+    or per channel (channel axis 1 of a frame). ``learn_threshold`` sets its ``requires_grad``
+    (frozen by default, like the quantizers' scales); ``surrogate`` (default straight-through)
+    is the rounding's backward when gradients are needed."""
+
+    serial_params = ("steps_in", "steps_out", "bits", "signed", "tau", "squeeze", "channels", "surrogate",
+                     "learn_threshold")
 
     def __init__(self, steps_in: int, steps_out: int, bits: int = 4, signed: bool = False,
-                 tau: float = 1.0, squeeze: bool = False, channels: int = 1) -> None:
+                 tau: float = 1.0, squeeze: bool = False, channels: int = 1,
+                 surrogate: str = "straight-through", learn_threshold: bool = False) -> None:
         super().__init__(steps_in, steps_out)
         self.bits, self.signed, self.tau, self.squeeze = int(bits), bool(signed), float(tau), bool(squeeze)
+        self.surrogate = get_surrogate(surrogate).spec
         # frozen outside fine-tuning (like the quantizers' scales); requires_grad_(True) learns it
-        self.threshold = nn.Parameter(torch.ones(channels), requires_grad=False)
+        self.threshold = nn.Parameter(torch.ones(channels), requires_grad=bool(learn_threshold))
+
+    @property
+    def learn_threshold(self) -> bool:
+        """Whether ``threshold`` is trained (its ``requires_grad``)."""
+        return self.threshold.requires_grad
 
     @property
     def channels(self) -> int:
@@ -151,7 +200,8 @@ class MultiBitNeuron(SpikingNeuron):
 
     def dynamics(self, inputs: Tensor) -> Tensor:
         spikes, _ = multibit_dynamics(inputs, self._theta(inputs.dim(), 2), steps_out=self.steps_out,
-                                      qmin=self.qmin, qmax=self.qmax, tau=self.tau, squeeze=self.squeeze)
+                                      qmin=self.qmin, qmax=self.qmax, tau=self.tau, squeeze=self.squeeze,
+                                      surrogate=self.surrogate)
         return spikes
 
     def forward(self, frames: Tensor) -> Tensor:
@@ -169,10 +219,14 @@ class MultiBitEncoder(MultiBitNeuron):
     with ``pad`` and shifted by ``center``, is a constant current for ``steps_out`` steps of a
     multi-bit layer, unsigned (eq 15) or signed (eq 16)."""
 
+    serial_params = ("steps_out", "bits", "signed", "tau", "channels", "in_channels", "padding", "surrogate",
+                     "learn_threshold")
+
     def __init__(self, steps_out: int, bits: int = 4, signed: bool = False, tau: float = 1.0,
                  channels: int = 1, in_channels: int = 3,
-                 padding: tuple[int, int, int, int] | None = None) -> None:
-        super().__init__(1, steps_out, bits, signed, tau, False, channels)
+                 padding: tuple[int, int, int, int] | None = None, surrogate: str = "straight-through",
+                 learn_threshold: bool = False) -> None:
+        super().__init__(1, steps_out, bits, signed, tau, False, channels, surrogate, learn_threshold)
         self.in_channels = int(in_channels)
         self.register_buffer("center", torch.zeros(in_channels))
         self.pad = PadWithValues(padding, torch.zeros(in_channels)) if padding is not None else None
@@ -194,6 +248,7 @@ class TemporalSqueeze(nn.Module):
     ran different numbers of steps (e.g. at a residual add)."""
 
     snn_kind = "linear"
+    serial_params = ("steps_in", "steps_out")
 
     def __init__(self, steps_in: int, steps_out: int) -> None:
         super().__init__()
@@ -205,19 +260,3 @@ class TemporalSqueeze(nn.Module):
 
     def extra_repr(self) -> str:
         return f"steps_in={self.steps_in}, steps_out={self.steps_out}"
-
-
-def _register() -> None:
-    from snnconvert.serialize import _from_json, _jsonable, register_module, register_simple
-
-    register_simple(MultiBitNeuron, "steps_in", "steps_out", "bits", "signed", "tau", "squeeze", "channels")
-    register_module(
-        "MultiBitEncoder", MultiBitEncoder,
-        lambda m: {"steps_out": m.steps_out, "bits": m.bits, "signed": m.signed, "tau": m.tau,
-                   "channels": m.channels, "in_channels": m.in_channels, "padding": _jsonable(m.padding)},
-        lambda c: MultiBitEncoder(**{k: _from_json(v) for k, v in c.items()}),
-    )
-    register_simple(TemporalSqueeze, "steps_in", "steps_out")
-
-
-_register()

@@ -27,6 +27,8 @@ from torch import Tensor
 
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import SpikingNeuron, time_chunks
+from snnconvert.neurons.integrate_fire import pool_property
+from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 
 
 def tsa_dynamics(
@@ -101,6 +103,74 @@ def _tsa_steps(inputs: Tensor, spikes: Tensor, u: Tensor, emitted: Tensor, bound
         emitted.add_(a, alpha=w)
 
 
+def tsa_dynamics_autograd(
+    inputs: Tensor,
+    *,
+    Ts: int,
+    beta: float = 2.0,
+    qmax: float | None = None,
+    qmin: float | None = 0.0,
+    surrogate: Surrogate | str = "straight-through",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Differentiable :func:`tsa_dynamics`: the same operations out of place (the same values,
+    bit for bit), with the ternary firing as a spike function of ``r = u / beta^Ts``.
+
+    Its backward is ``surrogate`` at the two steps of ``clamp(floor(r + 1/2), -1, 1)``
+    (``r = -1/2``: -1 -> 0, ``r = +1/2``: 0 -> 1), each counted only where the clamp of the
+    emitted value leaves that step reachable (a neuron held at 0 by the ReLU side passes no
+    gradient through its -1 step, one at ``qmax`` none through its +1 step). With
+    ``straight-through`` the gradient is 1 for ``|r| <= 1`` (the ternary range) where unclamped.
+    The clamp bounds come from the emitted value, which is not differentiated; the membrane
+    and its reset keep their gradients (full BPTT).
+    """
+    grad = get_surrogate(surrogate)
+    Tc = inputs.shape[0]
+    beta = float(beta)
+    reset = beta ** Ts
+    inverse = 1.0 / reset
+    weights = [beta ** (Tc - k) for k in range(1, Tc + 1)]
+    multiples = qmin == 0 and beta.is_integer()
+    u = torch.zeros_like(inputs[0])
+    emitted = torch.zeros_like(u)
+    spikes: list[Tensor] = []
+    for t in range(1, Ts + Tc + 1):
+        u = torch.add(inputs[t - 1], u, alpha=beta) if t <= Tc else u * beta
+        if t <= Ts:
+            continue
+        k = t - Ts
+        w = weights[k - 1]
+        lower: Tensor | None = None
+        upper: Tensor | None = None
+        if multiples:
+            lower = torch.clamp(emitted, max=w).div_(-w)
+        elif qmin is not None:
+            lower = torch.sub(emitted, qmin).clamp_(max=w).div_(w).floor_().neg_()
+        if qmax is not None and sum(weights[:k]) > qmax:
+            upper = torch.neg(emitted).add_(qmax).clamp_(max=w).div_(w).floor_()
+
+        def fire(r: Tensor, lower: Tensor | None = lower, upper: Tensor | None = upper) -> Tensor:
+            a = torch.add(r, 0.5).floor_().clamp_(-1.0, 1.0)
+            if lower is not None:
+                a = torch.maximum(a, lower)
+            if upper is not None:
+                a = torch.minimum(a, upper)
+            return a
+
+        def slope(r: Tensor, lower: Tensor | None = lower, upper: Tensor | None = upper) -> Tensor:
+            down, up = grad.grad(r + 0.5), grad.grad(r - 0.5)
+            if lower is not None:
+                down = down * (lower <= -1.0)
+            if upper is not None:
+                up = up * (upper >= 1.0)
+            return down + up
+
+        a = spike(u if reset == 1.0 else u * inverse, fire, slope)
+        u = torch.sub(u, a, alpha=reset)
+        emitted = torch.add(emitted, a.detach(), alpha=w)
+        spikes.append(a)
+    return torch.stack(spikes) if spikes else torch.empty_like(inputs), u, emitted
+
+
 def held_at_clamp(membrane: Tensor, emitted: Tensor, Ts: int, beta: float, qmax: float) -> Tensor:
     """Neurons whose output sits at a clamp bound with charge beyond it: emitted 0 with a
     residual below -1/2 (the ReLU held it) or emitted ``qmax`` with one above +1/2."""
@@ -117,17 +187,28 @@ class TSANeuron(SpikingNeuron):
     """A layer of TSA neurons (see module docstring); ``qmax`` is 2^n - 1 of the n-bit ANN."""
 
     unit_spikes = True
+    serial_params = ("Tc", "Ts", "beta", "qmax", "residual_bins", "residual_range", "surrogate")
 
     def __init__(self, Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0,
-                 residual_bins: int = 800, residual_range: float = 4.0) -> None:
+                 residual_bins: int = 800, residual_range: float = 4.0,
+                 surrogate: str = "straight-through") -> None:
         super().__init__(Tc, Tc)
         self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
         self.residual_range = float(residual_range)
+        self.surrogate = get_surrogate(surrogate).spec
         self.register_stat("residual_hist", residual_bins)
         self.register_stat("clamped_count")
 
+    @property
+    def residual_bins(self) -> int:
+        return self.residual_hist.numel()
+
     def dynamics(self, inputs: Tensor) -> Tensor:
-        spikes, membrane, emitted = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
+        if self.needs_grad(inputs):
+            spikes, membrane, emitted = tsa_dynamics_autograd(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax,
+                                                              surrogate=self.surrogate)
+        else:
+            spikes, membrane, emitted = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
         if self.recording:
             with torch.no_grad():
                 clamped = held_at_clamp(membrane, emitted, self.Ts, self.beta, self.qmax)
@@ -153,14 +234,29 @@ class SWSEncoder(SpikingNeuron):
     """
 
     unit_spikes = True
+    serial_params = ("Tc", "beta", "channels", "qmax", "padding", "pad_channels", "surrogate")
 
     def __init__(self, Tc: int, beta: float = 2.0, channels: int = 1, qmax: int = 255,
-                 padding: tuple[int, int, int, int] | None = None, pad_channels: int = 0) -> None:
+                 padding: tuple[int, int, int, int] | None = None, pad_channels: int = 0,
+                 surrogate: str = "straight-through") -> None:
         super().__init__(1, Tc)
         self.Tc, self.beta, self.qmax = int(Tc), float(beta), int(qmax)
+        self.surrogate = get_surrogate(surrogate).spec
         self.register_buffer("scale", torch.ones(channels))
         self.register_buffer("zero_point", torch.zeros(channels))
         self.pad = PadWithValues(padding, torch.zeros(pad_channels)) if padding is not None else None
+
+    @property
+    def channels(self) -> int:
+        return self.scale.numel()
+
+    @property
+    def padding(self) -> tuple[int, int, int, int] | None:
+        return self.pad.padding if self.pad is not None else None
+
+    @property
+    def pad_channels(self) -> int:
+        return self.pad.values.numel() if self.pad is not None else 0
 
     def integers(self, images: Tensor) -> Tensor:
         """``Q - Z`` of every pixel, as the quantized ANN's input quantizer computes it. A border
@@ -181,7 +277,11 @@ class SWSEncoder(SpikingNeuron):
         values = self.integers(inputs[0])
         pulses = torch.zeros((self.Tc, *values.shape), dtype=values.dtype, device=values.device)
         pulses[0] = values / self.beta ** (self.Tc - 1)
-        spikes, _, _ = tsa_dynamics(pulses, Ts=0, beta=self.beta, qmax=None, qmin=None)
+        if pulses.requires_grad and torch.is_grad_enabled():  # (the input quantization's floor passes none)
+            spikes, _, _ = tsa_dynamics_autograd(pulses, Ts=0, beta=self.beta, qmax=None, qmin=None,
+                                                 surrogate=self.surrogate)
+        else:
+            spikes, _, _ = tsa_dynamics(pulses, Ts=0, beta=self.beta, qmax=None, qmin=None)
         return spikes
 
     def extra_repr(self) -> str:
@@ -198,13 +298,22 @@ class SWSMaxPoolNeuron(SpikingNeuron):
     """
 
     unit_spikes = True
+    serial_params = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "Tc", "Ts", "beta", "qmax",
+                     "surrogate")
+    kernel_size = pool_property("kernel_size")
+    stride = pool_property("stride")
+    padding = pool_property("padding")
+    dilation = pool_property("dilation")
+    ceil_mode = pool_property("ceil_mode")
 
     def __init__(self, kernel_size, stride, padding, dilation, ceil_mode: bool,
-                 Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0) -> None:
+                 Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0,
+                 surrogate: str = "straight-through") -> None:
         super().__init__(Tc, Tc)
         self.pool = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                          dilation=dilation, ceil_mode=bool(ceil_mode))
         self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
+        self.surrogate = get_surrogate(surrogate).spec
 
     def increments(self, inputs: Tensor) -> Tensor:
         """``z(t) = M(t) - beta * M(t-1)`` of the running maxima of the Tc input frames."""
@@ -219,31 +328,13 @@ class SWSMaxPoolNeuron(SpikingNeuron):
         return torch.stack(increments)
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        spikes, _, _ = tsa_dynamics(self.increments(inputs), Ts=self.Ts, beta=self.beta, qmax=self.qmax)
+        increments = self.increments(inputs)
+        if self.needs_grad(inputs):
+            spikes, _, _ = tsa_dynamics_autograd(increments, Ts=self.Ts, beta=self.beta, qmax=self.qmax,
+                                                 surrogate=self.surrogate)
+        else:
+            spikes, _, _ = tsa_dynamics(increments, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
         return spikes
 
     def extra_repr(self) -> str:
         return f"Tc={self.Tc}, Ts={self.Ts}, pool={self.pool}"
-
-
-def _register() -> None:
-    from snnconvert.serialize import _from_json, _jsonable, register_module, register_simple
-
-    register_simple(TSANeuron, "Tc", "Ts", "beta", "qmax")
-    register_module(
-        "SWSEncoder", SWSEncoder,
-        lambda m: {"Tc": m.Tc, "beta": m.beta, "channels": m.scale.numel(), "qmax": m.qmax,
-                   "padding": _jsonable(m.pad.padding) if m.pad is not None else None,
-                   "pad_channels": m.pad.values.numel() if m.pad is not None else 0},
-        lambda c: SWSEncoder(c["Tc"], c["beta"], c["channels"], c["qmax"],
-                             _from_json(c["padding"]), c["pad_channels"]),
-    )
-    register_module(
-        "SWSMaxPoolNeuron", SWSMaxPoolNeuron,
-        lambda m: {**{k: _jsonable(v) for k, v in m.pool.items()},
-                   "Tc": m.Tc, "Ts": m.Ts, "beta": m.beta, "qmax": m.qmax},
-        lambda c: SWSMaxPoolNeuron(**{k: _from_json(v) for k, v in c.items()}),
-    )
-
-
-_register()

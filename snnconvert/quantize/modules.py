@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from snnconvert.graph.modules import conv_args
 from snnconvert.quantize.fake_quant import (
     fake_quantize,
     fake_quantize_weight,
@@ -26,6 +28,7 @@ class ActQuant(nn.Module):
     """
 
     snn_kind = "quant"
+    serial_params = ("bits", "channels", "upper", "enabled")
 
     def __init__(self, bits: int, channels: int = 1, *, upper: float | None = None) -> None:
         super().__init__()
@@ -34,6 +37,16 @@ class ActQuant(nn.Module):
         self.enabled = True
         self.scale = nn.Parameter(torch.ones(channels), requires_grad=False)
         self.register_buffer("zero_point", torch.zeros(channels))
+
+    @property
+    def channels(self) -> int:
+        return self.scale.numel()
+
+    @classmethod
+    def from_serial(cls, bits: int, channels: int, upper: float | None, enabled: bool = True) -> ActQuant:
+        q = cls(bits, channels, upper=upper)
+        q.enabled = enabled
+        return q
 
     @property
     def qmin(self) -> int:
@@ -95,6 +108,29 @@ class _WeightQuant:
     w_scale_frozen: bool
     quantize_weights: bool
 
+    def _weight_quant_state(self) -> dict[str, Any]:
+        return {"w_bits": self.w_bits, "w_scale_frozen": self.w_scale_frozen, "quantize_weights": self.quantize_weights}
+
+    def _set_weight_quant_state(self, w_scale_frozen: bool, quantize_weights: bool) -> None:
+        self.w_scale_frozen = bool(w_scale_frozen)
+        self.quantize_weights = bool(quantize_weights)
+
+    @classmethod
+    def from_serial(cls, *, w_scale_frozen: bool = False, quantize_weights: bool = True, **kwargs: Any) -> Any:
+        """Rebuild from an artifact config: the constructor arguments plus the freeze flags."""
+        q = cls(**kwargs)
+        q._set_weight_quant_state(w_scale_frozen, quantize_weights)
+        return q
+
+    def _take_weights(self, layer: nn.Conv2d | nn.Linear) -> Any:
+        """Copy ``layer``'s float weights and bias, then compute the weight scales."""
+        with torch.no_grad():
+            self.weight.copy_(layer.weight)
+            if layer.bias is not None:
+                self.bias.copy_(layer.bias)
+        self.refresh_weight_scale()
+        return self
+
     def _init_weight_quant(self, bits: int) -> None:
         self.w_bits = int(bits)
         self.w_scale_frozen = False
@@ -134,19 +170,12 @@ class QConv2d(nn.Conv2d, _WeightQuant):
         super().__init__(*args, **kwargs)
         self._init_weight_quant(w_bits)
 
+    def serial_config(self) -> dict[str, Any]:
+        return {**conv_args(self), **self._weight_quant_state()}
+
     @classmethod
     def from_float(cls, conv: nn.Conv2d, bits: int) -> QConv2d:
-        q = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-            bias=conv.bias is not None, padding_mode=conv.padding_mode, w_bits=bits,
-        )
-        with torch.no_grad():
-            q.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                q.bias.copy_(conv.bias)
-        q.refresh_weight_scale()
-        return q
+        return cls(**conv_args(conv), w_bits=bits)._take_weights(conv)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.quantized_weight(), self.bias)
@@ -159,15 +188,13 @@ class QLinear(nn.Linear, _WeightQuant):
         super().__init__(in_features, out_features, bias=bias)
         self._init_weight_quant(w_bits)
 
+    def serial_config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                **self._weight_quant_state()}
+
     @classmethod
     def from_float(cls, linear: nn.Linear, bits: int) -> QLinear:
-        q = cls(linear.in_features, linear.out_features, linear.bias is not None, w_bits=bits)
-        with torch.no_grad():
-            q.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                q.bias.copy_(linear.bias)
-        q.refresh_weight_scale()
-        return q
+        return cls(linear.in_features, linear.out_features, linear.bias is not None, w_bits=bits)._take_weights(linear)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.quantized_weight(), self.bias)
@@ -239,57 +266,3 @@ class QConvBn2d(QConv2d):
             q.w_scale.copy_(self.w_scale)
         q.w_scale_frozen = self.w_scale_frozen
         return q
-
-
-def _register() -> None:
-    from snnconvert.serialize import _from_json, _jsonable, register_module
-
-    def act_from(c: dict) -> ActQuant:
-        q = ActQuant(c["bits"], c["channels"], upper=c["upper"])
-        q.enabled = c["enabled"]
-        return q
-
-    register_module(
-        "ActQuant", ActQuant,
-        lambda q: {"bits": q.bits, "channels": q.scale.numel(), "upper": q.upper, "enabled": q.enabled},
-        act_from,
-    )
-
-    def wq_state(m: _WeightQuant) -> dict:
-        return {"w_bits": m.w_bits, "w_scale_frozen": m.w_scale_frozen, "quantize_weights": m.quantize_weights}
-
-    def set_wq_state(m: _WeightQuant, c: dict) -> None:
-        m.w_scale_frozen = c["w_scale_frozen"]
-        m.quantize_weights = c["quantize_weights"]
-
-    def qconv_to(m: QConv2d) -> dict:
-        return {
-            "in_channels": m.in_channels, "out_channels": m.out_channels,
-            "kernel_size": _jsonable(m.kernel_size), "stride": _jsonable(m.stride),
-            "padding": _jsonable(m.padding), "dilation": _jsonable(m.dilation),
-            "groups": m.groups, "bias": m.bias is not None, "padding_mode": m.padding_mode,
-            **wq_state(m),
-        }
-
-    def qconv_from(c: dict) -> QConv2d:
-        keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-                "groups", "bias", "padding_mode", "w_bits")
-        m = QConv2d(**{k: _from_json(c[k]) for k in keys})
-        set_wq_state(m, c)
-        return m
-
-    def qlinear_from(c: dict) -> QLinear:
-        m = QLinear(c["in_features"], c["out_features"], c["bias"], w_bits=c["w_bits"])
-        set_wq_state(m, c)
-        return m
-
-    register_module("QConv2d", QConv2d, qconv_to, qconv_from)
-    register_module(
-        "QLinear", QLinear,
-        lambda m: {"in_features": m.in_features, "out_features": m.out_features,
-                   "bias": m.bias is not None, **wq_state(m)},
-        qlinear_from,
-    )
-
-
-_register()

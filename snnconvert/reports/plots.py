@@ -1,4 +1,6 @@
-"""PNG plots of an evaluation: residual histograms, spike rates, accuracy vs latency."""
+"""PNG plots of an evaluation: spike rates, accuracy vs latency, and each coding's own plots.
+
+Every file is written atomically (a temporary file renamed into place)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,28 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
+from snnconvert.codings import get_coding  # noqa: E402
 from snnconvert.evaluate import EvaluationReport  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def figure(width: float, height: float):
+    """A new figure and axes of the given size in inches."""
+    return plt.subplots(figsize=(width, height))
+
+
+def colormap(name: str):
+    return matplotlib.colormaps[name]
+
+
+def layer_colorbar(fig, ax, cmap, layers: int, label: str) -> None:
+    """A colour bar that maps line colours to layer numbers 1..``layers``."""
+    mappable = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(1, layers))
+    fig.colorbar(mappable, ax=ax).set_label(f"{label} (1 = first, {layers} = last)")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
@@ -32,34 +50,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def residual_plot(report: EvaluationReport, path: Path) -> Path | None:
-    """Probability density of |residual| per TSA layer (SWS paper fig 5a)."""
-    if not report.residual:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    cmap = plt.get_cmap("viridis")
-    for i, row in enumerate(report.residual):
-        hist = np.asarray(row.histogram)
-        edges = np.linspace(-row.range, row.range, len(hist) + 1)
-        centers = (edges[:-1] + edges[1:]) / 2
-        width = edges[1] - edges[0]
-        fold = {}
-        for c, h in zip(np.round(np.abs(centers), 6), hist, strict=True):
-            fold[c] = fold.get(c, 0.0) + h
-        xs = np.array(sorted(fold))
-        ys = np.array([fold[x] for x in xs])
-        ys = ys / max(ys.sum() * width, 1e-12)
-        ax.plot(xs, ys, color=cmap(i / max(len(report.residual) - 1, 1)), lw=1, alpha=0.8,
-                label=row.name if len(report.residual) <= 8 else None)
-    ax.axvline(0.5, color="red", ls="--", lw=1, label="1/2 (rounding bound)")
-    ax.set_xlabel("|residual| (units of theta, scaled by 1/beta^Ts)")
-    ax.set_ylabel("probability density")
-    ax.set_xlim(0, min(2.0, max(r.max_abs for r in report.residual) + 0.1))
-    ax.set_title(f"{report.model}: final membrane residuals per TSA layer")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
 def spike_rate_plot(report: EvaluationReport, path: Path) -> Path | None:
     """Bar chart of the spike rate r_l of every neuron layer."""
     if not report.rates:
@@ -70,7 +60,7 @@ def spike_rate_plot(report: EvaluationReport, path: Path) -> Path | None:
     ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7)
     ax.set_ylabel("spikes per neuron per inference")
     ax.set_title(f"{report.model} ({report.coding}): spike rate per layer")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_latency_plot(
@@ -98,7 +88,7 @@ def accuracy_latency_plot(
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep_plot(report: EvaluationReport, path: Path) -> Path | None:
@@ -112,10 +102,16 @@ def sweep_plot(report: EvaluationReport, path: Path) -> Path | None:
 
 
 def write_plots(report: EvaluationReport, directory: str | Path) -> list[Path]:
+    """Every plot the report has data for: spike rates, the sweep, and the coding's own."""
     directory = Path(directory)
     made = [
-        residual_plot(report, directory / "residuals.png"),
         spike_rate_plot(report, directory / "spike_rates.png"),
         sweep_plot(report, directory / "accuracy_vs_latency.png"),
     ]
+    if report.coding is not None:
+        coding = get_coding(report.coding)
+        for name, data in report.coding_reports.items():
+            extra = coding.report(name)
+            if extra is not None and extra.plot is not None:
+                made.extend(extra.plot(data, directory, f"{report.model} ({report.coding})"))
     return [p for p in made if p is not None]

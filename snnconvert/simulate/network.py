@@ -12,6 +12,9 @@ from torch import Tensor, fx, nn
 
 from snnconvert.neurons.base import SpikeStats, SpikingNeuron
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+"""Simulation precisions by name (``--dtype``, coding ``dtype`` options)."""
+
 
 class SpikingNetwork(nn.Module):
     """A converted SNN: ``encoder`` (image -> input frames), ``body`` (an fx graph of synapses,
@@ -26,6 +29,7 @@ class SpikingNetwork(nn.Module):
     """
 
     serial_children = ("encoder", "body", "decoder")
+    serial_params = ("coding", "info")
 
     def __init__(self, coding: str, info: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -34,6 +38,13 @@ class SpikingNetwork(nn.Module):
         self.encoder: nn.Module = nn.Identity()
         self.body: fx.GraphModule | nn.Module = nn.Identity()
         self.decoder: nn.Module = nn.Identity()
+
+    def serial_config(self) -> dict[str, Any]:
+        return {"coding": self.coding, "info": json.dumps(self.info)}
+
+    @classmethod
+    def from_serial(cls, coding: str, info: str) -> SpikingNetwork:
+        return cls(coding, json.loads(info))
 
     def forward(self, images: Tensor) -> Tensor:
         dtype = self.compute_dtype()
@@ -71,16 +82,3 @@ class SpikingNetwork(nn.Module):
 
     def spike_stats(self) -> list[SpikeStats]:
         return [n.stats(name) for name, n in self.neurons().items()]
-
-
-def _register() -> None:
-    from snnconvert.serialize import register_module
-
-    register_module(
-        "SpikingNetwork", SpikingNetwork,
-        lambda m: {"coding": m.coding, "info": json.dumps(m.info)},
-        lambda c: SpikingNetwork(c["coding"], json.loads(c["info"])),
-    )
-
-
-_register()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from snnconvert.codings.common import path_latency
+from snnconvert.graph.latency import attribute_delay, path_latency
 from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, SynapseLinear
@@ -50,11 +50,6 @@ def tsa_step(state: _TSAState, z: Tensor | None, fire_index: int, *, Tc: int, Ts
     return spikes
 
 
-def _silent(body: fx.GraphModule) -> dict[str, int]:
-    return {n.target: body.get_submodule(n.target).Ts for n in body.graph.nodes
-            if n.op == "call_module" and isinstance(body.get_submodule(n.target), (TSANeuron, SWSMaxPoolNeuron))}
-
-
 def _synapse_step(module: nn.Module, x: Tensor, digit: int) -> Tensor:
     gain = float(module.frame_bias_gain[digit - 1])
     if isinstance(module, SynapseConv2d):
@@ -74,7 +69,7 @@ def reference_run(snn: SpikingNetwork, images: Tensor) -> tuple[Tensor, dict[str
     body = snn.body
     encoder: SWSEncoder = snn.encoder
     Tc, beta = encoder.Tc, encoder.beta
-    delays = path_latency(body, _silent(body)).delays
+    delays = path_latency(body, attribute_delay("Ts")).delays
     total = Tc + max(delays.values())
     history: dict[str, dict[int, Tensor]] = {}  # node -> {digit: frame}
     states: dict[str, object] = {}

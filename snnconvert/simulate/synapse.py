@@ -7,10 +7,14 @@ over the Tc input steps (eq 19), rate-type codings add it at every step.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
+
+from snnconvert.graph.modules import conv_args
 
 
 def _uniform_gain(gains: Tensor) -> float | None:
@@ -31,6 +35,16 @@ def _add_frame_bias(y: Tensor, bias: Tensor | None, gains: Tensor) -> Tensor:
     return y
 
 
+def _filled(syn: SynapseConv2d | SynapseLinear, weight: Tensor, bias: Tensor | None, gains: Tensor) -> Any:
+    """``syn`` with its weight, bias and per-frame bias gains set."""
+    with torch.no_grad():
+        syn.weight.copy_(weight)
+        if bias is not None:
+            syn.bias.copy_(bias)
+        syn.frame_bias_gain.copy_(gains)
+    return syn
+
+
 class SynapseConv2d(nn.Conv2d):
     """Conv2d over folded frames with a per-frame bias gain."""
 
@@ -39,19 +53,17 @@ class SynapseConv2d(nn.Conv2d):
         super().__init__(*args, device=device, dtype=dtype, **kwargs)
         self.register_buffer("frame_bias_gain", torch.ones(steps, dtype=dtype, device=device))
 
+    @property
+    def steps(self) -> int:
+        return self.frame_bias_gain.numel()
+
+    def serial_config(self) -> dict[str, Any]:
+        return {**conv_args(self), "steps": self.steps}
+
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, gains: Tensor) -> SynapseConv2d:
-        syn = skip_init(
-            cls, conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-            bias=bias is not None, padding_mode=conv.padding_mode, steps=gains.numel(), dtype=weight.dtype,
-        )
-        with torch.no_grad():
-            syn.weight.copy_(weight)
-            if bias is not None:
-                syn.bias.copy_(bias)
-            syn.frame_bias_gain.copy_(gains)
-        return syn
+        args = {**conv_args(conv), "bias": bias is not None}
+        return _filled(skip_init(cls, **args, steps=gains.numel(), dtype=weight.dtype), weight, bias, gains)
 
     def forward(self, frames: Tensor) -> Tensor:
         gain = None if self.bias is None else _uniform_gain(self.frame_bias_gain)
@@ -69,16 +81,19 @@ class SynapseLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, dtype=dtype, device=device)
         self.register_buffer("frame_bias_gain", torch.ones(steps, dtype=dtype, device=device))
 
+    @property
+    def steps(self) -> int:
+        return self.frame_bias_gain.numel()
+
+    def serial_config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "steps": self.steps}
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, weight: Tensor, bias: Tensor | None, gains: Tensor) -> SynapseLinear:
         syn = skip_init(cls, linear.in_features, linear.out_features, bias is not None, steps=gains.numel(),
                         dtype=weight.dtype)
-        with torch.no_grad():
-            syn.weight.copy_(weight)
-            if bias is not None:
-                syn.bias.copy_(bias)
-            syn.frame_bias_gain.copy_(gains)
-        return syn
+        return _filled(syn, weight, bias, gains)
 
     def forward(self, frames: Tensor) -> Tensor:
         gain = None if self.bias is None else _uniform_gain(self.frame_bias_gain)
@@ -91,12 +106,21 @@ class SynapseAffine(nn.Module):
     """Per-channel ``x * scale + shift`` over folded frames (shift spread like a bias)."""
 
     snn_kind = "linear"
+    serial_params = ("channels", "steps")
 
     def __init__(self, channels: int, steps: int = 1) -> None:
         super().__init__()
         self.register_buffer("scale", torch.ones(channels))
         self.register_buffer("shift", torch.zeros(channels))
         self.register_buffer("frame_bias_gain", torch.ones(steps))
+
+    @property
+    def channels(self) -> int:
+        return self.scale.numel()
+
+    @property
+    def steps(self) -> int:
+        return self.frame_bias_gain.numel()
 
     def forward(self, frames: Tensor) -> Tensor:
         shape = (1, -1) + (1,) * (frames.dim() - 2)
@@ -108,10 +132,15 @@ class Gain(nn.Module):
     layers where it cannot be folded into a weight (e.g. an identity shortcut)."""
 
     snn_kind = "linear"
+    serial_params = ("channels",)
 
     def __init__(self, channels: int = 1) -> None:
         super().__init__()
         self.register_buffer("gain", torch.ones(channels))
+
+    @property
+    def channels(self) -> int:
+        return self.gain.numel()
 
     @classmethod
     def of(cls, value: Tensor | float) -> Gain:
@@ -134,43 +163,18 @@ class WeightedSumDecoder(nn.Module):
     """Read out the network: ``sum_k weights[k] * frame_k`` over the T output frames (SWS uses
     beta^(Tc-k), rate codings 1/T)."""
 
+    serial_params = ("steps",)
+
     def __init__(self, steps: int) -> None:
         super().__init__()
         self.register_buffer("weights", torch.ones(steps) / steps)
+
+    @property
+    def steps(self) -> int:
+        return self.weights.numel()
 
     def forward(self, frames: Tensor) -> Tensor:
         steps = self.weights.numel()
         frames = frames.reshape(steps, frames.shape[0] // steps, *frames.shape[1:])
         w = self.weights.to(frames.dtype).view((steps,) + (1,) * (frames.dim() - 1))
         return (frames * w).sum(dim=0)
-
-
-def _register() -> None:
-    from snnconvert.serialize import _from_json, _jsonable, register_module
-
-    def conv_to(m: SynapseConv2d) -> dict:
-        return {
-            "in_channels": m.in_channels, "out_channels": m.out_channels,
-            "kernel_size": _jsonable(m.kernel_size), "stride": _jsonable(m.stride),
-            "padding": _jsonable(m.padding), "dilation": _jsonable(m.dilation),
-            "groups": m.groups, "bias": m.bias is not None, "padding_mode": m.padding_mode,
-            "steps": m.frame_bias_gain.numel(),
-        }
-
-    register_module("SynapseConv2d", SynapseConv2d, conv_to,
-                    lambda c: SynapseConv2d(**{k: _from_json(v) for k, v in c.items()}))
-    register_module(
-        "SynapseLinear", SynapseLinear,
-        lambda m: {"in_features": m.in_features, "out_features": m.out_features,
-                   "bias": m.bias is not None, "steps": m.frame_bias_gain.numel()},
-        lambda c: SynapseLinear(c["in_features"], c["out_features"], c["bias"], steps=c["steps"]),
-    )
-    register_module("SynapseAffine", SynapseAffine,
-                    lambda m: {"channels": m.scale.numel(), "steps": m.frame_bias_gain.numel()},
-                    lambda c: SynapseAffine(c["channels"], c["steps"]))
-    register_module("Gain", Gain, lambda m: {"channels": m.gain.numel()}, lambda c: Gain(c["channels"]))
-    register_module("WeightedSumDecoder", WeightedSumDecoder,
-                    lambda m: {"steps": m.weights.numel()}, lambda c: WeightedSumDecoder(c["steps"]))
-
-
-_register()

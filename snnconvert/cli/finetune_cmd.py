@@ -1,0 +1,123 @@
+"""``snnconvert finetune``: BPTT fine-tuning of the latest SNN artifact (``register(app)`` adds it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from snnconvert.errors import SnnConvertError
+
+
+def _milestones(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SnnConvertError(f"--milestones {text!r} is not possible: give epochs as N,N,...") from None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``finetune`` command to ``app``."""
+
+    @app.command("finetune")
+    def finetune_cmd(
+        input_path: Path | None = typer.Option(None, "--input", help="SNN artifact, or a run directory to take the "
+                                               "latest from (default: the latest SNN artifact)."),
+        data: str = typer.Option(..., "--data", help="Training data: digits, imagefolder:PATH, cifar10:PATH, ..."),
+        val_data: str | None = typer.Option(None, "--val-data", help="Validation data (default: the held-out part "
+                                                                     "of the calibration data)."),
+        epochs: int = typer.Option(..., "--epochs", help="Training epochs."),
+        lr: float = typer.Option(1e-4, "--lr", help="Learning rate of weights and biases."),
+        optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd."),
+        momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum."),
+        weight_decay: float = typer.Option(0.0, "--weight-decay", help="Weight decay."),
+        schedule: str = typer.Option("none", "--schedule", help="none, step or cosine."),
+        milestones: str | None = typer.Option(None, "--milestones", help="Step-schedule epochs N,N,..."),
+        gamma: float = typer.Option(0.2, "--gamma", help="Step-schedule factor."),
+        warmup_epochs: int = typer.Option(0, "--warmup-epochs", help="Linear warm-up epochs."),
+        threshold_lr: float | None = typer.Option(None, "--threshold-lr", help="Fixed lr of the thresholds."),
+        leak_lr: float | None = typer.Option(None, "--leak-lr", help="Fixed lr of the leaks."),
+        surrogate: str | None = typer.Option(None, "--surrogate", help="Surrogate gradient NAME[:PARAM] "
+                                             "(default: each neuron's own; M-LIF: the 000 A.1 window)."),
+        learn_threshold: bool = typer.Option(False, "--learn-threshold", help="Train the firing thresholds."),
+        learn_leak: bool = typer.Option(False, "--learn-leak", help="Train the membrane leaks."),
+        per_channel: bool = typer.Option(False, "--per-channel", help="Per-channel thresholds / leaks."),
+        loss: str = typer.Option("ce", "--loss", help="ce or tet."),
+        augment: bool = typer.Option(False, "--augment", help="Random crop with padding and horizontal flip."),
+        batch_size: int = typer.Option(64, "--batch-size", help="Global batch size."),
+        seed: int = typer.Option(0, "--seed", help="Seed of data order, augmentation and torch."),
+        val_limit: int = typer.Option(1000, "--val-limit", help="Validation images per epoch (0: none)."),
+        max_batches: int | None = typer.Option(None, "--max-batches", help="Batches per epoch at most."),
+        time_budget: float | None = typer.Option(None, "--time-budget", help="Stop after the epoch that passes "
+                                                                            "this many seconds."),
+        checkpoint_time: bool = typer.Option(False, "--checkpoint-time", help="Recompute neuron time loops in the "
+                                                                             "backward pass (less memory)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run from its checkpoint."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
+        as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    ) -> None:
+        """Fine-tune the SNN with backpropagation through time and surrogate gradients; writes a new
+        SNN artifact plus a checkpoint, a JSON log and a PNG of the curves in finetune-<input>/.
+
+        Examples:
+
+          snnconvert finetune --data digits --epochs 3 --learn-threshold
+
+          snnconvert finetune --data imagefolder:../shared/data/cifar10/train --epochs 150 --lr 1e-4
+          --schedule step --milestones 90,120,135 --learn-threshold --learn-leak --augment
+        """
+        from snnconvert.cli.app import _emit_json, _guard, _load_input, console
+
+        def body() -> None:
+            from snnconvert.finetune import FinetuneConfig, finetune
+            from snnconvert.finetune.ddp import DistContext
+            from snnconvert.pipeline import save
+            from snnconvert.workspace import new_artifact_path
+
+            config = FinetuneConfig(
+                epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                weight_decay=weight_decay, schedule=schedule, milestones=_milestones(milestones), gamma=gamma,
+                warmup_epochs=warmup_epochs, threshold_lr=threshold_lr, leak_lr=leak_lr, surrogate=surrogate,
+                learn_threshold=learn_threshold, learn_leak=learn_leak, per_channel=per_channel, loss=loss,
+                augment=augment, seed=seed, val_limit=val_limit, checkpoint_time=checkpoint_time, device=device,
+                max_batches_per_epoch=max_batches, time_budget_s=time_budget,
+            )
+            config.validate()
+            path, q, snn = _load_input(input_path, ("snn",), None)
+            if snn is None:
+                raise SnnConvertError(f"{path} holds no SNN; run `snnconvert to-snn` first")
+            directory = out or path.parent
+            work = directory / f"finetune-{path.stem}"
+            result = finetune(q, snn, config, data=data, val_data=val_data, out_dir=work,
+                              show_progress=not as_json, resume=resume)
+            if not DistContext.from_env().is_main:  # under torchrun only rank 0 writes and reports
+                return
+            target = new_artifact_path(directory, "snn", f"{snn.coding}-finetuned")
+            written = save(target, q, result.snn, extra={"finetuned_from": str(path)})
+            last = result.history[-1] if result.history else {}
+            seconds = sum(r["seconds"] for r in result.history)
+            images = sum(r["images"] for r in result.history)
+            summary = {
+                "artifact": str(written), "finetuned_from": str(path), "epochs": len(result.history),
+                "train_top1": last.get("train_top1"), "val_top1": last.get("val_top1"),
+                "images_per_s": images / seconds if seconds > 0 else None, "stopped": result.stopped,
+                "log": str(result.log_path) if result.log_path else None,
+                "plot": str(result.plot_path) if result.plot_path else None,
+                "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
+                "history": result.history,
+            }
+            if as_json:
+                _emit_json(summary)
+                return
+            from snnconvert.cli.render import finetune_summary
+
+            finetune_summary(console, result, written)
+
+        _guard(body)

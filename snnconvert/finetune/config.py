@@ -1,0 +1,136 @@
+"""``FinetuneConfig``: every option of :func:`snnconvert.finetune.finetune`, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from snnconvert.errors import SnnConvertError
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("none", "step", "cosine")
+LOSSES = ("ce", "tet")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of BPTT fine-tuning of a converted SNN (M-LIF paper 000, §5.1 and A.3)."""
+
+    epochs: int = field(default=1, metadata={"help": "Training epochs (0 returns the converted SNN unchanged)."})
+    batch_size: int = field(default=64, metadata={
+        "help": "Global batch size; under torchrun each of the W ranks takes batch_size // W images."})
+    lr: float = field(default=1e-4, metadata={"help": "Learning rate of the synapse weights and biases."})
+    optimizer: str = field(default="adam", metadata={"help": "adam or sgd."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay (L2) of every parameter group."})
+    schedule: str = field(default="none", metadata={
+        "help": "none, step (multiply by gamma at each milestone epoch) or cosine (to 0 after warm-up)."})
+    milestones: list[int] = field(default_factory=list, metadata={
+        "help": "Epochs (counted from 0, warm-up included) at which the step schedule multiplies the lr by gamma."})
+    gamma: float = field(default=0.2, metadata={"help": "Factor of the step schedule (0.2: divide by 5, as 000 A.3)."})
+    warmup_epochs: int = field(default=0, metadata={
+        "help": "Linear warm-up epochs: the lr rises from warmup_factor * lr to lr."})
+    warmup_factor: float = field(default=0.1, metadata={"help": "Starting share of the lr during warm-up."})
+    threshold_lr: float | None = field(default=None, metadata={
+        "help": "Fixed (unscheduled) lr of the firing thresholds; None shares the weights' scheduled lr."})
+    leak_lr: float | None = field(default=None, metadata={
+        "help": "Fixed (unscheduled) lr of the membrane leaks; None shares the weights' scheduled lr."})
+    surrogate: str | None = field(default=None, metadata={
+        "help": "Surrogate gradient spec NAME[:PARAM] (triangular:0.3, sigmoid:4, straight-through, ...); "
+                "None keeps each neuron's own (M-LIF: the window of triangles, 000 A.1; multi-bit and SWS: "
+                "straight-through; IF: triangular:1)."})
+    learn_threshold: bool = field(default=False, metadata={"help": "Train the firing thresholds."})
+    learn_leak: bool = field(default=False, metadata={"help": "Train the membrane leaks."})
+    per_channel: bool = field(default=False, metadata={"help": "One threshold / leak per channel, not per layer."})
+    loss: str = field(default="ce", metadata={
+        "help": "ce: cross-entropy of the decoded (time-averaged) output; tet: mean over steps of per-step CE."})
+    augment: bool = field(default=False, metadata={
+        "help": "Random crop with zero padding and horizontal flip (seeded)."})
+    augment_pad: int | None = field(default=None, metadata={
+        "help": "Crop padding in pixels (default: height // 8, i.e. 4 for 32x32)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the data order, the augmentation and torch."})
+    train_split: float = field(default=1.0, metadata={
+        "help": "Share of a single-folder training pool used for training (the rest can validate); training "
+                "on the calibration data uses the calibration's own split instead."})
+    val_limit: int | None = field(default=1000, metadata={
+        "help": "Validation images per epoch (stratified sample; 0 skips validation, None takes all)."})
+    checkpoint_time: bool = field(default=False, metadata={
+        "help": "Recompute each neuron layer's time loop in the backward pass instead of storing it "
+                "(torch.utils.checkpoint; less memory, about one more forward pass)."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda or cuda:N."})
+    max_batches_per_epoch: int | None = field(default=None, metadata={
+        "help": "Stop each epoch after this many batches (for budgets)."})
+    time_budget_s: float | None = field(default=None, metadata={
+        "help": "Wall-clock budget: stop after the epoch that exceeds it (recorded in the history)."})
+
+    def validate(self) -> None:
+        """Raise ``SnnConvertError`` (one line) on the first invalid option."""
+        if not (_int(self.epochs) and self.epochs >= 0):
+            raise SnnConvertError(f"epochs {self.epochs!r} is not possible: give an integer >= 0")
+        if not (_int(self.batch_size) and self.batch_size >= 1):
+            raise SnnConvertError(f"batch_size {self.batch_size!r} is not possible: give an integer >= 1")
+        for name in ("lr", "threshold_lr", "leak_lr"):
+            value = getattr(self, name)
+            if value is None and name != "lr":
+                continue
+            if not (_number(value) and value > 0):
+                raise SnnConvertError(f"{name} {value!r} is not possible: give a positive learning rate")
+        if self.optimizer not in OPTIMIZERS:
+            raise SnnConvertError(f"optimizer {self.optimizer!r} is not possible: choose {' or '.join(OPTIMIZERS)}")
+        if not (_number(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise SnnConvertError(f"momentum {self.momentum!r} is not possible: give a value in [0, 1)")
+        if not (_number(self.weight_decay) and self.weight_decay >= 0.0):
+            raise SnnConvertError(f"weight_decay {self.weight_decay!r} is not possible: give a value >= 0")
+        if self.schedule not in SCHEDULES:
+            raise SnnConvertError(f"schedule {self.schedule!r} is not possible: choose {', '.join(SCHEDULES)}")
+        if not (isinstance(self.milestones, (list, tuple)) and all(_int(m) and m >= 0 for m in self.milestones)):
+            raise SnnConvertError(f"milestones {self.milestones!r} are not possible: give epochs as integers >= 0")
+        if list(self.milestones) != sorted(self.milestones):
+            raise SnnConvertError(f"milestones {list(self.milestones)} must be increasing")
+        if not (_number(self.gamma) and 0.0 < self.gamma <= 1.0):
+            raise SnnConvertError(f"gamma {self.gamma!r} is not possible: give a factor in (0, 1]")
+        if not (_int(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise SnnConvertError(f"warmup_epochs {self.warmup_epochs!r} is not possible: give an integer >= 0")
+        if not (_number(self.warmup_factor) and 0.0 < self.warmup_factor <= 1.0):
+            raise SnnConvertError(f"warmup_factor {self.warmup_factor!r} is not possible: give a value in (0, 1]")
+        if self.surrogate is not None and not (isinstance(self.surrogate, str) and self.surrogate):
+            raise SnnConvertError(f"surrogate {self.surrogate!r} is not possible: give a spec such as triangular:0.3")
+        for name in ("learn_threshold", "learn_leak", "per_channel", "augment", "checkpoint_time"):
+            if not isinstance(getattr(self, name), bool):
+                raise SnnConvertError(f"{name} {getattr(self, name)!r} is not possible: give true or false")
+        if self.loss not in LOSSES:
+            raise SnnConvertError(f"loss {self.loss!r} is not possible: choose {' or '.join(LOSSES)}")
+        if self.augment_pad is not None and not (_int(self.augment_pad) and self.augment_pad >= 0):
+            raise SnnConvertError(f"augment_pad {self.augment_pad!r} is not possible: give an integer >= 0")
+        if not _int(self.seed):
+            raise SnnConvertError(f"seed {self.seed!r} is not possible: give an integer")
+        if not (_number(self.train_split) and 0.0 < self.train_split <= 1.0):
+            raise SnnConvertError(f"train_split {self.train_split!r} is not possible: give a share in (0, 1]")
+        if self.val_limit is not None and not (_int(self.val_limit) and self.val_limit >= 0):
+            raise SnnConvertError(f"val_limit {self.val_limit!r} is not possible: give an integer >= 0 or none")
+        if not (isinstance(self.device, str) and self.device):
+            raise SnnConvertError(f"device {self.device!r} is not possible: give auto, cpu, cuda or cuda:N")
+        if self.max_batches_per_epoch is not None and not (
+                _int(self.max_batches_per_epoch) and self.max_batches_per_epoch >= 1):
+            raise SnnConvertError(
+                f"max_batches_per_epoch {self.max_batches_per_epoch!r} is not possible: give an integer >= 1")
+        if self.time_budget_s is not None and not (_number(self.time_budget_s) and self.time_budget_s > 0):
+            raise SnnConvertError(f"time_budget_s {self.time_budget_s!r} is not possible: give seconds > 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-compatible copy (milestones as a list)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["milestones"] = list(self.milestones)
+        return out
+
+
+# Options that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "time_budget_s", "device")
