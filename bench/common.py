@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from snnconvert.atomic import write_json_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SNNCONVERT_SHARED_DATA") or ROOT.parent / "shared" / "data")
@@ -39,10 +39,4 @@ def machine() -> dict[str, Any]:
 
 def write_json(name: str, data: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>`` atomically."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomically(RESULTS / name, data)

@@ -13,12 +13,9 @@ Writes go to a temporary file in the same directory and are renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
 import platform
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import snnconvert
+from snnconvert._version import __version__
+from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
 from snnconvert.serialize import module_from_spec, module_spec
 
@@ -52,7 +50,7 @@ def library_versions() -> dict[str, str]:
     import torchvision
 
     return {
-        "snnconvert": snnconvert.__version__,
+        "snnconvert": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
@@ -90,19 +88,7 @@ def save_artifact(artifact: Artifact, path: str | Path) -> Path:
             payload["tensors"][f"{name}/{key}"] = value.detach().cpu().clone()
     for key, value in artifact.extra_tensors.items():
         payload["tensors"][f"extra/{key}"] = value.detach().cpu().clone()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
 def load_artifact(path: str | Path) -> Artifact:
@@ -125,7 +111,7 @@ def load_artifact(path: str | Path) -> Artifact:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise SnnConvertError(
             f"{path} has artifact format v{version}, newer than this snnconvert "
-            f"{snnconvert.__version__} reads (v{FORMAT_VERSION}); upgrade snnconvert"
+            f"{__version__} reads (v{FORMAT_VERSION}); upgrade snnconvert"
         )
     try:
         manifest = json.loads(payload["manifest"])

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snnconvert.data.folders import _check_not_splits, class_folders, natural_split
+from snnconvert.data.folders import _check_not_splits, class_folders, files_under, natural_split
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.data.pool import Pool, require_dir
 from snnconvert.data.specs import DataSpec, check_event_options
@@ -109,14 +109,7 @@ class EventFrameDataset(Dataset):
 
 
 def _event_files(folder: Path) -> list[str]:
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(folder).as_posix()
-        prefix = "" if rel == "." else rel + "/"
-        found += [prefix + f for f in sorted(filenames)
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in EVENT_EXTENSIONS]
-    return found
+    return files_under(folder, lambda name: os.path.splitext(name)[1].lower() in EVENT_EXTENSIONS)
 
 
 def events_pool(spec: DataSpec, role: str, input_spec: InputSpec) -> Pool:

@@ -8,6 +8,7 @@ found recursively below each class folder (hidden files skipped) with the extens
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,21 @@ def class_folders(root: Path) -> list[str]:
         return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
 
 
-def images_under(folder: Path) -> list[str]:
-    """Posix paths (relative to ``folder``) of the images below it, recursively, sorted."""
+def files_under(folder: Path, keep: Callable[[str], bool]) -> list[str]:
+    """Posix paths (relative to ``folder``) of the non-hidden files below it whose name ``keep``
+    accepts, recursively, sorted (hidden folders are skipped)."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(dirpath).relative_to(folder).as_posix()
         prefix = "" if rel == "." else rel + "/"
-        found += [prefix + name for name in sorted(filenames) if _is_image(name)]
+        found += [prefix + name for name in sorted(filenames) if not name.startswith(".") and keep(name)]
     return found
+
+
+def images_under(folder: Path) -> list[str]:
+    """Posix paths (relative to ``folder``) of the images below it, recursively, sorted."""
+    return files_under(folder, _is_image)
 
 
 def natural_split(root: Path) -> tuple[str, str] | None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from snnconvert.atomic import write_atomically, write_json_atomically
 
 LOG_NAME = "finetune-log.json"
 PLOT_NAME = "finetune-curves.png"
@@ -14,12 +13,7 @@ PLOT_NAME = "finetune-curves.png"
 
 def write_log(path: Path, config: dict[str, Any], history: list[dict[str, Any]], **extra: Any) -> Path:
     """Write ``{"config", "history", ...}`` as JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"config": config, "history": history, **extra}, handle, indent=2, default=str)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomically(path, {"config": config, "history": history, **extra})
 
 
 def write_curves(path: Path, history: list[dict[str, Any]], title: str = "fine-tuning") -> Path | None:
@@ -47,7 +41,7 @@ def write_curves(path: Path, history: list[dict[str, Any]], title: str = "fine-t
     ax_acc.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomically(path, lambda handle: fig.savefig(handle, dpi=120, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)

@@ -218,19 +218,10 @@ class QConvBn2d(QConv2d):
 
     @classmethod
     def from_conv_bn(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d, bits: int) -> QConvBn2d:
-        q = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-            bias=conv.bias is not None, padding_mode=conv.padding_mode, w_bits=bits,
-        )
+        q = cls(**conv_args(conv), w_bits=bits)
         q.bn = bn.__class__(bn.num_features, eps=bn.eps, momentum=bn.momentum)
         q.bn.load_state_dict(bn.state_dict())
-        with torch.no_grad():
-            q.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                q.bias.copy_(conv.bias)
-        q.refresh_weight_scale()
-        return q
+        return q._take_weights(conv)
 
     def _factor(self) -> Tensor:
         return self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)

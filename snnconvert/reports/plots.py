@@ -4,9 +4,6 @@ Every file is written atomically (a temporary file renamed into place)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from snnconvert.atomic import write_atomically  # noqa: E402
 from snnconvert.codings import get_coding  # noqa: E402
 from snnconvert.evaluate import EvaluationReport  # noqa: E402
 
@@ -35,19 +33,11 @@ def layer_colorbar(fig, ax, cmap, layers: int, label: str) -> None:
 
 def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` as PNG atomically and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        return write_atomically(path, lambda handle: fig.savefig(handle, dpi=120, bbox_inches="tight", format="png"),
+                                suffix=".png")
     finally:
         plt.close(fig)
-    return path
 
 
 def spike_rate_plot(report: EvaluationReport, path: Path) -> Path | None:
