@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers clean
+.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers bench-finetune gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench-codings: install
 bench-peers: install
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/compare_spikingjelly.py
+
+bench-finetune: install
+	$(BIN)/python bench/finetune_resnet20.py
+
+gpu-smoke: install
+	$(BIN)/python bench/gpu_smoke.py
 
 bench: bench-sws bench-codings
 

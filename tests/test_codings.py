@@ -87,3 +87,14 @@ def test_sweep_reuses_one_conversion_input(lenet) -> None:
     rows = {r.setting["T"]: r for r in report.sweep}
     assert set(rows) == {4, 16} and rows[4].latency == 4 and rows[16].latency == 16
     assert rows[16].agreement_float >= rows[4].agreement_float - 0.05  # longer windows do not get worse
+
+
+def test_ts_auto_keeps_the_networks_dtype(lenet) -> None:
+    """--Ts auto searches in float32 on a copy: the network it returns stays float64 (SWS's
+    conversion precision), and the quantized model it compared against is not cast."""
+    before = {name: t.dtype for name, t in lenet.model.state_dict().items()}
+    snn = snnconvert.to_snn(lenet, "sws", Tc=8, Ts="auto", auto_limit=48)
+    assert snn.compute_dtype() == torch.float64
+    assert {p.dtype for p in snn.parameters()} == {torch.float64}
+    assert {name: t.dtype for name, t in lenet.model.state_dict().items()} == before
+    assert snn.info["auto"]["images"] == 48 and 8 <= snn.info["T_inf"] <= 8 + 8 * len(snn.info["Ts"])

@@ -382,3 +382,36 @@ def test_cli_finetune_bad_option_is_one_line_error(q_digits, tmp_path: Path) -> 
                                              "--optimizer", "rmsprop"])
     assert result.exit_code == 1
     assert "optimizer 'rmsprop' is not possible" in result.output
+
+
+def test_snnconvert_finetune_is_callable_and_its_modules_import(q_digits) -> None:
+    import importlib
+
+    snn = snnconvert.to_snn(q_digits, "mlif", S=3, T=1)
+    result = snnconvert.finetune(q_digits, snn, FinetuneConfig(epochs=0), data="digits")
+    x = torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(result.snn(x), snn(x))
+    assert importlib.import_module("snnconvert.finetune.loop").finetune is finetune
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_through_the_cli(q_digits, tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m snnconvert finetune ...`: gloo DDP, one artifact from rank 0."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    source = snnconvert.save(tmp_path / "snn-mlif-1.snnc", q_digits, snnconvert.to_snn(q_digits, "mlif", S=3, T=1))
+    result = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "snnconvert", "finetune",
+         "--input", str(source), "--data", "digits", "--epochs", "1", "--max-batches", "2", "--batch-size", "16",
+         "--val-limit", "20", "--device", "cpu", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["epochs"] == 1 and summary["history"][0]["images"] == 32  # 2 ranks x 2 batches x 8 images
+    assert len(list(tmp_path.glob("snn-mlif-finetuned-*.snnc"))) == 1  # only rank 0 wrote

@@ -185,9 +185,9 @@ def _to_snn(
     def body() -> None:
         entry = get_coding(coding)
         options = coding_options_from_cli(entry, coding_options or {}, extra)
-        config = coding_config(coding, **options)
+        coding_config(coding, **options)  # a bad option fails before the input is read
         path, q, _ = _load_input(input_path, ("quantized",), out)
-        snn = to_snn(q, coding, config, show_progress=not as_json)
+        snn = to_snn(q, coding, show_progress=not as_json, **options)
         tag = f"{coding}-" + "-".join(f"{k}{v}" for k, v in options.items() if not isinstance(v, list))
         target = new_artifact_path(out or path.parent, "snn", tag.rstrip("-"))
         written = save(target, q, snn, extra={"converted_from": str(path)})

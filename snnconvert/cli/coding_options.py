@@ -54,7 +54,7 @@ def _flags(table: dict[str, Coding]) -> list[_Flag]:
 def _parameter(flag: _Flag) -> inspect.Parameter:
     owners = ", ".join(flag.owners)
     panel = f"{flag.owners[0]} options" if len(flag.owners) == 1 else "options of several codings"
-    help_text = f"{flag.help} [{owners}]" if len(flag.owners) > 1 else flag.help
+    help_text = f"{flag.help} (codings: {owners})" if len(flag.owners) > 1 else flag.help
     name = f"--{flag_name(flag.name)}"
     if flag.is_bool:
         option = typer.Option(None, f"{name}/--no-{flag_name(flag.name)}", help=help_text, rich_help_panel=panel,

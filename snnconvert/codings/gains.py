@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from snnconvert.graph.ops import module_of
+from snnconvert.graph.passes import recompile_graph
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
 
 _ADD = (operator.add, operator.iadd, torch.add)
@@ -194,8 +195,4 @@ def fold_gains(gm: fx.GraphModule) -> fx.GraphModule:
         gain = _gain(gm, node)
         if gain is not None and torch.allclose(gain.gain.double(), torch.ones(1, dtype=torch.float64), rtol=0, atol=0):
             _remove(gm, node)
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.graph.lint()
-    gm.recompile()
-    return gm
+    return recompile_graph(gm)

@@ -236,7 +236,7 @@ CODING = register_coding(Coding(
     needs_calibration=lambda _cfg: True,
     summary_rows=summary_rows,
     state_ops=membrane_updates,
-    sweep_keys=("T", "S"),
+    sweep_keys=("T", "S", "percentile", "leak", "anchor"),
     metrics=lane_metrics,
     reports=(CodingReport("lanes", "share of spikes carried by each lane", _lane_report, lane_tables),),
 ))

@@ -1,13 +1,11 @@
 """The trainable copy of a converted SNN, and optional gradient checkpointing of neuron layers.
 
 Surrogate gradients live in :mod:`snnconvert.neurons.trainable` (``make_trainable`` returns a
-deep copy whose forward is bit-exact with the converted network). A network without spiking
-neurons (e.g. a toy) trains as a plain deep copy.
+deep copy whose forward is bit-exact with the converted network).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,40 +13,21 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.neurons.trainable import make_trainable, neuron_parameters
 from snnconvert.simulate.network import SpikingNetwork
-
-
-def _trainable_api() -> tuple[Any, Any] | None:
-    try:
-        from snnconvert.neurons.trainable import make_trainable, neuron_parameters
-    except ImportError:
-        return None
-    return make_trainable, neuron_parameters
 
 
 def trainable_copy(snn: SpikingNetwork, config: FinetuneConfig) -> tuple[SpikingNetwork, dict[str, list[nn.Parameter]]]:
     """A deep copy of ``snn`` that trains, and its parameters by group (threshold, leak, other)."""
-    api = _trainable_api()
-    if api is not None:
-        make_trainable, neuron_parameters = api
-        model = make_trainable(snn, surrogate=config.surrogate, learn_threshold=config.learn_threshold,
-                               learn_leak=config.learn_leak, per_channel=config.per_channel)
-        for m in model.modules():  # synapse weights and biases always train (also after a reload)
-            if not isinstance(m, SpikingNeuron):
-                for p in m.parameters(recurse=False):
-                    p.requires_grad_(p.is_floating_point())
-        return model, neuron_parameters(model)
-    if any(isinstance(m, SpikingNeuron) for m in snn.modules()):
-        raise SnnConvertError("fine-tuning spiking neurons needs surrogate gradients "
-                              "(snnconvert.neurons.trainable), which this installation lacks")
-    model = copy.deepcopy(snn)
-    params = [p for p in model.parameters() if p.is_floating_point()]
-    for p in params:
-        p.requires_grad_(True)
-    return model, {"threshold": [], "leak": [], "other": params}
+    model = make_trainable(snn, surrogate=config.surrogate, learn_threshold=config.learn_threshold,
+                           learn_leak=config.learn_leak, per_channel=config.per_channel)
+    for m in model.modules():  # synapse weights and biases always train (also after a reload)
+        if not isinstance(m, SpikingNeuron):
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(p.is_floating_point())
+    return model, neuron_parameters(model)
 
 
 def _checkpointed_forward(neuron: nn.Module) -> Any:
