@@ -173,11 +173,7 @@ def load_recipe(path: str | Path) -> Recipe:
         recipe.finetune = _finetune_section(path, nodes["finetune"])
     if "evaluate" in nodes:
         recipe.evaluate = _evaluate_section(path, nodes["evaluate"])
-    try:
-        recipe.validate()
-    except SnnConvertError as exc:
-        raise SnnConvertError(f"{path}: {exc}") from exc
-    return recipe
+    return recipe  # sections were checked above, with their lines; pipeline.run checks the whole
 
 
 def _finetune_section(path: Path, node: yaml.Node) -> FinetuneSection | None:

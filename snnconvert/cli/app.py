@@ -22,7 +22,7 @@ from snnconvert.codings import codings, get_coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import REPORTS, EvaluateConfig, EvaluationReport, evaluate
 from snnconvert.ingest import list_models
-from snnconvert.pipeline import QuantizedModel, StageEvent, coding_config, load, quantize, save, to_snn
+from snnconvert.pipeline import QuantizedModel, StageEvent, load, quantize, save, to_snn
 from snnconvert.pipeline import run as pipeline_run
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.simulate.network import SpikingNetwork
@@ -138,17 +138,6 @@ def quantize_cmd(
 # ------------------------------------------------------------------------------------- to-snn
 
 
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
-
-
 def _load_input(
     input_path: Path | None, stages: tuple[str, ...], directory: Path | None
 ) -> tuple[Path, QuantizedModel, SpikingNetwork | None]:
@@ -185,7 +174,6 @@ def _to_snn(
     def body() -> None:
         entry = get_coding(coding)
         options = coding_options_from_cli(entry, coding_options or {}, extra)
-        coding_config(coding, **options)  # a bad option fails before the input is read
         path, q, _ = _load_input(input_path, ("quantized",), out)
         snn = to_snn(q, coding, show_progress=not as_json, **options)
         tag = f"{coding}-" + "-".join(f"{k}{v}" for k, v in options.items() if not isinstance(v, list))
@@ -231,7 +219,7 @@ def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
         if "=" not in item:
             raise SnnConvertError(f"--sweep {item!r}: write KEY=V1,V2,... (e.g. --sweep Ts=0,1,2,3)")
         key, values = item.split("=", 1)
-        sweep[key.replace("-", "_")] = [_parse_value(v) for v in values.split(",") if v]
+        sweep[key.replace("-", "_")] = [v for v in values.split(",") if v]  # read by each option's type
     return sweep
 
 

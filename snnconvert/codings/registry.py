@@ -166,6 +166,3 @@ def flag_name(field_name: str) -> str:
     """``bits_spike`` -> ``bits-spike``; ``Tc`` stays ``Tc``."""
     return field_name.replace("_", "-")
 
-
-def needs_calibration(coding: Coding, config: Any) -> bool:
-    return bool(coding.needs_calibration(config))
