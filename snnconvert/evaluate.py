@@ -19,6 +19,7 @@ from snnconvert.device import resolve_device
 from snnconvert.errors import SnnConvertError
 from snnconvert.pipeline import QuantizedModel, conversion_inputs, convert_with, eval_split
 from snnconvert.progress import track
+from snnconvert.reports.analyses import AnalysisContext, analyses
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.probes import SynapseLoad, synapse_probe
 
@@ -29,7 +30,9 @@ which can also be asked for by name (e.g. ``residual`` for SWS)."""
 
 def report_names() -> tuple[str, ...]:
     """The generic reports, then every registered coding's own reports."""
-    extra = [r.name for c in codings().values() for r in c.reports]
+    from snnconvert.reports.analyses import analyses
+
+    extra = [r.name for c in codings().values() for r in c.reports] + list(analyses())
     return REPORTS + tuple(dict.fromkeys(n for n in extra if n not in REPORTS))
 
 
@@ -332,12 +335,26 @@ def evaluate(
             data = extra.compute(snn)
             if data is not None:
                 report.coding_reports[extra.name] = data
+    _run_analyses(report, config, AnalysisContext(quantized, snn, images, labels, quant_logits, float_logits,
+                                                  device, dtype, config.batch_size, show_progress))
     report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12),
                                  len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype)
     if config.sweep:
         report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress,
                                  activation)
     return report
+
+
+def _run_analyses(report: EvaluationReport, config: EvaluateConfig, context: AnalysisContext) -> None:
+    """The analyses named in ``config.reports`` (``all`` does not include them)."""
+    for name, analysis in analyses().items():
+        if name not in config.reports:
+            continue
+        if not analysis.applies(context.snn):
+            raise SnnConvertError(f"report {name} needs {analysis.needs}; this SNN is {context.snn.coding}")
+        data = analysis.compute(context)
+        if data is not None:
+            report.coding_reports[name] = data
 
 
 def sweep_grid(coding_name: str, sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -23,7 +23,32 @@ def _pct(x: float | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``finetune`` command to ``app``."""
+    """Add the ``finetune`` and ``methods`` commands to ``app``."""
+
+    @app.command("methods")
+    def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+        """List the training methods `finetune --method` can apply, with their options."""
+        from snnconvert.cli.app import _emit_json, _guard, console
+
+        def body() -> None:
+            from snnconvert.finetune.methods import methods
+
+            table = {name: {"summary": m.summary, "options": {f.name: f.metadata.get("help", "")
+                                                               for f in m.options()}}
+                     for name, m in methods().items()}
+            if as_json:
+                _emit_json(table)
+                return
+            from rich.table import Table
+
+            t = Table(title="training methods (finetune --method NAME --method-option NAME.KEY=VALUE)")
+            for col in ("method", "summary", "options"):
+                t.add_column(col)
+            for name, entry in table.items():
+                t.add_row(name, entry["summary"], ", ".join(entry["options"]))
+            console.print(t)
+
+        _guard(body)
 
     @app.command("finetune")
     def finetune_cmd(
@@ -60,6 +85,10 @@ def register(app: typer.Typer) -> None:
                                                                              "backward pass (less memory)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run from its checkpoint."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        method: list[str] = typer.Option([], "--method", help="Training method to apply (repeatable); "
+                                         "`snnconvert methods` lists them."),
+        method_option: list[str] = typer.Option([], "--method-option", help="A method's option, "
+                                                "NAME.KEY=VALUE (repeatable; switches the method on)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
@@ -78,6 +107,7 @@ def register(app: typer.Typer) -> None:
         def body() -> None:
             from snnconvert.finetune import FinetuneConfig, finetune
             from snnconvert.finetune.ddp import DistContext
+            from snnconvert.finetune.methods import methods_from_flags
             from snnconvert.pipeline import save
             from snnconvert.workspace import new_artifact_path
 
@@ -88,6 +118,7 @@ def register(app: typer.Typer) -> None:
                 learn_threshold=learn_threshold, learn_leak=learn_leak, per_channel=per_channel, loss=loss,
                 augment=augment, seed=seed, val_limit=val_limit, checkpoint_time=checkpoint_time, device=device,
                 max_batches_per_epoch=max_batches, time_budget_s=time_budget,
+                methods=methods_from_flags(method, method_option),
             )
             config.validate()
             path, q, snn = _load_input(input_path, ("snn",), None)

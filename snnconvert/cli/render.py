@@ -199,9 +199,10 @@ def _rates(console: Console, report: EvaluationReport) -> None:
 
 
 def _coding_reports(console: Console, report: EvaluationReport) -> None:
-    coding = get_coding(report.coding)
+    from snnconvert.reports.analyses import find_report
+
     for name, data in report.coding_reports.items():
-        extra = coding.report(name)
+        extra = find_report(report.coding, name)
         if extra is not None:
             for table in extra.tables(data):
                 print_table(console, table)

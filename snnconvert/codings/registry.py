@@ -124,7 +124,7 @@ def _scalar(text: str, kind: Any) -> Any:
     raise ValueError(text)
 
 
-def _parse_typed(text: str, annotation: Any) -> Any:
+def parse_typed(text: str, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         members = typing.get_args(annotation)
@@ -132,7 +132,7 @@ def _parse_typed(text: str, annotation: Any) -> Any:
         ordered = sorted(members, key=lambda a: (a is not type(None), a is str))
         for member in ordered:
             try:
-                return _parse_typed(text, member)
+                return parse_typed(text, member)
             except ValueError:
                 continue
         raise ValueError(text)
@@ -141,7 +141,7 @@ def _parse_typed(text: str, annotation: Any) -> Any:
         parts = [p.strip() for p in text.strip().strip("[]").split(",") if p.strip()]
         if not parts:
             raise ValueError(text)
-        return [_parse_typed(p, item) for p in parts]
+        return [parse_typed(p, item) for p in parts]
     return _scalar(text, annotation)
 
 
@@ -155,7 +155,7 @@ def parse_option(coding: Coding, name: str, text: str) -> Any:
         valid = ", ".join(f.name for f in coding.options())
         raise SnnConvertError(f"{name} is not an option of coding {coding.name} (its options: {valid})")
     try:
-        return _parse_typed(text, hints[name])
+        return parse_typed(text, hints[name])
     except ValueError:
         shown = str(hints[name]).replace("typing.", "")
         raise SnnConvertError(f"--{flag_name(name)} {text!r} is not possible for coding {coding.name}: "

@@ -70,6 +70,9 @@ class FinetuneConfig:
         "help": "Stop each epoch after this many batches (for budgets)."})
     time_budget_s: float | None = field(default=None, metadata={
         "help": "Wall-clock budget: stop after the epoch that exceeds it (recorded in the history)."})
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
+        "help": "Training methods to apply, by name, with their option overrides, e.g. "
+                "{'adaptive_bits': {'target_bits': '2/2/1'}} (see snnconvert.finetune.methods)."})
 
     def validate(self) -> None:
         """Raise ``SnnConvertError`` (one line) on the first invalid option."""
@@ -124,11 +127,18 @@ class FinetuneConfig:
                 f"max_batches_per_epoch {self.max_batches_per_epoch!r} is not possible: give an integer >= 1")
         if self.time_budget_s is not None and not (_number(self.time_budget_s) and self.time_budget_s > 0):
             raise SnnConvertError(f"time_budget_s {self.time_budget_s!r} is not possible: give seconds > 0")
+        if not (isinstance(self.methods, dict) and all(
+                isinstance(k, str) and (v is None or isinstance(v, dict)) for k, v in self.methods.items())):
+            raise SnnConvertError("methods must map training-method names to option mappings")
+        from snnconvert.finetune.methods import active_methods
+
+        active_methods(self.methods)  # unknown methods or options fail here, before any work
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-compatible copy (milestones as a list)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["milestones"] = list(self.milestones)
+        out["methods"] = {k: dict(v or {}) for k, v in self.methods.items()}
         return out
 
 

@@ -36,6 +36,7 @@ from snnconvert.finetune.checkpoint import (
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.finetune.ddp import DistContext
 from snnconvert.finetune.losses import TrainView, loss_of
+from snnconvert.finetune.methods import ActiveMethod, active_methods
 from snnconvert.finetune.model import checkpointed_neurons, trainable_copy
 from snnconvert.finetune.optim import EpochSchedule, build_optimizer
 from snnconvert.finetune.report import LOG_NAME, PLOT_NAME, write_curves, write_log
@@ -150,6 +151,11 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
     show = show_progress and ctx.is_main
     torch.manual_seed(config.seed)
     model, groups = trainable_copy(snn, config)
+    methods = active_methods(config.methods)
+    for method in methods:
+        model = method.prepare(model)
+    if methods:
+        model, groups = _regrouped(model, methods)
     model.to(device).train()
     view = TrainView(model)
     writes = out_dir is not None and ctx.is_main
@@ -168,6 +174,10 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
                     val_images=len(val_split) if val_split is not None else 0,
                     val_description=val_split.description if val_split is not None else None)
         optimizer = build_optimizer(groups, config)
+        for method in methods:
+            for params, lr in method.parameter_groups(model):
+                optimizer.add_param_group({"params": params, "lr": lr, "base_lr": lr, "scheduled": False,
+                                           "name": method.method.name})
         schedule = EpochSchedule(optimizer, config)
         generator = torch.Generator().manual_seed(config.seed)
         start = 0
@@ -197,7 +207,7 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
             sampler.set_epoch(epoch)
             loss_sum, correct, seen, seconds = _train_epoch(
                 step_module, optimizer, config, ctx, device, train.split.dataset, sampler, per_rank, batches,
-                generator, pad, show, f"epoch {epoch + 1}/{config.epochs}")
+                generator, pad, show, f"epoch {epoch + 1}/{config.epochs}", model, methods, epoch * batches)
             loss_sum, correct, seen, seconds = ctx.sum([loss_sum, correct, seen, seconds], device)
             seconds /= ctx.world_size  # the ranks' mean
             val_top1 = None
@@ -208,6 +218,8 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
                 "val_top1": val_top1, "lr": lr, "seconds": seconds, "images": int(seen),
                 "images_per_s": seen / max(seconds, 1e-12),
             })
+            for method in methods:
+                history[-1].update(method.record(model))
             over = config.time_budget_s is not None and sum(r["seconds"] for r in history) > config.time_budget_s
             if ctx.sum([1.0 if over else 0.0], device)[0] > 0 and epoch + 1 < config.epochs:
                 stopped = "time_budget"
@@ -242,10 +254,20 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
                           ckpt_path if writes and ckpt_path is not None and ckpt_path.is_file() else None, stopped)
 
 
+def _regrouped(model: nn.Module, methods: list[ActiveMethod]) -> tuple[nn.Module, dict[str, list[nn.Parameter]]]:
+    """Optimizer groups after the methods' ``prepare``: their own groups are left out of the rest."""
+    from snnconvert.neurons.trainable import neuron_parameters
+
+    groups = neuron_parameters(model)
+    own = {id(p) for m in methods for params, _ in m.parameter_groups(model) for p in params}
+    return model, {k: [p for p in v if id(p) not in own] for k, v in groups.items()}
+
+
 def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, config: FinetuneConfig,
                  ctx: DistContext, device: torch.device, dataset: Any, sampler: DistributedSampler,
                  per_rank: int, batches: int, generator: torch.Generator, pad: int, show: bool,
-                 description: str) -> tuple[float, float, float, float]:
+                 description: str, model: nn.Module | None = None, methods: list[ActiveMethod] | None = None,
+                 first_step: int = 0) -> tuple[float, float, float, float]:
     """One epoch; returns this rank's loss sum, correct count, images and seconds."""
     step_module.train()
     loss_sum = correct = seen = 0.0
@@ -259,11 +281,20 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, confi
                 d = draw(len(images) * ctx.world_size, pad, generator)  # the whole global batch
                 images = apply(images, d[ctx.rank::ctx.world_size], pad)
             images, labels = images.to(device), labels.to(device)
+            step = first_step + k
+            for method in methods or ():
+                method.before_step(model, step, images)
             logits, step_logits = step_module(images)
             loss = loss_of(config.loss, logits, step_logits, labels)
+            for method in methods or ():
+                extra = method.loss(model)
+                if extra is not None:
+                    loss = loss + extra
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            for method in methods or ():
+                method.after_step(model, step)
             n = len(labels)
             loss_sum += float(loss.detach()) * n
             correct += float((logits.detach().argmax(1) == labels).sum())

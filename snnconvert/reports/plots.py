@@ -12,7 +12,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from snnconvert.atomic import write_atomically  # noqa: E402
-from snnconvert.codings import get_coding  # noqa: E402
 from snnconvert.evaluate import EvaluationReport  # noqa: E402
 
 
@@ -99,9 +98,10 @@ def write_plots(report: EvaluationReport, directory: str | Path) -> list[Path]:
         sweep_plot(report, directory / "accuracy_vs_latency.png"),
     ]
     if report.coding is not None:
-        coding = get_coding(report.coding)
+        from snnconvert.reports.analyses import find_report
+
         for name, data in report.coding_reports.items():
-            extra = coding.report(name)
+            extra = find_report(report.coding, name)
             if extra is not None and extra.plot is not None:
                 made.extend(extra.plot(data, directory, f"{report.model} ({report.coding})"))
     return [p for p in made if p is not None]
