@@ -6,7 +6,10 @@ LeNet-5 on the bundled digits, M-LIF S=3 T=1. Checks, with their tolerances:
   1. converted SNN logits on CUDA vs CPU: max |diff| <= 1e-3, same argmax on >= 99% of 256 images;
   2. one epoch (20 batches) of fine-tuning on each device: train loss within 5% (relative),
      validation top-1 within 3 points; the CUDA-trained SNN comes back on the CPU;
-  3. evaluate() of both trained SNNs on the digits test split: SNN top-1 within 3 points.
+  3. evaluate() of both trained SNNs on the digits test split: SNN top-1 within 3 points;
+  4. quantize with QAT (2 epochs x 10 batches) and to_snn (rate thresholds from calibration
+     statistics, SWS --Ts auto) with device="cuda" vs "cpu": quantized top-1 within 2 points,
+     rate thresholds within 1e-4 relative, the same auto silent periods.
 Exits 0 with a message when no CUDA device exists; 1 if a check fails.
 """
 
@@ -64,6 +67,23 @@ def main() -> int:
         tops.append(next(s.top1 for s in report.accuracy.scores if s.model == "SNN"))
     check(abs(tops[0] - tops[1]) <= 0.03,
           f"evaluate SNN top-1 cpu {tops[0]:.2%} vs cuda {tops[1]:.2%} (within 3 points)")
+    from snnconvert.quantize import QuantizeConfig
+
+    qat = {"qat_epochs": 2, "qat_batches_per_epoch": 10, "qat_lr": 1e-3}
+    q_cpu = snnconvert.quantize("lenet5", data="digits", config=QuantizeConfig(**qat, device="cpu"))
+    q_gpu = snnconvert.quantize("lenet5", data="digits", config=QuantizeConfig(**qat, device="cuda"))
+    ac, ag = q_cpu.accuracy.quantized_top1, q_gpu.accuracy.quantized_top1
+    check(abs(ac - ag) <= 0.02, f"QAT quantized top-1 cpu {ac:.2%} vs cuda {ag:.2%} (within 2 points)")
+    rate_cpu = snnconvert.to_snn(q_cpu, "rate", T=32, device="cpu")
+    rate_gpu = snnconvert.to_snn(q_cpu, "rate", T=32, device="cuda")
+    worst = max(float(((a - b).abs() / a.abs().clamp(min=1e-12)).max())
+                for (_, a), (_, b) in zip(rate_cpu.state_dict().items(), rate_gpu.state_dict().items(), strict=True)
+                if a.is_floating_point() and a.numel())
+    check(worst <= 1e-4, f"rate conversion state cpu vs cuda calibration: max relative diff {worst:.2e} (<= 1e-4)")
+    auto_cpu = snnconvert.to_snn(q_cpu, "sws", Tc=8, Ts="auto", device="cpu").info["auto"]
+    auto_gpu = snnconvert.to_snn(q_cpu, "sws", Tc=8, Ts="auto", device="cuda").info["auto"]
+    check(auto_cpu["uniform_Ts"] == auto_gpu["uniform_Ts"],
+          f"--Ts auto uniform Ts cpu {auto_cpu['uniform_Ts']} vs cuda {auto_gpu['uniform_Ts']}")
     print("gpu_smoke: " + ("all checks passed" if not failures else f"{len(failures)} check(s) failed"))
     return 1 if failures else 0
 

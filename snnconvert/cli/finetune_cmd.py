@@ -89,6 +89,10 @@ def register(app: typer.Typer) -> None:
                                          "`snnconvert methods` lists them."),
         method_option: list[str] = typer.Option([], "--method-option", help="A method's option, "
                                                 "NAME.KEY=VALUE (repeatable; switches the method on)."),
+        adaptive_bits: bool = typer.Option(False, "--adaptive-bits", help="Learn per-layer weight / spike widths "
+                                           "and T (multi-bit SNNs; same as --method adaptive-bits)."),
+        target_bits: str | None = typer.Option(None, "--target-bits", help="Target average widths W/S/T of "
+                                               "--adaptive-bits, e.g. 2/2/1 (switches it on)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
@@ -105,8 +109,8 @@ def register(app: typer.Typer) -> None:
         from snnconvert.cli.app import _emit_json, _guard, _load_input, console
 
         def body() -> None:
+            from snnconvert.distributed import DistContext
             from snnconvert.finetune import FinetuneConfig, finetune
-            from snnconvert.finetune.ddp import DistContext
             from snnconvert.finetune.methods import methods_from_flags
             from snnconvert.pipeline import save
             from snnconvert.workspace import new_artifact_path
@@ -118,7 +122,9 @@ def register(app: typer.Typer) -> None:
                 learn_threshold=learn_threshold, learn_leak=learn_leak, per_channel=per_channel, loss=loss,
                 augment=augment, seed=seed, val_limit=val_limit, checkpoint_time=checkpoint_time, device=device,
                 max_batches_per_epoch=max_batches, time_budget_s=time_budget,
-                methods=methods_from_flags(method, method_option),
+                methods=methods_from_flags(method + (["adaptive_bits"] if adaptive_bits or target_bits else []),
+                                           method_option + ([f"adaptive_bits.target_bits={target_bits}"]
+                                                            if target_bits else [])),
             )
             config.validate()
             path, q, snn = _load_input(input_path, ("snn",), None)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader
 
@@ -40,6 +41,7 @@ class ConversionInputs:
     calibration: DataLoader | None = None
     show_progress: bool = False
     statistics: dict[Any, Any] = field(default_factory=dict)  # cache of calibration statistics
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where calibration passes run
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word

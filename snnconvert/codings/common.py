@@ -58,12 +58,14 @@ def activation_percentiles(
     *,
     per_channel: bool = False,
     show_progress: bool = False,
+    device: torch.device | None = None,
 ) -> dict[str, dict[float, Tensor]]:
     """Percentiles of every ReLU-type activation's output of a float graph, in one pass.
 
     Returns ``{activation node name: {p: value}}`` where ``value`` has one entry (per tensor) or
     one per channel. The input node is included under the name ``"input"`` (its |x| percentiles).
-    Used by codings that set firing thresholds from data (rate, M-LIF, multi-bit).
+    Used by codings that set firing thresholds from data (rate, M-LIF, multi-bit). The forward
+    passes run on ``device`` (a copy of ``model`` moves there); histograms stay on the CPU.
     """
     from snnconvert.progress import track
     from snnconvert.quantize.histogram import RangeDoublingHistogram
@@ -72,11 +74,15 @@ def activation_percentiles(
     captured: dict[str, Tensor] = {}
     act_nodes = [n for n in model.graph.nodes if kind_of(model, n) is Kind.ACTIVATION]
     placeholder = next(n for n in model.graph.nodes if n.op == "placeholder")
-    interp = _Recorder(model, {n.name for n in act_nodes} | {placeholder.name}, captured)
+    device = torch.device("cpu") if device is None else device
+    runner = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+    interp = _Recorder(runner, {n.name for n in act_nodes} | {placeholder.name}, captured)
     for images, _labels in track(loader, "activation statistics", show=show_progress):
         captured.clear()
-        interp.run(images)
+        with torch.no_grad():
+            interp.run(images.to(device))
         for name, value in captured.items():
+            value = value.detach().cpu()
             channels = value.shape[1] if per_channel and value.dim() > 1 else 1
             if name not in hists:
                 hists[name] = RangeDoublingHistogram(channels)
@@ -99,7 +105,7 @@ def calibration_percentiles(inputs, percentiles: tuple[float, ...], *, per_chann
     if key not in inputs.statistics:
         inputs.statistics[key] = activation_percentiles(
             inputs.float_model, loader if loader is not None else inputs.calibration, tuple(sorted(percentiles)),
-            per_channel=per_channel, show_progress=inputs.show_progress)
+            per_channel=per_channel, show_progress=inputs.show_progress, device=inputs.device)
     return inputs.statistics[key]
 
 

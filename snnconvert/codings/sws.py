@@ -231,7 +231,7 @@ def convert(inputs: ConversionInputs, cfg: SWSConfig) -> SpikingNetwork:
         if inputs.calibration is None:
             raise SnnConvertError("--Ts auto needs calibration data (the quantize step's --data)")
         result = auto_silent_periods(snn, inputs.quantized, inputs.calibration, cfg,
-                                     show_progress=inputs.show_progress)
+                                     show_progress=inputs.show_progress, device=inputs.device)
         snn.info["auto"] = result
     return snn
 
@@ -272,7 +272,8 @@ def silent_period_profile(snn: SpikingNetwork, images: torch.Tensor, max_ts: int
             exact = unfold_time(output, Tc)
             frames = unfold_time(inputs[0], Tc)
             z = neuron.increments(frames) if isinstance(neuron, SWSMaxPoolNeuron) else frames
-            weights = torch.tensor([neuron.beta ** (Tc - k) for k in range(1, Tc + 1)], dtype=z.dtype)
+            weights = torch.tensor([neuron.beta ** (Tc - k) for k in range(1, Tc + 1)], dtype=z.dtype,
+                                   device=z.device)
             shape = (Tc,) + (1,) * (z.dim() - 1)
             exact_value = (exact * weights.view(shape)).sum(0)
             for ts in range(max_ts + 1):
@@ -295,6 +296,14 @@ def silent_period_profile(snn: SpikingNetwork, images: torch.Tensor, max_ts: int
     return {name: (mismatched[name] / max(totals[name], 1)).tolist() for name in neurons}
 
 
+def _on(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` if it is on ``device`` (or has no tensors), else a copy moved there."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    if all(t.device == device for t in tensors):
+        return module
+    return copy.deepcopy(module).to(device)
+
+
 def _as_float32(module: nn.Module) -> nn.Module:
     """``module`` if it computes in float32, else a float32 copy (the original is untouched)."""
     dtypes = {p.dtype for p in module.parameters()} | {b.dtype for b in module.buffers() if b.is_floating_point()}
@@ -302,7 +311,8 @@ def _as_float32(module: nn.Module) -> nn.Module:
 
 
 def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibration: DataLoader,
-                        cfg: SWSConfig, *, show_progress: bool = False) -> dict:
+                        cfg: SWSConfig, *, show_progress: bool = False,
+                        device: torch.device | None = None) -> dict:
     """``--Ts auto``: per layer, the smallest silent period that keeps the SNN's predictions in
     agreement with the quantized ANN's on calibration images (at least ``cfg.auto_agreement``).
 
@@ -316,11 +326,13 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
 
     Every accepted setting was evaluated and met the target, so the result does; it is never
     slower than the best uniform setting. About ``log2(Tc) + levels * log2(layers)`` evaluations.
+    The evaluations run on ``device`` (default: the CPU) on copies; ``snn`` stays where it is.
     """
-    images = _calibration_images(calibration, cfg.auto_limit)
+    device = torch.device("cpu") if device is None else device
+    images = _calibration_images(calibration, cfg.auto_limit).to(device)
     max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
-    reference = _predict(_as_float32(quantized), images, torch.float32)
-    snn32 = _as_float32(snn)  # the search runs in float32 on a copy; ``snn`` keeps its dtype
+    reference = _predict(_on(_as_float32(quantized), device), images, torch.float32)
+    snn32 = _on(_as_float32(snn), device)  # the search runs in float32 on a copy; ``snn`` keeps its dtype
     names = list(neuron_modules(snn32.body))
     trials: list[dict] = []
 

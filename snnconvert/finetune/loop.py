@@ -23,6 +23,7 @@ from torch.utils.data import DistributedSampler
 
 from snnconvert.data.datasets import TensorImageDataset
 from snnconvert.device import resolve_device
+from snnconvert.distributed import DistContext
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.augment import apply, default_pad, draw
 from snnconvert.finetune.checkpoint import (
@@ -34,7 +35,6 @@ from snnconvert.finetune.checkpoint import (
     save_checkpoint,
 )
 from snnconvert.finetune.config import FinetuneConfig
-from snnconvert.finetune.ddp import DistContext
 from snnconvert.finetune.losses import TrainView, loss_of
 from snnconvert.finetune.methods import ActiveMethod, active_methods
 from snnconvert.finetune.model import checkpointed_neurons, trainable_copy
@@ -126,7 +126,7 @@ def finetune(
     Validation each epoch on ``val_data`` (default: the evaluation part of the calibration data),
     never on training or calibration images. With ``out_dir`` a checkpoint (every epoch), a JSON
     log and a PNG of the curves are written there; ``resume=True`` continues from its checkpoint.
-    Under ``torchrun`` (``WORLD_SIZE > 1``) training is data-parallel (see ``finetune.ddp``).
+    Under ``torchrun`` (``WORLD_SIZE > 1``) training is data-parallel (see ``snnconvert.distributed``).
     The input ``snn`` is not modified; the result is a trained copy on the CPU whose
     ``info["finetune"]`` records the config and the history.
     """

@@ -10,6 +10,8 @@ import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader
 
+from snnconvert.device import resolve_device
+from snnconvert.distributed import DistContext
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.capture import propagate_shapes
 from snnconvert.graph.modules import PadWithValues
@@ -38,6 +40,7 @@ class QuantizeConfig:
     qat_momentum: float = 0.9
     batch_size: int = 64
     seed: int = 0
+    device: str = "auto"  # calibration and QAT: auto (CUDA when available) | cpu | cuda | cuda:N
 
     def validate(self) -> None:
         if not 2 <= self.bits <= 16:
@@ -52,6 +55,7 @@ class QuantizeConfig:
             raise SnnConvertError("--qat-epochs must be >= 0")
         if self.calib_limit is not None and self.calib_limit <= 0:
             raise SnnConvertError("the calibration limit must be positive")
+        resolve_device(self.device)
 
     @property
     def w_bits(self) -> int:
@@ -144,14 +148,17 @@ def set_quantization(gm: nn.Module, enabled: bool) -> None:
 def calibrate(
     gm: fx.GraphModule, loader: DataLoader, config: QuantizeConfig, *, show_progress: bool = False
 ) -> list[ClipStats]:
-    """Collect activation histograms in one pass over ``loader`` and set every quantizer's range."""
+    """Collect activation histograms in one pass over ``loader`` and set every quantizer's range.
+
+    The model runs on the device its parameters are on; histograms are kept on the CPU."""
     quants = quantizers(gm)
+    device = _device_of(gm)
     hists: dict[str, RangeDoublingHistogram] = {}
     hooks = []
 
     def observe(name: str):
         def hook(module: ActQuant, inputs: tuple, _output: torch.Tensor) -> None:
-            x = inputs[0]
+            x = inputs[0].detach().cpu()
             if name not in hists:
                 hists[name] = RangeDoublingHistogram(module.scale.numel())
             hists[name].update(x)
@@ -165,7 +172,7 @@ def calibrate(
     gm.eval()
     try:
         for images, _labels in track(loader, "calibrating", show=show_progress):
-            gm(images)
+            gm(images.to(device))
     finally:
         for h in hooks:
             h.remove()
@@ -188,6 +195,10 @@ def calibrate(
         q.set_range(torch.zeros(()), clip.float())
         stats.append(ClipStats.from_histogram(name, hist, q.clip_range()[1].double(), config.method))
     return stats
+
+
+def _device_of(gm: nn.Module) -> torch.device:
+    return next((p.device for p in gm.parameters()), torch.device("cpu"))
 
 
 def finalize(gm: fx.GraphModule) -> fx.GraphModule:
@@ -234,8 +245,16 @@ def qat_finetune(
 ) -> list[dict[str, float]]:
     """Quantization-aware fine-tuning with the schedule of the SWS paper's appendix A.2:
     SGD (momentum 0.9, lr 1e-4); batch-norm statistics frozen after 3/12 of the epochs and the
-    quantizer parameters (scales) after 5/12."""
+    quantizer parameters (scales) after 5/12.
+
+    Runs on the device of ``gm``. Under ``torchrun`` (``WORLD_SIZE = W > 1``) it is data-parallel:
+    every rank's loader yields the same seeded batches, rank r trains on batches r, r + W, ...
+    (``batches // W`` each) and ``DistributedDataParallel`` averages the gradients, so each step
+    sees W batches; the caller starts the process group (:class:`~snnconvert.distributed.DistContext`).
+    """
     schedule = QATSchedule(config.qat_epochs)
+    device = _device_of(gm)
+    ctx = DistContext.from_env()
     torch.manual_seed(config.seed)
     for q in quantizers(gm).values():
         q.scale.requires_grad_(True)
@@ -257,16 +276,27 @@ def qat_finetune(
         for m in gm.modules():
             if isinstance(m, QConvBn2d) and m.bn_frozen:
                 m.bn.eval()
+        step_module: nn.Module = gm
+        if ctx.enabled:  # rebuilt each epoch: DDP synchronizes what requires grad when it is built
+            from torch.nn.parallel import DistributedDataParallel
+
+            step_module = DistributedDataParallel(gm, device_ids=[device.index] if device.type == "cuda" else None)
         total, count = 0.0, 0
         limit = config.qat_batches_per_epoch
         batches = len(loader) if limit is None else min(limit, len(loader))
+        batches -= batches % ctx.world_size  # every rank takes the same number of steps
+        mine = set(ctx.shard(batches))
         for i, (images, labels) in enumerate(
-            track(loader, f"QAT epoch {epoch + 1}/{config.qat_epochs}", total=batches, show=show_progress)
+            track(loader, f"QAT epoch {epoch + 1}/{config.qat_epochs}", total=batches,
+                  show=show_progress and ctx.is_main)
         ):
             if i >= batches:
                 break
+            if i not in mine:
+                continue
+            images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(gm(images), labels)
+            loss = loss_fn(step_module(images), labels)
             if not math.isfinite(loss.item()):
                 raise SnnConvertError("quantization-aware training diverged (loss is not finite); lower --qat-lr")
             loss.backward()
@@ -276,6 +306,7 @@ def qat_finetune(
                     q.scale.clamp_(min=1e-8)
             total += loss.item() * len(labels)
             count += len(labels)
+        total, count = ctx.sum([total, float(count)], device)
         history.append(
             {
                 "epoch": epoch + 1,
@@ -301,12 +332,22 @@ def quantize_graph(
     config.validate()
     qgm = insert_quantizers(prepared, config)
     propagate_shapes(qgm, example_shape)
+    device = resolve_device(config.device)
+    ctx = DistContext.from_env()
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    qgm.to(device)
     stats = calibrate(qgm, calib_loader, config, show_progress=show_progress)
     history: list[dict[str, float]] = []
     if config.qat_epochs > 0:
         if train_loader is None:
             raise SnnConvertError("quantization-aware training needs training data (--data)")
-        history = qat_finetune(qgm, train_loader, config, show_progress=show_progress)
+        ctx.init(device)
+        try:
+            history = qat_finetune(qgm, train_loader, config, show_progress=show_progress)
+        finally:
+            ctx.close()
+    qgm.cpu()
     finalize(qgm)
     propagate_shapes(qgm, example_shape)
     return QuantizeResult(qgm, stats, history)
