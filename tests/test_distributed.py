@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -89,3 +90,59 @@ def test_to_snn_on_cpu_device_equals_default() -> None:
     b = to_snn(q, "rate", T=8, device="cpu")
     x = torch.rand(q.info.input_spec.example_shape(4))
     assert torch.equal(a(x), b(x))
+
+
+def _eval_worker(rank: int, world: int, port: int, out: str) -> None:
+    from snnconvert.evaluate import EvaluateConfig, evaluate
+    from snnconvert.pipeline import to_snn
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    q = quantize("lenet5", data="digits", config=QuantizeConfig(calib_limit=64), eval_limit=0)
+    report = evaluate(q, to_snn(q, "rate", T=8), EvaluateConfig(limit=37, device="cpu", sweep={"T": ["4"]}))
+    (Path(out) / f"eval{rank}.json").write_text(json.dumps(_comparable(report), default=str))
+
+
+def _comparable(report) -> dict:
+    """The report without timings (each rank times its own share)."""
+    data = report.as_dict()
+    data.pop("timing", None)
+    for row in data.get("sweep") or []:
+        row.pop("seconds", None)
+    return data
+
+
+@pytest.mark.slow
+def test_evaluate_under_two_processes_equals_one(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    from snnconvert.evaluate import EvaluateConfig, evaluate
+    from snnconvert.pipeline import to_snn
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    mp.spawn(_eval_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    q = quantize("lenet5", data="digits", config=QuantizeConfig(calib_limit=64), eval_limit=0)
+    single = json.loads(json.dumps(_comparable(evaluate(
+        q, to_snn(q, "rate", T=8), EvaluateConfig(limit=37, device="cpu", sweep={"T": ["4"]}))), default=str))
+    for rank in (0, 1):  # 37 images: rank 0 runs 19, rank 1 runs 18
+        sharded = json.loads((tmp_path / f"eval{rank}.json").read_text())
+        assert sharded["accuracy"] == single["accuracy"]
+        _assert_close_tree(sharded, single)
+
+
+def _assert_close_tree(a, b, path: str = "report") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_close_tree(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_close_tree(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-9), path
+    else:
+        assert a == b, path
