@@ -16,6 +16,8 @@ Conversion (SWS paper, appendix A.1):
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from snnconvert.graph.latency import attribute_delay, path_latency
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph, set_module
 from snnconvert.graph.support import check_supported
+from snnconvert.limits import MAX_RANGE_BITS, check_time_steps
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
 from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
 from snnconvert.quantize.modules import ActQuant
@@ -47,32 +50,64 @@ class SWSConfig:
     one per neuron layer (graph order, as listed in ``snn.info["neuron_layers"]``), or
     ``"auto"``."""
 
-    Tc: int = option(8, help="Coding steps: the digits of every activation, 8 for 8 bits.")
+    Tc: int | None = option(None, help="Coding steps: the digits of every activation. Default: the fewest "
+                                       "that hold the n-bit range, n for beta 2, ceil(n log 2 / log 3) for beta 3.")
     Ts: int | list[int] | str = option(
         2, help="Silent period: N for every TSA layer, a per-layer list N,N,... or auto (searched on "
                 "calibration data).")
-    beta: float = option(2.0, help="Amplification factor of the stepwise weights (beta > 1).")
+    beta: float = option(2.0, help="Amplification factor of the stepwise weights (beta > 1; 3: balanced-ternary "
+                                   "digits, 8 bits in 6 steps).")
     auto_agreement: float = option(0.995, help="--Ts auto: agreement with the quantized ANN to keep.")
     auto_limit: int = option(1000, help="--Ts auto: calibration images it evaluates on.")
     auto_max: int | None = option(None, help="--Ts auto: largest silent period it considers (default Tc).")
 
     def validate(self) -> None:
-        if self.Tc < 1:
+        if self.Tc is not None and (isinstance(self.Tc, bool) or not isinstance(self.Tc, int)):
+            raise SnnConvertError(f"--Tc {self.Tc!r} is not possible: give an integer number of steps")
+        if self.Tc is not None and self.Tc < 1:
             raise SnnConvertError(f"--Tc {self.Tc} is not possible: the coding needs at least 1 step")
+        if not (isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and math.isfinite(self.beta)):
+            raise SnnConvertError(f"--beta {self.beta!r} is not possible: give a finite number > 1")
         if self.beta <= 1:
             raise SnnConvertError(f"--beta {self.beta} is not possible: the amplification must be > 1")
         if isinstance(self.Ts, str) and self.Ts != "auto":
             raise SnnConvertError(f"--Ts {self.Ts!r} is not possible: give an integer, a list or 'auto'")
-        if isinstance(self.Tc, bool) or not isinstance(self.Tc, int):
-            raise SnnConvertError(f"--Tc {self.Tc!r} is not possible: give an integer number of steps")
         values = [self.Ts] if isinstance(self.Ts, int) else self.Ts if isinstance(self.Ts, list) else []
         if any(not isinstance(v, int) or v < 0 for v in values):
             raise SnnConvertError(f"--Ts {self.Ts} is not possible: silent periods are integers >= 0")
         if not 0 < self.auto_agreement <= 1:
             raise SnnConvertError("the --Ts auto agreement target must be in (0, 1]")
+        self._check_range(values)
 
-    def codable_max(self) -> float:
-        return sum(self.beta ** (self.Tc - k) for k in range(1, self.Tc + 1))
+    def _check_range(self, silent: list[int]) -> None:
+        """Tc and Ts bounded: beta^(Tc + Ts) must stay within float range (limits.MAX_RANGE_BITS bits)."""
+        if self.Tc is not None:
+            check_time_steps(self.Tc, "--Tc")
+        for value in silent:
+            check_time_steps(value, "--Ts", minimum=0)
+        steps = (self.Tc or 0) + max(silent, default=0)
+        if steps * math.log2(self.beta) > MAX_RANGE_BITS:
+            raise SnnConvertError(f"--Tc {self.Tc} with --Ts {max(silent, default=0)} and --beta {self.beta:g} "
+                                  f"spans beta^{steps}, more than 2^{MAX_RANGE_BITS}: floating point cannot "
+                                  "simulate it; use fewer steps")
+
+    def codable_max(self, Tc: int | None = None) -> float:
+        """Largest value Tc digits in {-1, 0, 1} with weights beta^(Tc-k) reach: (beta^Tc - 1) / (beta - 1)."""
+        steps = self.Tc if Tc is None else Tc
+        if steps is None:
+            raise SnnConvertError("Tc is not resolved yet: convert with a quantized model (or give --Tc)")
+        return sum(self.beta ** (steps - k) for k in range(1, steps + 1))
+
+    def resolved(self, quantized: fx.GraphModule) -> SWSConfig:
+        """This config with ``Tc`` set: as given, or the fewest steps whose codable range holds
+        every quantizer's 0..qmax (n bits: n steps for beta 2, ceil(n log 2 / log 3) for beta 3)."""
+        if self.Tc is not None:
+            return self
+        qmax = max((m.qmax for m in quantized.modules() if isinstance(m, ActQuant)), default=255)
+        steps = 1
+        while self.codable_max(steps) < qmax:
+            steps += 1
+        return dataclasses.replace(self, Tc=steps)
 
 
 def _sws_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -122,6 +157,7 @@ def _silent_periods(cfg: SWSConfig, layers: list[str]) -> dict[str, int]:
 def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
     """Convert a finalized quantized graph into an SWS spiking network (float64 weights)."""
     cfg.validate()
+    cfg = cfg.resolved(quantized)
     input_quant = _check_quantized(quantized, cfg)
     gm = copy.deepcopy(quantized).double()
     Tc, beta = cfg.Tc, cfg.beta
@@ -226,6 +262,8 @@ def convert(inputs: ConversionInputs, cfg: SWSConfig) -> SpikingNetwork:
     """Coding-table entry point: convert, then pick silent periods when ``Ts == "auto"``."""
     if inputs.quantized is None:
         raise SnnConvertError("SWS conversion needs a quantized model (run `snnconvert quantize` first)")
+    cfg.validate()
+    cfg = cfg.resolved(inputs.quantized)
     snn = convert_sws(inputs.quantized, cfg)
     if cfg.Ts == "auto":
         if inputs.calibration is None:
