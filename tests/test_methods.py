@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from test_finetune import toy_snn
 from torch import nn
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from snnconvert.finetune.methods import (
     unregister_method,
 )
 from snnconvert.reports.analyses import Analysis, register_analysis, unregister_analysis
-from test_finetune import toy_snn
 
 
 @dataclass
