@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers bench-finetune gpu-smoke clean
+.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx fuzz gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,21 @@ bench-peers: install
 
 bench-finetune: install
 	$(BIN)/python bench/finetune_resnet20.py
+
+bench-adaptive-bits: install
+	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/adaptive_bits_resnet20.py --budget-min 6
+
+bench-spquant: install
+	cd bench && flock /tmp/snnconvert-bench.lock ../$(BIN)/python spquant_resnet20.py --budget-min 7
+
+bench-onnx: install
+	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/onnx_qdq_resnet20.py
+
+bench-dtss: install
+	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/dtss_spikformer.py --budget-min 33
+
+fuzz: install
+	SNNCONVERT_FUZZ=large $(BIN)/pytest -q -p no:cacheprovider tests/fuzz tests/test_reliability_inputs.py
 
 gpu-smoke: install
 	$(BIN)/python bench/gpu_smoke.py

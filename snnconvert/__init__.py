@@ -7,15 +7,77 @@ The API mirrors the CLI: :func:`quantize` -> :func:`to_snn` -> :func:`evaluate`,
 listed by :func:`codings`.
 """
 
-from snnconvert import finetune  # a package you can call: snnconvert.finetune(q, snn, config, data=...)
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from snnconvert._version import __version__
-from snnconvert.codings import codings
-from snnconvert.evaluate import EvaluateConfig, EvaluationReport, evaluate
-from snnconvert.finetune import FinetuneConfig, FinetuneResult
-from snnconvert.pipeline import QuantizedModel, RunResult, load, quantize, run, save, to_snn
-from snnconvert.quantize import QuantizeConfig
-from snnconvert.recipe import Recipe, load_recipe
-from snnconvert.simulate.network import SpikingNetwork
+
+# Imported on first use (PEP 562), so that ``import snnconvert`` and the CLI's ``--help`` do not load torch.
+_LAZY = {
+    "finetune": "snnconvert.finetune",  # a package you can call: snnconvert.finetune(q, snn, config, data=...)
+    "codings": "snnconvert.codings",
+    "EvaluateConfig": "snnconvert.evaluate",
+    "EvaluationReport": "snnconvert.evaluate",
+    "evaluate": "snnconvert.evaluate",
+    "FinetuneConfig": "snnconvert.finetune",
+    "FinetuneResult": "snnconvert.finetune",
+    "QuantizedModel": "snnconvert.pipeline",
+    "RunResult": "snnconvert.pipeline",
+    "load": "snnconvert.pipeline",
+    "quantize": "snnconvert.pipeline",
+    "run": "snnconvert.pipeline",
+    "save": "snnconvert.pipeline",
+    "to_snn": "snnconvert.pipeline",
+    "QuantizeConfig": "snnconvert.quantize",
+    "Recipe": "snnconvert.recipe",
+    "load_recipe": "snnconvert.recipe",
+    "SpikingNetwork": "snnconvert.simulate.network",
+    "export_onnx": "snnconvert.export.onnx",
+    "export_nir": "snnconvert.export.nir",
+}
+
+if TYPE_CHECKING:
+    from snnconvert import finetune
+    from snnconvert.codings import codings
+    from snnconvert.evaluate import EvaluateConfig, EvaluationReport, evaluate
+    from snnconvert.export.nir import export_nir
+    from snnconvert.export.onnx import export_onnx
+    from snnconvert.finetune import FinetuneConfig, FinetuneResult
+    from snnconvert.pipeline import QuantizedModel, RunResult, load, quantize, run, save, to_snn
+    from snnconvert.quantize import QuantizeConfig
+    from snnconvert.recipe import Recipe, load_recipe
+    from snnconvert.simulate.network import SpikingNetwork
+
+
+_SHADOWING = ("quantize", "codings", "evaluate")
+"""API functions named like a submodule: importing the submodule binds it here, yet
+``snnconvert.quantize`` (``codings``, ``evaluate``) is the function, as an eager import made it."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snnconvert' has no attribute {name!r}")
+    loaded = importlib.import_module(module)
+    value = loaded if name == "finetune" else getattr(loaded, name)  # the finetune package is callable
+    if name not in _SHADOWING:
+        globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    def __getattribute__(self, name: str) -> Any:
+        if name in _SHADOWING:
+            return getattr(importlib.import_module(_LAZY[name]), name)
+        return super().__getattribute__(name)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "EvaluateConfig",
@@ -30,6 +92,8 @@ __all__ = [
     "__version__",
     "codings",
     "evaluate",
+    "export_nir",
+    "export_onnx",
     "finetune",
     "load",
     "load_recipe",

@@ -1,33 +1,208 @@
 """Atomic file writes: a temporary file in the target's folder, renamed over the target.
 
-A failed or interrupted write leaves the target as it was and no temporary file behind."""
+Guarantees:
+
+- A failed or interrupted write (an exception, Ctrl-C, SIGTERM) leaves the target as it was and
+  no temporary file behind: while a write is in progress in the main thread, SIGTERM raises
+  ``SystemExit(143)`` (unless the program installed its own handler), so the cleanup runs.
+- SIGKILL cannot be caught: it may leave a temporary file ``.<name>.<pid>.<random>.tmp``. Such
+  files are hidden (dot files, which nothing in snnconvert reads) and are removed by the next
+  write into the same folder once their process ``<pid>`` no longer runs.
+- Files get the permissions ``open()`` would give (``0666`` minus the umask), not ``0600``.
+- ``exclusive=True`` never replaces a file another process created meanwhile: the target is
+  published with a no-clobber link, and if its name is taken, the next free name
+  ``<stem>-1<suffix>``, ``<stem>-2<suffix>``... is used. The path written is returned.
+- :func:`reserve_name` picks a new file name atomically for a write that comes later: it
+  creates the hidden marker ``.<name>.reserved`` (``O_EXCL``, holding the pid), so two processes
+  never pick the same name; the write of ``<name>`` removes the marker. Markers of processes
+  that no longer run are removed by the next write into the folder, like temporary files.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+_TMP_PATTERN = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+RESERVED_SUFFIX = ".reserved"
+MAX_NAME_TRIES = 10_000
 
-def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None], *, suffix: str = ".tmp") -> Path:
-    """Create ``path`` (and its folder) with the bytes ``write(handle)`` produces, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else via os.umask."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` for the duration (main thread, default handler only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        previous = None
+    if previous not in (signal.SIG_DFL, None):
+        yield  # the program handles SIGTERM itself (it must raise for the cleanup to run)
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # exists but belongs to someone else, or cannot be asked: keep the file
+    return True
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(f".{path.name}{RESERVED_SUFFIX}")
+
+
+def _marker_owner(marker: Path) -> int | None:
+    """The pid in a reservation marker; None while it is being written or unreadable."""
+    try:
+        text = marker.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def reserve_name(candidates: Iterable[Path]) -> Path:
+    """The first of ``candidates`` that neither exists nor is reserved, reserved for this process
+    (atomically: two processes never get the same name). A later :func:`write_atomically` of
+    that path (or :func:`release_name`) removes the reservation."""
+    for path in candidates:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        marker = _marker(path)
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(f"{os.getpid()}\n")
+        if path.exists():  # published by a writer that has released its reservation
+            release_name(path)
+            continue
+        return path
+    raise FileExistsError("no free file name")
+
+
+def release_name(path: str | Path) -> None:
+    """Drop this process's reservation of ``path`` (if any)."""
+    marker = _marker(Path(path))
+    if _marker_owner(marker) == os.getpid():
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            os.unlink(marker)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files and name reservations left in ``folder`` by writers that were
+    killed (their process no longer runs); returns them."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(".") and name.endswith(RESERVED_SUFFIX):
+            path = Path(folder) / name
+            owner = _marker_owner(path)
+            if owner is not None and not _pid_running(owner):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed.append(path)
+            continue
+        match = _TMP_PATTERN.match(name)
+        if match is None or _pid_running(int(match.group(1))):
+            continue
+        path = Path(folder) / name
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def _candidates(path: Path) -> Iterator[Path]:
+    yield path
+    for n in range(1, MAX_NAME_TRIES):
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def _publish_exclusive(tmp: str, path: Path) -> Path:
+    """Give ``tmp`` the first free name of ``path``'s candidates without replacing any file."""
+    for candidate in _candidates(path):
+        try:
+            os.link(tmp, candidate)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links on this file system: reserve the name, then replace it
+            try:
+                os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                continue
+            os.replace(tmp, candidate)
+            return candidate
+        os.unlink(tmp)
+        return candidate
+    raise FileExistsError(f"no free file name like {path}")
+
+
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None], *, suffix: str = ".tmp",
+                     exclusive: bool = False) -> Path:
+    """Create ``path`` (and its folder) with the bytes ``write(handle)`` produces, atomically.
+
+    With ``exclusive``, an existing file is never replaced: the next free name is used instead.
+    Returns the path written."""
+    path = requested = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    with _sigterm_raises():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if exclusive:
+                path = _publish_exclusive(tmp, path)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            release_name(path)
+            raise
+    release_name(requested)
     return path
 
 

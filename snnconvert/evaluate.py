@@ -8,6 +8,7 @@ import dataclasses
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,16 +17,14 @@ from torch import Tensor, nn
 from snnconvert.codings import codings, get_coding, parse_option
 from snnconvert.data import materialize
 from snnconvert.device import resolve_device
+from snnconvert.distributed import DistContext
 from snnconvert.errors import SnnConvertError
 from snnconvert.pipeline import QuantizedModel, conversion_inputs, convert_with, eval_split
 from snnconvert.progress import track
 from snnconvert.reports.analyses import AnalysisContext, analyses
+from snnconvert.reports.names import REPORTS
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.probes import SynapseLoad, synapse_probe
-
-REPORTS = ("accuracy", "latency", "opf", "energy", "rates", "coding")
-"""Reports every evaluation offers; ``coding`` stands for all of the SNN's coding's own reports,
-which can also be asked for by name (e.g. ``residual`` for SWS)."""
 
 
 def report_names() -> tuple[str, ...]:
@@ -274,14 +273,39 @@ def snn_batch_size(snn: SpikingNetwork, batch_size: int, activation_elements: in
 
 
 def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_progress: bool,
-             activation_elements: int, label: str = "SNN") -> tuple[Tensor, float, dict[str, SynapseLoad]]:
+             activation_elements: int, label: str = "SNN",
+             device: torch.device | None = None) -> tuple[Tensor, float, dict[str, SynapseLoad]]:
     snn.reset_stats()
     dtype = DTYPES[config.dtype]
     batch = snn_batch_size(snn, config.batch_size, activation_elements, torch.empty((), dtype=dtype).element_size())
     with snn.recording(), synapse_probe(snn) as loads:
         logits, seconds = run_logits(snn, images, batch_size=batch, dtype=dtype, label=label,
-                                     show_progress=show_progress, device=resolve_device(config.device))
+                                     show_progress=show_progress,
+                                     device=device if device is not None else resolve_device(config.device))
     return logits, seconds, dict(loads)
+
+
+def _combine_ranks(ctx: DistContext, snn: SpikingNetwork, logits: Tensor, loads: dict[str, SynapseLoad],
+                   count: int, device: torch.device) -> tuple[Tensor, dict[str, SynapseLoad]]:
+    """Every rank's share of one SNN run as one: logits gathered in order, neuron statistics
+    (counters) summed, synapse loads (per-sample means) averaged with each rank's image count."""
+    if not ctx.enabled:
+        return logits, loads
+    import torch.distributed as dist
+
+    local = len(logits)
+    for neuron in snn.neurons().values():
+        for name in neuron._stat_names:
+            if name != "neurons":  # a size, the same on every rank; the rest are sums
+                total = neuron._buffers[name].to(device)
+                dist.all_reduce(total)
+                neuron._buffers[name] = total.to(neuron._buffers[name].device)
+    for name in sorted(loads):
+        load = loads[name]
+        weighted = torch.tensor([load.input_events * local], dtype=torch.float64, device=device)
+        dist.all_reduce(weighted)
+        load.input_events = float(weighted[0]) / max(count, 1)
+    return ctx.gather_rows(logits, count, device), loads
 
 
 def evaluate(
@@ -291,9 +315,27 @@ def evaluate(
     *,
     show_progress: bool = False,
 ) -> EvaluationReport:
-    """Evaluate on one set of images: every model sees exactly the same inputs, decoded once."""
+    """Evaluate on one set of images: every model sees exactly the same inputs, decoded once.
+
+    Under ``torchrun`` (``WORLD_SIZE = W > 1``) rank r runs the images r, r + W, ...; logits are
+    all-gathered in their original order and the spike and synapse counts summed over the ranks,
+    so every rank returns the report one process would (timings are each rank's own)."""
     config = config or EvaluateConfig()
     config.validate()
+    ctx = DistContext.from_env()
+    device = resolve_device(config.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    ctx.init(device)
+    try:
+        return _evaluate(quantized, snn, config, show_progress, ctx, device)
+    finally:
+        ctx.close()
+
+
+def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: EvaluateConfig, show_progress: bool,
+              ctx: DistContext, device: torch.device) -> EvaluationReport:
+    require_snn_reports(config, snn, f"model {quantized.info.name}")
     split = materialize(eval_split(quantized, config.data, limit=config.limit, seed=config.seed),
                         progress=show_progress)
     if len(split) == 0:
@@ -301,13 +343,15 @@ def evaluate(
     images = torch.stack([split.dataset[i][0] for i in range(len(split))])
     labels = torch.tensor([int(split.dataset[i][1]) for i in range(len(split))])
     dtype = DTYPES[config.dtype]
-    device = resolve_device(config.device)
     float_model = in_dtype(quantized.float_model, dtype, device)
     quant_model = in_dtype(quantized.model, dtype, device)
-    float_logits, float_s = run_logits(float_model, images, batch_size=config.batch_size, dtype=dtype,
+    mine = images[list(ctx.shard(len(images)))] if ctx.enabled else images
+    float_logits, float_s = run_logits(float_model, mine, batch_size=config.batch_size, dtype=dtype,
                                        label="float ANN", show_progress=show_progress, device=device)
-    quant_logits, quant_s = run_logits(quant_model, images, batch_size=config.batch_size, dtype=dtype,
+    quant_logits, quant_s = run_logits(quant_model, mine, batch_size=config.batch_size, dtype=dtype,
                                        label="quantized ANN", show_progress=show_progress, device=device)
+    float_logits = ctx.gather_rows(float_logits, len(images), device)
+    quant_logits = ctx.gather_rows(quant_logits, len(images), device)
     scores = [_score("float ANN", float_logits, labels), _score("quantized ANN", quant_logits, labels)]
     report = EvaluationReport(
         model=quantized.info.name, source=quantized.info.source, coding=snn.coding if snn else None,
@@ -320,7 +364,8 @@ def evaluate(
         return report
     snn = in_dtype(snn, dtype, device)
     activation = largest_activation(float_model, images[:1].to(device=device, dtype=dtype))
-    snn_logits, snn_s, loads = _run_snn(snn, images, config, show_progress, activation)
+    snn_logits, snn_s, loads = _run_snn(snn, mine, config, show_progress, activation, device=device)
+    snn_logits, loads = _combine_ranks(ctx, snn, snn_logits, loads, len(images), device)
     scores.append(_score("SNN", snn_logits, labels))
     report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
     report.accuracy.agreement_snn_float = _agreement(snn_logits, float_logits)
@@ -341,7 +386,7 @@ def evaluate(
                                  len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype)
     if config.sweep:
         report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress,
-                                 activation)
+                                 activation, ctx=ctx, device=device)
     return report
 
 
@@ -374,7 +419,8 @@ def sweep_grid(coding_name: str, sweep: dict[str, list[Any]]) -> list[dict[str, 
 
 def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, labels: Tensor,
               quant_logits: Tensor, float_logits: Tensor, config: EvaluateConfig,
-              show_progress: bool, activation_elements: int) -> list[SweepRow]:
+              show_progress: bool, activation_elements: int, *, ctx: DistContext | None = None,
+              device: torch.device | None = None) -> list[SweepRow]:
     """Re-convert with each swept setting (through the pipeline's one conversion path) and
     evaluate on the same, already decoded images, reusing the quantized ANN's logits. Several
     keys form a grid; the calibration data is loaded once when any setting needs it."""
@@ -387,11 +433,15 @@ def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, la
     inputs = conversion_inputs(quantized, need_calibration=any(coding.needs_calibration(c) for c in configs),
                                show_progress=show_progress)
     rows = []
+    ctx = ctx or DistContext()
+    device = device if device is not None else resolve_device(config.device)
+    mine = images[list(ctx.shard(len(images)))] if ctx.enabled else images
     for setting, cfg in zip(grid, configs, strict=True):
         variant = convert_with(inputs, coding.name, cfg)
-        variant = in_dtype(variant, DTYPES[config.dtype], resolve_device(config.device))
-        logits, seconds, loads = _run_snn(variant, images, config, show_progress, activation_elements,
-                                          label=", ".join(f"{k}={v}" for k, v in setting.items()))
+        variant = in_dtype(variant, DTYPES[config.dtype], device)
+        logits, seconds, loads = _run_snn(variant, mine, config, show_progress, activation_elements,
+                                          label=", ".join(f"{k}={v}" for k, v in setting.items()), device=device)
+        logits, loads = _combine_ranks(ctx, variant, logits, loads, len(images), device)
         ops = ops_report(variant, loads, config.e_mac_pj, config.e_ac_pj)
         rows.append(SweepRow(setting, _topk(logits, labels, 1), _agreement(logits, quant_logits),
                              _agreement(logits, float_logits), int(variant.info.get("latency", 0)),
@@ -404,3 +454,84 @@ def overall_spike_rate(snn: SpikingNetwork) -> float:
     stats = [s for s in snn.spike_stats() if s.name != "encoder"]
     neurons = sum(s.neurons for s in stats)
     return sum(s.events for s in stats) / max(neurons, 1)
+
+
+# ---------------------------------------------------------------------------- inputs and saved reports
+
+
+@dataclass
+class EvaluationInput:
+    """The artifact :func:`evaluation_input` chose, and a one-line note when the choice needs one."""
+
+    path: Path
+    explicit: bool  # the user named this file
+    note: str | None = None
+
+
+def evaluation_input(input_path: str | Path | None = None, root: Path | None = None) -> EvaluationInput:
+    """The artifact to evaluate: ``input_path`` when it is a file; otherwise, in the run directory
+    ``input_path`` (default: the run under ``root`` with the newest artifact, i.e. the model
+    last worked on), that model's newest SNN artifact. A run without one is an error that says
+    so; a quantized artifact newer than the chosen SNN is named in the note."""
+    from snnconvert.workspace import DEFAULT_ROOT, latest_artifact
+
+    root = root or DEFAULT_ROOT
+    if input_path is not None and Path(input_path).is_file():
+        return EvaluationInput(Path(input_path), explicit=True)
+    if input_path is not None and not Path(input_path).exists():
+        raise SnnConvertError(f"--input {input_path} does not exist; give an artifact or a run directory")
+    directory = Path(input_path) if input_path is not None else latest_artifact(("snn", "quantized"), None, root).parent
+    quantized = _latest_or_none(("quantized",), directory)
+    try:
+        snn_path = latest_artifact(("snn",), directory)
+    except SnnConvertError:
+        hint = f" or pass --input {quantized} --report accuracy to score the ANNs only" if quantized else ""
+        raise SnnConvertError(f"no SNN artifact in {directory}/ for {directory.name}: run `snnconvert to-snn` "
+                              f"first{hint}") from None
+    note = None
+    if quantized is not None and quantized.stat().st_mtime > snn_path.stat().st_mtime:
+        note = (f"evaluating {snn_path.name}, the newest SNN of {directory.name}; the newer {quantized.name} has "
+                "not been converted yet (run `snnconvert to-snn` to evaluate it)")
+    return EvaluationInput(snn_path, explicit=False, note=note)
+
+
+def _latest_or_none(stages: tuple[str, ...], directory: Path) -> Path | None:
+    from snnconvert.workspace import latest_artifact
+
+    try:
+        return latest_artifact(stages, directory)
+    except SnnConvertError:
+        return None
+
+
+def require_snn_reports(config: EvaluateConfig, snn: SpikingNetwork | None, source: str) -> None:
+    """A report that needs a spiking network, asked for by name, on a quantized model is an error."""
+    if snn is not None:
+        return
+    asked = [r for r in config.reports if r not in ("accuracy", "all")]
+    if asked:
+        raise SnnConvertError(f"report {', '.join(asked)} needs a spiking network and {source} has only the "
+                              "quantized ANN: convert it first (`snnconvert to-snn`) or ask for --report accuracy")
+
+
+def save_evaluation(report: EvaluationReport, artifact_path: str | Path) -> Path:
+    """Write ``report`` as JSON next to the artifact it evaluated (atomically) and record the file,
+    its data and top-1 scores in that artifact's manifest (``evaluations``)."""
+    from datetime import datetime
+
+    from snnconvert.artifact import append_to_manifest
+    from snnconvert.atomic import write_json_atomically
+
+    artifact_path = Path(artifact_path)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    path = write_json_atomically(artifact_path.parent / f"evaluation-{artifact_path.stem}-{stamp}.json",
+                                 {"artifact": str(artifact_path), **report.as_dict()})
+    record = {"report": path.name, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+              "data": report.accuracy.data, "images": report.accuracy.images,
+              "top1": {s.model: s.top1 for s in report.accuracy.scores}, "reports": list(report.reports)}
+    try:
+        append_to_manifest(artifact_path, "evaluations", record)
+    except BaseException:
+        path.unlink(missing_ok=True)  # both or neither
+        raise
+    return path

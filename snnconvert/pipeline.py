@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx, nn
+from torch.utils.data import DataLoader
 
 from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
 from snnconvert.codings import Coding, ConversionInputs, build_config, coding_for, get_coding
 from snnconvert.data import InputSpec, load_split, make_loader, materialize, needs_holdout
+from snnconvert.device import resolve_device
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import PrepareConfig, prepare
 from snnconvert.ingest import LoadedModel, load_model
+from snnconvert.limits import check_simulation_memory, time_steps_of
 from snnconvert.quantize import (
     ClipStats,
     LayerQuantRecord,
@@ -64,6 +67,70 @@ class ModelInfo:
         )
         return cls(d["name"], d["source"], input_spec, d["num_classes"], d.get("default_data"),
                    list(d.get("notes", [])))
+
+
+DATA_GEOMETRY: dict[str, tuple[int, tuple[int, int]]] = {"digits": (1, (8, 8)), "cifar10": (3, (32, 32))}
+"""Channels and size of the images of the data kinds that have one size."""
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".webp", ".tif", ".tiff")
+
+
+def data_geometry(data: str) -> tuple[int | None, tuple[int, int] | None]:
+    """``(channels, (height, width))`` of the images of ``data`` where known without loading it:
+    fixed for ``digits`` and ``cifar10``, the first image's size for an ``imagefolder``."""
+    from snnconvert.data import parse_data_spec
+
+    spec = parse_data_spec(data)
+    if spec.kind in DATA_GEOMETRY:
+        return DATA_GEOMETRY[spec.kind]
+    if spec.kind == "imagefolder" and spec.path is not None and spec.path.is_dir():
+        from PIL import Image
+
+        for depth in ("*/*", "*/*/*"):
+            for file in spec.path.glob(depth):
+                if file.suffix.lower() in _IMAGE_SUFFIXES and file.is_file():
+                    try:
+                        with Image.open(file) as image:
+                            width, height = image.size
+                    except OSError:
+                        return None, None
+                    return None, (height, width)
+    return None, None
+
+
+def check_data_matches(model: str, input_spec: InputSpec, data: str) -> None:
+    """A one-line error naming both when the images of ``data`` cannot be what ``model`` was
+    trained on: another number of channels, or less than half the model's input size."""
+    channels, size = data_geometry(data)
+    want = f"{input_spec.channels}x{input_spec.size[0]}x{input_spec.size[1]}"
+    wrong_channels = channels is not None and channels != input_spec.channels
+    too_small = size is not None and any(2 * s < w for s, w in zip(size, input_spec.size, strict=True))
+    if wrong_channels or too_small:
+        have = f"{channels if channels is not None else '?'}x{size[0]}x{size[1]}" if size else f"{channels}-channel"
+        raise SnnConvertError(f"--data {data} has {have} images but {model} takes {want} input; give --data with "
+                              "the images the model was trained on (or --resize-data to resize these anyway)")
+
+
+def data_for(loaded: LoadedModel, data: str | None, *, resize_data: bool = False) -> tuple[str, str | None]:
+    """The data to calibrate ``loaded`` on (``data``, else the model's default data) and a note:
+    checked against the model's input unless ``resize_data`` or the weights are random (then a
+    mismatch is the note)."""
+    spec = loaded.input_spec
+    want = f"{spec.channels}x{spec.size[0]}x{spec.size[1]}"
+    if data is None:
+        if not loaded.default_data:
+            raise SnnConvertError(f"{loaded.name} takes {want} images and has no default data; give --data "
+                                  "(imagefolder:PATH, cifar10:PATH or imagenet:PATH)")
+        return loaded.default_data, None
+    random = loaded.source.endswith("/random")
+    if resize_data or random:
+        try:
+            check_data_matches(loaded.name, spec, data)
+        except SnnConvertError:
+            return data, (f"calibration data {data} resized to the {want} input"
+                          + (" (random weights)" if random else " (--resize-data)"))
+        return data, None
+    check_data_matches(loaded.name, spec, data)
+    return data, None
 
 
 @dataclass
@@ -130,7 +197,7 @@ def top1(model: nn.Module, loader, *, dtype: torch.dtype = torch.float32) -> flo
 def quantize(
     model: str | LoadedModel | nn.Module,
     *,
-    data: str = "digits",
+    data: str | None = None,
     config: QuantizeConfig | None = None,
     weights: str | None = None,
     input_spec: InputSpec | None = None,
@@ -138,23 +205,36 @@ def quantize(
     calib_split: float = 0.2,
     eval_limit: int | None = 1000,
     show_progress: bool = False,
+    resize_data: bool = False,
 ) -> QuantizedModel:
     """Prepare, calibrate and quantize ``model`` (post-training, then QAT if asked).
 
-    Calibration (and QAT) use the calibration part of ``data``; the float and quantized top-1
-    are then measured on up to ``eval_limit`` held-out images of the same data (never the
-    calibration images). The model passed in is not modified.
+    Calibration (and QAT) use the calibration part of ``data`` (default: the data the model's
+    bundled weights were trained on; a model without one needs ``data``); the float and
+    quantized top-1 are then measured on up to ``eval_limit`` held-out images of the same data
+    (never the calibration images). Data whose images do not match the model's input (channels,
+    or at most half its size) is an error naming both, unless ``resize_data`` or the weights are
+    random. The model passed in is not modified.
     """
     config = config or QuantizeConfig()
     config.validate()
+    if isinstance(model, (str, Path)) and str(model).strip().lower().endswith(".onnx"):
+        from snnconvert.ingest.onnx_qdq import is_qdq_file
+
+        if is_qdq_file(str(model).strip()):  # already quantized (QDQ): its own scales, no re-calibration
+            if data is None:
+                raise SnnConvertError(f"{model}: give --data (an ONNX model has no default data)")
+            return quantized_from_onnx(str(model).strip(), data=data, eval_limit=eval_limit,
+                                       show_progress=show_progress)
     loaded = _as_loaded(model, weights, input_spec, num_classes)
     spec = loaded.input_spec
+    data, data_note = data_for(loaded, data, resize_data=resize_data)
+    float_gm = prepare(loaded.module, spec)  # the support check first: before any image is decoded
     calib = load_split(data, "calib", spec, limit=config.calib_limit, seed=config.seed, calib_split=calib_split)
     if len(calib) == 0:
         raise SnnConvertError(f"no calibration images in {data}")
     calib = materialize(calib, progress=show_progress)
     calib_loader = make_loader(calib, config.batch_size)
-    float_gm = prepare(loaded.module, spec)
     train_loader = None
     source_gm = float_gm
     if config.qat_epochs > 0:
@@ -169,7 +249,7 @@ def quantize(
     quantized = QuantizedModel(
         float_model=float_gm, model=result.model,
         info=ModelInfo(loaded.name, loaded.source, spec, loaded.num_classes, loaded.default_data,
-                       list(loaded.notes)),
+                       list(loaded.notes) + ([data_note] if data_note else [])),
         config=config, calibration=record, layers=layer_records(result.model),
         clip_stats=result.clip_stats, qat_history=result.qat_history,
     )
@@ -181,10 +261,35 @@ def quantize(
     return quantized
 
 
+def quantized_from_onnx(path: str | Path, *, data: str = "digits", eval_limit: int | None = 1000,
+                        show_progress: bool = False) -> QuantizedModel:
+    """A QDQ-quantized ONNX model as a :class:`QuantizedModel`, its scales and zero points taken
+    as they are (see :mod:`snnconvert.ingest.onnx_qdq`). ``data`` is recorded as the model's data;
+    with ``eval_limit`` > 0 the float and quantized top-1 are measured on that many of its images."""
+    from snnconvert.ingest.onnx_qdq import import_qdq
+
+    imported = import_qdq(path)
+    config = QuantizeConfig(bits=imported.act_bits, weight_bits=imported.weight_bits, method="max", calib_limit=None)
+    record = CalibrationRecord(data, None, 0, 0.2, 0,
+                               f"the data {Path(path).name} was quantized with, outside snnconvert", "")
+    q = QuantizedModel(float_model=imported.float_model, model=imported.model,
+                       info=ModelInfo(imported.name, imported.source, imported.input_spec, imported.num_classes,
+                                      None, imported.notes),
+                       config=config, calibration=record, layers=layer_records(imported.model))
+    if eval_limit != 0:
+        held_out = eval_split(q, data, limit=eval_limit)
+        loader = make_loader(materialize(held_out, progress=show_progress), 250)
+        q.accuracy = AccuracyPair(top1(q.float_model, loader), top1(q.model, loader), len(held_out),
+                                  held_out.description)
+    return q
+
+
 def eval_split(quantized: QuantizedModel, data: str | None, *, limit: int | None, seed: int = 0):
     """Evaluation images of ``data`` (default: the calibration data's evaluation part), never
-    overlapping the calibration images."""
+    overlapping the calibration images; other data must match the model's input."""
     calib = quantized.calibration
+    if data and data != calib.spec and not quantized.info.source.endswith("/random"):
+        check_data_matches(quantized.info.name, quantized.info.input_spec, data)
     data = data or calib.spec
     holdout = needs_holdout(calib.spec, data)
     return load_split(data, "eval", quantized.info.input_spec, limit=limit, seed=seed if not holdout else calib.seed,
@@ -192,16 +297,24 @@ def eval_split(quantized: QuantizedModel, data: str | None, *, limit: int | None
 
 
 def conversion_inputs(quantized: QuantizedModel, *, need_calibration: bool,
-                      show_progress: bool = False) -> ConversionInputs:
-    """What codings convert from; the calibration images are reloaded from the recorded spec."""
+                      show_progress: bool = False, device: str = "cpu") -> ConversionInputs:
+    """What codings convert from; the calibration images are reloaded from the recorded spec.
+    Calibration passes of the coding run on ``device`` (auto, cpu, cuda, cuda:N)."""
     loader = None
     if need_calibration:
         calib = quantized.calibration
         split = load_split(calib.spec, "calib", quantized.info.input_spec, limit=calib.limit, seed=calib.seed,
                            calib_split=calib.calib_split)
         loader = make_loader(materialize(split, progress=show_progress), quantized.config.batch_size)
+    def sample(limit: int, seed: int) -> DataLoader:
+        calib = quantized.calibration
+        split = load_split(calib.spec, "calib", quantized.info.input_spec, limit=limit, seed=seed,
+                           calib_split=calib.calib_split)
+        return make_loader(materialize(split, progress=show_progress), quantized.config.batch_size)
+
     return ConversionInputs(quantized.float_model, quantized.model, quantized.info.input_spec, loader,
-                            show_progress)
+                            show_progress, device=resolve_device(device),
+                            calibration_sample=sample if need_calibration else None)
 
 
 def _coding_of(coding: str | None, config: Any) -> Coding:
@@ -231,14 +344,17 @@ def convert_with(inputs: ConversionInputs, coding: str, config: Any) -> SpikingN
 
 
 def to_snn(quantized: QuantizedModel, coding: str | None = None, config: Any = None, *,
-           show_progress: bool = False, **options: Any) -> SpikingNetwork:
+           show_progress: bool = False, device: str = "cpu", **options: Any) -> SpikingNetwork:
     """Convert a quantized model with ``coding`` (default ``sws``, or the coding whose config
     ``config`` is), with options as a config dataclass and/or keywords. Loads the calibration
-    images only when the coding needs them for this config."""
+    images only when the coding needs them for this config; its calibration passes (activation
+    statistics, the ``--Ts auto`` search) run on ``device``. The SNN returned is on the CPU."""
     entry = _coding_of(coding, config)
     config = build_config(entry, config, **options)
+    check_simulation_memory(quantized.model, torch.zeros(quantized.info.input_spec.example_shape(1)),
+                            time_steps_of(config), what=f"the {entry.name} network")  # before any work
     inputs = conversion_inputs(quantized, need_calibration=entry.needs_calibration(config),
-                               show_progress=show_progress)
+                               show_progress=show_progress, device=device)
     return convert_with(inputs, entry.name, config)
 
 
@@ -275,18 +391,85 @@ class RunResult:
     snn_path: Path | None = None
     report: EvaluationReport | None = None
     directory: Path | None = None
+    report_path: Path | None = None  # the evaluation's JSON in ``directory``
+    written: list[Path] = field(default_factory=list)  # every file and folder published, in order
+
+
+STAGING_PREFIX = ".staging-"
+"""A run writes into ``<run dir>/.staging-<pid>-<random>/`` and publishes at the end."""
+
+
+def _staging_pid(path: Path) -> int | None:
+    head = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def remove_stale_staging(directory: Path) -> None:
+    """Remove staging folders of runs whose process no longer exists (a SIGKILLed run)."""
+    import os
+    import shutil
+
+    for folder in directory.glob(f"{STAGING_PREFIX}*"):
+        pid = _staging_pid(folder)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _publish(staging: Path, directory: Path, order: list[Path]) -> list[Path]:
+    """Move ``order`` (paths in ``staging``) into ``directory`` without replacing anything there
+    (a taken name gets ``-N``); all or nothing: on any failure what was moved is removed again."""
+    import os
+    import shutil
+
+    published: list[Path] = []
+    try:
+        for item in order:
+            target = directory / item.name
+            n = 1
+            while True:
+                try:
+                    if item.is_dir():
+                        if target.exists():
+                            raise FileExistsError(target)
+                        os.rename(item, target)
+                    else:
+                        os.link(item, target)  # fails instead of replacing a file another process made
+                        os.unlink(item)
+                    break
+                except FileExistsError:
+                    target = directory / f"{item.stem}-{n}{item.suffix}"
+                    n += 1
+            published.append(target)
+    except BaseException:
+        for path in published:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
+    return published
 
 
 def run(recipe: Recipe, *, on_stage: Callable[[StageEvent], None] | None = None, out: str | Path | None = None,
         save_artifacts: bool = True, show_progress: bool = False) -> RunResult:
     """The whole pipeline of a recipe: quantize -> to-snn -> finetune (if asked) -> evaluate.
 
-    The single implementation behind ``snnconvert run`` and ``snnconvert demo``. Artifacts go
-    to ``out`` (default: the recipe's ``out``, else ``./snnconvert-runs/<model>/``) unless
-    ``save_artifacts`` is False. ``on_stage`` hears each stage start and finish.
+    The single implementation behind ``snnconvert run`` and ``snnconvert demo``. Artifacts, the
+    fine-tuning folder and the evaluation's JSON go to ``out`` (default: the recipe's ``out``, else
+    ``./snnconvert-runs/<model>/``) unless ``save_artifacts`` is False: they are written into a
+    hidden staging folder there and published together when every stage has succeeded, so a run
+    that fails or is interrupted (Ctrl-C, SIGTERM) leaves no new file (a SIGKILLed run leaves its
+    ``.staging-<pid>-*`` folder, removed by the next run into that directory). ``on_stage`` hears
+    each stage start and finish (``path``: where the stage's artifact will be published).
     """
-    from snnconvert.evaluate import evaluate
-    from snnconvert.workspace import new_artifact_path, run_dir
+    import os
+    import shutil
+    import uuid
+
+    from snnconvert.workspace import run_dir
 
     recipe.validate()
     stages = ["quantize"] + (["convert"] if recipe.convert else []) + \
@@ -302,38 +485,89 @@ def run(recipe: Recipe, *, on_stage: Callable[[StageEvent], None] | None = None,
     q = quantize(recipe.model, data=recipe.data, config=recipe.quantize, weights=recipe.weights,
                  num_classes=recipe.num_classes, calib_split=recipe.calib_split, show_progress=show_progress)
     directory = run_dir(q.info.name, out or recipe.out) if save_artifacts else None
-    q_path = save(new_artifact_path(directory, "quantized", f"{recipe.quantize.bits}bit"), q) if directory else None
-    notify(event("quantize", q_text, q, q_path))
+    if directory is None:
+        return _run_stages(recipe, q, None, None, notify, event, q_text, show_progress)
+    made = [p for p in (directory, *directory.parents) if not p.exists()]
+    staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(directory)
+            staging.mkdir()
+        except OSError as exc:
+            raise SnnConvertError(f"cannot write into the run directory {directory} ({exc.strerror or exc}); "
+                                  "choose another --out") from None
+        result = _run_stages(recipe, q, staging, directory, notify, event, q_text, show_progress)
+        order = [p for p in (result.quantized_path, *result.written, result.report_path) if p is not None]
+        published = _publish(staging, directory, order)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # folders this run created, innermost first, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(staging, ignore_errors=True)  # only hidden markers can be left in it
+    names = {old.name: new for old, new in zip(order, published, strict=True)}
+    result.quantized_path = names.get(result.quantized_path.name) if result.quantized_path else None
+    result.snn_path = names.get(result.snn_path.name) if result.snn_path else None
+    result.report_path = names.get(result.report_path.name) if result.report_path else None
+    result.written = published
+    return result
+
+
+def _run_stages(recipe: Recipe, q: QuantizedModel, staging: Path | None, directory: Path | None,
+                notify: Callable[[StageEvent], None], event: Callable[..., StageEvent], q_text: str,
+                show_progress: bool) -> RunResult:
+    """The stages after quantization; artifacts are saved into ``staging`` (None: not saved) under
+    the names they will have in ``directory``."""
+    from snnconvert.evaluate import evaluate, save_evaluation
+    from snnconvert.workspace import new_artifact_path
+
+    def final(path: Path) -> Path:
+        return directory / path.name if directory is not None else path
+
+    q_path = save(new_artifact_path(staging, "quantized", f"{recipe.quantize.bits}bit"), q) if staging else None
+    notify(event("quantize", q_text, q, final(q_path) if q_path else None))
     result = RunResult(q, q_path, directory=directory)
     if recipe.convert is None:
         return result
     convert = recipe.convert
-    c_text = f"convert to an SNN with {convert.coding} {convert.options}"
+    settings = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                         for k, v in convert.options.items())
+    c_text = f"convert to an SNN with {convert.coding}" + (f" ({settings})" if settings else "")
     notify(event("convert", c_text))
     snn = to_snn(q, convert.coding, show_progress=show_progress, **convert.options)
     result.snn = snn
-    if directory is not None:
-        result.snn_path = save(new_artifact_path(directory, "snn", convert.coding), q, snn,
-                               extra={"converted_from": str(q_path)})
-    notify(event("convert", c_text, snn, result.snn_path))
+    if staging is not None:
+        result.snn_path = save(new_artifact_path(staging, "snn", convert.coding), q, snn,
+                               extra={"converted_from": str(final(q_path))})
+        result.written.append(result.snn_path)
+    notify(event("convert", c_text, snn, final(result.snn_path) if result.snn_path else None))
     if recipe.finetune is not None:
         from snnconvert.finetune import finetune
 
         section = recipe.finetune
         f_text = f"fine-tune for {section.config.epochs} epoch(s) on {section.data}"
         notify(event("finetune", f_text))
-        out_dir = directory / f"finetune-{result.snn_path.stem}" if directory and result.snn_path else None
+        out_dir = staging / f"finetune-{result.snn_path.stem}" if staging and result.snn_path else None
         tuned = finetune(q, snn, section.config, data=section.data, val_data=section.val_data, out_dir=out_dir,
                          show_progress=show_progress)
         snn = result.snn = tuned.snn
-        if directory is not None:
-            result.snn_path = save(new_artifact_path(directory, "snn", f"{convert.coding}-finetuned"), q, snn,
-                                   extra={"finetuned_from": str(result.snn_path)})
-        notify(event("finetune", f_text, tuned, result.snn_path))
+        if out_dir is not None and out_dir.exists():
+            result.written.append(out_dir)
+        if staging is not None:
+            result.snn_path = save(new_artifact_path(staging, "snn", f"{convert.coding}-finetuned"), q, snn,
+                                   extra={"finetuned_from": str(final(result.snn_path))})
+            result.written.append(result.snn_path)
+        notify(event("finetune", f_text, tuned, final(result.snn_path) if result.snn_path else None))
     if recipe.evaluate is not None:
         e_text = f"evaluate on {recipe.evaluate.data or 'the held-out part of ' + recipe.data}"
         notify(event("evaluate", e_text))
         result.report = evaluate(q, snn, recipe.evaluate, show_progress=show_progress)
+        if result.snn_path is not None:
+            result.report_path = save_evaluation(result.report, result.snn_path)
         notify(event("evaluate", e_text, result.report))
     return result
 
@@ -381,9 +615,14 @@ def from_artifact(artifact: Artifact) -> tuple[QuantizedModel, SpikingNetwork | 
             accuracy=AccuracyPair(**m["accuracy"]) if m.get("accuracy") else None,
             qat_history=m.get("qat_history", []),
         )
-    except (KeyError, TypeError) as exc:
-        raise SnnConvertError(f"artifact manifest is incomplete ({exc}); was it written by snnconvert?") from exc
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise SnnConvertError(f"artifact manifest is incomplete ({str(exc)[:80]}); was it written by snnconvert?") \
+            from exc
     snn = artifact.models.get("snn")
+    if not isinstance(q.float_model, fx.GraphModule) or not isinstance(q.model, fx.GraphModule) \
+            or not isinstance(snn, (SpikingNetwork, type(None))):
+        raise SnnConvertError("artifact models are not the float/quantized graphs and spiking network snnconvert "
+                              "writes; re-create the artifact")
     return q, snn
 
 

@@ -11,6 +11,11 @@ A recipe is the same configuration the CLI options build (see ``recipes/*.yaml``
     evaluate: {limit: 500, reports: [all]}
 
 Unknown keys and wrong types are errors that name the key and its line.
+
+Recipes are untrusted input and bounded before anything is built from them: a regular file of
+at most ``limits.MAX_RECIPE_BYTES``, UTF-8, nesting at most ``limits.MAX_NESTING`` deep, at most
+``limits.MAX_YAML_NODES`` nodes with every alias counted at each use (alias bombs), no duplicate
+keys and only the plain YAML tags (``!!python/...`` and other tags are refused, never run).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from snnconvert.codings import build_config, codings, get_coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import EvaluateConfig
 from snnconvert.finetune.config import FinetuneConfig
+from snnconvert.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_YAML_NODES, require_regular_file, shorten
 from snnconvert.quantize import QuantizeConfig
 
 
@@ -122,28 +128,121 @@ def _section(path: Path, node: yaml.Node, cls: type, name: str, *, skip: tuple[s
         key = key_node.value
         if key not in names:
             raise SnnConvertError(
-                f"{_where(path, key_node)}: unknown key '{name}.{key}' (valid: {', '.join(names)})"
+                f"{_where(path, key_node)}: unknown key '{name}.{shorten(key)}' (valid: {', '.join(names)})"
             )
-        value = yaml.safe_load(yaml.serialize(value_node))
+        value = _value(path, value_node)
         if not _matches(value, hints[key]):
             raise SnnConvertError(
-                f"{_where(path, value_node)}: '{name}.{key}' must be {_type_name(hints[key])}, got {value!r}"
+                f"{_where(path, value_node)}: '{name}.{key}' must be {_type_name(hints[key])}, "
+                f"got {shorten(repr(value))}"
             )
         values[key] = value
     return values
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Parse and validate a recipe file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SnnConvertError(f"recipe not found: {path}")
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq",
+                                                      "timestamp", "binary")}
+
+
+def _value(path: Path, node: yaml.Node) -> Any:
+    """The Python value of a checked node (plain tags only, size bounded by :func:`_check_tree`)."""
     try:
-        root = yaml.compose(path.read_text())
+        return yaml.safe_load(yaml.serialize(node))
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
+        raise SnnConvertError(f"{_where(path, node)}: value cannot be read ({shorten(str(exc).splitlines()[0])})") \
+            from None
+
+
+def _read_text(path: Path) -> str:
+    require_regular_file(path, "recipe")
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise SnnConvertError(f"recipe {path} is {size} bytes; recipes are at most {MAX_RECIPE_BYTES} bytes")
+    data = path.read_bytes()[: MAX_RECIPE_BYTES + 1]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SnnConvertError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+
+
+def _check_depth(path: Path, text: str) -> None:
+    """Nesting depth from the token stream (the scanner does not recurse; the composer does)."""
+    depth = 0
+    starts = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
+              yaml.BlockMappingStartToken)
+    ends = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, starts):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SnnConvertError(f"{path}:{token.start_mark.line + 1}: nested deeper than {MAX_NESTING} "
+                                      "levels; a recipe is a few flat sections")
+        elif isinstance(token, ends):
+            depth -= 1
+
+
+def _check_tree(path: Path, root: yaml.Node) -> None:
+    """Tags, duplicate keys and the expanded size (aliases counted at every use, cycles refused)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            active.discard(id(node))
+            children = _children(node)
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_YAML_NODES:
+                raise SnnConvertError(f"{_where(path, node)}: expands to more than {MAX_YAML_NODES} values "
+                                      "(aliases repeated); a recipe is a few flat sections")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in active:
+            raise SnnConvertError(f"{_where(path, node)}: an alias refers to itself; remove the recursion")
+        if node.tag not in _PLAIN_TAGS:
+            raise SnnConvertError(f"{_where(path, node)}: the tag {shorten(node.tag, 60)} is not allowed in a "
+                                  "recipe (only plain values, lists and mappings; nothing is ever run)")
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise SnnConvertError(f"{_where(path, key_node)}: keys must be plain names")
+                if key_node.value in seen:
+                    raise SnnConvertError(f"{_where(path, key_node)}: duplicate key '{shorten(key_node.value)}'; "
+                                          "give each key once")
+                seen.add(key_node.value)
+        active.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe file (bounded first: see the module docstring)."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        _check_depth(path, text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise SnnConvertError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+        problem = shorten(str(getattr(exc, "problem", None) or exc).splitlines()[0])
+        raise SnnConvertError(f"{path}{line}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise SnnConvertError(f"{path}: nested too deeply to read; a recipe is a few flat sections") from None
+    if root is None:
+        raise SnnConvertError(f"{path}: the recipe is empty; it needs at least 'model'")
+    _check_tree(path, root)
     if not isinstance(root, yaml.MappingNode):
         raise SnnConvertError(f"{path}: a recipe is a mapping with at least 'model'")
     top: dict[str, Any] = {}
@@ -152,7 +251,7 @@ def load_recipe(path: str | Path) -> Recipe:
         key = key_node.value
         if key not in _TOP_LEVEL:
             valid = ", ".join(sorted(_TOP_LEVEL))
-            raise SnnConvertError(f"{_where(path, key_node)}: unknown key '{key}' (valid: {valid})")
+            raise SnnConvertError(f"{_where(path, key_node)}: unknown key '{shorten(key)}' (valid: {valid})")
         nodes[key] = value_node
     if "model" not in nodes:
         raise SnnConvertError(f"{path}: the recipe needs a 'model'")
@@ -193,7 +292,7 @@ def _finetune_section(path: Path, node: yaml.Node) -> FinetuneSection | None:
         config.validate()
     except SnnConvertError as exc:
         raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
-    data = {k: yaml.safe_load(yaml.serialize(v)) for k, v in data_nodes.items()}
+    data = {k: _value(path, v) for k, v in data_nodes.items()}
     for key, value in data.items():
         if value is not None and not isinstance(value, str):
             raise SnnConvertError(f"{_where(path, data_nodes[key])}: 'finetune.{key}' must be a data spec string")
@@ -206,10 +305,13 @@ def _convert_section(path: Path, node: yaml.Node) -> ConvertSection | None:
     if not isinstance(node, yaml.MappingNode):
         raise SnnConvertError(f"{_where(path, node)}: 'convert' must be a mapping with 'coding' and its options")
     coding_node = next((v for k, v in node.value if k.value == "coding"), None)
+    if coding_node is not None and not isinstance(coding_node, yaml.ScalarNode):
+        raise SnnConvertError(f"{_where(path, coding_node)}: 'convert.coding' must be a coding name")
     coding = coding_node.value if coding_node is not None else "sws"
     table = codings()
     if coding not in table:
-        raise SnnConvertError(f"{_where(path, coding_node)}: unknown coding '{coding}' (valid: {', '.join(table)})")
+        raise SnnConvertError(f"{_where(path, coding_node)}: unknown coding '{shorten(coding)}' "
+                              f"(valid: {', '.join(table)})")
     options_node = yaml.MappingNode("tag:yaml.org,2002:map", [(k, v) for k, v in node.value if k.value != "coding"],
                                     node.start_mark, node.end_mark)
     entry = get_coding(coding)

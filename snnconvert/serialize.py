@@ -123,6 +123,10 @@ def _snnconvert_classes() -> list[type[nn.Module]]:
     own = [BoundedReLU, ChannelAffine, PadWithValues, ActQuant, QConv2d, QLinear, SynapseConv2d, SynapseLinear,
            SynapseAffine, Gain, WeightedSumDecoder, SpikingNetwork, TSANeuron, SWSEncoder, SWSMaxPoolNeuron,
            MultiBitNeuron, MultiBitEncoder, TemporalSqueeze, IFNeuron, RateMaxPool, RepeatEncoder, MLIFNeuron]
+    from snnconvert.graph.attention import SpikingAttention
+    from snnconvert.neurons.dtss import DTSSMask
+
+    own += [SpikingAttention, DTSSMask]
     return own + [m for coding in codings().values() for m in coding.modules]
 
 
@@ -215,6 +219,8 @@ def _decode_arg(arg: Any, nodes: dict[str, fx.Node]) -> Any:
     if not isinstance(arg, dict):
         return arg
     if "node" in arg:
+        if not isinstance(arg["node"], str) or arg["node"] not in nodes:
+            raise SnnConvertError("artifact graph uses a node before defining it")
         return nodes[arg["node"]]
     if "slice" in arg:
         return slice(*(_decode_arg(a, nodes) for a in arg["slice"]))
@@ -255,6 +261,11 @@ def _decode_graph(items: list[dict]) -> fx.Graph:
     graph = fx.Graph()
     nodes: dict[str, fx.Node] = {}
     for item in items:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("name", "op", "target")) \
+                or not isinstance(item.get("args"), (list, dict)) or not isinstance(item.get("kwargs"), dict):
+            raise SnnConvertError("artifact has a graph node without name, op, target, args and kwargs")
+        if item["name"] in nodes:
+            raise SnnConvertError(f"artifact has two graph nodes named {item['name'][:40]!r}")
         op, target = item["op"], item["target"]
         if op == "call_function":
             if target not in _FUNCTIONS:

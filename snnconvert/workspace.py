@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from snnconvert.artifact import SUFFIX
+from snnconvert.atomic import MAX_NAME_TRIES, reserve_name
 from snnconvert.errors import SnnConvertError
 
 DEFAULT_ROOT = Path("snnconvert-runs")
@@ -21,17 +22,30 @@ def run_dir(model_name: str, out: str | Path | None = None, root: Path = DEFAULT
     return root / safe
 
 
+MAX_TAG_CHARS = 80
+
+
 def new_artifact_path(directory: Path, stage: str, tag: str) -> Path:
-    """A fresh, sortable file name such as ``snn-sws-Tc8-Ts2-20261122-101500.snnc``."""
+    """A fresh, sortable file name such as ``snn-sws-Tc8-Ts2-20261122-101500.snnc``, reserved
+    atomically for this process (see :func:`snnconvert.atomic.reserve_name`): processes saving
+    at the same instant get different names (``...-1.snnc``, ``...-2.snnc``)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)[:MAX_TAG_CHARS]
     base = f"{stage}-{tag}-{stamp}" if tag else f"{stage}-{stamp}"
-    path = directory / f"{base}{SUFFIX}"
-    n = 1
-    while path.exists():
-        path = directory / f"{base}-{n}{SUFFIX}"
-        n += 1
-    return path
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        what = "is a file" if directory.is_file() else f"cannot be created ({exc.strerror or exc})"
+        raise SnnConvertError(f"run directory {directory} {what}; pass a writable folder with --out") from None
+    names = (directory / (f"{base}-{n}{SUFFIX}" if n else f"{base}{SUFFIX}") for n in range(MAX_NAME_TRIES))
+    try:
+        return reserve_name(names)
+    except FileExistsError:
+        raise SnnConvertError(f"no free artifact name in {directory}; remove old artifacts") from None
+    except OSError as exc:
+        raise SnnConvertError(f"cannot write into {directory} ({exc.strerror or exc}); pass a writable --out") \
+            from None
 
 
 def latest_artifact(stages: tuple[str, ...], directory: str | Path | None = None,

@@ -209,7 +209,7 @@ def test_quantize_prints_and_records_how_the_weights_were_found(tmp_path: Path) 
     path = tmp_path / "dp.th"
     torch.save({"state_dict": state}, path)
     out = _ok(["quantize", "resnet20", "--weights", str(path), "--calib-limit", "16", "--eval-limit", "0",
-               "--out", str(tmp_path)]).output
+               "--data", "digits", "--resize-data", "--out", str(tmp_path)]).output  # 8x8 digits: resized on request
     assert "stripped key prefix 'module.'" in out
     artifact = sorted(tmp_path.glob("quantized-*.snnc"))[0]
     manifest = json.loads(_ok(["info", str(artifact), "--json"]).output)

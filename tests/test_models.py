@@ -26,7 +26,8 @@ def _example(name: str, batch: int = 2) -> torch.Tensor:
 
 
 def test_registry_names() -> None:
-    expected = {"lenet5", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"}
+    expected = {"lenet5", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+                "spikformer-4-384", "spikformer-2-128", "spikformer-1-64"}
     assert set(BUNDLED_MODELS) == expected
     for name, arch in BUNDLED_MODELS.items():
         assert arch.name == name

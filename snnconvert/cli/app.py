@@ -2,34 +2,53 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
-import traceback
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.console import Console
+try:  # only light modules here: torch and torchvision are imported inside the commands (fast --help)
+    import contextlib
+    import dataclasses
+    import json
+    import signal
+    import tempfile
+    import traceback
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import TYPE_CHECKING, Any
 
-from snnconvert._version import __version__
-from snnconvert.artifact import load_artifact
-from snnconvert.assets import demo_recipe_path
-from snnconvert.cli.coding_options import DynamicCommand
-from snnconvert.cli.coding_options import coding_options as coding_options_from_cli
-from snnconvert.codings import codings, get_coding
-from snnconvert.errors import SnnConvertError
-from snnconvert.evaluate import REPORTS, EvaluateConfig, EvaluationReport, evaluate
-from snnconvert.ingest import list_models
-from snnconvert.pipeline import QuantizedModel, StageEvent, load, quantize, save, to_snn
-from snnconvert.pipeline import run as pipeline_run
-from snnconvert.quantize import QuantizeConfig
-from snnconvert.simulate.network import SpikingNetwork
-from snnconvert.workspace import latest_artifact, new_artifact_path, run_dir
+    import typer
+    from rich.console import Console
+
+    from snnconvert._version import __version__
+    from snnconvert.cli.coding_options import DynamicCommand
+    from snnconvert.errors import SnnConvertError, UnsupportedGraphError
+    from snnconvert.reports.names import REPORTS
+except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: no traceback
+    sys.stderr.write("interrupted: nothing was written\n")
+    raise SystemExit(130) from None
 
 if TYPE_CHECKING:
+    from snnconvert.evaluate import EvaluationReport
+    from snnconvert.pipeline import QuantizedModel, StageEvent
     from snnconvert.recipe import Recipe
+    from snnconvert.simulate.network import SpikingNetwork
+
+
+def _hide_flag_types() -> None:
+    """Typer 0.29 shows ``<bool>`` after on/off flags in the help; a flag takes no value, so show none."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "hides_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.hides_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
 
 app = typer.Typer(
     name="snnconvert",
@@ -42,7 +61,7 @@ app = typer.Typer(
 )
 console = Console(width=None if sys.stdout.isatty() else 120)  # pipes and logs get room for the tables
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-_state = {"verbose": False}
+_state: dict[str, Any] = {"verbose": False, "written": []}
 
 
 def _version(value: bool) -> None:
@@ -60,18 +79,81 @@ def main_options(
     _state["verbose"] = verbose
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that partial writes are cleaned up like on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def wrote(path: Path) -> Path:
+    """Record a file a command published (what an interruption message reports)."""
+    _state["written"].append(Path(path))
+    return path
+
+
+def _interrupted(what: str, code: int) -> typer.Exit:
+    written = _state["written"]
+    done = "nothing was written" if not written else "it had written " + ", ".join(str(p) for p in written)
+    err_console.print(f"[red]{what}[/red]: {done}", highlight=False, soft_wrap=True)
+    _state["reported"] = True
+    return typer.Exit(code)
+
+
+def _ignore_late_signals() -> None:
+    """The command's work is published: a Ctrl-C or SIGTERM during the interpreter's exit has
+    nothing left to interrupt, so the process ends with the command's own status (0)."""
+    with contextlib.suppress(ValueError, OSError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _guard(fn: Callable[[], None]) -> None:
-    """Run a command body; user errors become one red line and exit code 1."""
+    """Run a command body; user errors become one red line and exit code 1; Ctrl-C and SIGTERM
+    say truthfully what had been written (code 130 / 143)."""
+    _state["written"] = []
     try:
         fn()
+        _ignore_late_signals()
+    except UnsupportedGraphError as exc:
+        summary = getattr(exc, "summary", None)
+        if _state["verbose"] or not summary:
+            err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        else:
+            err_console.print(f"[red]error:[/red] {summary} (-v lists every node with its source line)",
+                              markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except SnnConvertError as exc:
         if _state["verbose"]:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]: nothing was written")
-        raise typer.Exit(130) from None
+        raise _interrupted("interrupted", 130) from None
+    except Terminated:
+        raise _interrupted("terminated", 143) from None
+
+
+def check_output_dir(path: Path | None, flag: str) -> None:
+    """Fail before any work when ``path`` (an output folder, created if missing) cannot be written:
+    it is a file, lies under a file, or its nearest existing folder refuses a new file."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SnnConvertError(f"{flag} {path} is a file, not a directory; give a directory")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SnnConvertError(f"{flag} {path}: {probe} is a file, so no directory can be made there")
+    try:  # an anonymous temporary file: removed by the OS, whatever happens
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise SnnConvertError(f"{flag} {path} is not writable ({exc.strerror or exc}); choose another directory") \
+            from None
 
 
 def _emit_json(data: Any) -> None:
@@ -85,8 +167,11 @@ def _emit_json(data: Any) -> None:
 def quantize_cmd(
     model: str = typer.Argument(..., help="Model name (see `snnconvert models`)."),
     weights: str | None = typer.Option(None, "--weights", help="DEFAULT / an enum name / random / a checkpoint FILE."),
-    data: str = typer.Option("digits", "--data", help="Calibration data: digits, imagefolder:PATH, cifar10:PATH, "
-                                                      "imagenet:PATH."),
+    data: str | None = typer.Option(None, "--data", help="Calibration data: digits, imagefolder:PATH, "
+                                    "cifar10:PATH, imagenet:PATH (default: the data the model's bundled weights were "
+                                    "trained on; lenet5: digits)."),
+    resize_data: bool = typer.Option(False, "--resize-data", help="Calibrate on data whose images do not match "
+                                     "the model's input, resized to it (otherwise an error)."),
     bits: int = typer.Option(8, "--bits", help="Activation bits (8, 6, 4, ...)."),
     weight_bits: int | None = typer.Option(None, "--weight-bits", help="Weight bits (default: --bits)."),
     method: str = typer.Option("percentile", "--method", help="Clip range: max, percentile or mse."),
@@ -98,6 +183,8 @@ def quantize_cmd(
     qat_epochs: int = typer.Option(0, "--qat-epochs", help="Quantization-aware fine-tuning epochs."),
     qat_batches: int | None = typer.Option(None, "--qat-batches", help="Batches per QAT epoch (default: all)."),
     qat_lr: float = typer.Option(1e-4, "--qat-lr", help="QAT learning rate (SGD, momentum 0.9)."),
+    device: str = typer.Option("auto", "--device", help="Calibration and QAT device: auto (CUDA when "
+                                                        "available), cpu, cuda or cuda:N."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Build the model with this many classes."),
     eval_limit: int = typer.Option(1000, "--eval-limit", help="Held-out images for the float vs quantized check "
                                                               "(0 skips it)."),
@@ -117,12 +204,22 @@ def quantize_cmd(
     """
 
     def body() -> None:
+        from snnconvert.pipeline import quantize, save
+        from snnconvert.quantize import QuantizeConfig
+        from snnconvert.workspace import DEFAULT_ROOT, new_artifact_path, run_dir
+
+        check_output_dir(out or DEFAULT_ROOT, "--out")
         config = QuantizeConfig(bits=bits, weight_bits=weight_bits, method=method, percentile=percentile,
                                 per_channel=per_channel, calib_limit=calib_limit, qat_epochs=qat_epochs,
-                                qat_batches_per_epoch=qat_batches, qat_lr=qat_lr)
+                                qat_batches_per_epoch=qat_batches, qat_lr=qat_lr, device=device)
         q = quantize(model, data=data, config=config, weights=weights, num_classes=num_classes,
-                     calib_split=calib_split, eval_limit=eval_limit or 0, show_progress=not as_json)
-        path = save(new_artifact_path(run_dir(q.info.name, out), "quantized", f"{bits}bit"), q)
+                     calib_split=calib_split, eval_limit=eval_limit or 0, show_progress=not as_json,
+                     resize_data=resize_data)
+        from snnconvert.distributed import DistContext
+
+        if not DistContext.from_env().is_main:  # under torchrun (QAT) only rank 0 writes
+            return
+        path = wrote(save(new_artifact_path(run_dir(q.info.name, out), "quantized", f"{bits}bit"), q))
         if as_json:
             from snnconvert.pipeline import quantized_manifest
 
@@ -141,6 +238,9 @@ def quantize_cmd(
 def _load_input(
     input_path: Path | None, stages: tuple[str, ...], directory: Path | None
 ) -> tuple[Path, QuantizedModel, SpikingNetwork | None]:
+    from snnconvert.pipeline import load
+    from snnconvert.workspace import latest_artifact
+
     if input_path is not None and input_path.is_dir():
         input_path, directory = None, input_path
     path = input_path or latest_artifact(stages, directory)
@@ -154,6 +254,8 @@ def _to_snn(
     ),
     coding: str = typer.Option("sws", "--coding", help="The coding (see `snnconvert codings`)."),
     extra: list[str] = typer.Option([], "--set", help="Any coding option as KEY=VALUE."),
+    device: str = typer.Option("cpu", "--device", help="Where calibration passes of the conversion run "
+                                                       "(statistics, --Ts auto): cpu, auto, cuda or cuda:N."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     coding_options: dict[str, Any] | None = None,
@@ -172,13 +274,20 @@ def _to_snn(
     """
 
     def body() -> None:
+        from snnconvert.cli.coding_options import coding_options as coding_options_from_cli
+        from snnconvert.codings import get_coding
+        from snnconvert.pipeline import save, to_snn
+        from snnconvert.workspace import new_artifact_path
+
+        check_output_dir(out, "--out")
         entry = get_coding(coding)
         options = coding_options_from_cli(entry, coding_options or {}, extra)
         path, q, _ = _load_input(input_path, ("quantized",), out)
-        snn = to_snn(q, coding, show_progress=not as_json, **options)
+        check_output_dir(out or path.parent, "--out" if out else "the input's directory")
+        snn = to_snn(q, coding, show_progress=not as_json, device=device, **options)
         tag = f"{coding}-" + "-".join(f"{k}{v}" for k, v in options.items() if not isinstance(v, list))
         target = new_artifact_path(out or path.parent, "snn", tag.rstrip("-"))
-        written = save(target, q, snn, extra={"converted_from": str(path)})
+        written = wrote(save(target, q, snn, extra={"converted_from": str(path)}))
         if as_json:
             _emit_json({"artifact": str(written), "coding": coding, "info": snn.info})
         else:
@@ -189,7 +298,8 @@ def _to_snn(
     _guard(body)
 
 
-app.command("to-snn")(DynamicCommand(_to_snn))
+TO_SNN = DynamicCommand(_to_snn)
+app.command("to-snn")(TO_SNN)
 
 
 @app.command("codings")
@@ -197,6 +307,8 @@ def codings_cmd(as_json: bool = typer.Option(False, "--json", help="Print machin
     """List the codings, their options and their extra reports."""
 
     def body() -> None:
+        from snnconvert.codings import codings
+
         table = codings()
         if as_json:
             _emit_json({name: {"summary": c.summary, "options": [f.name for f in c.options()],
@@ -227,20 +339,21 @@ def _parse_reports(text: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
-def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None) -> None:
-    """Print an evaluation (tables or JSON) and write its plots."""
+def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None, saved: Path | None = None) -> None:
+    """Print an evaluation (tables or JSON) and write its plots; ``saved`` is its JSON file."""
     written = []
     if plots is not None:
         from snnconvert.reports.plots import write_plots
 
-        written = write_plots(report, plots)
+        written = [wrote(p) for p in write_plots(report, plots)]
     if as_json:
-        _emit_json({**report.as_dict(), "plots": [str(p) for p in written]})
+        _emit_json({**report.as_dict(), "plots": [str(p) for p in written],
+                    "saved": str(saved) if saved else None})
     else:
         from snnconvert.cli.render import evaluation_tables
 
         evaluation_tables(console, report)
-        for p in written:
+        for p in [*written, *([saved] if saved else [])]:
             console.print(f"[green]wrote[/green] {p}")
 
 
@@ -275,10 +388,37 @@ def evaluate_cmd(
     """
 
     def body() -> None:
-        _, q, snn = _load_input(input_path, ("snn", "quantized"), None)
+        from snnconvert.evaluate import (
+            EvaluateConfig,
+            evaluate,
+            evaluation_input,
+            require_snn_reports,
+            save_evaluation,
+        )
+        from snnconvert.pipeline import load
+
+        check_output_dir(plots, "--plots")
         config = EvaluateConfig(data=data, limit=limit, reports=_parse_reports(report), sweep=_parse_sweep(sweep),
                                 dtype=dtype, batch_size=batch_size, e_mac_pj=e_mac, e_ac_pj=e_ac, device=device)
-        show_report(evaluate(q, snn, config, show_progress=not as_json), as_json=as_json, plots=plots)
+        config.validate()
+        chosen = evaluation_input(input_path)
+        check_output_dir(chosen.path.parent, "the run directory (where the evaluation's JSON goes)")
+        q, snn = load(chosen.path)
+        require_snn_reports(config, snn, chosen.path.name)
+        if chosen.note:
+            err_console.print(f"[yellow]note:[/yellow] {chosen.note}", highlight=False, soft_wrap=True)
+        if snn is None:
+            err_console.print(f"[yellow]note:[/yellow] {chosen.path.name} is a quantized artifact: only the ANNs "
+                              "are scored (`snnconvert to-snn` converts it for the SNN reports)", highlight=False,
+                              soft_wrap=True)
+        result = evaluate(q, snn, config, show_progress=not as_json)
+        from snnconvert.distributed import DistContext
+
+        if not DistContext.from_env().is_main:  # under torchrun every rank has the report; rank 0 shows it
+            return
+        saved = wrote(save_evaluation(result, chosen.path))
+        wrote(chosen.path)  # its manifest now records the evaluation
+        show_report(result, as_json=as_json, plots=plots, saved=saved)
 
     _guard(body)
 
@@ -301,9 +441,17 @@ def run_recipe(recipe: Recipe, *, as_json: bool, plots: Path | None, out: Path |
 
     if banner and not as_json:
         console.rule(f"[bold]snnconvert demo: {recipe.model} on {recipe.data}")
+    from snnconvert.pipeline import run as pipeline_run
+    from snnconvert.workspace import DEFAULT_ROOT
+
+    check_output_dir(Path(out or recipe.out or DEFAULT_ROOT), "--out" if out else "the recipe's out")
     result = pipeline_run(recipe, on_stage=on_stage, out=out, show_progress=not as_json)
+    for path in result.written:
+        wrote(path)
+        if not as_json and path != result.report_path:
+            console.print(f"[green]published[/green] {path}")
     if result.report is not None:
-        show_report(result.report, as_json=as_json, plots=plots)
+        show_report(result.report, as_json=as_json, plots=plots, saved=result.report_path)
     elif as_json:
         _emit_json({"artifact": str(result.quantized_path), "snn_artifact": str(result.snn_path)})
 
@@ -324,6 +472,7 @@ def run_cmd(
     def body() -> None:
         from snnconvert.recipe import load_recipe
 
+        check_output_dir(plots, "--plots")
         run_recipe(load_recipe(recipe), as_json=as_json, plots=plots)
 
     _guard(body)
@@ -331,6 +480,7 @@ def run_cmd(
 
 def demo_recipe() -> Recipe:
     """The bundled demo recipe (LeNet-5 on scikit-learn's digits)."""
+    from snnconvert.assets import demo_recipe_path
     from snnconvert.recipe import load_recipe
 
     return load_recipe(demo_recipe_path())
@@ -344,24 +494,65 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on the bundled LeNet-5 and digits data: quantize (8-bit) -> SWS SNN
     (Tc=8, Ts=2) -> evaluate with every report. No arguments, no downloads."""
-    _guard(lambda: run_recipe(demo_recipe(), as_json=as_json, plots=plots, out=out, banner=True))
+
+    def body() -> None:
+        check_output_dir(out, "--out")
+        check_output_dir(plots, "--plots")
+        run_recipe(demo_recipe(), as_json=as_json, plots=plots, out=out, banner=True)
+
+    _guard(body)
 
 
 # ------------------------------------------------------------------------------------- models / info
 
 
 @app.command("models")
-def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
-    """List the models snnconvert can ingest by name, and which weights are available offline."""
+def models_cmd(
+    check: bool = typer.Option(False, "--check", help="Also try to convert each architecture (random weights, "
+                               "a tiny input, no downloads) and show which codings it converts with; results "
+                               "are cached per version."),
+    check_codings: str = typer.Option("rate,sws", "--codings", help="Codings --check tries (comma list)."),
+    names: str | None = typer.Option(None, "--only", help="Only these models (comma list)."),
+    refresh: bool = typer.Option(False, "--refresh", help="With --check: recompute instead of using the cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """List the models snnconvert can ingest by name, which weights are available offline and,
+    with --check, which codings each one converts with."""
 
     def body() -> None:
+        from snnconvert.ingest import list_models
+
         entries = list_models()
+        if names:
+            wanted = [n.strip().lower() for n in names.split(",") if n.strip()]
+            unknown = [n for n in wanted if n not in {e.name for e in entries}]
+            if unknown:
+                raise SnnConvertError(f"--only: unknown model(s) {', '.join(unknown)[:200]}; see `snnconvert models`")
+            entries = [e for e in entries if e.name in wanted]
+        checks = None
+        if check:
+            from snnconvert.codings import get_coding
+            from snnconvert.models.check import check_models
+            from snnconvert.progress import Progress
+
+            wanted_codings = tuple(c.strip() for c in check_codings.split(",") if c.strip())
+            for coding in wanted_codings:
+                get_coding(coding)
+            with Progress("checking conversions", total=len(entries), show=not as_json) as progress:
+                checks = {c.name: c for c in check_models([e.name for e in entries], wanted_codings, refresh=refresh,
+                                                           on_model=lambda i, n, name: progress.update(i - 1, name))}
+        else:
+            from snnconvert.models.check import cached_checks
+
+            checks = cached_checks() or None  # what an earlier --check found, shown without recomputing
         if as_json:
-            _emit_json([dataclasses.asdict(e) for e in entries])
+            _emit_json([{**dataclasses.asdict(e),
+                         **({"check": dataclasses.asdict(checks[e.name])} if checks and e.name in checks else {})}
+                        for e in entries])
         else:
             from snnconvert.cli.render import models_table
 
-            models_table(console, entries)
+            models_table(console, entries, checks)
 
     _guard(body)
 
@@ -374,6 +565,8 @@ def info_cmd(
     """Show what an artifact holds: model, versions, quantization, calibration, coding, metrics."""
 
     def body() -> None:
+        from snnconvert.artifact import load_artifact
+
         loaded = load_artifact(artifact)
         if as_json:
             _emit_json(loaded.manifest)
@@ -386,16 +579,39 @@ def info_cmd(
 
 
 def _register_more_commands() -> None:
+    from snnconvert.cli.export_cmd import register as register_export
     from snnconvert.cli.finetune_cmd import register
 
     register(app)
+    register_export(app)
 
 
 _register_more_commands()
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (global options take no values)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main() -> None:
-    app()
+    """The ``snnconvert`` entry point: the coding table (and torch) is loaded only for ``to-snn``;
+    SIGTERM cleans up like Ctrl-C."""
+    TO_SNN.generate = _command_in(sys.argv[1:]) == "to-snn"
+    with contextlib.suppress(ValueError, OSError):  # not the main thread
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app()
+    except SystemExit as exc:  # Typer turns Ctrl-C outside a command body into a silent exit 130
+        if exc.code == 130 and not _state.get("reported"):
+            sys.stderr.write("interrupted: nothing was written\n")
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: nothing was written\n")
+        raise SystemExit(130) from None
+    except Terminated:
+        sys.stderr.write("terminated: nothing was written\n")
+        raise SystemExit(143) from None
 
 
 if __name__ == "__main__":

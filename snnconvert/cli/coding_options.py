@@ -17,9 +17,10 @@ from typing import Any
 
 import typer
 
-from snnconvert.codings import Coding, codings, parse_option
-from snnconvert.codings.registry import flag_name
 from snnconvert.errors import SnnConvertError
+
+if typing.TYPE_CHECKING:
+    from snnconvert.codings import Coding
 
 PREFIX = "coding_option_"  # keeps generated parameter names apart from the command's own
 
@@ -52,6 +53,8 @@ def _flags(table: dict[str, Coding]) -> list[_Flag]:
 
 
 def _parameter(flag: _Flag) -> inspect.Parameter:
+    from snnconvert.codings.registry import flag_name
+
     owners = ", ".join(flag.owners)
     panel = f"{flag.owners[0]} options" if len(flag.owners) == 1 else "options of several codings"
     help_text = f"{flag.help} (codings: {owners})" if len(flag.owners) > 1 else flag.help
@@ -72,9 +75,12 @@ class DynamicCommand:
     """A Typer callback whose signature is ``base``'s parameters plus one per coding option.
 
     ``base`` takes its own parameters plus ``coding_options: dict[str, Any]`` (field name ->
-    the text or bool given on the command line; flags not given are left out)."""
+    the text or bool given on the command line; flags not given are left out). With
+    ``generate`` False the signature is ``base``'s alone: the CLI sets that when another command
+    runs, so that loading the coding table (and torch) is not needed for it."""
 
     def __init__(self, base: Callable[..., None]) -> None:
+        self.generate = True
         self.base = base
         self.__doc__ = base.__doc__
         self.__name__ = base.__name__
@@ -84,6 +90,10 @@ class DynamicCommand:
     def __signature__(self) -> inspect.Signature:  # read by inspect.signature (Typer)
         own = [p for p in inspect.signature(self.base, eval_str=True).parameters.values()
                if p.name != "coding_options"]
+        if not self.generate:
+            return inspect.Signature(own)
+        from snnconvert.codings import codings
+
         generated = [_parameter(f) for f in _flags(codings())]
         return inspect.Signature(own + generated)
 
@@ -96,6 +106,9 @@ class DynamicCommand:
 def coding_options(coding: Coding, given: dict[str, Any], extra: list[str]) -> dict[str, Any]:
     """Typed options for ``coding`` from the generated flags (``given``) and ``--set KEY=VALUE``
     items; a flag of another coding is an error that lists this coding's options."""
+    from snnconvert.codings import parse_option
+    from snnconvert.codings.registry import flag_name
+
     fields = {f.name for f in dataclasses.fields(coding.config)}
     valid = ", ".join(f"--{flag_name(f.name)}" for f in coding.options())
     options: dict[str, Any] = {}

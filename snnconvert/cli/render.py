@@ -39,7 +39,7 @@ def sparkline(values: list[float], width: int = 24) -> str:
     return "".join(bars[min(8, round(8 * p / top))] for p in points)
 
 
-def quantize_tables(console: Console, q: QuantizedModel, path: Path | None) -> None:
+def quantize_tables(console: Console, q: QuantizedModel, path: Path | None, *, verb: str = "wrote") -> None:
     stats = {s.name: s for s in q.clip_stats}
     table = Table(title=f"{q.info.name}: {q.config.bits}-bit activations, {q.config.w_bits}-bit weights "
                         f"({q.config.method}{f' {q.config.percentile:g}' if q.config.method == 'percentile' else ''})")
@@ -55,7 +55,7 @@ def quantize_tables(console: Console, q: QuantizedModel, path: Path | None) -> N
         )
     console.print(table)
     if q.accuracy:
-        acc = Table(title=f"accuracy on held-out images ({q.accuracy.data})")
+        acc = Table(title=f"accuracy on {q.accuracy.data} (not used for calibration)")
         acc.add_column("float ANN top-1", justify="right")
         acc.add_column(f"{q.config.bits}-bit ANN top-1", justify="right")
         acc.add_column("difference", justify="right")
@@ -72,9 +72,9 @@ def quantize_tables(console: Console, q: QuantizedModel, path: Path | None) -> N
         console.print(h)
     for note in q.info.notes:
         console.print(f"[dim]note:[/dim] {note}")
+    console.print(f"calibrated on {q.calibration.description}")
     if path:
-        console.print(f"calibrated on {q.calibration.description}")
-        console.print(f"[green]wrote[/green] {path}")
+        console.print(f"[green]{verb}[/green] {path}")
 
 
 def print_table(console: Console, table: ReportTable) -> None:
@@ -88,9 +88,11 @@ def print_table(console: Console, table: ReportTable) -> None:
 
 
 def _generic_rows(snn_coding: str, info: dict[str, Any], neuron_layers: int | None) -> list[tuple[str, str]]:
-    rows = [("coding", snn_coding), ("latency (time steps)", str(info.get("latency"))),
-            ("in the coding's terms", str(info.get("latency_terms", ""))),
-            ("frames per layer", str(info.get("frames")))]
+    terms = info.get("latency_terms")
+    rows = [("coding", snn_coding),
+            ("latency (time steps)", f"{info.get('latency')}" + (f" ({terms})" if terms else ""))]
+    if info.get("frames") != info.get("latency"):
+        rows.append(("frames per layer", str(info.get("frames"))))
     if neuron_layers is not None:
         rows.append(("neuron layers", str(neuron_layers)))
     return rows
@@ -105,13 +107,16 @@ def _property_table(console: Console, title: str, rows: list[tuple[str, str]]) -
     console.print(t)
 
 
-def snn_summary(console: Console, snn: SpikingNetwork, path: Path | None) -> None:
-    """What ``to-snn`` built: the generic facts, then the coding's own summary rows."""
+def snn_summary(console: Console, snn: SpikingNetwork, path: Path | None, *, verb: str = "wrote") -> None:
+    """What ``to-snn`` built: the generic facts, then the coding's own summary rows, then its
+    conversion warnings (one line each)."""
     coding = get_coding(snn.coding)
     rows = _generic_rows(snn.coding, snn.info, len(snn.neurons())) + coding.summary_rows(snn.info)
     _property_table(console, f"SNN ({snn.coding})", rows)
+    for warning in snn.info.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if path:
-        console.print(f"[green]wrote[/green] {path}")
+        console.print(f"[green]{verb}[/green] {path}")
 
 
 def stage_line(console: Console, event: StageEvent) -> None:
@@ -120,10 +125,11 @@ def stage_line(console: Console, event: StageEvent) -> None:
 
 def stage_result(console: Console, event: StageEvent) -> None:
     """What a finished pipeline stage shows (evaluation reports are printed by the caller)."""
+    verb = "artifact (published when the run completes):"
     if event.stage == "quantize":
-        quantize_tables(console, event.result, event.path)
+        quantize_tables(console, event.result, event.path, verb=verb)
     elif event.stage == "convert":
-        snn_summary(console, event.result, event.path)
+        snn_summary(console, event.result, event.path, verb=verb)
     elif event.stage == "finetune":
         finetune_summary(console, event.result, event.path)
 
@@ -191,11 +197,16 @@ def _rates(console: Console, report: EvaluationReport) -> None:
     if not report.rates:
         return
     t = Table(title="spike rates per neuron layer")
-    for col in ("layer", "neurons", "spikes/neuron", "slot density", "spikes over steps"):
-        t.add_column(col, justify="left" if col in ("layer", "spikes over steps") else "right")
+    for col in ("layer", "neurons", "spikes/neuron", "slot density", "spikes over steps", "status"):
+        t.add_column(col, justify="left" if col in ("layer", "spikes over steps", "status") else "right")
     for r in report.rates:
-        t.add_row(r.name, num(r.neurons), f"{r.rate:.3f}", pct(r.density), sparkline(r.events_per_step))
+        status = "[red]silent (dead)[/red]" if r.rate == 0 and r.name != "encoder" else ""
+        t.add_row(r.name, num(r.neurons), f"{r.rate:.3f}", pct(r.density), sparkline(r.events_per_step), status)
     console.print(t)
+    dead = [r.name for r in report.rates if r.rate == 0 and r.name != "encoder"]
+    if dead:
+        console.print(f"[yellow]warning:[/yellow] {len(dead)} neuron layer(s) never fired on these images: "
+                      f"{', '.join(dead[:6])}{' ...' if len(dead) > 6 else ''}", highlight=False, soft_wrap=True)
 
 
 def _coding_reports(console: Console, report: EvaluationReport) -> None:
@@ -263,14 +274,31 @@ def codings_table(console: Console, table: dict[str, Coding]) -> None:
     console.print(t)
 
 
-def models_table(console: Console, entries: list[ModelEntry]) -> None:
+def models_table(console: Console, entries: list[ModelEntry], checks: dict[str, Any] | None = None) -> None:
+    """One row per model; with ``checks`` (``models --check``) a column per coding tried and
+    why a model does not convert."""
     t = Table(title="models snnconvert can ingest by name (or pass --weights FILE)")
-    for col in ("name", "family", "input", "weights available offline"):
+    codings = list(next(iter(checks.values())).codings) if checks else []
+    for col in ("name", "family", "input", "weights available offline", *(f"converts: {c}" for c in codings)):
         t.add_column(col)
+    if checks:
+        t.add_column("why not", overflow="fold")
     for e in entries:
         size = "x".join(str(s) for s in e.input_spec.size)
-        t.add_row(e.name, e.family, f"{e.input_spec.channels}x{size}", e.weights_offline)
+        row = [e.name, e.family, f"{e.input_spec.channels}x{size}", e.weights_offline]
+        check = checks.get(e.name) if checks else None
+        if checks and check is None:
+            row += ["?" for _ in codings] + ["not checked yet (`snnconvert models --check`)"]
+        elif check is not None:
+            row += ["[green]yes[/green]" if check.converts(c) else "[red]no[/red]" for c in codings]
+            row.append(check.reason or "; ".join(f"{c}: {check.codings.get(c, '?')}" for c in codings
+                                                 if not check.converts(c)))
+        t.add_row(*row)
     console.print(t)
+    if checks:
+        shown = [checks[e.name] for e in entries if e.name in checks]
+        counts = ", ".join(f"{sum(c.converts(k) for c in shown)} with {k}" for k in codings)
+        console.print(f"{len(shown)} of {len(entries)} models checked (random weights, tiny input): {counts}")
 
 
 def info_tables(console: Console, path: Path, artifact: Artifact) -> None:
@@ -291,12 +319,18 @@ def info_tables(console: Console, path: Path, artifact: Artifact) -> None:
     t.add_row("calibration data", str(cal.get("description")))
     acc = m.get("accuracy")
     if acc:
-        t.add_row("held-out top-1", f"float {pct(acc['float_top1'])}, quantized {pct(acc['quantized_top1'])} "
-                                    f"({acc['images']} images)")
+        t.add_row("top-1 after quantize", f"float {pct(acc['float_top1'])}, quantized {pct(acc['quantized_top1'])} "
+                                          f"on {acc.get('data', '?')} ({acc['images']} images, none used for "
+                                          "calibration)")
     snn: dict[str, Any] | None = m.get("snn")
     if snn:
         info = snn.get("info", {})
         t.add_row("coding", f"{snn.get('coding')}: {info.get('latency_terms', '')}, latency {info.get('latency')}")
+    for warning in (snn or {}).get("info", {}).get("warnings", []):
+        t.add_row("warning", str(warning))
+    for ev in m.get("evaluations", []):
+        scores = ", ".join(f"{k} {pct(v)}" for k, v in ev.get("top1", {}).items())
+        t.add_row("evaluation", f"{ev.get('created')}: {scores} on {ev.get('data')} -> {ev.get('report')}")
     t.add_row("models", ", ".join(f"{k} ({sum(p.numel() for p in v.state_dict().values()):,} values)"
                                   for k, v in artifact.models.items()))
     console.print(t)

@@ -42,6 +42,9 @@ class ConversionInputs:
     show_progress: bool = False
     statistics: dict[Any, Any] = field(default_factory=dict)  # cache of calibration statistics
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where calibration passes run
+    # ``calibration_sample(limit, seed)``: a seeded stratified sample of ``limit`` images of the same
+    # calibration pool (may be larger than ``calibration``); None when only ``calibration`` exists
+    calibration_sample: Callable[[int, int], DataLoader] | None = None
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word

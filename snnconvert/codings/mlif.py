@@ -50,6 +50,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
+from snnconvert.limits import check_time_steps
 from snnconvert.neurons.mlif import MLIFNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
@@ -78,6 +79,7 @@ class MLIFConfig:
             raise SnnConvertError(f"--S {self.S} is not possible: give an integer 1..{MAX_LANES} lanes")
         if not (isinstance(self.T, int) and number(self.T) and self.T >= 1):
             raise SnnConvertError(f"--T {self.T} is not possible: give an integer >= 1 time steps")
+        check_time_steps(self.T, "--T")
         if not (number(self.leak) and 0.0 <= self.leak <= 1.0):
             raise SnnConvertError(f"--leak {self.leak} is not possible: the leak beta must be in [0, 1]")
         if not (number(self.percentile) and 0.0 < self.percentile <= 100.0):
@@ -182,7 +184,38 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
         "input": "direct (analog image at every step; (B, T, ...) inputs are taken frame by frame)",
         "maxpool": "per step on spike frames (exact at T = 1)",
     }
+    snn.info.update(conversion_check(snn, float_gm, inputs.calibration))
     return snn
+
+
+AGREEMENT_WARNING = 0.5
+"""Below this agreement with the float ANN on calibration images, conversion warns."""
+
+
+@torch.no_grad()
+def conversion_check(snn: SpikingNetwork, float_gm: fx.GraphModule, calibration: Any) -> dict[str, Any]:
+    """Run the new SNN and the float ANN on the first calibration batch: layers that never fire
+    (``silent_layers``), the argmax agreement and one-line ``warnings`` when conversion alone is
+    near chance (M-LIF at small T without fine-tuning) or layers are dead."""
+    batch = next(iter(calibration), None)
+    if batch is None or batch[0].dim() != 4:  # event data: frames are not images of the float ANN
+        return {}
+    images = batch[0][:64]
+    snn.reset_stats()
+    with snn.recording():
+        agree = float((snn(images).argmax(1) == float_gm(images).argmax(1)).double().mean())
+    silent = [s.name for s in snn.spike_stats() if s.name != "encoder" and s.events == 0]
+    snn.reset_stats()
+    warnings = []
+    if agree < AGREEMENT_WARNING:
+        warnings.append(f"on {len(images)} calibration images this M-LIF SNN (T={snn.info['T']}, S={snn.info['S']}) "
+                        f"agrees with the float ANN on only {agree:.0%}: conversion alone is near chance here; "
+                        "fine-tune it (`snnconvert finetune`) or raise --T")
+    if silent:
+        more = f" and {len(silent) - 4} more" if len(silent) > 4 else ""
+        warnings.append(f"{len(silent)} of {len(snn.neurons())} neuron layers never fired on calibration images: "
+                        f"{', '.join(silent[:4])}{more}")
+    return {"calibration_agreement": agree, "silent_layers": silent, "warnings": warnings}
 
 
 def membrane_updates(snn: SpikingNetwork) -> dict[str, float]:

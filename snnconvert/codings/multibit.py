@@ -53,6 +53,9 @@ from snnconvert.codings.multibit_metrics import (
     _SYNAPSES,
     ANALOG_BITS,
     ENCODER,
+    allocation,
+    allocation_plot,
+    allocation_tables,
     analyse,
     bit_tables,
     metrics,
@@ -65,8 +68,10 @@ from snnconvert.graph.latency import path_latency
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph, unique_name
+from snnconvert.neurons.adaptive import AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
 from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze, spike_range
 from snnconvert.quantize.histogram import RangeDoublingHistogram
+from snnconvert.quantize.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear
 from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
 from snnconvert.quantize.quantizer import INPUT_QUANT
 from snnconvert.simulate.network import DTYPES as _DTYPES
@@ -113,6 +118,8 @@ class MultiBitConfig:
     signed_first: bool = option(False, help="Signed input neurons on the centred image (eq 16).")
     squeeze: str = option("changes", help="Temporal squeeze (eq 13): where T changes, or always.")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
+    float_bits: int = option(32, help="Bits counted per float weight, bias and analog input in the bit budget, "
+                                      "S-ACE and model size (paper 002 counts 16).")
 
     def validate(self) -> None:
         self.steps()
@@ -132,6 +139,8 @@ class MultiBitConfig:
         for name in ("per_channel", "encode_input", "signed_first"):
             if not isinstance(getattr(self, name), bool):
                 raise SnnConvertError(f"{name} {getattr(self, name)!r} is not possible: give true or false")
+        if not (type(self.float_bits) is int and 1 <= self.float_bits <= 64):
+            raise SnnConvertError(f"float_bits {self.float_bits!r} is not possible: give an integer in 1..64")
         if self.signed_first and not self.encode_input:
             raise SnnConvertError(
                 "signed_first needs encode_input (the signed neuron is the input layer, eq 16)")
@@ -406,6 +415,7 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         "input_center": center.tolist() if center is not None else None,
         "squeeze": cfg.squeeze,
         "squeeze_steps": squeeze_steps,
+        "float_bits": int(cfg.float_bits),
         **analyse(snn, inputs.input_spec, w_bits),
     }
     w_list = sorted({s["bits_weight"] for s in snn.info["synapses"]})
@@ -475,7 +485,11 @@ CODING = register_coding(Coding(
     state_ops=state_ops,
     sweep_keys=("T", "bits_spike"),
     metrics=metrics,
-    reports=(CodingReport("bits", "bit budget, S-ACE, NS-ACE and model size (eqs 7-9)", _bits_report, bit_tables),),
+    reports=(CodingReport("bits", "bit budget, S-ACE, NS-ACE and model size (eqs 7-9)", _bits_report, bit_tables),
+             CodingReport("allocation", "learned per-layer W / S / T of adaptive bit allocation (fig 4)",
+                          allocation, allocation_tables, allocation_plot)),
+    # learnable widths (finetune --adaptive-bits) save and load with the artifact
+    modules=(AdaptiveMultiBitNeuron, AdaptiveMultiBitEncoder, AdaptiveSynapseConv2d, AdaptiveSynapseLinear),
 ))
 
 __all__ = ["ANALOG_BITS", "CODING", "Config", "MultiBitConfig", "convert", "metrics", "state_ops"]

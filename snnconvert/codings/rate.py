@@ -51,6 +51,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, activation_of, kind_of, maxpool_params
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
+from snnconvert.limits import check_time_steps
 from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES as _DTYPES
@@ -76,6 +77,7 @@ class RateConfig:
     def validate(self) -> None:
         if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
             raise SnnConvertError(f"--T {self.T!r} is not possible: rate coding needs an integer T >= 1")
+        check_time_steps(self.T, "--T")
         self.percentile_value()
         if not isinstance(self.per_channel, bool):
             raise SnnConvertError(f"per_channel={self.per_channel!r} is not possible: give true or false")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import re
 import types
 import typing
 from importlib.metadata import entry_points
@@ -18,6 +19,7 @@ from typing import Any
 
 from snnconvert.codings.base import Coding
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import shorten
 
 _BY_CONFIG: dict[type, Coding] = {}
 _BY_NAME: dict[str, Coding] = {}
@@ -157,8 +159,8 @@ def parse_option(coding: Coding, name: str, text: str) -> Any:
     try:
         return parse_typed(text, hints[name])
     except ValueError:
-        shown = str(hints[name]).replace("typing.", "")
-        raise SnnConvertError(f"--{flag_name(name)} {text!r} is not possible for coding {coding.name}: "
+        shown = re.sub(r"<class '(\w+)'>", r"\1", str(hints[name]).replace("typing.", "")).replace("NoneType", "none")
+        raise SnnConvertError(f"--{flag_name(name)} {shorten(text, 60)!r} is not possible for coding {coding.name}: "
                               f"expected {shown}") from None
 
 

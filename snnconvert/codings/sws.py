@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,12 @@ class SWSConfig:
     beta: float = option(2.0, help="Amplification factor of the stepwise weights (beta > 1; 3: balanced-ternary "
                                    "digits, 8 bits in 6 steps).")
     auto_agreement: float = option(0.995, help="--Ts auto: agreement with the quantized ANN to keep.")
-    auto_limit: int = option(1000, help="--Ts auto: calibration images it evaluates on.")
+    auto_limit: int = option(2000, help="--Ts auto: calibration images it evaluates on (a seeded stratified "
+                                        "sample of the quantize step's calibration pool).")
+    auto_seed: int = option(0, help="--Ts auto: seed of that sample.")
     auto_max: int | None = option(None, help="--Ts auto: largest silent period it considers (default Tc).")
+    auto_budget_s: float | None = option(None, help="--Ts auto: seconds for the per-layer refinement (none: "
+                                                    "until no single layer can drop a step).")
 
     def validate(self) -> None:
         if self.Tc is not None and (isinstance(self.Tc, bool) or not isinstance(self.Tc, int)):
@@ -77,6 +82,11 @@ class SWSConfig:
             raise SnnConvertError(f"--Ts {self.Ts} is not possible: silent periods are integers >= 0")
         if not 0 < self.auto_agreement <= 1:
             raise SnnConvertError("the --Ts auto agreement target must be in (0, 1]")
+        if isinstance(self.auto_limit, bool) or not isinstance(self.auto_limit, int) or self.auto_limit < 1:
+            raise SnnConvertError(f"--auto-limit {self.auto_limit!r} is not possible: give a number of images >= 1")
+        if self.auto_budget_s is not None and not (isinstance(self.auto_budget_s, (int, float))
+                                                   and math.isfinite(self.auto_budget_s) and self.auto_budget_s > 0):
+            raise SnnConvertError(f"--auto-budget-s {self.auto_budget_s!r} is not possible: give seconds > 0")
         self._check_range(values)
 
     def _check_range(self, silent: list[int]) -> None:
@@ -85,6 +95,8 @@ class SWSConfig:
             check_time_steps(self.Tc, "--Tc")
         for value in silent:
             check_time_steps(value, "--Ts", minimum=0)
+        if self.auto_max is not None:
+            check_time_steps(self.auto_max, "--auto-max", minimum=0)
         steps = (self.Tc or 0) + max(silent, default=0)
         if steps * math.log2(self.beta) > MAX_RANGE_BITS:
             raise SnnConvertError(f"--Tc {self.Tc} with --Ts {max(silent, default=0)} and --beta {self.beta:g} "
@@ -268,7 +280,10 @@ def convert(inputs: ConversionInputs, cfg: SWSConfig) -> SpikingNetwork:
     if cfg.Ts == "auto":
         if inputs.calibration is None:
             raise SnnConvertError("--Ts auto needs calibration data (the quantize step's --data)")
-        result = auto_silent_periods(snn, inputs.quantized, inputs.calibration, cfg,
+        loader = inputs.calibration
+        if inputs.calibration_sample is not None:
+            loader = inputs.calibration_sample(cfg.auto_limit, cfg.auto_seed)
+        result = auto_silent_periods(snn, inputs.quantized, loader, cfg,
                                      show_progress=inputs.show_progress, device=inputs.device)
         snn.info["auto"] = result
     return snn
@@ -353,6 +368,7 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
                         device: torch.device | None = None) -> dict:
     """``--Ts auto``: per layer, the smallest silent period that keeps the SNN's predictions in
     agreement with the quantized ANN's on calibration images (at least ``cfg.auto_agreement``).
+    Every setting it keeps was evaluated on those images and met the target.
 
     1. Uniform: bisection on one silent period ``k`` for every layer gives the smallest ``k*``
        that meets the target (``Ts = Tc`` is exact, so some ``k`` always does).
@@ -362,11 +378,20 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
        (the least affected first), and bisection finds the longest prefix of that order that can
        drop one level while the network still meets the target.
 
+    3. Refinement, layer by layer: every layer (least affected first, by the same profile) whose
+       silent period can still drop a step is tried alone at one step less, and kept when the
+       network still meets the target; rounds repeat until no single layer can drop or the
+       ``cfg.auto_budget_s`` budget of seconds is spent. The mismatch profile only orders the
+       candidates: each is evaluated.
+
     Every accepted setting was evaluated and met the target, so the result does; it is never
-    slower than the best uniform setting. About ``log2(Tc) + levels * log2(layers)`` evaluations.
+    slower than the best uniform setting. About ``log2(Tc) + levels * log2(layers)`` evaluations,
+    plus one per candidate of the refinement. ``trials`` lists every evaluation (setting, T_inf,
+    agreement): the T_inf against agreement frontier.
     The evaluations run on ``device`` (default: the CPU) on copies; ``snn`` stays where it is.
     """
     device = torch.device("cpu") if device is None else device
+    started = time.perf_counter()
     images = _calibration_images(calibration, cfg.auto_limit).to(device)
     max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
     reference = _predict(_on(_as_float32(quantized), device), images, torch.float32)
@@ -410,9 +435,27 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
         if m == 0:
             break
         chosen = lowered(m)
+    # 3. refinement: each layer alone, one step at a time, while the budget lasts
+    refine_start = time.perf_counter()
+    out_of_budget = False
+    improved = True
+    while improved and not out_of_budget:
+        improved = False
+        candidates = sorted((n for n in names if chosen[n] > 0),
+                            key=lambda n: (profile[n][chosen[n] - 1] if n in profile else 0.0, names.index(n)))
+        for name in candidates:
+            if cfg.auto_budget_s is not None and time.perf_counter() - refine_start > cfg.auto_budget_s:
+                out_of_budget = True
+                break
+            trial = {**chosen, name: chosen[name] - 1}
+            if passes(trial, f"{name} to Ts={trial[name]}"):
+                chosen, improved = trial, True
     set_silent_periods(snn.body, chosen)
     snn.info.update(sws_latency(snn, cfg))
     return {"uniform_Ts": k_star, "images": len(images), "target": cfg.auto_agreement, "trials": trials,
+            "evaluations": len(trials), "seconds": time.perf_counter() - started,
+            "refine_seconds": time.perf_counter() - refine_start, "budget_spent": out_of_budget,
+            "chosen": dict(chosen), "T_inf": snn.info["T_inf"],
             "profile": {k: [round(v, 6) for v in vals] for k, vals in profile.items()}}
 
 
@@ -483,18 +526,66 @@ def residual_plot(rows: list[dict[str, Any]], directory: Path, title: str) -> li
         ys = np.array([hist[centers == x].sum() for x in xs])
         ys = ys / max(ys.sum() * (edges[1] - edges[0]), 1e-12)
         top = max(top, float(ys.max(initial=0.0)))
-        ax.plot(xs, ys, color=cmap(i / max(len(rows) - 1, 1)), lw=1, alpha=0.8,
-                label=row["name"] if len(rows) <= 8 else None)
+        named = len(rows) <= 8 or i in (0, len(rows) // 2, len(rows) - 1)  # many layers: first, middle, last
+        ax.plot(xs, ys, color=cmap(i / max(len(rows) - 1, 1)), lw=1.6 if named else 0.8, alpha=0.9,
+                label=f"{i + 1}: {row['name']}" if named else None)
     ax.axvline(0.5, color="red", ls="--", lw=1, label="1/2 (rounding bound)")
     ax.set_xlabel("|residual| (units of theta, scaled by 1/beta^Ts)")
     ax.set_ylabel("probability density")
-    ax.set_xlim(0, min(2.0, max(r["max_abs"] for r in rows) + 0.1))
+    ax.set_xlim(0, max(0.55, 1.05 * max(r["max_abs"] for r in rows)))  # every residual, and the 1/2 line
     ax.set_ylim(0, top * 1.05 if top > 0 else 1.0)
     ax.set_title(f"{title}: final membrane residuals per TSA layer")
     if len(rows) > 8:
         layer_colorbar(fig, ax, cmap, len(rows), "TSA layer")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="TSA layer (1 = first)" if len(rows) > 8 else None, title_fontsize=7)
     return [save_figure(fig, directory / "residuals.png")]
+
+
+def search_data(snn: SpikingNetwork) -> dict[str, Any] | None:
+    """The ``--Ts auto`` search of this network (every trial), or None when it was not searched."""
+    auto = snn.info.get("auto")
+    if not auto:
+        return None
+    return {k: auto[k] for k in ("uniform_Ts", "images", "target", "trials", "evaluations", "seconds", "T_inf")
+            if k in auto}
+
+
+def search_tables(data: dict[str, Any]) -> list[ReportTable]:
+    trials = data["trials"]
+    frontier: dict[int, float] = {}
+    for t in trials:
+        frontier[t["T_inf"]] = max(frontier.get(t["T_inf"], 0.0), t["agreement"])
+    rows = [(str(t_inf), _pct(agree), "yes" if agree >= data["target"] else "no")
+            for t_inf, agree in sorted(frontier.items())]
+    seconds = f", {data['seconds']:.0f} s" if "seconds" in data else ""
+    return [ReportTable(
+        f"--Ts auto: best agreement at each T_inf over {len(trials)} evaluations on {data['images']} "
+        f"calibration images{seconds} (target {_pct(data['target'])})",
+        ("T_inf", "best agreement", "meets target"), rows)]
+
+
+def search_plot(data: dict[str, Any], directory: Path, title: str) -> list[Path]:
+    """Every evaluated setting as (T_inf, agreement); the target line and the chosen setting."""
+    from snnconvert.reports.plots import figure, save_figure
+
+    trials = data["trials"]
+    fig, ax = figure(6, 4)
+    ok = [t for t in trials if t["passed"]]
+    bad = [t for t in trials if not t["passed"]]
+    ax.scatter([t["T_inf"] for t in bad], [100 * t["agreement"] for t in bad], s=14, color="tab:gray",
+               label="below target")
+    ax.scatter([t["T_inf"] for t in ok], [100 * t["agreement"] for t in ok], s=14, color="tab:blue",
+               label="meets target")
+    if "T_inf" in data and ok:
+        best = min(ok, key=lambda t: (t["T_inf"], -t["agreement"]))
+        ax.scatter([best["T_inf"]], [100 * best["agreement"]], marker="*", s=160, color="tab:red",
+                   label=f"chosen: T_inf {best['T_inf']}")
+    ax.axhline(100 * data["target"], color="red", ls="--", lw=1, label=f"target {_pct(data['target'])}")
+    ax.set_xlabel("T_inf (time steps)")
+    ax.set_ylabel("agreement with the quantized ANN (%)")
+    ax.set_title(f"{title}: --Ts auto search, {len(trials)} evaluations")
+    ax.legend(fontsize=7)
+    return [save_figure(fig, directory / "ts_auto_frontier.png")]
 
 
 def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
@@ -511,7 +602,7 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     auto = info.get("auto")
     if auto:
         rows.append(("--Ts auto", f"best uniform Ts {auto.get('uniform_Ts')}, then per layer; {len(auto['trials'])} "
-                                  f"trials on {auto['images']} calibration images (target "
+                                  f"evaluations on {auto['images']} calibration images (target "
                                   f"{100 * auto['target']:.1f}% agreement)"))
     return rows
 
@@ -538,7 +629,9 @@ CODING = register_coding(Coding(
     state_ops=amplification_ops,
     sweep_keys=("Ts", "Tc", "beta"),
     reports=(CodingReport("residual", "final membrane residuals of the TSA layers (fig 5a)", residual_stats,
-                          residual_tables, residual_plot),),
+                          residual_tables, residual_plot),
+             CodingReport("search", "the --Ts auto search: T_inf against agreement of every evaluated setting",
+                          lambda snn: search_data(snn), search_tables, search_plot)),
 ))
 
 __all__ = ["CODING", "SWSConfig", "amplification_ops", "convert", "convert_sws", "set_silent_periods",

@@ -18,6 +18,7 @@ from snnconvert.data.pool import Pool, require_dir
 from snnconvert.data.specs import DataSpec
 from snnconvert.data.transforms import ImageTransform
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import require_regular_file
 
 try:  # numpy >= 2 (numpy 1.26 ships numpy._core stubs, older ones do not)
     from numpy._core import multiarray as _multiarray
@@ -86,6 +87,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def load_restricted(path: Path) -> Any:
     """Unpickle ``path`` with ``RestrictedUnpickler`` (latin-1 for Python 2 strings)."""
+    require_regular_file(path, "CIFAR-10 batch")  # a named pipe or device would block the read
     try:
         with open(path, "rb") as handle:
             return RestrictedUnpickler(handle, encoding="latin1").load()

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from snnconvert.data.transforms import ImageTransform, adapt_tensor
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import require_regular_file
 
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -46,7 +47,7 @@ class FileImageDataset(ByteImageDataset):
             raise ValueError("files and labels differ in length")
 
     def pixels(self, index: int) -> np.ndarray:
-        path = self.root / self.files[index]
+        path = require_regular_file(self.root / self.files[index], "image")  # a pipe would block open()
         try:
             with Image.open(path) as image:
                 return self.transform(image)

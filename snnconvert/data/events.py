@@ -23,8 +23,6 @@ values (not scaled to [0, 1]); the M-LIF coding feeds frame k to time step k.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from snnconvert.data.input_spec import InputSpec
 from snnconvert.data.pool import Pool, require_dir
 from snnconvert.data.specs import DataSpec, check_event_options
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import require_regular_file
 
 EVENT_EXTENSIONS = (".npy", ".pt")
 
@@ -59,6 +58,7 @@ def multilevel_frames(frames: Tensor, S: int) -> Tensor:
 
 def load_event_frames(path: Path) -> Tensor:
     """The frames stored in one ``.npy``/``.pt`` file, read without unpickling code."""
+    require_regular_file(path, "event file")  # a named pipe or device would block the read
     try:
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
@@ -66,8 +66,8 @@ def load_event_frames(path: Path) -> Tensor:
                 raise ValueError(f"unsupported array dtype {array.dtype}")
             return torch.from_numpy(np.ascontiguousarray(array))
         value = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the bytes (struct.error, ...) is a bad file
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise SnnConvertError(f"cannot read event frames {path}: {reason}") from None
     if not isinstance(value, Tensor) or value.is_complex():
         raise SnnConvertError(f"{path} does not hold a real tensor of event frames")

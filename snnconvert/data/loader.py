@@ -8,8 +8,6 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
 from snnconvert.data.datasets import ArrayImageDataset, ByteImageDataset, TensorImageDataset
@@ -88,24 +86,22 @@ def _check_memory(n: int, shape: tuple[int, ...], itemsize: int) -> None:
 
 
 class _Progress:
-    """A rich progress bar for decoding (only on a terminal); closes itself when done."""
+    """Decoding progress (a bar on a terminal, plain-text lines otherwise); closes itself when done."""
 
     def __init__(self, total: int, enabled: bool) -> None:
+        from snnconvert.progress import Progress
+
         self.total = total
         self.bar: Progress | None = None
-        console = Console(stderr=True)
-        if enabled and console.is_terminal and total > 0:
-            self.bar = Progress(TextColumn("[bold blue]decoding images"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("decode", total=total)
+        if enabled and total > 0:
+            self.bar = Progress("decoding images", total=total).__enter__()
 
     def update(self, done: int) -> None:
         if self.bar is None:
             return
-        self.bar.update(self.task, completed=done)
+        self.bar.update(done)
         if done >= self.total:
-            self.bar.stop()
+            self.bar.__exit__(None, None, None)
             self.bar = None
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import shorten
 
 PATH_KINDS = ("imagefolder", "cifar10", "imagenet", "events")
 KINDS = ("digits", *PATH_KINDS)
@@ -43,18 +44,33 @@ def parse_data_spec(text: str) -> DataSpec:
     kind = kind.strip().lower()
     if kind not in KINDS:
         hint = ""
-        if not sep and Path(text).expanduser().is_dir():
+        if not sep and _is_dir(text):
             hint = f" (for a folder of class subfolders write imagefolder:{text})"
-        raise SnnConvertError(f"unknown data spec {text!r}: valid kinds are {SPEC_SYNTAX}{hint}")
+        raise SnnConvertError(f"unknown data spec {shorten(text)!r}: valid kinds are {SPEC_SYNTAX}{hint}")
     options = _parse_options(text, kind, option_texts)
     if kind == "digits":
         if sep:
-            raise SnnConvertError(f"data spec {text!r}: 'digits' takes no path; write just digits")
+            raise SnnConvertError(f"data spec {shorten(text)!r}: 'digits' takes no path; write just digits")
         return DataSpec("digits", None, text)
     path = rest.strip()
     if not path:
-        raise SnnConvertError(f"data spec {text!r} has no path; write {kind}:PATH")
-    return DataSpec(kind, Path(path).expanduser(), text, options)
+        raise SnnConvertError(f"data spec {shorten(text)!r} has no path; write {kind}:PATH")
+    return DataSpec(kind, _expand(path), text, options)
+
+
+def _expand(text: str) -> Path:
+    """``~``/``~user`` expanded; a ``~name`` of no known user stays as written."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
+def _is_dir(text: str) -> bool:
+    try:
+        return _expand(text).is_dir()
+    except (OSError, ValueError):  # too long, NUL bytes...
+        return False
 
 
 def _parse_options(text: str, kind: str, option_texts: list[str]) -> tuple[tuple[str, str], ...]:
@@ -65,10 +81,10 @@ def _parse_options(text: str, kind: str, option_texts: list[str]) -> tuple[tuple
         key, eq, value = (part.strip() for part in item.partition("="))
         match = next((a for a in allowed if a.lower() == key.lower()), None)
         if not allowed:
-            raise SnnConvertError(f"data spec {text!r}: {kind} takes no ,KEY=VALUE options")
+            raise SnnConvertError(f"data spec {shorten(text)!r}: {kind} takes no ,KEY=VALUE options")
         if match is None or not eq or not value:
             raise SnnConvertError(
-                f"data spec {text!r}: bad option {item.strip()!r}; {kind} accepts "
+                f"data spec {shorten(text)!r}: bad option {item.strip()!r}; {kind} accepts "
                 + ", ".join(f"{a}=VALUE" for a in allowed)
             )
         options.append((match, value))
@@ -86,7 +102,7 @@ def check_event_options(text: str, options: dict[str, str]) -> int:
         lanes = 0
     if not 1 <= lanes <= MAX_LANES:
         raise SnnConvertError(
-            f"data spec {text!r}: S={value} is not possible; give an integer 1..{MAX_LANES}"
+            f"data spec {shorten(text)!r}: S={value} is not possible; give an integer 1..{MAX_LANES}"
         )
     return lanes
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
@@ -42,6 +41,7 @@ from snnconvert.finetune.optim import EpochSchedule, build_optimizer
 from snnconvert.finetune.report import LOG_NAME, PLOT_NAME, write_curves, write_log
 from snnconvert.finetune.splits import stacked, training_data, validation_data
 from snnconvert.pipeline import QuantizedModel
+from snnconvert.progress import Progress
 from snnconvert.simulate.network import SpikingNetwork
 
 
@@ -86,20 +86,9 @@ def top1(snn: nn.Module, images: Tensor, labels: Tensor, device: torch.device, b
     return correct / max(len(images), 1)
 
 
-@contextmanager
-def _progress(show: bool, total: int, description: str) -> Iterator[Progress | None]:
-    console = Console(stderr=True)
-    if not show or not console.is_terminal:
-        yield None
-        return
-    columns = (
-        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  top-1 {task.fields[acc]:6.2%}  {task.fields[ips]:7.1f} img/s"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        progress.add_task(description, total=total, loss=float("nan"), acc=0.0, ips=0.0)
-        yield progress
+def _progress(show: bool, total: int, description: str) -> Progress:
+    """A bar on a terminal, plain-text lines otherwise (see :mod:`snnconvert.progress`)."""
+    return Progress(description, total=total, show=show)
 
 
 def _device_for(config: FinetuneConfig, ctx: DistContext) -> torch.device:
@@ -299,8 +288,7 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, confi
             loss_sum += float(loss.detach()) * n
             correct += float((logits.detach().argmax(1) == labels).sum())
             seen += n
-            if progress is not None:
-                elapsed = time.perf_counter() - start
-                progress.update(progress.task_ids[0], advance=1, loss=loss_sum / seen, acc=correct / seen,
-                                ips=seen * ctx.world_size / max(elapsed, 1e-9))
+            elapsed = time.perf_counter() - start
+            progress.advance(loss=loss_sum / seen, top1=f"{correct / seen:.2%}",
+                             img_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}")
     return loss_sum, correct, seen, time.perf_counter() - start

@@ -20,6 +20,10 @@ class _LocatingTracer(fx.Tracer):
         super().__init__()
         self.record_stack_traces = True
 
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # snnconvert's own ops (e.g. graph.attention.SpikingAttention) declare their kind: one node each
+        return getattr(type(m), "snn_kind", None) is not None or super().is_leaf_module(m, module_qualified_name)
+
 
 def capture(model: nn.Module, example_shape: tuple[int, ...]) -> fx.GraphModule:
     """Trace ``model`` (which is not modified) into a GraphModule with shapes propagated."""

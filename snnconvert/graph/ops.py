@@ -76,7 +76,11 @@ _UNSUPPORTED_HINTS = {
     "mul": "a product of two activations (e.g. squeeze-excitation) cannot be computed by "
     "accumulate-only spiking synapses; remove the block or replace it",
     "LayerNorm": "normalization over activations at run time is not linear; use BatchNorm",
+    "layer_norm": "normalization over activations at run time is not linear; use BatchNorm",
     "Softmax": "drop the softmax: classification uses the logits",
+    "MultiheadAttention": "attention multiplies activations with each other (query x key, weights x value); "
+    "spiking synapses only accumulate, so attention blocks do not convert",
+    "stochastic_depth": "stochastic depth in training mode; put the model in eval mode (it is then removed)",
 }
 
 
@@ -235,10 +239,12 @@ def describe(gm: fx.GraphModule, node: fx.Node) -> str:
 
 
 def hint_for(op_name: str) -> str:
-    for key, hint in _UNSUPPORTED_HINTS.items():
-        if key.lower() in op_name.lower():
-            return hint
-    return "this operation is not supported by snnconvert's converters"
+    """The hint for an unsupported op, matched on its whole name, case-insensitively (``silu`` is
+    ``SiLU``, ``mul_`` is ``mul``; ``MultiheadAttention`` is not ``mul``)."""
+    hints = {key.lower(): hint for key, hint in _UNSUPPORTED_HINTS.items()}
+    name = op_name.lower()
+    hint = hints.get(name) or hints.get(name.rstrip("_"))
+    return hint or "this operation is not supported by snnconvert's converters"
 
 
 def maxpool_params(gm: fx.GraphModule, node: fx.Node) -> dict:

@@ -45,6 +45,46 @@ def add_module_after(
     return new
 
 
+# --------------------------------------------------------------------------- no-ops at inference
+
+_ASSERTS = {torch._assert, getattr(torch, "_assert_async", torch._assert)}
+_DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"}
+
+
+def _arg(node: fx.Node, index: int, name: str, default: object) -> object:
+    return node.kwargs.get(name, node.args[index] if len(node.args) > index else default)
+
+
+def is_inference_identity(node: fx.Node) -> bool:
+    """Stochastic depth or functional dropout that returns its input at inference (traced with
+    ``training=False``, or drop probability 0)."""
+    if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
+        return False
+    name = getattr(node.target, "__name__", "")
+    if name == "stochastic_depth" and "torchvision" in getattr(node.target, "__module__", ""):
+        return _arg(node, 3, "training", True) is False or _arg(node, 1, "p", 1.0) == 0
+    if name in _DROPOUTS and getattr(node.target, "__module__", "") == "torch.nn.functional":
+        return _arg(node, 2, "training", True) is False or _arg(node, 1, "p", 0.5) == 0
+    return False
+
+
+def remove_noops(gm: fx.GraphModule, *, inplace: bool = False) -> fx.GraphModule:
+    """Remove what does nothing at inference, so it is not flagged as unsupported: stochastic
+    depth and dropout in eval mode (identities), and ``torch._assert`` shape checks together with
+    the shape arithmetic only they used."""
+    gm = _maybe_copy(gm, inplace)
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in _ASSERTS:
+            gm.graph.erase_node(node)
+            changed = True
+        elif is_inference_identity(node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            changed = True
+    return recompile_graph(gm) if changed else gm
+
+
 # --------------------------------------------------------------------------- canonical form
 
 

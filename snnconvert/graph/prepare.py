@@ -8,7 +8,7 @@ from torch import fx, nn
 
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.graph.capture import capture, propagate_shapes
-from snnconvert.graph.passes import canonicalize, fold_normalization, fuse_batchnorm
+from snnconvert.graph.passes import canonicalize, fold_normalization, fuse_batchnorm, remove_noops
 from snnconvert.graph.support import check_supported
 
 
@@ -30,7 +30,7 @@ def prepare(
     """
     config = config or PrepareConfig()
     shape = input_spec.example_shape(2)
-    gm = capture(model, shape)
+    gm = remove_noops(capture(model, shape))  # eval-mode stochastic depth / dropout, shape asserts
     check_supported(gm, stage="preparation")
     gm = canonicalize(gm)
     if config.fold_normalization:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pickle
 import re
 import warnings
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import MAX_WEIGHT_MAGNITUDE, require_regular_file, shorten
 
 # Entries under which training scripts commonly nest the weights, in order of preference.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "ema", "model_ema")
@@ -49,6 +49,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
             f"checkpoint {path} contains no dict of tensors (found {_describe(obj)}); {_SAVE_HINT}"
         )
     state_dict, where = found
+    check_weight_values(state_dict, f"checkpoint {path}")
     notes = [f"weights taken from checkpoint entry '{where}'"] if where else []
     state_dict, stripped = strip_wrapper_prefixes(state_dict)
     if stripped:
@@ -56,18 +57,38 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
     return state_dict, notes
 
 
+def check_weight_values(state_dict: Mapping[str, Tensor], source: str) -> None:
+    """One-line error if a floating-point tensor holds NaN, inf or a magnitude above
+    ``limits.MAX_WEIGHT_MAGNITUDE`` (such weights overflow every activation downstream)."""
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor) or not (value.is_floating_point() or value.is_complex()) \
+                or value.numel() == 0:
+            continue
+        magnitude = value.detach().abs()
+        if not bool(torch.isfinite(magnitude).all()):
+            bad = "NaN" if bool(torch.isnan(magnitude).any()) else "inf"
+            raise SnnConvertError(f"{shorten(source, 200)}: {shorten(key)} contains {bad} values; "
+                                  "the weights are damaged (retrain or re-export them)")
+        largest = float(magnitude.max())
+        if largest > MAX_WEIGHT_MAGNITUDE:
+            raise SnnConvertError(f"{shorten(source, 200)}: {shorten(key)} holds a weight of magnitude "
+                                  f"{largest:.3g} (above {MAX_WEIGHT_MAGNITUDE:.0e}); activations would overflow, "
+                                  "so the weights are damaged or not a trained model's")
+
+
 def _torch_load(path: Path) -> object:
     if not path.exists():
         raise SnnConvertError(f"checkpoint {path} does not exist; check the --weights path")
     if path.is_dir():
         raise SnnConvertError(f"checkpoint {path} is a directory; pass the checkpoint file itself")
+    require_regular_file(path, "checkpoint")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols; errors say enough
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, str(exc)) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to parse untrusted bytes is a corrupt file
         raise _unreadable_error(path, exc) from None
 
 
@@ -124,7 +145,7 @@ def _first_line(text: str) -> str:
 
 def _describe(obj: object) -> str:
     if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        keys = ", ".join(shorten(repr(k), 40) for k in list(obj)[:5])
         return f"a dict with keys {keys}" if keys else "an empty dict"
     return f"a {type(obj).__name__}"
 
@@ -220,7 +241,7 @@ def apply_state_dict(
 
 
 def _listing(label: str, items: list[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
+    shown = ", ".join(shorten(item) for item in items[:MAX_LISTED])
     more = f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
     count = f" ({len(items)})" if len(items) > MAX_LISTED else ""
     return f"{label}{count}: {shown}{more}"

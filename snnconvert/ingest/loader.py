@@ -17,12 +17,15 @@ from snnconvert.ingest import torchvision_zoo as tv
 from snnconvert.ingest.bundled import bundled_weights_path, require_bundled_weights
 from snnconvert.ingest.checkpoint import apply_state_dict, compare_state_dict, read_checkpoint
 from snnconvert.ingest.types import LoadedModel
+from snnconvert.limits import shorten
 from snnconvert.models.registry import BUNDLED_MODELS, BundledArch
 
 RANDOM_WEIGHTS = ("random", "none")
 DEFAULT_WEIGHTS = ("default",)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin", ".tar", ".pkl")
 TORCHVISION_CLASSES = 1000
+MAX_NAME_CHARS = 200
+MAX_PATH_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,13 @@ def load_model(
     for random init, a torchvision weights name (local cache only), or a checkpoint path.
     The returned module is in eval mode and expects input normalized by its ``input_spec``.
     """
+    if spec.strip().lower().endswith(".onnx"):  # an ONNX file: our own importer
+        from snnconvert.ingest.onnx import load_onnx
+
+        return load_onnx(spec.strip(), num_classes=num_classes)
+    _check_text(spec, "model name", MAX_NAME_CHARS)
+    if weights is not None:
+        _check_text(weights, "--weights", MAX_PATH_CHARS)
     name, family = resolve_name(spec)
     if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
         raise SnnConvertError(f"--num-classes must be a positive integer, got {num_classes}")
@@ -81,6 +91,17 @@ def load_model(
         default_data=default_data,
         notes=built.notes,
     )
+
+
+def _check_text(value: object, what: str, limit: int) -> None:
+    """A one-line error for a non-string or overlong name/path (before it reaches the OS or difflib)."""
+    if not isinstance(value, str):
+        raise SnnConvertError(f"{what} must be text, got a {type(value).__name__}")
+    if len(value) > limit:
+        raise SnnConvertError(f"{what} {shorten(value, 40)} has {len(value)} characters (most {limit}); "
+                              "check the command line")
+    if "\0" in value:
+        raise SnnConvertError(f"{what} {shorten(value, 40)} contains a NUL character")
 
 
 def list_models() -> list[ModelEntry]:
@@ -109,13 +130,13 @@ def resolve_name(spec: str) -> tuple[str, str]:
         return key, "torchvision"
     if Path(text).suffix.lower() in CHECKPOINT_SUFFIXES:
         raise SnnConvertError(
-            f"'{spec}' looks like a checkpoint file, not a model name; pass the architecture "
+            f"'{shorten(spec)}' looks like a checkpoint file, not a model name; pass the architecture "
             "name as the model and the file with --weights FILE"
         )
     names = [*BUNDLED_MODELS, *torchvision_names]
     close = difflib.get_close_matches(key, names, n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise SnnConvertError(f"unknown model '{spec}'; {hint}run `snnconvert models` to list them all")
+    raise SnnConvertError(f"unknown model '{shorten(spec)}'; {hint}run `snnconvert models` to list them all")
 
 
 def _weights_choice(weights: str | None) -> str:
@@ -175,7 +196,7 @@ def _load_torchvision(
     assert weights is not None
     if not Path(weights).expanduser().exists() and re.fullmatch(r"[A-Za-z0-9_]+", weights):
         raise SnnConvertError(
-            f"{name} has no weights named '{weights}' and there is no file of that name; "
+            f"{name} has no weights named '{shorten(weights)}' and there is no file of that name; "
             f"available: {', '.join(tv.weight_names(name))}, random, or --weights FILE"
         )
 
@@ -234,8 +255,10 @@ def _infer_num_classes(
         len(got) == len(want) > 0 and got[1:] == want[1:] and want[0] == current
         for got, want in pairs
     )
+    if not head_like:
+        return None
     sizes = {got[0] for got, _ in pairs}
-    return sizes.pop() if head_like and len(sizes) == 1 else None
+    return sizes.pop() if len(sizes) == 1 and min(sizes) >= 1 else None
 
 
 def _load_pretrained(

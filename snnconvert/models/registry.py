@@ -12,6 +12,7 @@ from torch import nn
 from snnconvert.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from snnconvert.models.cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from snnconvert.models.lenet import DIGITS_MEAN, DIGITS_STD, lenet5
+from snnconvert.models.spikformer import SPIKFORMER_CONFIGS, spikformer
 
 # ImageNet channel statistics: the CIFAR ResNet checkpoints this project targets were trained with them
 
@@ -57,6 +58,13 @@ def _table() -> dict[str, BundledArch]:
             build=partial(cifar_resnet, name),
             input_spec=_CIFAR_SPEC,
             description=f"CIFAR-10 ResNet-{depth} (He et al. 2016, option-A shortcuts)",
+        )
+    for name, spec in SPIKFORMER_CONFIGS.items():
+        table[name] = BundledArch(
+            name=name,
+            build=partial(spikformer, name),
+            input_spec=_CIFAR_SPEC,
+            description=f"Spikformer-style ViT, {spec.depth} blocks x {spec.dim} (no softmax, BN, 32x32)",
         )
     return table
 

@@ -64,8 +64,13 @@ def if_dynamics_autograd(
     threshold: float | Tensor = 1.0,
     leak: float | Tensor = 1.0,
     surrogate: Surrogate | str = "triangular:1.0",
+    order: str = "mlif",
 ) -> tuple[Tensor, Tensor]:
     """Differentiable :func:`if_dynamics` (bit-identical for ``leak = 1`` and equal thresholds).
+
+    ``order="dtss"`` runs the DTSS paper's eqs 1-2 instead: ``H[t] = leak * U[t-1] + z[t]``,
+    ``o[t] = [H[t] > theta]`` (strict), ``U[t] = H[t] - theta * o[t]``: the reset is applied
+    before the leak (so it leaks too) and a membrane exactly at threshold does not fire.
 
     The firing ``o = [u/theta >= 1]`` is a spike function whose backward is ``surrogate`` at
     ``u/theta - 1``. ``threshold`` / ``leak`` may be tensors broadcasting over a (B, ...) frame.
@@ -76,9 +81,12 @@ def if_dynamics_autograd(
     grad = get_surrogate(surrogate)
     scaled = isinstance(threshold, Tensor) or threshold != 1.0
     leaky = isinstance(leak, Tensor) or leak != 1.0
+    if order not in LEAK_ORDERS:
+        raise ValueError(f"order must be one of {LEAK_ORDERS}, not {order!r}")
+    paper = order == "dtss"
 
     def fire(ratio: Tensor) -> Tensor:
-        return torch.ge(ratio, 1.0).to(ratio.dtype)
+        return (torch.gt(ratio, 1.0) if paper else torch.ge(ratio, 1.0)).to(ratio.dtype)
 
     def slope(ratio: Tensor) -> Tensor:
         return grad.grad(ratio - 1.0)
@@ -88,15 +96,22 @@ def if_dynamics_autograd(
         u = u * threshold
     spikes: list[Tensor] = []
     for t in range(inputs.shape[0]):  # u holds the membrane before its reset
+        if paper and spikes:  # eq 2 then eq 1: U = H - O, then the leak
+            u = _reset(u, spikes[-1], threshold)
         if leaky:
             u = u * leak
-        if spikes:
+        if spikes and not paper:
             u = _reset(u, spikes[-1], threshold)
         u = u + inputs[t]
         spikes.append(spike(u / threshold if scaled else u, fire, slope))
     if spikes:
         u = _reset(u, spikes[-1], threshold)
     return (torch.stack(spikes) if spikes else torch.empty_like(inputs)), u
+
+
+LEAK_ORDERS = ("mlif", "dtss")
+"""Leak/reset orders of :func:`if_dynamics_autograd`: the M-LIF paper's (reset not leaked, fire
+at ``>=``) and the DTSS paper's eqs 1-2 (reset, then leak; fire at ``>``)."""
 
 
 def _reset(u: Tensor, o: Tensor, threshold: float | Tensor) -> Tensor:
@@ -182,25 +197,29 @@ class IFNeuron(SpikingNeuron):
     """
 
     unit_spikes = True
-    serial_params = ("T", "init", "surrogate", "learn_threshold", "learn_leak", "channels")
+    serial_params = ("T", "init", "surrogate", "learn_threshold", "learn_leak", "channels", "order")
 
     def __init__(self, T: int, init: float = 0.5, surrogate: str = "triangular:1.0",
-                 learn_threshold: bool = False, learn_leak: bool = False, channels: int = 1) -> None:
+                 learn_threshold: bool = False, learn_leak: bool = False, channels: int = 1,
+                 order: str = "mlif") -> None:
         super().__init__(T, T)
         self.T, self.init = int(T), float(init)
+        if order not in LEAK_ORDERS:
+            raise ValueError(f"order must be one of {LEAK_ORDERS}, not {order!r}")
+        self.order = order  # leak/reset order: "mlif" or "dtss" (DTSS paper eqs 1-2)
         self.surrogate = get_surrogate(surrogate).spec
         self.register_stat("saturated_count")
         self.init_learnable(learn_threshold, learn_leak, channels, 1.0)
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        if self.threshold is None and self.leak is None and not self.needs_grad(inputs):
+        if self.threshold is None and self.leak is None and self.order == "mlif" and not self.needs_grad(inputs):
             spikes, membrane = if_dynamics(inputs, init=self.init)
         else:
             dims = inputs.dim() - 1
             theta, leak = self.per_channel(self.threshold, dims), self.per_channel(self.leak, dims)
             spikes, membrane = if_dynamics_autograd(
                 inputs, init=self.init, threshold=1.0 if theta is None else theta.to(inputs.dtype),
-                leak=1.0 if leak is None else leak.to(inputs.dtype), surrogate=self.surrogate,
+                leak=1.0 if leak is None else leak.to(inputs.dtype), surrogate=self.surrogate, order=self.order,
             )
             membrane = membrane if theta is None else membrane / theta.to(inputs.dtype)
         if self.recording:

@@ -189,6 +189,26 @@ class MLIFWindow(Surrogate):
         return total
 
 
+class Box(Surrogate):
+    """DTSS paper eq 6: ``1`` for ``|x| < width`` (open), else 0; with ``width = 1`` and
+    ``x = TS - 1`` it is ``d TM / d TS = 1`` for ``0 < TS < 2`` (the time-step mask)."""
+
+    name = "box"
+
+    def __init__(self, width: float = 1.0) -> None:
+        self.width = _positive(width, "box", "width")
+        self.support = self.width
+
+    def params(self) -> tuple[float, ...]:
+        return (self.width,)
+
+    def grad(self, x: Tensor) -> Tensor:
+        return (x.abs() < self.width).to(x.dtype)
+
+    def step(self, x: Tensor) -> Tensor:
+        return torch.clamp(x + self.width, 0.0, 2.0 * self.width)
+
+
 def as_window(surrogate: Surrogate) -> MLIFWindow:
     """``surrogate`` as an M-LIF lane surrogate (a single-edge surrogate is wrapped)."""
     return surrogate if isinstance(surrogate, MLIFWindow) else MLIFWindow(surrogate)
@@ -302,3 +322,21 @@ register_surrogate("triangular", _one_param(Triangular, "triangular", 0.3))
 register_surrogate("sigmoid", _one_param(Sigmoid, "sigmoid", 4.0))
 register_surrogate("straight-through", _straight_through)
 register_surrogate("mlif-window", _window)
+register_surrogate("box", _one_param(Box, "box", 1.0))
+
+
+class StackedSigmoid(Sigmoid):
+    """SpQuant-SNN's stacked gradient surrogation (paper 001, eqs 11-13): one sigmoid derivative
+    of smoothness T per boundary of an integer quantizer; ``grad(x)`` is a single term, and
+    :func:`stacked_grad` sums the terms at every level boundary s_k = (k_i + k_(i+1)) / 2."""
+
+    name = "sgs"
+
+
+def stacked_grad(u: Tensor, lo: int, hi: int, smoothness: float) -> Tensor:
+    """Q*(u) of eq 11 for the integer levels lo..hi: ``sum_k T sigma(T(u - s_k))(1 - sigma(T(u - s_k)))``
+    with s_k = lo + 1/2, ..., hi - 1/2 (eq 12)."""
+    return staircase_grad(StackedSigmoid(smoothness), u, lo + 0.5, hi - lo)
+
+
+register_surrogate("sgs", _one_param(StackedSigmoid, "sgs", 4.0))

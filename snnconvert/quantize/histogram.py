@@ -8,7 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from snnconvert.errors import SnnConvertError
+
 CLIP_METHODS = ("max", "percentile", "mse")
+MAX_ACTIVATION = 1e30  # larger calibration values mean damaged weights (histogram ranges would overflow)
 
 
 class RangeDoublingHistogram:
@@ -36,6 +39,9 @@ class RangeDoublingHistogram:
         self.min_seen = torch.minimum(self.min_seen, values.amin(dim=1).double())
         values = values.clamp(min=0)
         batch_max = values.amax(dim=1).double()
+        if not bool(torch.isfinite(batch_max).all()) or bool((batch_max > MAX_ACTIVATION).any()):
+            raise SnnConvertError("activations overflow (NaN, inf or above 1e30) during calibration; check the "
+                                  "model's weights and that the data matches its input")
         self.max_seen = torch.maximum(self.max_seen, batch_max)
         for c in range(self.channels):
             if batch_max[c] >= self.top[c]:

@@ -67,9 +67,28 @@ def synapse_probe(snn: SpikingNetwork) -> Iterator[dict[str, SynapseLoad]]:
             load.input_events = total / samples[name]
         return hook
 
+    def attention_hook(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            # products of two spiking tensors: dense MACs vs the accumulates binary spikes need
+            # (SpikingAttention.products); input_size = dense MACs, so rate * macs = accumulates
+            batch = inputs[0].shape[0] // frames
+            dense, adds = module.products(*inputs)
+            load = loads.get(name)
+            if load is None:
+                load = loads[name] = SynapseLoad(name, dense, max(int(dense), 1), 0.0, frames)
+                samples[name] = 0
+            total = load.input_events * samples[name] + adds
+            samples[name] += batch
+            load.input_events = total / samples[name]
+        return hook
+
+    from snnconvert.graph.attention import SpikingAttention
+
     for name, module in snn.body.named_modules():
         if isinstance(module, (SynapseConv2d, SynapseLinear)):
             hooks.append(module.register_forward_hook(make_hook(name)))
+        elif isinstance(module, SpikingAttention):
+            hooks.append(module.register_forward_hook(attention_hook(name)))
     try:
         with torch.no_grad():
             yield loads

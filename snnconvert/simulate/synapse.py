@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from snnconvert.graph.modules import conv_args
+from snnconvert.neurons.dtss import active_steps, mark_active
 
 
 def _uniform_gain(gains: Tensor) -> float | None:
@@ -33,6 +34,18 @@ def _add_frame_bias(y: Tensor, bias: Tensor | None, gains: Tensor) -> Tensor:
     b = bias.view(1, 1, -1, *([1] * (frames.dim() - 3)))
     frames.addcmul_(g, b)  # y is the synapse's fresh output: add in place
     return y
+
+
+def _skipping_forward(syn: SynapseConv2d | SynapseLinear, frames: Tensor, kept: int,
+                      op: Any) -> Tensor:
+    """Run ``op`` (the weights, no bias) only on the first ``kept`` of ``syn.steps`` frames (a
+    DTSS mask zeroed the rest): the skipped frames get the bias alone, their synaptic work is
+    never executed."""
+    batch = frames.shape[0] // syn.steps
+    live = op(frames[:kept * batch])
+    y = live.new_zeros((frames.shape[0], *live.shape[1:]))
+    y[:kept * batch] = live
+    return _add_frame_bias(y, syn.bias, syn.frame_bias_gain)
 
 
 def _filled(syn: SynapseConv2d | SynapseLinear, weight: Tensor, bias: Tensor | None, gains: Tensor) -> Any:
@@ -66,6 +79,9 @@ class SynapseConv2d(nn.Conv2d):
         return _filled(skip_init(cls, **args, steps=gains.numel(), dtype=weight.dtype), weight, bias, gains)
 
     def forward(self, frames: Tensor) -> Tensor:
+        kept = active_steps(frames)
+        if kept is not None and kept < self.steps:
+            return _skipping_forward(self, frames, kept, lambda x: self._conv_forward(x, self.weight, None))
         gain = None if self.bias is None else _uniform_gain(self.frame_bias_gain)
         if gain is not None:  # one fused conv + bias instead of a broadcast pass over every frame
             return self._conv_forward(frames, self.weight, self.bias * gain)
@@ -96,6 +112,9 @@ class SynapseLinear(nn.Linear):
         return _filled(syn, weight, bias, gains)
 
     def forward(self, frames: Tensor) -> Tensor:
+        kept = active_steps(frames)
+        if kept is not None and kept < self.steps:
+            return _skipping_forward(self, frames, kept, lambda x: F.linear(x, self.weight))
         gain = None if self.bias is None else _uniform_gain(self.frame_bias_gain)
         if gain is not None:
             return F.linear(frames, self.weight, self.bias * gain)
@@ -151,8 +170,9 @@ class Gain(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         if self.gain.numel() == 1:
-            return frames * self.gain.to(frames.dtype)
-        return frames * self.gain.to(frames.dtype).view((1, -1) + (1,) * (frames.dim() - 2))
+            return mark_active(frames * self.gain.to(frames.dtype), active_steps(frames))
+        return mark_active(frames * self.gain.to(frames.dtype).view((1, -1) + (1,) * (frames.dim() - 2)),
+                           active_steps(frames))
 
     def extra_repr(self) -> str:
         g = self.gain

@@ -1,0 +1,488 @@
+"""SpQuant-SNN coding (paper 001): LIF neurons with an integer-only membrane, power-of-two
+weights and membrane-aware spatial / channel pruning.
+
+Conversion of the prepared float graph (the same data-based normalisation as the rate and M-LIF
+codings), then BPTT fine-tuning (``snnconvert finetune --method spquant``) does what the paper
+trains from scratch:
+
+* thresholds: the ``percentile``-th percentile of each ReLU-type activation on the calibration
+  data; ``Gain(1/theta) -> SpQuantNeuron -> Gain(theta)`` folded into the weights, so every
+  neuron works in threshold units (threshold 1, integer membrane levels in threshold units);
+* neurons: :class:`~snnconvert.neurons.spquant.SpQuantNeuron`: LIF with ``tau`` (0.5), hard
+  (eq 1) or soft reset, membrane ``precision`` none / ternary / binary / <k>bit (eqs 7, 10,
+  19-20), stacked gradient surrogate Q* of smoothness ``smoothness`` (eqs 11-13), optional
+  negative clipping bound ``clip`` (section 4.1), spatial pruning ``spatial`` (eqs 21-22) and
+  the channel gate ``gate`` with ``gate_threshold`` (eq 23) on every conv-fed neuron layer;
+* synapses: :class:`~snnconvert.quantize.pot.PoTConv2d` / ``PoTLinear``, with ``weight_bits``
+  2 / 4 / 8 power-of-two weights and a learnable power-of-two scale (eqs 14-18) or float weights;
+* input: the analog image repeated for T steps (direct encoding, section 5.1); the classifier
+  output is averaged over the T frames; max-pooling acts per step on the spike frames.
+
+Reports (``evaluate --report memory|flops|energy``): total memory M_t (eqs 28-29), FLOPs with
+sparsity (eq 30) and the reduction against the same network dense (S_c = S_p = 0) plus the work
+the simulator actually did, and the theoretical energy (eq 31).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
+from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
+from snnconvert.codings.gains import fold_gains
+from snnconvert.codings.registry import register_coding
+from snnconvert.errors import SnnConvertError
+from snnconvert.graph.ops import Kind, kind_of
+from snnconvert.graph.passes import recompile_graph
+from snnconvert.graph.support import check_supported
+from snnconvert.neurons.spquant import ChannelGate, SpQuantNeuron, membrane_bits, membrane_range
+from snnconvert.quantize.pot import POT_BITS, PoTConv2d, PoTLinear
+from snnconvert.simulate.encoders import RepeatEncoder
+from snnconvert.simulate.network import DTYPES, SpikingNetwork
+from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
+
+E_ADD_PJ = 0.007
+E_MUL_PJ = 0.07
+"""7 nm INT8 add / multiply energies (pJ) of BitNet's table 2, which SpQuant-SNN (section 5.6) adopts."""
+
+
+@dataclass
+class SpQuantConfig:
+    """Options of the SpQuant-SNN coding (defaults: the paper's CIFAR SpQuant-SNN setting)."""
+
+    T: int = option(2, help="Time steps (the paper's CIFAR-10 setting: 2).")
+    percentile: float = option(90.0, help="Activation percentile that sets each layer's threshold (99.9 leaves "
+                                     "the deep layers of a T=2 ResNet-20 silent: no gradient).")
+    tau: float = option(0.5, help="Membrane time constant tau of eqs 1 and 10.")
+    reset: str = option("hard", help="hard (eq 1: the membrane is zeroed after a spike) or soft (subtract).")
+    precision: str = option("ternary", help="Membrane precision: none (32-bit), ternary, binary or <k>bit.")
+    smoothness: float = option(4.0, help="Smoothness T of the stacked gradient surrogate Q* (eq 11).")
+    weight_bits: int | None = option(4, help="Power-of-two weight bits: 2, 4, 8 or none (float weights).")
+    spatial: float = option(0.35, help="Share of positions pruned per layer by membrane importance (eqs 21-22).")
+    gate: bool = option(True, help="Channel masking from the membrane prior (eq 23).")
+    gate_threshold: float = option(0.47, help="Softmax threshold of the channel mask (eq 23).")
+    clip: float | None = option(None, help="Negative clipping bound c of the membrane (section 4.1), or none.")
+    e_add_pj: float = option(E_ADD_PJ, help="Energy of one add (pJ) in eq 31 (7 nm INT8: 0.007).")
+    e_mul_pj: float = option(E_MUL_PJ, help="Energy of one multiply (pJ) in eq 31 (7 nm INT8: 0.07).")
+    dtype: str = option("float32", help="Simulation precision: float32 or float64.")
+
+    def validate(self) -> None:
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not (isinstance(self.T, int) and not isinstance(self.T, bool) and self.T >= 1):
+            raise SnnConvertError(f"--T {self.T!r} is not possible: give an integer >= 1")
+        if not (number(self.percentile) and 0 < self.percentile <= 100):
+            raise SnnConvertError(f"--percentile {self.percentile!r} is not possible: give a value in (0, 100]")
+        if not (number(self.tau) and 0 < self.tau <= 1):
+            raise SnnConvertError(f"--tau {self.tau!r} is not possible: give a value in (0, 1]")
+        if self.reset not in ("hard", "soft"):
+            raise SnnConvertError(f"--reset {self.reset!r} is not possible: choose hard or soft")
+        membrane_range(self.precision)
+        if not (number(self.smoothness) and self.smoothness > 0):
+            raise SnnConvertError(f"--smoothness {self.smoothness!r} is not possible: give a positive number")
+        if self.weight_bits is not None and self.weight_bits not in POT_BITS:
+            raise SnnConvertError(f"--weight-bits {self.weight_bits!r} is not possible: choose 2, 4, 8 or none")
+        if not (number(self.spatial) and 0 <= self.spatial < 1):
+            raise SnnConvertError(f"--spatial {self.spatial!r} is not possible: give a share in [0, 1)")
+        if not isinstance(self.gate, bool):
+            raise SnnConvertError(f"--gate {self.gate!r} is not possible: give true or false")
+        if not (number(self.gate_threshold) and 0 < self.gate_threshold < 1):
+            raise SnnConvertError(f"--gate-threshold {self.gate_threshold!r} is not possible: give a value in (0, 1)")
+        if self.clip is not None and not (number(self.clip) and self.clip < 0):
+            raise SnnConvertError(f"--clip {self.clip!r} is not possible: give a negative bound or none")
+        for name in ("e_add_pj", "e_mul_pj"):
+            if not (number(getattr(self, name)) and getattr(self, name) >= 0):
+                raise SnnConvertError(f"--{name.replace('_', '-')} is not possible: give an energy >= 0 (pJ)")
+        if self.dtype not in DTYPES:
+            raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
+
+
+def _rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    kind = kind_of(gm, node)
+    if kind is Kind.NORM:
+        return "batch-norm left in the graph: convert the prepared float model"
+    if kind is Kind.QUANT:
+        return "SpQuant converts the float model, not the quantized one"
+    return None
+
+
+def _thresholds(stats: dict[str, dict[float, torch.Tensor]], names: list[str], p: float) -> dict[str, float]:
+    out = {}
+    for name in names:
+        if name not in stats:
+            raise SnnConvertError(f"no activation statistics for {name}: the calibration data is empty")
+        theta = float(stats[name][p].max())
+        out[name] = theta if theta > 0 else 1.0
+    return out
+
+
+def convert(inputs: ConversionInputs, cfg: SpQuantConfig) -> SpikingNetwork:
+    """Coding-table entry point: float graph + calibration data -> SpQuant-SNN (see module docstring)."""
+    cfg.validate()
+    if inputs.calibration is None:
+        raise SnnConvertError("SpQuant conversion sets its thresholds from activations: give calibration data (--data)")
+    float_gm = inputs.float_model
+    check_supported(float_gm, (_rules,), stage="SpQuant conversion")
+    acts = {n.name: str(n.target) for n in float_gm.graph.nodes if kind_of(float_gm, n) is Kind.ACTIVATION}
+    stats = calibration_percentiles(inputs, (float(cfg.percentile),))
+    return build(float_gm, _thresholds(stats, list(acts), float(cfg.percentile)), cfg)
+
+
+def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantConfig) -> SpikingNetwork:
+    """Assemble the SNN from per-activation thresholds (real units)."""
+    cfg.validate()
+    T = cfg.T
+    targets = {n.name: str(n.target) for n in float_gm.graph.nodes}
+    gm = copy.deepcopy(float_gm)
+    replace_synapses(gm, torch.ones(T, dtype=torch.float64))
+    gm.double()
+    plan = {name: (SpQuantNeuron(T, cfg.tau, cfg.reset, cfg.precision, cfg.smoothness, cfg.clip, cfg.spatial,
+                                 False, 1, cfg.gate_threshold), torch.tensor(theta, dtype=torch.float64))
+            for name, theta in thresholds.items()}
+    layers = insert_neurons(gm, plan)
+    rewrite_maxpools(gm)
+    recompile_graph(gm)
+    fold_gains(gm)
+    dtype = DTYPES[cfg.dtype]
+    for node in gm.graph.nodes:  # PoT synapses (or float ones that record their shape)
+        if node.op != "call_module":
+            continue
+        mod = gm.get_submodule(str(node.target))
+        if isinstance(mod, SynapseConv2d) and not isinstance(mod, PoTConv2d):
+            _set(gm, str(node.target), PoTConv2d.from_synapse(mod, cfg.weight_bits))
+        elif isinstance(mod, SynapseLinear) and not isinstance(mod, PoTLinear):
+            _set(gm, str(node.target), PoTLinear.from_synapse(mod, cfg.weight_bits))
+    if cfg.gate:
+        from snnconvert.neurons.trainable import _node_channels
+
+        for node in gm.graph.nodes:
+            if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), SpQuantNeuron):
+                channels = _node_channels(gm, node.args[0]) if node.args else None
+                feeds_conv = _fed_by_conv(gm, node)
+                if channels and feeds_conv:
+                    neuron = gm.get_submodule(str(node.target))
+                    neuron.gate_enabled, neuron.channels = True, int(channels)
+                    neuron.gate = ChannelGate(int(channels), cfg.gate_threshold)
+    recompile_graph(gm)
+    gm = gm.to(dtype)
+
+    snn = SpikingNetwork("spquant")
+    snn.encoder = RepeatEncoder(T)
+    snn.body = gm
+    snn.decoder = WeightedSumDecoder(T).to(dtype)
+    snn.info = {
+        "coding": "spquant", "T": T, "frames": T, "latency": T, "latency_terms": f"T = {T}",
+        "tau": cfg.tau, "reset": cfg.reset, "precision": cfg.precision,
+        "membrane_bits": membrane_bits(cfg.precision), "weight_bits": cfg.weight_bits,
+        "spatial": cfg.spatial, "gate": cfg.gate, "gate_threshold": cfg.gate_threshold, "clip": cfg.clip,
+        "percentile": cfg.percentile, "e_add_pj": cfg.e_add_pj, "e_mul_pj": cfg.e_mul_pj, "dtype": cfg.dtype,
+        "neuron_layers": layers,
+        "thresholds": {targets[name]: theta for name, theta in thresholds.items()},
+    }
+    return snn
+
+
+def add_pruning(snn: SpikingNetwork, spatial: float = 0.35, gate: bool = True,
+                gate_threshold: float = 0.47, gate_bias: float = 3.0) -> SpikingNetwork:
+    """A copy of a spquant SNN (e.g. a fine-tuned Quant-SNN) with spatial pruning and channel
+    gates (fresh: keep probability sigmoid(gate_bias), every channel open while it is above the
+    threshold) on its conv-fed neuron layers; ``snn`` is not changed."""
+    if snn.coding != "spquant" or not isinstance(snn.body, fx.GraphModule):
+        raise SnnConvertError("add_pruning takes an SNN of the spquant coding")
+    SpQuantConfig(spatial=spatial, gate=gate, gate_threshold=gate_threshold).validate()
+    out = copy.deepcopy(snn)
+    gm = out.body
+    from snnconvert.neurons.trainable import _node_channels
+
+    dtype = out.compute_dtype()
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(gm.get_submodule(str(node.target)), SpQuantNeuron):
+            continue
+        if not _fed_by_conv(gm, node):
+            continue
+        neuron = gm.get_submodule(str(node.target))
+        neuron.spatial = float(spatial)
+        channels = _node_channels(gm, node.args[0]) if node.args else None
+        if gate and channels:
+            neuron.gate_enabled, neuron.channels, neuron.gate_threshold = True, int(channels), float(gate_threshold)
+            neuron.gate = ChannelGate(int(channels), gate_threshold, bias=gate_bias).to(dtype)
+    out.info = {**out.info, "spatial": float(spatial), "gate": bool(gate), "gate_threshold": float(gate_threshold)}
+    return out
+
+
+def _set(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent, _, leaf = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, leaf, module)
+
+
+def _producers(gm: fx.GraphModule, node: fx.Node, kinds: tuple[type, ...]) -> list[str]:
+    """Module targets of type ``kinds`` reached from ``node``'s inputs through ops that are neither
+    synapses nor neurons (adds, gains, pads, pools)."""
+    found, stack, seen = [], [a for a in node.all_input_nodes], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "call_module":
+            mod = gm.get_submodule(str(n.target))
+            if isinstance(mod, kinds):
+                found.append(str(n.target))
+                continue
+            if isinstance(mod, (SynapseConv2d, SynapseLinear, SpQuantNeuron)):
+                continue
+        stack.extend(n.all_input_nodes)
+    return found
+
+
+def _consumer(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """The first neuron layer ``node``'s output reaches through non-synapse ops."""
+    stack, seen = list(node.users), set()
+    while stack:
+        n = stack.pop(0)
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "call_module":
+            mod = gm.get_submodule(str(n.target))
+            if isinstance(mod, SpQuantNeuron):
+                return str(n.target)
+            if isinstance(mod, (SynapseConv2d, SynapseLinear)):
+                continue
+        stack.extend(n.users)
+    return None
+
+
+def _fed_by_conv(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return any(isinstance(gm.get_submodule(t), SynapseConv2d) for t in _producers(gm, node, (SynapseConv2d,)))
+
+
+# ---------------------------------------------------------------------------- reports (eqs 28-31)
+
+
+def layer_table(snn: SpikingNetwork) -> list[dict[str, Any]]:
+    """Per synapse layer (graph order), after a recorded evaluation: weights, weight bits, output
+    shape (C, H, W), kernel k, the consuming neuron layer's S_c / S_p / active share and the
+    input events per sample from the producing neuron layers (None: analog input)."""
+    gm = snn.body
+    if not isinstance(gm, fx.GraphModule):
+        return []
+    rows = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        mod = gm.get_submodule(str(node.target))
+        if not isinstance(mod, (PoTConv2d, PoTLinear)):
+            continue
+        c, h, w = (int(v) for v in mod.out_shape.tolist())
+        if c == 0:
+            return []  # never ran
+        k = mod.kernel_size[0] * mod.kernel_size[1] if isinstance(mod, PoTConv2d) else 1
+        fan_in = (mod.in_channels // mod.groups) * k if isinstance(mod, PoTConv2d) else mod.in_features
+        consumer = _consumer(gm, node)
+        work = gm.get_submodule(consumer).work() if consumer else None
+        producers = _producers(gm, node, (SpQuantNeuron,))
+        events = None
+        in_elems = None
+        if producers:
+            neurons = [gm.get_submodule(p) for p in producers]
+            events = float(sum(float(n.events_per_step.sum()) / max(float(n.samples), 1.0) for n in neurons))
+            in_elems = float(max(float(n.neurons) for n in neurons))
+        rows.append({
+            "layer": str(node.target), "weights": int(mod.weight.numel()),
+            "weight_bits": mod.bits if mod.bits is not None else 32, "C": c, "H": h, "W": w, "k2": k,
+            "macs": float(c * h * w * fan_in), "consumer": consumer,
+            "S_c": work["channel_sparsity"] if work else 0.0, "S_p": work["spatial_sparsity"] if work else 0.0,
+            "active_share": work["active_share"] if work else 1.0, "input_events": events,
+            "input_channels_used": (float(mod.channel_work[1] / mod.channel_work[0])
+                                    if isinstance(mod, PoTConv2d) and float(mod.channel_work[0]) > 0 else 1.0),
+            "input_elements": in_elems,
+        })
+    return rows
+
+
+def memory(snn: SpikingNetwork) -> dict[str, Any] | None:
+    """Eqs 28-29: M_t = w_p N_w + u_p N_f + u_s N_f (bits; MB = 10^6 bytes), N_f the neurons of
+    every neuron layer per sample, u_s = 1 bit."""
+    rows = layer_table(snn)
+    if not rows:
+        return None
+    u_p = float(snn.info.get("membrane_bits", 32.0))
+    weight_bits = sum(r["weights"] * r["weight_bits"] for r in rows)
+    n_w = sum(r["weights"] for r in rows)
+    n_f = sum(float(n.neurons) for n in snn.neurons().values() if isinstance(n, SpQuantNeuron))
+    mb = 8e6
+    w_p = max(r["weight_bits"] for r in rows)
+    return {"N_w": n_w, "N_f": n_f, "w_p": w_p, "u_p": u_p, "u_s": 1,
+            "weight_mb": weight_bits / mb, "membrane_mb": u_p * n_f / mb, "spike_mb": n_f / mb,
+            "total_mb": (weight_bits + u_p * n_f + n_f) / mb,
+            "dense_fp32_mb": (32 * n_w + 32 * n_f + n_f) / mb}
+
+
+def eq30(rows: list[dict[str, Any]], T: int, dense: bool = False) -> float:
+    """Eq 30 summed over layers, per image (B = 1)."""
+    total = 0.0
+    for r in rows:
+        sc, sp = (0.0, 0.0) if dense else (r["S_c"], r["S_p"])
+        chw = r["C"] * (1 - sc) * r["H"] * r["W"]
+        total += 2 * chw * r["k2"] + T * chw * (1 - sp)
+    return total
+
+
+def flops(snn: SpikingNetwork) -> dict[str, Any] | None:
+    """Eq 30 with the measured S_c / S_p and its reduction against the same network dense, and
+    the work the simulator did per image: synaptic operations (input events x fan-out x the
+    consumer's active share; the first layer's analog input: dense MACs per step) plus the
+    membrane updates of the neuron layers, against the dense count (every MAC and every neuron
+    update at every step)."""
+    rows = layer_table(snn)
+    if not rows:
+        return None
+    T = int(snn.info.get("T", 1))
+    sparse, dense = eq30(rows, T), eq30(rows, T, dense=True)
+    syn_done = syn_dense = 0.0
+    layers = []
+    for r in rows:
+        syn_dense += r["macs"] * T
+        if r["input_events"] is None:
+            done = r["macs"] * T * r["active_share"]
+        else:
+            fanout = r["macs"] / max(r["input_elements"], 1.0)
+            done = r["input_events"] * fanout * r["active_share"]
+        syn_done += done
+        layers.append({**r, "eq30": eq30([r], T), "eq30_dense": eq30([r], T, dense=True), "synaptic_ops": done})
+    neurons = [n.work() for n in snn.neurons().values() if isinstance(n, SpQuantNeuron)]
+    upd = sum(w["membrane_updates"] for w in neurons)
+    upd_dense = sum(w["dense_updates"] for w in neurons)
+    return {"T": T, "eq30_flops": sparse, "eq30_dense_flops": dense,
+            "eq30_reduction": dense / sparse if sparse > 0 else float("inf"),
+            "synaptic_ops": syn_done, "membrane_updates": upd, "ops_done": syn_done + upd,
+            "dense_ops": syn_dense + upd_dense,
+            "ops_reduction": (syn_dense + upd_dense) / max(syn_done + upd, 1e-12), "layers": layers}
+
+
+def energy(snn: SpikingNetwork) -> dict[str, Any] | None:
+    """Eq 31 per image: E_mul and E_add on C(1 - S_c) W H k^2, plus E_add on the T C (1 - S_c) W H
+    (1 - S_p) membrane accumulations."""
+    rows = layer_table(snn)
+    if not rows:
+        return None
+    T = int(snn.info.get("T", 1))
+    e_add = float(snn.info.get("e_add_pj", E_ADD_PJ))
+    e_mul = float(snn.info.get("e_mul_pj", E_MUL_PJ))
+    conv = sum(r["C"] * (1 - r["S_c"]) * r["H"] * r["W"] * r["k2"] for r in rows)
+    acc = sum(T * r["C"] * (1 - r["S_c"]) * r["H"] * r["W"] * (1 - r["S_p"]) for r in rows)
+    e_mul_uj, e_add_uj = e_mul * conv / 1e6, (e_add * (conv + acc)) / 1e6
+    return {"e_add_pj": e_add, "e_mul_pj": e_mul, "E_mul_uj": e_mul_uj, "E_add_uj": e_add_uj,
+            "E_total_uj": e_mul_uj + e_add_uj}
+
+
+def memory_tables(d: dict[str, Any]) -> list[ReportTable]:
+    rows = [("weights (w_p x N_w)", f"{d['w_p']}-bit x {d['N_w']:,}", f"{d['weight_mb']:.4f}"),
+            ("membrane (u_p x N_f)", f"{d['u_p']:.2f}-bit x {int(d['N_f']):,}", f"{d['membrane_mb']:.4f}"),
+            ("spikes (u_s x N_f)", f"1-bit x {int(d['N_f']):,}", f"{d['spike_mb']:.4f}"),
+            ("total M_t (eq 28)", "", f"{d['total_mb']:.4f}"),
+            ("32-bit weights and membrane", "", f"{d['dense_fp32_mb']:.4f}")]
+    return [ReportTable("memory per inference (MB = 1e6 bytes; eqs 28-29)", ("part", "precision x count", "MB"), rows)]
+
+
+def flops_tables(d: dict[str, Any]) -> list[ReportTable]:
+    layer_rows = [(r["layer"], f"{r['C']}x{r['H']}x{r['W']}", f"{100 * r['S_c']:.1f}%", f"{100 * r['S_p']:.1f}%",
+                   f"{r['eq30']:.3g}", f"{r['synaptic_ops']:.3g}") for r in d["layers"]]
+    summary = [("eq 30 FLOPs (sparse)", f"{d['eq30_flops']:.4g}"),
+               ("eq 30 FLOPs (dense)", f"{d['eq30_dense_flops']:.4g}"),
+               ("eq 30 reduction", f"{d['eq30_reduction']:.2f}x"),
+               ("ops done (synaptic + membrane)", f"{d['ops_done']:.4g}"),
+               ("dense ops (every MAC, every step)", f"{d['dense_ops']:.4g}"),
+               ("ops reduction (done vs dense)", f"{d['ops_reduction']:.2f}x")]
+    return [ReportTable("FLOPs per image (eq 30) and work done", ("quantity", "value"), summary),
+            ReportTable("per layer", ("layer", "C x H x W", "S_c", "S_p", "eq 30", "synaptic ops done"), layer_rows)]
+
+
+def energy_tables(d: dict[str, Any]) -> list[ReportTable]:
+    return [ReportTable(f"theoretical energy per image (eq 31; add {d['e_add_pj']:g} pJ, mul {d['e_mul_pj']:g} pJ)",
+                        ("E_mul (uJ)", "E_add (uJ)", "E_total (uJ)"),
+                        [(f"{d['E_mul_uj']:.4f}", f"{d['E_add_uj']:.4f}", f"{d['E_total_uj']:.4f}")])]
+
+
+def _flops_plot(d: dict[str, Any], directory: Path, title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from snnconvert.atomic import write_atomically
+
+    names = [r["layer"] for r in d["layers"]]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [r["eq30_dense"] for r in d["layers"]], width=0.4, label="dense")
+    ax.bar([i + 0.2 for i in x], [r["eq30"] for r in d["layers"]], width=0.4, label="SpQuant (eq 30)")
+    ax.set_xticks(list(x), names, rotation=90, fontsize=6)
+    ax.set_ylabel("FLOPs per image")
+    ax.set_title(f"{title}: eq 30 reduction {d['eq30_reduction']:.2f}x")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(directory) / "spquant_flops.png"
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomically(path, lambda handle: handle.write(buf.getvalue()))
+    return [path]
+
+
+def membrane_updates(snn: SpikingNetwork) -> dict[str, float]:
+    """State operations for the OPF report: membrane updates actually done (masked ones skipped)."""
+    return {name: n.work()["membrane_updates"] for name, n in snn.neurons().items() if isinstance(n, SpQuantNeuron)}
+
+
+def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    wb = info.get("weight_bits")
+    return [("T (time steps)", str(info["T"])), ("neuron", f"LIF tau={info['tau']:g}, {info['reset']} reset"),
+            ("membrane", f"{info['precision']} ({info['membrane_bits']:.2f} bits)"),
+            ("weights", f"{wb}-bit power of two" if wb else "float"),
+            ("pruning", f"spatial {100 * info['spatial']:.0f}%, channel gate "
+                        f"{'on (theta ' + format(info['gate_threshold'], 'g') + ')' if info['gate'] else 'off'}")]
+
+
+def _parse_bits(text: str) -> int | None:
+    t = text.strip().lower()
+    if t in ("none", "null", "float", "32"):
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        raise SnnConvertError(f"--weight-bits {text!r} is not possible: choose 2, 4, 8 or none") from None
+
+
+CODING = register_coding(Coding(
+    name="spquant",
+    summary="SpQuant-SNN: LIF with ternary integer membrane, power-of-two weights, membrane-aware pruning",
+    config=SpQuantConfig,
+    convert=convert,
+    needs_calibration=lambda _cfg: True,
+    parsers={"weight_bits": _parse_bits},
+    summary_rows=summary_rows,
+    state_ops=membrane_updates,
+    sweep_keys=("T", "precision", "spatial", "gate_threshold", "clip", "weight_bits"),
+    reports=(
+        CodingReport("memory", "total memory M_t: weights, membrane and spikes (eqs 28-29)", memory, memory_tables),
+        CodingReport("flops", "FLOPs with sparsity (eq 30), reduction vs dense, ops done", flops, flops_tables,
+                     _flops_plot),
+        CodingReport("energy", "theoretical energy (eq 31, 7 nm add / multiply)", energy, energy_tables),
+    ),
+    modules=(SpQuantNeuron, PoTConv2d, PoTLinear),
+))
+
+__all__ = ["CODING", "SpQuantConfig", "add_pruning", "build", "convert", "energy", "eq30", "flops", "layer_table",
+           "memory"]

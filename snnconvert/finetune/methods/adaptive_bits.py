@@ -1,0 +1,320 @@
+"""``adaptive_bits``: adaptive bit allocation of multi-bit SNNs (paper 002 §4, A.3, A.5.1, A.9).
+
+``prepare`` turns a converted multi-bit SNN into one with learnable per-layer widths:
+
+* every :class:`~snnconvert.neurons.multibit.MultiBitNeuron` (and the input encoder) becomes an
+  :class:`~snnconvert.neurons.adaptive.AdaptiveMultiBitNeuron`: per-time-step thresholds and
+  spike widths, a learnable ``T_l`` and temporal squeezing (eq 13) on one frame per layer;
+* every conv / linear synapse becomes an adaptive synapse with a learnable weight width and
+  step (eq 6, initialised by Algorithm 2 on its weights);
+* the initial widths are ``init_bits`` W/S/T (paper: 4/4/2), the thresholds keep the converted
+  clip ranges (``theta q_max``) at the initial spike width.
+
+``loss`` is the regulating loss of eq 22, ``before_step`` the first-batch initialisation of the
+thresholds (A.9 line 2, Algorithm 2 on the membrane potentials, in every mode) and the step-size
+renewal of Algorithms 1-2 (``renewal``: none | activations | weights | both; off for a kind once its
+average width is within 24 % of the initial gap to the target, A.9), ``record`` the average W / S / T
+(and the learned widths into ``snn.info``), and
+``parameter_groups`` trains the widths at their own fixed ``bits_lr``. With ``learn_bits=False``
+the widths stay at ``init_bits``: plain uniform quantization (the paper's U-quant baseline,
+steps still learned).
+
+The conversion must be one the squeezed (one-frame) network reproduces: ``squeeze="always"``, or
+T = 1 in every layer (then both are the same).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from snnconvert.codings.base import option
+from snnconvert.codings.multibit_metrics import allocation
+from snnconvert.errors import SnnConvertError
+from snnconvert.finetune.methods import TrainingMethod, register_method
+from snnconvert.neurons.adaptive import ROUNDINGS, AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
+from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
+from snnconvert.quantize.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear, LearnableWeights
+from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
+
+RENEWAL_MODES = ("none", "activations", "weights", "both")
+SHUTTING_SHARE = 0.24  # §4.4.2 / A.9: renewal stops within 24 % of the initial gap
+
+
+def parse_bits(text: str, flag: str) -> tuple[float, float, float]:
+    """``"W/S/T"`` as three positive numbers."""
+    parts = str(text).replace(",", "/").split("/")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v >= 1 for v in values):
+        raise SnnConvertError(f"{flag} {text!r} is not possible: give W/S/T widths >= 1, e.g. 2/2/1")
+    return values  # type: ignore[return-value]
+
+
+@dataclass
+class AdaptiveBitsConfig:
+    """Options of adaptive bit allocation (paper 002; defaults from A.5.1)."""
+
+    target_bits: str = option("2/2/1", help="Target average widths W/S/T of eq 22.")
+    init_bits: str = option("4/4/2", help="Initial widths W/S/T (A.5.1: 4/4/2).")
+    bounds: str = option("6/6/3", help="Upper bounds B_w,bound / B_s,bound / T_bound (A.5.1: 6/6/3).")
+    lambda_w: float = option(4e-2, help="lambda_1 of eq 22 (weight widths).")
+    lambda_t: float = option(4e-2, help="lambda_2 of eq 22 (time steps).")
+    lambda_s: float = option(1e-2, help="lambda_3 of eq 22 (spike widths).")
+    learn_bits: bool = option(True, help="Learn the widths (false: uniform quantization at init_bits).")
+    bits_lr: float = option(1e-2, help="Fixed lr of the width parameters B^_w, B^_s, T^.")
+    renewal: str = option("activations", help="Step-size renewal: none, activations, weights or both.")
+    grid_iterations: int = option(100, help="K of Algorithm 2.")
+    grid_power: float = option(2.0, help="pow of Algorithm 2.")
+    rounding: str = option("round", help="Spike rounding: round (eq 15) or floor (eqs 3-5, table 4 baseline).")
+    tau: float | None = option(None, help="Membrane time constant (None keeps the converted one; table 4: 2).")
+    quantize_weights: bool = option(True, help="Quantize the synapse weights with learnable widths.")
+
+    def validate(self) -> None:
+        self.targets()
+        self.inits()
+        bounds = self.bound_values()
+        for name, value in (("lambda_w", self.lambda_w), ("lambda_t", self.lambda_t), ("lambda_s", self.lambda_s)):
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise SnnConvertError(f"adaptive_bits {name} {value!r} is not possible: give a number >= 0")
+        if not (isinstance(self.bits_lr, (int, float)) and self.bits_lr > 0):
+            raise SnnConvertError(f"adaptive_bits bits_lr {self.bits_lr!r} is not possible: give an lr > 0")
+        if self.renewal not in RENEWAL_MODES:
+            raise SnnConvertError(f"adaptive_bits renewal {self.renewal!r} is not possible: choose "
+                                  f"{', '.join(RENEWAL_MODES)}")
+        if self.rounding not in ROUNDINGS:
+            raise SnnConvertError(f"adaptive_bits rounding {self.rounding!r} is not possible: choose round or floor")
+        if not (isinstance(self.grid_iterations, int) and self.grid_iterations >= 1):
+            raise SnnConvertError(f"adaptive_bits grid_iterations {self.grid_iterations!r}: give an integer >= 1")
+        if self.tau is not None and not (isinstance(self.tau, (int, float)) and self.tau >= 1):
+            raise SnnConvertError(f"adaptive_bits tau {self.tau!r} is not possible: give a number >= 1")
+        for name, value, bound in zip(("W", "S", "T"), self.inits(), bounds, strict=True):
+            if value > bound:
+                raise SnnConvertError(f"adaptive_bits init_bits: {name} = {value:g} exceeds its bound {bound}")
+
+    def targets(self) -> tuple[float, float, float]:
+        return parse_bits(self.target_bits, "adaptive_bits target_bits")
+
+    def inits(self) -> tuple[float, float, float]:
+        return parse_bits(self.init_bits, "adaptive_bits init_bits")
+
+    def bound_values(self) -> tuple[int, int, int]:
+        values = parse_bits(self.bounds, "adaptive_bits bounds")
+        if not all(float(v).is_integer() for v in values):
+            raise SnnConvertError(f"adaptive_bits bounds {self.bounds!r}: give integers W/S/T")
+        return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------ prepare
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def _check_squeezable(model: nn.Module) -> None:
+    info = getattr(model, "info", {})
+    if getattr(model, "coding", None) != "multibit":
+        raise SnnConvertError("adaptive_bits needs a multi-bit SNN: convert with `to-snn --coding multibit`")
+    steps = [n.steps_out for n in model.neurons().values() if isinstance(n, MultiBitNeuron)]
+    if info.get("squeeze") != "always" and any(s != 1 for s in steps):
+        raise SnnConvertError("adaptive_bits trains squeezed layers (eq 13): convert with --squeeze always "
+                              "(or T = 1)")
+
+
+def prepare(model: nn.Module, config: AdaptiveBitsConfig) -> nn.Module:
+    """Learnable widths in place of the converted neurons and synapses (see the module docstring)."""
+    if any(isinstance(m, AdaptiveMultiBitNeuron) for m in model.modules()):
+        _set_learning(model, config)
+        return model  # already adaptive (a fine-tuned artifact trained further)
+    _check_squeezable(model)
+    w0, s0, t0 = config.inits()
+    wb, sb, tb = config.bound_values()
+    kwargs = dict(bits_bound=sb, steps_bound=tb, init_bits=s0, init_steps=t0, rounding=config.rounding,
+                  tau=config.tau)
+    sizes = model.info.get("neuron_sizes", {})
+    for name, neuron in list(model.neurons().items()):
+        if isinstance(neuron, MultiBitEncoder):
+            new = AdaptiveMultiBitEncoder.from_multibit(neuron, **kwargs)
+        elif isinstance(neuron, MultiBitNeuron):
+            new = AdaptiveMultiBitNeuron.from_multibit(neuron, **kwargs)
+        else:
+            continue
+        new.elements.fill_(float(sizes.get(name, {}).get("neurons", 1)))
+        _replace(model, "encoder" if neuron is model.encoder else f"body.{name}", new)
+    body = model.body
+    for name, mod in list(body.named_modules()):
+        if isinstance(mod, TemporalSqueeze):
+            _replace(body, name, TemporalSqueeze(1, 1))
+        elif isinstance(mod, (SynapseConv2d, SynapseLinear)) and not isinstance(mod, LearnableWeights):
+            mod.frame_bias_gain = torch.ones(1, dtype=mod.frame_bias_gain.dtype)
+            if config.quantize_weights:
+                cls = AdaptiveSynapseConv2d if isinstance(mod, SynapseConv2d) else AdaptiveSynapseLinear
+                new = cls.from_synapse(mod, wb, w0)
+                new.init_step(config.grid_iterations)
+                _replace(body, name, new)
+        elif hasattr(mod, "frame_bias_gain") and mod.frame_bias_gain.numel() != 1:
+            mod.frame_bias_gain = torch.ones(1, dtype=mod.frame_bias_gain.dtype)
+    if isinstance(body, fx.GraphModule):
+        body.recompile()
+    if isinstance(model.decoder, WeightedSumDecoder):
+        model.decoder = WeightedSumDecoder(1).to(model.decoder.weights.dtype)
+    model.info = {**copy.deepcopy(model.info), "squeeze": "always", "adaptive_bits": {
+        "init_bits": config.init_bits, "target_bits": config.target_bits, "bounds": config.bounds,
+        "renewal": config.renewal, "rounding": config.rounding, "learn_bits": config.learn_bits}}
+    for m in model.modules():  # the renewal flags follow the mode (initialisation happens in any mode)
+        if isinstance(m, AdaptiveMultiBitNeuron):
+            m.renewal.fill_(float(config.renewal in ("activations", "both") and config.learn_bits))
+        elif isinstance(m, LearnableWeights):
+            m.renewal.fill_(float(config.renewal in ("weights", "both") and config.learn_bits))
+    _set_learning(model, config)
+    return model
+
+
+def _set_learning(model: nn.Module, config: AdaptiveBitsConfig) -> None:
+    for m in model.modules():
+        if isinstance(m, AdaptiveMultiBitNeuron):
+            m.threshold.requires_grad_(True)
+            m.bits_hat.requires_grad_(config.learn_bits)
+            m.steps_hat.requires_grad_(config.learn_bits)
+        elif isinstance(m, LearnableWeights):
+            m.weight_step.requires_grad_(True)
+            m.bits_hat.requires_grad_(config.learn_bits)
+
+
+# ------------------------------------------------------------------------------------ averages
+
+
+def _neurons(model: nn.Module) -> list[AdaptiveMultiBitNeuron]:
+    return [m for m in model.modules() if isinstance(m, AdaptiveMultiBitNeuron)]
+
+
+def _synapses(model: nn.Module) -> list[LearnableWeights]:
+    return [m for m in model.modules() if isinstance(m, LearnableWeights)]
+
+
+def averages(model: nn.Module) -> dict[str, Tensor]:
+    """``W``: weight-count average of B_w; ``S`` / ``T``: feature-element averages of the mean
+    spike width over the active steps and of T_l (eq 22's averages; differentiable)."""
+    from snnconvert.quantize.learnable import width
+
+    neurons, synapses = _neurons(model), _synapses(model)
+    out: dict[str, Tensor] = {}
+    if synapses:
+        counts = torch.tensor([float(s.weight.numel()) for s in synapses])
+        widths = torch.stack([width(s.bits_hat, s.bits_bound).float() for s in synapses])
+        out["W"] = (widths * counts).sum() / counts.sum()
+    if neurons:
+        counts = torch.stack([n.elements.float() for n in neurons])
+        out["S"] = (torch.stack([n.mean_bits().float() for n in neurons]) * counts).sum() / counts.sum()
+        out["T"] = (torch.stack([n.steps_value().float() for n in neurons]) * counts).sum() / counts.sum()
+    return out
+
+
+def regulating_loss(model: nn.Module, config: AdaptiveBitsConfig) -> Tensor | None:
+    """Eq 22's penalty: ``l1 (W - W*)^2 + l2 (T - T*)^2 + l3 (S - S*)^2``."""
+    if not config.learn_bits:
+        return None
+    avg = averages(model)
+    w_t, s_t, t_t = config.targets()
+    loss = None
+    for key, target, lam in (("W", w_t, config.lambda_w), ("T", t_t, config.lambda_t), ("S", s_t, config.lambda_s)):
+        if key in avg and lam > 0:
+            term = lam * (avg[key] - target) ** 2
+            loss = term if loss is None else loss + term
+    return loss
+
+
+# ------------------------------------------------------------------------------------ renewal
+
+
+@torch.no_grad()
+def renewal_step(model: nn.Module, config: AdaptiveBitsConfig, images: Tensor) -> dict[str, int]:
+    """Algorithm A.9 lines 2 and 7-17. Thresholds never set from data (``recorded_bits`` 0) are
+    initialised on this batch (line 2, whatever the mode); then, per the renewal mode, the shut-off
+    check and Algorithm 1 for weights (on the weights) and activations (on the membrane potentials
+    of one no-grad forward of ``images``) whose width changed. Returns how many quantizers renewed
+    (initialisations included)."""
+    fired = {"weights": 0, "activations": 0}
+    avg = {k: float(v.detach()) for k, v in averages(model).items()}
+    w_t, s_t, _ = config.targets()
+    w_0, s_0, _ = config.inits()
+    synapses, neurons = _synapses(model), _neurons(model)
+    if "W" in avg and abs(avg["W"] - w_t) <= SHUTTING_SHARE * abs(w_0 - w_t):
+        for syn in synapses:
+            syn.renewal.fill_(0.0)
+    fired["weights"] = sum(bool(syn.observe(config.grid_iterations, config.grid_power)) for syn in synapses)
+    if "S" in avg and abs(avg["S"] - s_t) <= SHUTTING_SHARE * abs(s_0 - s_t):
+        for n in neurons:
+            n.renewal.fill_(0.0)
+
+    def due(n: AdaptiveMultiBitNeuron) -> bool:
+        recorded = n.recorded_bits.tolist()
+        return any(r == 0 or (b != r and bool(n.renewal))
+                   for b, r in zip(n.step_bits()[:n.steps], recorded, strict=False))
+
+    pending = [n for n in neurons if due(n)]
+    if pending:
+        for n in pending:
+            n.observe_iterations, n.observe_power = config.grid_iterations, config.grid_power
+            n.renewed = []
+        was = model.training
+        model.eval()
+        model(images)
+        model.train(was)
+        fired["activations"] = sum(len(n.renewed) for n in pending)
+    return fired
+
+
+# ------------------------------------------------------------------------------------ hooks
+
+
+def _loss(model: nn.Module, config: AdaptiveBitsConfig) -> Tensor | None:
+    return regulating_loss(model, config)
+
+
+def _before_step(model: nn.Module, config: AdaptiveBitsConfig, step: int, images: Tensor) -> None:
+    renewal_step(model, config, images)
+
+
+def _record(model: nn.Module, config: AdaptiveBitsConfig) -> dict[str, Any]:
+    avg = {k: round(float(v.detach()), 4) for k, v in averages(model).items()}
+    data = allocation(model)
+    if data is not None:
+        model.info["adaptive_bits"] = {**model.info.get("adaptive_bits", {}), "layers": data["layers"]}
+    neurons = list(model.neurons().values())
+    steps = [n.steps for n in neurons if isinstance(n, AdaptiveMultiBitNeuron)]
+    spike_bits = [round(float(n.mean_bits().detach()), 3) for n in neurons if isinstance(n, AdaptiveMultiBitNeuron)]
+    weight_bits = sorted({s.bits for s in _synapses(model)})
+    if steps:  # the summary facts of the multi-bit coding follow the learned widths
+        model.info.update(T=steps[0] if len(set(steps)) == 1 else steps, T_layers=steps,
+                          bits_spike=spike_bits[0] if len(set(spike_bits)) == 1 else spike_bits,
+                          bits_spike_layers=spike_bits)
+    if weight_bits:
+        model.info["bits_weight"] = weight_bits[0] if len(weight_bits) == 1 else weight_bits
+    return {f"avg_{k}": v for k, v in avg.items()}
+
+
+def _groups(model: nn.Module, config: AdaptiveBitsConfig) -> list[tuple[list[nn.Parameter], float]]:
+    params = [p for m in model.modules() if isinstance(m, (AdaptiveMultiBitNeuron, LearnableWeights))
+              for p in (m.bits_hat, getattr(m, "steps_hat", None)) if p is not None and p.requires_grad]
+    return [(params, float(config.bits_lr))] if params else []
+
+
+METHOD = register_method(TrainingMethod(
+    name="adaptive_bits",
+    summary="learnable per-layer weight / spike widths and T with step-size renewal (paper 002)",
+    config=AdaptiveBitsConfig,
+    prepare=prepare,
+    loss=_loss,
+    before_step=_before_step,
+    record=_record,
+    parameter_groups=_groups,
+))

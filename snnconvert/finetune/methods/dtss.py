@@ -1,0 +1,185 @@
+"""Training method ``dtss``: dynamic per-layer time steps (DTSS paper §III, eqs 3-10).
+
+``prepare`` puts a :class:`~snnconvert.neurons.dtss.DTSSMask` after every firing neuron layer
+of a LIF-family SNN (rate / IF, M-LIF and the Spikformer converted with either; after the
+max-pool when a neuron feeds only a pool), each with ``T_max`` trainable scores initialised to
+keep ``init_steps`` steps. ``loss`` is the mask loss of eq 8, ``lambda_m * sum_l sum_t TM_l^t``
+over the masks of the selected layer groups (table III: ``sps``, ``qkv``, ``attn``, ``mlp``;
+``all`` for every mask, the CNN case); its gradient and the task loss's reach the scores
+through the box surrogate of eq 6 (eqs 10-11). After every optimizer step the scores are
+projected onto ``TP >= 0`` so that each mask stays a prefix of ones. ``record`` adds ``T_avg``
+(eq 3) and the per-layer ``T_l`` to each epoch's history.
+
+CLI: ``snnconvert finetune --method dtss --method-option dtss.lambda_m=1e-4 ...``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from snnconvert.codings.base import option
+from snnconvert.errors import SnnConvertError
+from snnconvert.finetune.methods import TrainingMethod, register_method
+from snnconvert.graph.attention import SpikingAttention
+from snnconvert.graph.passes import add_module_after, recompile_graph
+from snnconvert.models.spikformer import layer_group
+from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.neurons.dtss import DTSSMask, dtss_masks, t_avg
+from snnconvert.neurons.integrate_fire import LEAK_ORDERS, IFNeuron, RateMaxPool
+
+GROUPS = ("sps", "qkv", "attn", "mlp", "other")
+"""Layer groups a mask can belong to (``other``: anything outside a Spikformer's four parts)."""
+
+
+@dataclass
+class DTSSConfig:
+    """Options of the ``dtss`` training method."""
+
+    t_max: int = option(0, help="Maximum time steps per layer (0: the SNN's T; must equal it otherwise).")
+    init_steps: int = option(0, help="Steps every mask keeps at the start (0: ceil(T_max / 2), the paper's choice).")
+    lambda_m: float = option(1e-4, help="Weight of the mask loss (eq 8).")
+    groups: str = option("auto", help="Layer groups in the mask loss: comma list of sps,qkv,attn,mlp, "
+                                      "'all', or 'auto' (qkv,mlp for a transformer, all for a CNN).")
+    score_lr: float = option(0.01, help="Learning rate of the mask scores TP (fixed, not scheduled).")
+    order: str = option("keep", help="Leak/reset order of IF/LIF neurons: keep, or dtss (the paper's eqs 1-2).")
+
+    def validate(self) -> None:
+        if self.t_max < 0 or self.init_steps < 0:
+            raise SnnConvertError("dtss.t_max and dtss.init_steps must be >= 0 (0: automatic)")
+        if not (math.isfinite(self.lambda_m) and self.lambda_m >= 0):
+            raise SnnConvertError(f"dtss.lambda_m={self.lambda_m} is not possible: give a number >= 0")
+        if not (math.isfinite(self.score_lr) and self.score_lr > 0):
+            raise SnnConvertError(f"dtss.score_lr={self.score_lr} is not possible: give a positive number")
+        self.group_set(("qkv",))
+        if self.order not in ("keep", *LEAK_ORDERS):
+            raise SnnConvertError(f"dtss.order={self.order!r} is not possible: choose keep, {', '.join(LEAK_ORDERS)}")
+
+    def group_set(self, present: tuple[str, ...]) -> set[str]:
+        """The groups the mask loss covers, given the groups the network's masks have."""
+        text = self.groups.strip().lower()
+        if text == "all":
+            return set(GROUPS)
+        if text == "auto":
+            transformer = any(g in ("sps", "qkv", "attn", "mlp") for g in present)
+            return {"qkv", "mlp"} if transformer else set(GROUPS)
+        chosen = {g.strip() for g in text.split(",") if g.strip()}
+        bad = chosen - set(GROUPS)
+        if bad or not chosen:
+            raise SnnConvertError(f"dtss.groups={self.groups!r} is not possible: choose from "
+                                  f"{', '.join(GROUPS)}, all or auto")
+        return chosen
+
+
+def steps_of(snn: nn.Module) -> int:
+    """The number of time steps every layer of ``snn`` runs (``info['T']`` or ``frames``)."""
+    info = getattr(snn, "info", {})
+    steps = info.get("T", info.get("frames"))
+    if not isinstance(steps, int) or steps < 1:
+        raise SnnConvertError("dtss needs an SNN whose layers all run T steps (rate, M-LIF codings)")
+    return steps
+
+
+def _mask_site(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
+    """Where the mask of neuron ``node`` goes: after it, or after the max-pool it alone feeds."""
+    users = list(node.users)
+    if len(users) == 1 and users[0].op == "call_module" and isinstance(gm.get_submodule(users[0].target),
+                                                                        RateMaxPool):
+        return users[0]
+    return node
+
+
+def insert_masks(snn: nn.Module, steps: int, init_steps: int) -> list[str]:
+    """Put a DTSS mask after every firing neuron layer of ``snn.body`` (in place); returns the
+    masked layers' names."""
+    gm = snn.body
+    if not isinstance(gm, fx.GraphModule):
+        raise SnnConvertError("dtss needs an SNN with an fx body (a converted network)")
+    if dtss_masks(snn):
+        raise SnnConvertError("this SNN already has DTSS masks; fine-tune it without --method dtss again")
+    layers = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        mod = gm.get_submodule(node.target)
+        if not isinstance(mod, SpikingNeuron) or isinstance(mod, RateMaxPool):
+            continue
+        if getattr(mod, "steps_out", steps) != steps:
+            raise SnnConvertError(f"dtss: layer {node.target} runs {mod.steps_out} steps, not {steps}")
+        name = str(node.target)
+        mask = DTSSMask(steps, layer_group(name), init_steps, layer=name)
+        add_module_after(gm, _mask_site(gm, node), mask, f"{name}_dtss")
+        layers.append(name)
+    for mod in gm.modules():
+        if isinstance(mod, SpikingAttention):
+            mod.steps = steps  # frames per sample: lets it skip masked frames at inference
+    recompile_graph(gm)
+    if not layers:
+        raise SnnConvertError("dtss found no LIF-family neuron layer to mask")
+    return layers
+
+
+def prepare(model: nn.Module, config: DTSSConfig) -> nn.Module:
+    steps = steps_of(model)
+    t_max = config.t_max or steps
+    if t_max != steps:
+        raise SnnConvertError(f"dtss.t_max={t_max} but the SNN runs T={steps} steps: convert with --T {t_max}")
+    init = config.init_steps or math.ceil(t_max / 2)
+    if init > t_max:
+        raise SnnConvertError(f"dtss.init_steps={init} is more than T_max={t_max}")
+    layers = insert_masks(model, t_max, init)
+    if config.order != "keep":
+        for neuron in model.modules():
+            if isinstance(neuron, IFNeuron):
+                neuron.order = config.order
+    model.info = dict(model.info)
+    model.info["dtss"] = {"t_max": t_max, "init_steps": init, "lambda_m": config.lambda_m,
+                          "groups": sorted(config.group_set(tuple(m.group for m in dtss_masks(model).values()))),
+                          "layers": layers}
+    return model
+
+
+def mask_loss(model: nn.Module, config: DTSSConfig) -> Tensor | None:
+    """Eq 8's ``lambda_m * sum_{l_s} sum_t TM_{l_s}^t`` over the selected groups."""
+    masks = list(dtss_masks(model).values())
+    chosen = config.group_set(tuple(m.group for m in masks))
+    terms = [m.mask().sum() for m in masks if m.group in chosen]
+    if not terms or config.lambda_m == 0:
+        return None
+    return config.lambda_m * torch.stack(terms).sum()
+
+
+def _after_step(model: nn.Module, config: DTSSConfig, step: int) -> None:
+    for m in dtss_masks(model).values():
+        m.project()
+
+
+def kept_steps(model: nn.Module) -> dict[str, int]:
+    """``T_l`` of every masked layer, by layer name."""
+    return {m.layer or name: m.kept_steps() for name, m in dtss_masks(model).items()}
+
+
+def record(model: nn.Module, config: DTSSConfig) -> dict[str, Any]:
+    kept = kept_steps(model)
+    return {"T_avg": t_avg(kept), "T_per_layer": kept} if kept else {}
+
+
+def parameter_groups(model: nn.Module, config: DTSSConfig) -> list[tuple[list[nn.Parameter], float]]:
+    scores = [m.scores for m in dtss_masks(model).values()]
+    return [(scores, config.score_lr)] if scores else []
+
+
+METHOD = register_method(TrainingMethod(
+    name="dtss",
+    summary="dynamic per-layer time steps: learned step masks + mask loss (Datta et al., DTSS)",
+    config=DTSSConfig,
+    prepare=prepare,
+    loss=mask_loss,
+    after_step=_after_step,
+    record=record,
+    parameter_groups=parameter_groups,
+))

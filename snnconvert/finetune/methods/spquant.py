@@ -1,0 +1,115 @@
+"""Training method ``spquant``: the training-time parts of SpQuant-SNN (paper 001).
+
+``finetune --method spquant`` on an SNN of the ``spquant`` coding:
+
+* ``prepare``: adds each neuron layer's learnable threshold, trained through the separate
+  gradient path of eqs 24-27 (``learn_threshold``); with ``weight_bits`` switches every synapse
+  to b-bit power-of-two weights (eqs 14-18) with a learnable power-of-two scale, the scale
+  initialised from the current weights (PoT as a fine-tuning option);
+* ``loss``: drives the channel gates (eq 23) towards ``channel_sparsity`` masked channels:
+  ``mask_weight * (mean keep probability - (1 - channel_sparsity))^2`` per gated layer, summed;
+* ``parameter_groups``: gates at ``gate_lr``, PoT scales at ``scale_lr`` (fixed, unscheduled);
+* ``record``: the channel sparsity of the last batch and the mean threshold, per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from snnconvert.codings.base import option
+from snnconvert.errors import SnnConvertError
+from snnconvert.finetune.methods import TrainingMethod, register_method
+from snnconvert.neurons.spquant import SpQuantNeuron
+from snnconvert.quantize.pot import POT_BITS, PoTConv2d, PoTLinear
+
+
+@dataclass
+class SpQuantMethodConfig:
+    """Options of the ``spquant`` training method."""
+
+    learn_threshold: bool = option(True, help="Learnable layer thresholds with the separate gradient path.")
+    weight_bits: int | None = option(None, help="Switch synapses to 2/4/8-bit PoT weights before training.")
+    channel_sparsity: float = option(0.8, help="Target share of masked channels of the gated layers.")
+    mask_weight: float = option(1.0, help="Weight of the channel-sparsity loss.")
+    gate_lr: float = option(1e-2, help="Learning rate of the channel gates.")
+    scale_lr: float = option(1e-3, help="Learning rate of the PoT log2 scales.")
+
+    def validate(self) -> None:
+        if self.weight_bits is not None and self.weight_bits not in POT_BITS:
+            raise SnnConvertError(f"spquant weight_bits {self.weight_bits!r} is not possible: choose 2, 4, 8 or none")
+        if not (0 <= self.channel_sparsity < 1):
+            raise SnnConvertError(f"spquant channel_sparsity {self.channel_sparsity!r} is not possible: give [0, 1)")
+        for name in ("mask_weight", "gate_lr", "scale_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise SnnConvertError(f"spquant {name} {value!r} is not possible: give a number >= 0")
+
+
+def _neurons(model: nn.Module) -> list[SpQuantNeuron]:
+    return [m for m in model.modules() if isinstance(m, SpQuantNeuron)]
+
+
+def prepare(model: nn.Module, cfg: SpQuantMethodConfig) -> nn.Module:
+    neurons = _neurons(model)
+    if not neurons:
+        raise SnnConvertError("training method spquant needs an SNN of the spquant coding (to-snn --coding spquant)")
+    if cfg.learn_threshold:
+        for n in neurons:
+            n.enable_threshold()
+    if cfg.weight_bits is not None:
+        for m in model.modules():
+            if isinstance(m, (PoTConv2d, PoTLinear)) and m.bits != cfg.weight_bits:
+                m.init_pot(cfg.weight_bits)
+        info = getattr(model, "info", None)
+        if isinstance(info, dict):
+            info["weight_bits"] = cfg.weight_bits
+    for n in neurons:
+        n.track_keep = True
+    return model
+
+
+def loss(model: nn.Module, cfg: SpQuantMethodConfig) -> Tensor | None:
+    terms = [(n.last_keep.mean() - (1.0 - cfg.channel_sparsity)) ** 2
+             for n in _neurons(model) if n.last_keep is not None]
+    if not terms or cfg.mask_weight == 0:
+        return None
+    return cfg.mask_weight * torch.stack(terms).sum()
+
+
+def parameter_groups(model: nn.Module, cfg: SpQuantMethodConfig) -> list[tuple[list[nn.Parameter], float]]:
+    gates = [p for n in _neurons(model) if n.gate is not None for p in n.gate.parameters()]
+    scales = [m.log_scale for m in model.modules() if isinstance(m, (PoTConv2d, PoTLinear)) and m.bits is not None]
+    groups = []
+    if gates:
+        groups.append((gates, cfg.gate_lr))
+    if scales:
+        groups.append((scales, cfg.scale_lr))
+    return groups
+
+
+def record(model: nn.Module, cfg: SpQuantMethodConfig) -> dict[str, Any]:
+    gated = [n for n in _neurons(model) if n.gate is not None and n.last_keep_value is not None]
+    thresholds = [float(n.threshold.detach().mean()) for n in _neurons(model) if n.threshold is not None]
+    out: dict[str, Any] = {}
+    if gated:
+        masked = torch.cat([(n.last_keep_value < n.gate.threshold).double().reshape(-1) for n in gated])
+        out["spquant_channel_sparsity"] = float(masked.mean())
+    if thresholds:
+        out["spquant_mean_threshold"] = sum(thresholds) / len(thresholds)
+    return out
+
+
+METHOD = register_method(TrainingMethod(
+    name="spquant",
+    summary="SpQuant-SNN training: SGP thresholds, PoT weights with learnable scale, channel-mask sparsity",
+    config=SpQuantMethodConfig,
+    prepare=prepare,
+    loss=loss,
+    parameter_groups=parameter_groups,
+    record=record,
+))

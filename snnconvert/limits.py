@@ -1,0 +1,213 @@
+"""Bounds on untrusted input, in one place: file kinds, sizes, nesting, strings in messages,
+time steps and memory estimates. Every check raises a one-line :class:`SnnConvertError`."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from snnconvert.errors import SnnConvertError
+
+MAX_SHOWN_CHARS = 80
+"""Longest user-given string echoed in an error message (longer ones are cut with '...')."""
+
+MAX_RECIPE_BYTES = 1 << 20
+"""Largest recipe file read (1 MiB): recipes are a few hundred bytes."""
+MAX_YAML_NODES = 20_000
+"""Most YAML nodes a recipe may compose to, aliases counted at every use (alias bombs)."""
+MAX_NESTING = 32
+"""Deepest nesting of YAML mappings/lists and of artifact JSON specs."""
+
+MAX_CONFIG_INT = 1 << 31
+"""Largest magnitude of an integer in an artifact's module config."""
+MAX_CONFIG_STR = 1 << 16
+"""Longest string in an artifact's module config (characters)."""
+MAX_EXTRA_BUFFER_BYTES = 256 << 20
+"""Memory a stored module may allocate beyond its stored tensors (statistics buffers)."""
+
+MAX_TIME_STEPS = 4096
+"""Most time steps of any coding option (T, Tc, Ts, steps)."""
+MAX_RANGE_BITS = 120
+"""Most bits of dynamic range beta^(Tc+Ts) may span (float32 overflows at 2^128)."""
+MAX_WEIGHT_MAGNITUDE = 1e8
+"""Largest absolute weight accepted from a checkpoint; larger ones overflow activations."""
+MEMORY_SHARE = 0.8
+"""Share of the available memory a simulation estimate may claim."""
+
+
+def shorten(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``repr``-like text of ``value`` for an error message, at most ``limit`` characters, one line."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > 4 * limit:  # never format more than needed (a 10 MB string or list)
+        text = text[: 4 * limit]
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def file_kind(mode: int) -> str:
+    """A word for a file type in messages."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def require_regular_file(path: str | Path, what: str, hint: str = "") -> Path:
+    """``path`` if it is a regular file (symlinks followed); never opens it, so a named pipe or a
+    device cannot block. Raises a one-line error naming ``what`` otherwise."""
+    path = Path(path)
+    shown = shorten(str(path), 200)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SnnConvertError(f"{what} not found: {shown}{'; ' + hint if hint else ''}") from None
+    except (OSError, ValueError) as exc:
+        raise SnnConvertError(f"{what} {shown} cannot be read ({shorten(exc.__class__.__name__)})") from None
+    if not stat.S_ISREG(mode):
+        raise SnnConvertError(f"{what} {shown} is {file_kind(mode)}, not a regular file; pass the file itself")
+    return path
+
+
+def check_nesting(value: Any, what: str, limit: int = MAX_NESTING) -> None:
+    """Raise if lists/dicts in ``value`` nest deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, (list, tuple)):
+            children = list(item)
+        else:
+            continue
+        if depth >= limit:
+            raise SnnConvertError(f"{what} nests deeper than {limit} levels; the file is damaged or not "
+                                  "from snnconvert")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def check_config_values(value: Any, what: str) -> None:
+    """Bound every scalar of a stored config: finite-size integers and short strings."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int) and abs(item) > MAX_CONFIG_INT:
+            raise SnnConvertError(f"{what} holds the integer {shorten(item, 40)}, beyond {MAX_CONFIG_INT}; "
+                                  "the artifact is damaged or not from snnconvert")
+        elif isinstance(item, str) and len(item) > MAX_CONFIG_STR:
+            raise SnnConvertError(f"{what} holds a string of {len(item)} characters; "
+                                  "the artifact is damaged or not from snnconvert")
+
+
+def check_time_steps(value: Any, flag: str, *, minimum: int = 1) -> int:
+    """An integer number of time steps in ``[minimum, MAX_TIME_STEPS]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_TIME_STEPS:
+        raise SnnConvertError(f"{flag} {shorten(value, 40)} is not possible: give an integer "
+                              f"{minimum}..{MAX_TIME_STEPS} time steps")
+    return value
+
+
+def finite_number(value: Any) -> bool:
+    """True for an int or float (not bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the process may still use (``MemAvailable``; None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory_estimate(needed_bytes: float, what: str, hint: str,
+                          available: int | None = None) -> None:
+    """Refuse work whose memory estimate exceeds :data:`MEMORY_SHARE` of the available memory."""
+    available = available_memory_bytes() if available is None else available
+    if available is None or needed_bytes <= MEMORY_SHARE * available:
+        return
+    raise SnnConvertError(f"{what} needs about {_gib(needed_bytes)} of memory but {_gib(available)} is "
+                          f"available; {hint}")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+TIME_KEYS = ("T", "Tc", "Ts", "steps", "steps_in", "steps_out")
+"""Config fields that count time steps (in coding configs and stored module configs)."""
+ACTIVATION_COPIES = 3
+"""Frames alive at once in the time-folded engine, in units of the largest layer's frames
+(its input and output plus a residual branch)."""
+
+
+def time_steps_of(config: Any) -> int:
+    """Time steps a coding config asks for: the sum, over its time fields (``T``, ``Tc``, ``Ts``...),
+    of the largest value each gives (an integer or a per-layer list); 1 when none is set."""
+    total = 0
+    for key in TIME_KEYS:
+        value = getattr(config, key, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        total += max(ints, default=0)
+    return max(total, 1)
+
+
+def largest_activation(model: Any, example: Any) -> int:
+    """Elements of the largest input or output of any leaf module in one forward pass of ``example``."""
+    import torch
+
+    largest = int(example.numel())
+    hooks = []
+
+    def record(module: Any, inputs: Any, output: Any) -> None:
+        nonlocal largest
+        for value in (*inputs, output):
+            if isinstance(value, torch.Tensor):
+                largest = max(largest, int(value.numel()))
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception:  # noqa: BLE001 - an estimate only: a model that cannot run this example is checked later
+        pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return largest
+
+
+def check_simulation_memory(model: Any, example: Any, steps: int, *, batch: int = 1, element_size: int = 8,
+                            what: str = "the spiking network", available: int | None = None) -> int:
+    """Refuse ``steps`` time steps whose frames would not fit in memory: ``steps`` x ``batch`` x the
+    largest activation of ``model`` (one forward of the single ``example``) x ``element_size`` x
+    :data:`ACTIVATION_COPIES`. Returns the estimate in bytes."""
+    per_image = largest_activation(model, example) // max(int(example.shape[0]), 1)
+    needed = steps * batch * per_image * element_size * ACTIVATION_COPIES
+    check_memory_estimate(needed, f"{what} with {steps} time steps", "use fewer time steps (or a smaller batch)",
+                          available)
+    return needed

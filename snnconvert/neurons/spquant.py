@@ -1,0 +1,327 @@
+"""SpQuant-SNN neuron: LIF with an integer-only quantized membrane and membrane-aware pruning.
+
+Paper 001 (SpQuant-SNN). Units: the layer's real threshold is folded into the weights, so the
+threshold starts at 1 (a learnable ``threshold`` moves it) and the integer membrane levels are
+in threshold units. Per time step t (eqs 1, 2, 7, 10)::
+
+    h[t]  = tau * Q(u[t-1]) + y[t]                     (eq 10; u[-1] = 0, tau = 0.5)
+    S[t]  = 1 if h[t] >= V_th else 0                   (eq 2)
+    u[t]  = h[t] * (1 - S[t])        (hard reset, eq 1)   or   h[t] - V_th * S[t]   (soft reset)
+    u[t]  = max(u[t], c)             (optional negative clipping bound c, section 4.1)
+
+``Q`` (eq 7) rounds to the nearest integer level (ties up: +1 from 0.5) and clips to the
+precision's range: ternary {-1, 0, 1} (1.58 bits), k-bit {-2^(k-1) .. 2^(k-1)-1}, binary
+{0, 1} (ternary with its -1 level dropped, eqs 19-20), or ``none`` (full precision, no Q).
+The stored state is the integer ``Q(u[t])``; ``Q`` has no scale (no dequantization).
+
+Gradients: the hard reset's factor (1 - S[t]) is detached (the membrane's gradient passes where
+the neuron did not fire); the temporal path d h[t+1]/d u[t] = tau * Q*(u[t]) (eq 13), Q* the stacked
+gradient surrogate of eqs 11-12 (:func:`~snnconvert.neurons.surrogates.stacked_grad`: one
+sigmoid derivative of smoothness T_s per level boundary s_k = (k_i + k_(i+1)) / 2). The spike
+function uses the triangular surrogate of eq 4 in ``h - V_th``; with a learnable threshold the
+separate gradient path of eqs 24-27 applies: d S/d V_th = -tri(h - V_th) * sigmoid(h - V_th),
+kept only where the neuron fired (eq 27's indicator) and summed over the layer (eq 27 writes the
+magnitude |dL/dV_th|; the sign is kept here, otherwise every threshold could only fall).
+
+Pruning (eqs 21-23), computed per sample from the membrane prior Q(h[0]) (the membrane after
+the first convolution of the layer, section 4.3.1):
+
+* spatial: importance Imp = ||Q(h[0])||_2 over channels at each position; the ``spatial``
+  share of positions with the lowest importance is masked (exactly floor(spatial * H * W));
+* channel: :class:`ChannelGate` (2x2 average pool, pointwise conv, softmax, threshold 0.47).
+
+Masked neurons never fire and hold no membrane; from step 2 on the time loop gathers the active
+neurons and updates only them (the masked accumulate-and-fire work is skipped, and counted as
+such: ``membrane_updates`` counts the updates done).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from snnconvert.errors import SnnConvertError
+from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.neurons.surrogates import get_surrogate, spike, stacked_grad
+
+PRECISIONS = ("none", "ternary", "binary")
+"""Membrane precisions besides ``"<k>bit"`` (k = 2..16)."""
+
+
+def membrane_range(precision: str) -> tuple[int, int] | None:
+    """Integer levels ``(lo, hi)`` of a membrane precision; None for ``"none"`` (full precision)."""
+    p = str(precision).strip().lower()
+    if p == "none":
+        return None
+    if p == "ternary":
+        return (-1, 1)
+    if p == "binary":
+        return (0, 1)
+    if p.endswith("bit") and p[:-3].isdigit() and 2 <= int(p[:-3]) <= 16:
+        k = int(p[:-3])
+        return (-(2 ** (k - 1)), 2 ** (k - 1) - 1)
+    raise SnnConvertError(f"membrane precision {precision!r} is not possible: choose none, ternary, binary or "
+                          "<k>bit with k in 2..16 (e.g. 4bit)")
+
+
+def membrane_bits(precision: str) -> float:
+    """Storage bits per membrane value: 32 (none), log2(3) = 1.58 (ternary), 1 (binary), k (k-bit)."""
+    levels = membrane_range(precision)
+    if levels is None:
+        return 32.0
+    return math.log2(levels[1] - levels[0] + 1)
+
+
+def quantize_membrane(u: Tensor, lo: int, hi: int) -> Tensor:
+    """Eq 7: the nearest integer level (ties up), clipped to [lo, hi]."""
+    return torch.clamp(torch.floor(u + 0.5), lo, hi)
+
+
+def quantize_membrane_sgs(u: Tensor, lo: int, hi: int, smoothness: float) -> Tensor:
+    """:func:`quantize_membrane` whose backward is the stacked gradient surrogate Q* (eqs 11-12)."""
+    return spike(u, lambda x: quantize_membrane(x, lo, hi), lambda x: stacked_grad(x, lo, hi, smoothness))
+
+
+class _SGPSpike(torch.autograd.Function):
+    """Eqs 24-27: S = [h >= V_th]; dS/dh = tri(h - V_th) (eq 4 with the neuron's surrogate);
+    dL/dV_th = sum over fired neurons of -dL/dS * tri * sigmoid(h - V_th)."""
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, theta: Tensor, surrogate: Any) -> Tensor:  # noqa: ANN401
+        ctx.surrogate = surrogate
+        ctx.save_for_backward(h, theta)
+        return (h >= theta).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # noqa: ANN401
+        h, theta = ctx.saved_tensors
+        x = h - theta
+        tri = ctx.surrogate.grad(x).to(grad.dtype)
+        grad_h = grad * tri
+        window = torch.sigmoid(x) * (x >= 0).to(grad.dtype)  # eq 26 penalty window, eq 27 indicator
+        grad_theta = -(grad * tri * window)
+        while grad_theta.dim() > theta.dim():
+            grad_theta = grad_theta.sum(0)
+        for axis, size in enumerate(theta.shape):
+            if size == 1 and grad_theta.shape[axis] != 1:
+                grad_theta = grad_theta.sum(axis, keepdim=True)
+        return grad_h, grad_theta.reshape(theta.shape), None
+
+
+def fire(h: Tensor, theta: float | Tensor, surrogate: Any) -> Tensor:  # noqa: ANN401
+    """The spike of eq 2 with eq 4's surrogate on h, and eqs 24-27 on a tensor threshold."""
+    if isinstance(theta, Tensor) and theta.requires_grad:
+        return _SGPSpike.apply(h, theta, surrogate)
+    th = theta
+    return spike(h, lambda x: (x >= th).to(x.dtype), lambda x: surrogate.grad(x - th))
+
+
+def spatial_mask(prior: Tensor, sparsity: float) -> Tensor:
+    """Eqs 21-22: per sample, mask the ``floor(sparsity * H * W)`` positions of ``prior``
+    (B, C, H, W) with the lowest importance ``||prior||_2`` over channels. Returns (B, 1, H, W)
+    of 0/1 in the dtype of ``prior``."""
+    b, _, h, w = prior.shape
+    pruned = int(math.floor(sparsity * h * w + 1e-9))
+    keep = torch.ones(b, h * w, dtype=prior.dtype, device=prior.device)
+    if pruned > 0:
+        imp = torch.linalg.vector_norm(prior.detach(), 2, dim=1).reshape(b, h * w)
+        order = torch.argsort(imp, dim=1, stable=True)
+        keep.scatter_(1, order[:, :pruned], 0.0)
+    return keep.reshape(b, 1, h, w)
+
+
+class ChannelGate(nn.Module):
+    """Eq 23: channel mask from the membrane prior: 2x2 average pool, pointwise conv, softmax over
+    (keep, skip) per channel (the keep logit is the conv output averaged over positions, the skip
+    logit 0), then ``keep >= threshold``. Forward: the 0/1 mask (B, C); backward: the softmax's
+    gradient (straight-through), so the gate learns during fine-tuning."""
+
+    def __init__(self, channels: int, threshold: float = 0.47, bias: float = 3.0) -> None:
+        super().__init__()
+        self.threshold = float(threshold)
+        self.conv = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(bias)  # keep probability sigmoid(3) = 0.95: every channel starts open
+
+    def probabilities(self, prior: Tensor) -> Tensor:
+        pooled = F.avg_pool2d(prior, 2) if min(prior.shape[-2:]) >= 2 else prior
+        att = self.conv(pooled.to(self.conv.weight.dtype)).mean(dim=(2, 3))
+        logits = torch.stack([att, torch.zeros_like(att)], dim=-1)
+        return torch.softmax(logits, dim=-1)[..., 0]
+
+    def forward(self, prior: Tensor) -> Tensor:
+        p = self.probabilities(prior)
+        hard = (p >= self.threshold).to(p.dtype)
+        return hard + (p - p.detach())
+
+
+class SpQuantNeuron(SpikingNeuron):
+    """A layer of SpQuant-SNN LIF neurons (see module docstring).
+
+    Options: ``tau`` (0.5), ``reset`` ("hard" eq 1 or "soft"), ``precision`` of the membrane,
+    ``smoothness`` T of Q* (eq 11), ``clip`` (negative bound c or None), ``spatial`` (pruned
+    share of positions, 0 = off), ``gate`` with ``channels`` (eq 23 channel mask) and
+    ``gate_threshold``; ``learn_threshold`` adds the layer's ``threshold`` parameter (init 1).
+    Recorded (with ``recording``): membrane updates done, active / spatial / channel shares.
+    """
+
+    unit_spikes = True
+    serial_params = ("T", "tau", "reset", "precision", "smoothness", "clip", "spatial", "gate_enabled",
+                     "channels", "gate_threshold", "surrogate", "learn_threshold")
+
+    def __init__(self, T: int, tau: float = 0.5, reset: str = "hard", precision: str = "ternary",
+                 smoothness: float = 4.0, clip: float | None = None, spatial: float = 0.0,
+                 gate_enabled: bool = False, channels: int = 1, gate_threshold: float = 0.47,
+                 surrogate: str = "triangular:1.0", learn_threshold: bool = False) -> None:
+        super().__init__(T, T)
+        if reset not in ("hard", "soft"):
+            raise SnnConvertError(f"reset {reset!r} is not possible: choose hard or soft")
+        self.T, self.tau, self.reset = int(T), float(tau), reset
+        self.precision = str(precision)
+        self.levels = membrane_range(self.precision)
+        self.smoothness, self.clip = float(smoothness), None if clip is None else float(clip)
+        self.spatial, self.gate_threshold = float(spatial), float(gate_threshold)
+        self.gate_enabled, self.channels = bool(gate_enabled), int(channels)
+        self.surrogate = get_surrogate(surrogate).spec
+        self.learn_threshold = bool(learn_threshold)
+        self.register_parameter("threshold", nn.Parameter(torch.ones(1)) if learn_threshold else None)
+        self.gate = ChannelGate(self.channels, self.gate_threshold) if self.gate_enabled else None
+        self.track_keep = False  # set by the spquant training method: keep the gate's soft mask for its loss
+        self.last_keep: Tensor | None = None
+        self.last_keep_value: Tensor | None = None
+        self.last_spatial: Tensor | None = None  # the spatial mask of the last call (work accounting)
+        for name in ("membrane_updates", "neuron_steps", "active_neurons", "spatial_pruned", "channel_pruned",
+                     "channel_count", "position_count"):
+            self.register_stat(name)
+        self.register_stat("shape", 3)
+
+    def enable_threshold(self) -> None:
+        """Add the learnable threshold (init 1) if the layer has none (fine-tuning)."""
+        if self.threshold is None:
+            dtype = next((b.dtype for b in self.parameters()), torch.float32)
+            self.threshold = nn.Parameter(torch.ones(1, dtype=dtype))
+            self.learn_threshold = True
+
+    def q(self, u: Tensor, grad: bool) -> Tensor:
+        if self.levels is None:
+            return u
+        lo, hi = self.levels
+        return quantize_membrane_sgs(u, lo, hi, self.smoothness) if grad else quantize_membrane(u, lo, hi)
+
+    def masks(self, prior: Tensor) -> Tensor | None:
+        """The 0/1 mask of active neurons (B, C, H, W) or (B, C, 1, 1) from the prior, or None."""
+        if prior.dim() != 4 or (self.spatial <= 0 and self.gate is None):
+            return None
+        mask = torch.ones_like(prior[:, :1])
+        self.last_spatial = None
+        if self.spatial > 0:
+            self.last_spatial = spatial_mask(prior, self.spatial)
+            mask = mask * self.last_spatial
+        if self.gate is not None:
+            p = self.gate.probabilities(prior)
+            grad = torch.is_grad_enabled() and p.requires_grad
+            self.last_keep = p if (grad and self.track_keep) else None  # for the training method's loss
+            self.last_keep_value = p.detach()
+            hard = (p >= self.gate.threshold).to(p.dtype)
+            mask = mask * (hard + (p - p.detach())).to(prior.dtype)[:, :, None, None]
+        return mask
+
+    def dynamics(self, inputs: Tensor) -> Tensor:
+        grad = self.needs_grad(inputs) or (self.gate is not None and torch.is_grad_enabled()
+                                           and any(p.requires_grad for p in self.gate.parameters()))
+        surrogate = get_surrogate(self.surrogate)
+        theta: float | Tensor = 1.0 if self.threshold is None else self.threshold.to(inputs.dtype).reshape(())
+        steps, frame = inputs.shape[0], inputs.shape[1:]
+        outputs: list[Tensor] = []
+        h = inputs[0]
+        mask = self.masks(self.q(h, grad))
+        if mask is not None:
+            mask = mask.expand_as(h) if mask.shape != h.shape else mask
+        record = self.recording
+        s = fire(h, theta, surrogate)
+        if mask is not None:
+            s = s * mask
+        outputs.append(s)
+        u = self._after_spike(h, s, theta)
+        if mask is not None:
+            u = u * mask.detach()
+        n = h.numel()
+        updates = float(n)
+        if steps > 1:
+            if mask is None:
+                for t in range(1, steps):
+                    h = self.tau * self.q(u, grad) + inputs[t]
+                    s = fire(h, theta, surrogate)
+                    outputs.append(s)
+                    u = self._after_spike(h, s, theta)
+                updates += float(n) * (steps - 1)
+            else:  # only the active neurons: gather once, update them, scatter their spikes
+                idx = torch.nonzero(mask.detach().reshape(-1) > 0).reshape(-1)
+                gain = mask.reshape(-1).index_select(0, idx)  # 1 forward; the gate's gradient
+                ua = u.reshape(-1).index_select(0, idx)
+                for t in range(1, steps):
+                    ha = self.tau * self.q(ua, grad) + inputs[t].reshape(-1).index_select(0, idx)
+                    sa = fire(ha, theta, surrogate)
+                    ua = self._after_spike(ha, sa, theta)
+                    full = torch.zeros(n, dtype=inputs.dtype, device=inputs.device)
+                    outputs.append(full.index_put((idx,), sa * gain).reshape(frame))
+                updates += float(idx.numel()) * (steps - 1)
+        if record:
+            self._record_work(frame, mask, updates, steps)
+        return torch.stack(outputs)
+
+    def _after_spike(self, h: Tensor, s: Tensor, theta: float | Tensor) -> Tensor:
+        u = h * (1.0 - s.detach()) if self.reset == "hard" else h - s * theta
+        if self.clip is not None:
+            u = torch.clamp(u, min=self.clip)
+        return u
+
+    @torch.no_grad()
+    def _record_work(self, frame: torch.Size, mask: Tensor | None, updates: float, steps: int) -> None:
+        batch = frame[0]
+        per = frame[1:]
+        self.membrane_updates += updates
+        self.neuron_steps += float(math.prod(frame)) * steps
+        shape = list(per) + [1] * (3 - len(per))
+        self.shape.copy_(torch.tensor(shape[:3], dtype=torch.float64))
+        if mask is None:
+            self.active_neurons += float(math.prod(frame))
+            self.channel_count += float(batch * per[0])
+            self.position_count += float(batch * (math.prod(per[1:]) if len(per) > 1 else 1))
+            return
+        m = (mask > 0).double()
+        self.active_neurons += float(m.sum())
+        channel = m.amax(dim=(2, 3))  # (B, C): a channel is masked when none of its positions is active
+        self.position_count += float(batch * per[1] * per[2])
+        self.channel_count += float(channel.numel())
+        if self.spatial > 0 and self.last_spatial is not None:  # S_p: the spatial mask alone (eq 22)
+            self.spatial_pruned += spatial_mask_count(self.last_spatial)
+        self.channel_pruned += float((channel == 0).sum())
+
+    def work(self) -> dict[str, float]:
+        """Per sample, from the recorded run: neurons, membrane updates done, share of active
+        neurons, spatial sparsity S_p, channel sparsity S_c and the layer shape (C, H, W)."""
+        samples = max(float(self.samples), 1.0)
+        return {
+            "neurons": float(self.neurons),
+            "membrane_updates": float(self.membrane_updates) / samples,
+            "dense_updates": float(self.neuron_steps) / samples,
+            "active_share": float(self.active_neurons) / max(float(self.neurons) * samples, 1.0),
+            "spatial_sparsity": float(self.spatial_pruned) / max(float(self.position_count), 1.0),
+            "channel_sparsity": float(self.channel_pruned) / max(float(self.channel_count), 1.0),
+            "shape": [int(v) for v in self.shape.tolist()],
+        }
+
+    def extra_repr(self) -> str:
+        return (f"T={self.T}, tau={self.tau:g}, reset={self.reset}, precision={self.precision}, "
+                f"spatial={self.spatial:g}, gate={self.gate_enabled}")
+
+
+def spatial_mask_count(spatial: Tensor) -> float:
+    """Positions pruned in a (B, H, W) 0/1 map of active positions."""
+    return float((spatial == 0).sum())

@@ -1,0 +1,341 @@
+"""Tests of adaptive bit allocation (paper 002 §4, A.3, A.9): widths, STE gradients, eq 22,
+step-size renewal, squeezed per-layer T, save / load and the `finetune` flags."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from torch import nn
+from typer.testing import CliRunner
+
+from snnconvert.codings import ConversionInputs, get_coding
+from snnconvert.codings.multibit import MultiBitConfig
+from snnconvert.codings.multibit_metrics import allocation, allocation_plot, metrics
+from snnconvert.data import InputSpec
+from snnconvert.errors import SnnConvertError
+from snnconvert.finetune import FinetuneConfig, finetune
+from snnconvert.finetune.methods import method_config
+from snnconvert.finetune.methods.adaptive_bits import averages, prepare, regulating_loss, renewal_step
+from snnconvert.graph import prepare as prepare_graph
+from snnconvert.neurons.adaptive import AdaptiveMultiBitNeuron
+from snnconvert.pipeline import quantize as quantize_model
+from snnconvert.pipeline import save, to_snn
+from snnconvert.quantize.learnable import (
+    LN2,
+    AdaptiveSynapseConv2d,
+    grid_search,
+    quant_error,
+    quantize,
+    width,
+)
+
+CODING = get_coding("multibit")
+
+
+def _net(T=(2, 1, 3), bits=4, **options):
+    """A converted 2-conv multi-bit SNN (float64) on 8x8 RGB images, and a batch of images."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    spec = InputSpec(channels=3, size=(8, 8))
+    gm = prepare_graph(model, spec)
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    cfg = MultiBitConfig(T=list(T), bits_spike=bits, squeeze="always", dtype="float64", **options)
+    snn = CODING.convert(ConversionInputs(gm, None, spec, [(x, torch.zeros(16, dtype=torch.long))]), cfg)
+    return snn, x
+
+
+def _config(**options):
+    return method_config("adaptive_bits", options)
+
+
+# --------------------------------------------------------------------------- rounding and STE (eqs 10-12, 18, 20, 21)
+
+
+def test_width_rounds_and_passes_gradient_inside_the_clip() -> None:
+    raw = torch.tensor([0.3, 1.49, 1.5, 2.7, 6.2, 7.0], requires_grad=True)
+    b = width(raw, 6)
+    assert b.tolist() == [1.0, 1.0, 2.0, 3.0, 6.0, 6.0]  # round(clip(., 1, 6)), half up
+    b.sum().backward()
+    assert raw.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]  # straight through inside [1, 6]
+
+
+def test_spike_quantizer_values_and_gradients_by_hand() -> None:
+    # unsigned, B = 2: q in 0..3. u = -0.4 (below), 0.5 (tie up), 1.4, 2.6, 3.2 (above), 5.0 (above)
+    u = torch.tensor([-0.4, 0.5, 1.4, 2.6, 3.2, 5.0], dtype=torch.float64, requires_grad=True)
+    bits = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    g = 0.25
+    q = quantize(u, bits, signed=False, g=g)
+    assert q.tolist() == [0, 1, 1, 3, 3, 3]
+    grad = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64)
+    q.backward(grad)
+    # eq 21: 1 inside [0, 3], 0 outside
+    assert u.grad.tolist() == [0.0, 2.0, 3.0, 4.0, 0.0, 0.0]
+    # eq 18: g * sum over u > q_max of grad * (q_max + 1) ln 2 = 0.25 * (5 + 6) * 4 ln 2
+    assert bits.grad.item() == pytest.approx(0.25 * 11 * 4 * LN2, rel=1e-12)
+    # signed, B = 3: q in -3..3; below q_min counts with sign -1 (A.11 / eq 20)
+    u2 = torch.tensor([-4.5, -2.5, 0.2, 3.7], dtype=torch.float64, requires_grad=True)
+    b2 = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    q2 = quantize(u2, b2, signed=True, g=1.0)
+    assert q2.tolist() == [-3, -3, 0, 3]  # -2.5 -> -3: half away from zero
+    q2.backward(torch.ones(4, dtype=torch.float64))
+    assert u2.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert b2.grad.item() == pytest.approx((-1 + 1) * 4 * LN2, abs=1e-12)
+    # binary weights (B_w = 1): sign, no zero level
+    assert quantize(torch.tensor([-0.2, 0.0, 0.3]), torch.tensor(1.0), signed=True, binary=True).tolist() == \
+        [-1.0, 1.0, 1.0]
+
+
+def test_weight_quantizer_lsq_gradients_a9_and_width_gradient_eq20() -> None:
+    syn = AdaptiveSynapseConv2d(1, 3, 1, bias=False, bits_bound=6, init_bits=3.0, dtype=torch.float64)
+    with torch.no_grad():
+        syn.weight.copy_(torch.tensor([0.26, -0.9, 0.06], dtype=torch.float64).view(3, 1, 1, 1))
+        syn.weight_step.fill_(0.1)
+    wq = syn.quantized_weight()  # B = 3: q in -3..3, step 0.1: 2.6 -> 3, -9 -> -3, 0.6 -> 1
+    assert wq.view(-1).tolist() == pytest.approx([0.3, -0.3, 0.1])
+    wq.sum().backward()
+    g = 1 / math.sqrt(3 * 3)  # 1 / sqrt(N q_max)
+    # A.9: round(u) - u inside, q_min outside: (3 - 2.6) + (-3) + (1 - 0.6) = -2.2
+    assert syn.weight_step.grad.item() == pytest.approx(g * -2.2, rel=1e-9)
+    # eq 20: only -0.9 is outside: sign -1, times S_q (q_max + 1) ln 2
+    assert syn.bits_hat.grad.item() == pytest.approx(g * -1 * 0.1 * 4 * LN2, rel=1e-9)
+    assert syn.weight.grad.view(-1).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_neuron_threshold_gets_the_lsq_gradient_a7() -> None:
+    neuron = AdaptiveMultiBitNeuron(bits_bound=6, steps_bound=1, init_bits=2.0, init_steps=1.0).double()
+    with torch.no_grad():
+        neuron.threshold.fill_(0.5)
+    current = torch.tensor([[0.35, 0.8, 2.0]], dtype=torch.float64)  # u = 0.7, 1.6, 4 (B = 2: q_max 3)
+    out = neuron(current)
+    assert out.tolist() == [[0.5, 1.0, 1.5]]  # theta * clip(round(u))
+    out.sum().backward()
+    g = 1 / math.sqrt(3 * 3)
+    # A.7 per element: (1 - 0.7) + (2 - 1.6) + q_max = 3.7
+    assert neuron.threshold.grad.item() == pytest.approx(g * 3.7, rel=1e-9)
+    # eq 18 with g: one element above q_max: (q_max + 1) ln 2 * dL/dS = 4 ln 2 * theta
+    assert neuron.bits_hat.grad.item() == pytest.approx(g * 4 * LN2 * 0.5, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- squeezing (eq 13, A.6)
+
+
+def test_per_layer_T_with_squeezing_equals_the_unsqueezed_computation() -> None:
+    """Each layer emits the mean of its T_l spike frames as one frame; the converted network runs
+    every frame (squeeze="always"). Synapses are linear, so both give the same logits."""
+    snn, x = _net(T=(2, 1, 3))
+    with torch.no_grad():
+        reference = snn(x)
+    model = prepare(copy.deepcopy(snn), _config(init_bits="4/4/3", quantize_weights=False))
+    with torch.no_grad():
+        for neuron, steps in zip(model.neurons().values(), (2, 1, 3), strict=True):
+            neuron.steps_hat.fill_(steps)
+        out = model(x)
+    # rtol 1e-7: the converted decoder's 1/3 weights are float32 values (ones(3) / 3) cast to float64
+    torch.testing.assert_close(out, reference, rtol=1e-7, atol=1e-12)
+    assert [n.steps for n in model.neurons().values()] == [2, 1, 3]
+    assert model.decoder.weights.numel() == 1  # one frame per layer
+
+
+def test_needs_squeezed_conversion_for_T_above_1() -> None:
+    snn, _ = _net(T=(2, 2, 2))
+    snn.info["squeeze"] = "changes"
+    with pytest.raises(SnnConvertError, match="squeeze always"):
+        prepare(copy.deepcopy(snn), _config())
+
+
+def test_flooring_neuron_option_eq5() -> None:
+    neuron = AdaptiveMultiBitNeuron(steps_bound=1, init_bits=2.0, init_steps=1.0, rounding="floor").double()
+    out = neuron(torch.tensor([[0.7, 1.6, 2.99, 9.0]], dtype=torch.float64))
+    assert out.tolist() == [[0.0, 1.0, 2.0, 3.0]]
+
+
+# --------------------------------------------------------------------------- regulating loss (eq 22)
+
+
+def test_widths_move_toward_the_target_under_eq22() -> None:
+    snn, x = _net(T=(2, 2, 2))
+    cfg = _config(target_bits="2/2/1", init_bits="4/4/2", renewal="none")
+    model = prepare(copy.deepcopy(snn), cfg)
+    start = {k: float(v.detach()) for k, v in averages(model).items()}
+    assert start == {"W": 4.0, "S": 4.0, "T": 2.0}
+    widths = [p for n, p in model.named_parameters() if n.endswith(("bits_hat", "steps_hat"))]
+    opt = torch.optim.Adam(widths, lr=0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        regulating_loss(model, cfg).backward()
+        opt.step()
+    end = {k: float(v.detach()) for k, v in averages(model).items()}
+    assert end == {"W": 2.0, "S": 2.0, "T": 1.0}
+    assert float(regulating_loss(model, cfg).detach()) == 0.0
+
+
+def test_regulating_loss_value_by_hand() -> None:
+    snn, _ = _net(T=(1, 1, 1))
+    cfg = _config(target_bits="1/2/1", init_bits="3/4/1", lambda_w=0.5, lambda_s=0.25, lambda_t=1.0)
+    model = prepare(copy.deepcopy(snn), cfg)
+    # 0.5 (3 - 1)^2 + 1.0 (1 - 1)^2 + 0.25 (4 - 2)^2 = 3
+    assert float(regulating_loss(model, cfg).detach()) == pytest.approx(3.0)
+    assert regulating_loss(model, _config(learn_bits=False)) is None
+
+
+# --------------------------------------------------------------------------- renewal (algorithms 1-2)
+
+
+def test_grid_search_algorithm2_by_hand() -> None:
+    x = torch.tensor([0.0, 1.0, 2.0, 10.0], dtype=torch.float64)
+    # 1 bit unsigned (levels 0, V): K = 10 candidates V = 1..10; MSE is smallest at V = 2 (errors 0,1,0,64 / 4
+    # = 16.25) vs V = 10: (0, 1, 4, 0) / 4 = 1.25 -- the best of all candidates
+    v_max, v_min = grid_search(x, 0, 1, signed=False, iterations=10)
+    scores = {v: quant_error(x, v, 0, 1, signed=False) for v in range(1, 11)}
+    assert (v_max, v_min) == (float(min(scores, key=scores.get)), 0.0)
+
+
+def test_renewal_fires_when_a_weight_width_drops_and_does_not_raise_the_error() -> None:
+    torch.manual_seed(3)
+    syn = AdaptiveSynapseConv2d(8, 8, 3, bias=False, bits_bound=6, init_bits=4.0, dtype=torch.float64)
+    syn.init_step()
+    assert not syn.observe()  # width unchanged: nothing to renew
+    with torch.no_grad():
+        syn.bits_hat.fill_(2.0)  # 4 -> 2 bits
+    step_before = float(syn.weight_step.detach())
+    mse_before = quant_error(syn.weight.detach(), step_before, -1, 1, signed=True)
+    assert syn.observe()
+    mse_after = quant_error(syn.weight.detach(), float(syn.weight_step.detach()), -1, 1, signed=True)
+    assert mse_after <= mse_before
+    assert float(syn.weight_step.detach()) != step_before and int(syn.recorded_bits) == 2
+    assert not syn.observe()  # recorded: fires once per change
+
+
+def test_renewal_of_activations_fires_on_a_spike_width_drop() -> None:
+    snn, x = _net(T=(1, 1, 1))
+    cfg = _config(target_bits="1/1/1", init_bits="4/4/1", renewal="both")
+    model = prepare(copy.deepcopy(snn), cfg)
+    # the first batch initialises every neuron layer's threshold from data (Algorithm A.9 line 2)
+    assert renewal_step(model, cfg, x) == {"weights": 0, "activations": 3}
+    assert renewal_step(model, cfg, x) == {"weights": 0, "activations": 0}  # nothing changed
+    hidden = list(model.neurons().values())[1]
+    with torch.no_grad():
+        hidden.bits_hat.fill_(2.0)
+    potentials = []
+    hook = model.body.get_submodule("0").register_forward_hook(lambda _m, _i, out: potentials.append(out.detach()))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    v = potentials[0]  # T = 1: the membrane potential v^1 is the input current
+    before = quant_error(v, float(hidden.threshold[0].detach()), 0, 3, signed=False)
+    fired = renewal_step(model, cfg, x)
+    assert fired == {"weights": 0, "activations": 1}
+    after = quant_error(v, float(hidden.threshold[0].detach()), 0, 3, signed=False)
+    assert after <= before
+
+
+def test_renewal_switches_off_near_the_target_and_mode_none_never_fires() -> None:
+    snn, x = _net(T=(1, 1, 1))
+    cfg = _config(target_bits="1/1/1", init_bits="4/4/1", renewal="both")
+    model = prepare(copy.deepcopy(snn), cfg)
+    with torch.no_grad():
+        for p in [p for n, p in model.named_parameters() if n.endswith("bits_hat")]:
+            p.fill_(1.0)  # at the target: within 24 % of the initial gap
+    # renewal is switched off (weights changed 4 -> 1 but are not renewed); the initialisation still runs
+    assert renewal_step(model, cfg, x) == {"weights": 0, "activations": 3}
+    assert all(float(m.renewal) == 0.0 for m in model.modules() if hasattr(m, "renewal"))
+    with torch.no_grad():
+        list(model.neurons().values())[1].bits_hat.fill_(2.0)
+    assert renewal_step(model, cfg, x) == {"weights": 0, "activations": 0}
+    none_cfg = _config(renewal="none", init_bits="4/4/1")
+    none = prepare(copy.deepcopy(snn), none_cfg)
+    assert renewal_step(none, none_cfg, x) == {"weights": 0, "activations": 3}  # initialisation only
+    with torch.no_grad():
+        list(none.neurons().values())[1].bits_hat.fill_(2.0)
+        for syn in [m for m in none.modules() if hasattr(m, "weight_step")]:
+            syn.bits_hat.fill_(2.0)
+    assert renewal_step(none, none_cfg, x) == {"weights": 0, "activations": 0}
+
+
+# --------------------------------------------------------------------------- engine, artifacts, reports, CLI
+
+
+@pytest.fixture(scope="module")
+def q_digits():
+    return quantize_model("lenet5", data="digits", eval_limit=0)
+
+
+def test_zero_step_training_evaluates_identically_and_round_trips(q_digits, tmp_path: Path) -> None:
+    snn = to_snn(q_digits, "multibit", T=1, bits_spike=4)
+    cfg = FinetuneConfig(epochs=0, methods={"adaptive_bits": {"init_bits": "4/4/1", "target_bits": "2/2/1"}})
+    a = finetune(q_digits, snn, cfg, data="digits")
+    b = finetune(q_digits, snn, cfg, data="digits")
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(a.snn(x), b.snn(x))
+    # with the converted widths (4-bit spikes, T = 1, weights left as they are) nothing changes at all
+    same = finetune(q_digits, snn, FinetuneConfig(epochs=0, methods={"adaptive_bits": {
+        "init_bits": "4/4/1", "quantize_weights": False}}), data="digits")
+    with torch.no_grad():
+        assert torch.equal(same.snn(x), snn(x))
+    path = save(tmp_path / "ab.snnc", q_digits, a.snn)
+    from snnconvert.artifact import load_artifact
+
+    loaded = load_artifact(path).models["snn"]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), a.snn(x))
+    with torch.no_grad(), loaded.recording():
+        loaded(x)
+    m = metrics(loaded)
+    assert m["bits_weight_avg"] == 4.0 and m["bits_spike_avg"] == 4.0 and m["T_avg"] == 1.0
+    table = allocation(loaded)
+    assert [r["W"] for r in table["layers"]] == [4] * len(table["layers"])
+    assert all(r["S_steps"] == [4] and r["T"] == 1 for r in table["layers"])
+    (png,) = allocation_plot(table, tmp_path, "learned allocation")
+    assert png.is_file() and png.stat().st_size > 1000
+    assert CODING.report("allocation").compute(loaded) == table
+
+
+def test_a_short_run_trains_widths_and_records_averages(q_digits) -> None:
+    snn = to_snn(q_digits, "multibit", T=1, bits_spike=4)
+    cfg = FinetuneConfig(epochs=1, max_batches_per_epoch=4, batch_size=32, val_limit=0, lr=1e-3, device="cpu",
+                         methods={"adaptive_bits": {"init_bits": "4/4/1", "target_bits": "1/1/1",
+                                                    "bits_lr": 0.2, "renewal": "both"}})
+    result = finetune(q_digits, snn, cfg, data="digits")
+    row = result.history[-1]
+    assert row["avg_W"] < 4.0 and row["avg_S"] < 4.0 and row["avg_T"] == 1.0
+    assert result.snn.info["adaptive_bits"]["layers"]
+    for neuron in snn.neurons().values():  # the input SNN is untouched
+        assert not isinstance(neuron, AdaptiveMultiBitNeuron)
+
+
+def _cli_app() -> typer.Typer:
+    from snnconvert.cli.app import app
+    from snnconvert.cli.finetune_cmd import register
+
+    if not any(c.name == "finetune" for c in app.registered_commands):
+        register(app)
+    return app
+
+
+def test_cli_adaptive_bits_flags(q_digits, tmp_path: Path) -> None:
+    source = save(tmp_path / "snn-multibit-1.snnc", q_digits,
+                             to_snn(q_digits, "multibit", T=1, bits_spike=4))
+    result = CliRunner().invoke(_cli_app(), [
+        "finetune", "--input", str(source), "--data", "digits", "--epochs", "1", "--max-batches", "1",
+        "--batch-size", "16",
+        "--val-limit", "0", "--device", "cpu", "--adaptive-bits", "--target-bits", "2/2/1",
+        "--method-option", "adaptive_bits.init_bits=4/4/1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    from snnconvert.artifact import load_artifact
+
+    info = load_artifact(Path(summary["artifact"])).manifest["snn"]["info"]
+    assert info["finetune"]["config"]["methods"] == {
+        "adaptive_bits": {"target_bits": "2/2/1", "init_bits": "4/4/1"}}
+    assert "avg_W" in summary["history"][0]
+    bad = CliRunner().invoke(_cli_app(), ["finetune", "--input", str(source), "--data", "digits", "--epochs", "1",
+                                          "--target-bits", "2/2"])
+    assert bad.exit_code == 1 and "target_bits" in bad.output

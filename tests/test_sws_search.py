@@ -1,0 +1,114 @@
+"""``--Ts auto``: the per-layer refinement evaluates what it keeps, is deterministic, honours its
+budget, and reports its frontier; its calibration sample is seeded and sized by the config."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import quantize_random, randomize_batchnorm
+
+from snnconvert.codings.sws import (
+    SWSConfig,
+    _predict,
+    auto_silent_periods,
+    convert_sws,
+    search_data,
+    search_plot,
+    search_tables,
+)
+from snnconvert.data import InputSpec
+from snnconvert.models.cifar_resnet import CifarResNet
+
+SMALL = InputSpec(3, (16, 16), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)  # a small CIFAR-style ResNet (3 stages of one block): 7 TSA layers, fast to search
+    q = quantize_random(randomize_batchnorm(CifarResNet(8, 10).eval()), SMALL, images=64)
+    images = torch.rand(96, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    loader = [(images[i:i + 32], torch.zeros(32, dtype=torch.long)) for i in range(0, 96, 32)]
+    return q, images, loader
+
+
+def _search(q, loader, **options):
+    cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=0.97, auto_limit=96, **options)
+    snn = convert_sws(q, cfg)
+    return snn, auto_silent_periods(snn, q, loader, cfg)
+
+
+def test_refinement_keeps_only_evaluated_passing_settings(setup) -> None:
+    q, images, loader = setup
+    snn, auto = _search(q, loader)
+    kept = [t for t in auto["trials"] if t["passed"]]
+    assert auto["evaluations"] == len(auto["trials"])
+    assert any(t["T_inf"] == snn.info["T_inf"] for t in kept)  # the result is one of the evaluated settings
+    k_star = auto["uniform_Ts"]
+    assert snn.info["T_inf"] <= 8 + k_star * snn.info["L_TSA"]  # never slower than the best uniform setting
+    reference = _predict(q.float(), images, torch.float32)
+    agreement = float((_predict(copy.deepcopy(snn).float(), images, torch.float32) == reference).float().mean())
+    assert agreement >= 0.97
+    # unbudgeted, the last round tried every layer that could drop one more step, and each missed
+    assert not auto["budget_spent"]
+    final = [n for n, ts in auto["chosen"].items() if ts > 0]
+    tail = auto["trials"][len(auto["trials"]) - len(final):] if final else []
+    assert all(not t["passed"] for t in tail)
+    assert sorted(t["step"] for t in tail) == sorted(f"{n} to Ts={auto['chosen'][n] - 1}" for n in final)
+    assert auto["chosen"] == dict(zip(snn.info["neuron_layers"], snn.info["Ts"], strict=True))
+
+
+def test_search_is_deterministic(setup) -> None:
+    q, _images, loader = setup
+    a_snn, a = _search(q, loader)
+    b_snn, b = _search(q, loader)
+    assert a["chosen"] == b["chosen"] and [t["step"] for t in a["trials"]] == [t["step"] for t in b["trials"]]
+    assert [t["agreement"] for t in a["trials"]] == [t["agreement"] for t in b["trials"]]
+
+
+def test_budget_stops_the_refinement_with_a_passing_result(setup) -> None:
+    q, images, loader = setup
+    snn, auto = _search(q, loader, auto_budget_s=1e-9)
+    assert auto["budget_spent"]
+    assert not any(" to Ts=" in t["step"] and "layers" not in t["step"] for t in auto["trials"])
+    reference = _predict(q.float(), images, torch.float32)
+    assert float((_predict(copy.deepcopy(snn).float(), images, torch.float32) == reference).float().mean()) >= 0.97
+
+
+def test_frontier_report_and_plot(setup, tmp_path: Path) -> None:
+    q, _images, loader = setup
+    snn, auto = _search(q, loader)
+    data = search_data(snn)
+    assert data is None  # the coding stores the search in info["auto"]; convert_sws alone does not
+    snn.info["auto"] = auto
+    data = search_data(snn)
+    (table,) = search_tables(data)
+    t_infs = [int(r[0]) for r in table.rows]
+    assert t_infs == sorted(set(t["T_inf"] for t in auto["trials"]))
+    best = {t: max(x["agreement"] for x in auto["trials"] if x["T_inf"] == t) for t in t_infs}
+    assert [r[1] for r in table.rows] == [f"{100 * best[t]:.2f}%" for t in t_infs]
+    (png,) = search_plot(data, tmp_path, "toy")
+    assert png.name == "ts_auto_frontier.png" and png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("bad", [{"auto_limit": 0}, {"auto_budget_s": -1.0}, {"auto_budget_s": float("nan")}])
+def test_bad_search_options_are_one_line_errors(bad) -> None:
+    from snnconvert.errors import SnnConvertError
+
+    with pytest.raises(SnnConvertError):
+        SWSConfig(Ts="auto", **bad).validate()
+
+
+def test_pipeline_samples_the_calibration_pool_by_size_and_seed() -> None:
+    from snnconvert.pipeline import conversion_inputs, quantize
+    from snnconvert.quantize import QuantizeConfig
+
+    q = quantize("lenet5", data="digits", config=QuantizeConfig(calib_limit=64), eval_limit=0)
+    inputs = conversion_inputs(q, need_calibration=True)
+    assert sum(len(x) for x, _ in inputs.calibration) == 64
+    a = torch.cat([x for x, _ in inputs.calibration_sample(200, 0)])
+    b = torch.cat([x for x, _ in inputs.calibration_sample(200, 0)])
+    c = torch.cat([x for x, _ in inputs.calibration_sample(200, 1)])
+    assert len(a) == 200 and torch.equal(a, b) and not torch.equal(a, c)
