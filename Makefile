@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx fuzz gpu-smoke clean
+.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-onnx: install
 
 bench-dtss: install
 	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/dtss_spikformer.py --budget-min 33
+
+bench-beta3: install
+	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/sws_beta3_resnet20.py
 
 fuzz: install
 	SNNCONVERT_FUZZ=large $(BIN)/pytest -q -p no:cacheprovider tests/fuzz tests/test_reliability_inputs.py

@@ -215,8 +215,15 @@ write_atomically(sys.argv[1], slow)
 """
 
 
+def _default_signals() -> None:
+    """In the child: SIGTERM and SIGINT at their defaults, whatever the test runner inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _interrupted_writer(tmp_path: Path, sig: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "a.snnc")], cwd=ROOT,
+                            preexec_fn=_default_signals,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))

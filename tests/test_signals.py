@@ -32,12 +32,20 @@ LEFTOVER = re.compile(r"^(\..+\.\d+\.[^.]+\.tmp|\..+\.reserved|\.staging-\d+-[0-
 """What a SIGKILL may leave (hidden, cleaned by the next write or run into the folder)."""
 
 
+def default_signals() -> None:
+    """In the child before exec: SIGINT and SIGTERM at their defaults, whatever the test runner
+    inherited (a shell's background job ignores SIGINT, and ignored signals pass to children)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class _Command:
     """A ``python -m snnconvert`` subprocess whose stderr lines are collected as they come."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
         self.proc = subprocess.Popen([sys.executable, "-m", "snnconvert", *args], cwd=cwd, env=env,
+                                     preexec_fn=default_signals,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -131,6 +139,19 @@ def test_sigint_while_the_cli_loads_prints_no_traceback(tmp_path: Path) -> None:
     out = tmp_path / "out"
     _interrupt(["quantize", "lenet5", "--out", str(out)], tmp_path, tmp_path, signal.SIGINT, "loading")
     assert not out.exists()
+
+
+def test_in_process_commands_leave_signal_handlers_alone() -> None:
+    """Run inside another program (here pytest), a finished command must not ignore SIGINT or
+    SIGTERM: the processes that program starts later would inherit the ignored signals."""
+    from typer.testing import CliRunner
+
+    from snnconvert.cli.app import app
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    result = CliRunner().invoke(app, ["codings", "--json"])
+    assert result.exit_code == 0, result.output
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]

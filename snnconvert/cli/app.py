@@ -103,7 +103,11 @@ def _interrupted(what: str, code: int) -> typer.Exit:
 
 def _ignore_late_signals() -> None:
     """The command's work is published: a Ctrl-C or SIGTERM during the interpreter's exit has
-    nothing left to interrupt, so the process ends with the command's own status (0)."""
+    nothing left to interrupt, so the process ends with the command's own status (0). Only in
+    the ``snnconvert`` process itself (``main``), never when the app runs inside another program
+    (tests, notebooks): ignored signals would be inherited by every process it starts later."""
+    if not _state.get("owns_process"):
+        return
     with contextlib.suppress(ValueError, OSError):  # not the main thread
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -598,6 +602,7 @@ def main() -> None:
     """The ``snnconvert`` entry point: the coding table (and torch) is loaded only for ``to-snn``;
     SIGTERM cleans up like Ctrl-C."""
     TO_SNN.generate = _command_in(sys.argv[1:]) == "to-snn"
+    _state["owns_process"] = True
     with contextlib.suppress(ValueError, OSError):  # not the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
