@@ -77,6 +77,16 @@ class _PoTMixin:
 
     bits: int | None
 
+    def take_synapse(self, syn: nn.Module, bits: int | None) -> Any:
+        """Copy ``syn``'s weight, bias and per-frame bias gains, then set up ``bits``-bit PoT; returns self."""
+        with torch.no_grad():
+            self.weight.copy_(syn.weight)
+            if syn.bias is not None:
+                self.bias.copy_(syn.bias)
+            self.frame_bias_gain.copy_(syn.frame_bias_gain)
+        self.init_pot(bits)
+        return self
+
     def init_pot(self, bits: int | None) -> None:
         if bits is not None:
             pot_exponents(bits)
@@ -114,13 +124,7 @@ class PoTConv2d(_PoTMixin, SynapseConv2d):
 
         new = cls(**{**conv_args(syn), "bias": syn.bias is not None}, steps=syn.steps, dtype=syn.weight.dtype,
                   bits=None)
-        with torch.no_grad():
-            new.weight.copy_(syn.weight)
-            if syn.bias is not None:
-                new.bias.copy_(syn.bias)
-            new.frame_bias_gain.copy_(syn.frame_bias_gain)
-        new.init_pot(bits)
-        return new
+        return new.take_synapse(syn, bits)
 
     def forward(self, frames: Tensor) -> Tensor:
         w = self.effective_weight()
@@ -157,13 +161,7 @@ class PoTLinear(_PoTMixin, SynapseLinear):
     @classmethod
     def from_synapse(cls, syn: SynapseLinear, bits: int | None) -> PoTLinear:
         new = cls(syn.in_features, syn.out_features, syn.bias is not None, steps=syn.steps, dtype=syn.weight.dtype)
-        with torch.no_grad():
-            new.weight.copy_(syn.weight)
-            if syn.bias is not None:
-                new.bias.copy_(syn.bias)
-            new.frame_bias_gain.copy_(syn.frame_bias_gain)
-        new.init_pot(bits)
-        return new
+        return new.take_synapse(syn, bits)
 
     def forward(self, frames: Tensor) -> Tensor:
         w = self.effective_weight()
