@@ -44,13 +44,13 @@ bench-adaptive-bits: install
 	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/adaptive_bits_resnet20.py --budget-min 6
 
 bench-spquant: install
-	cd bench && flock /tmp/snnconvert-bench.lock ../$(BIN)/python spquant_resnet20.py --budget-min 7
+	cd bench && flock /tmp/snnconvert-bench.lock ../$(BIN)/python spquant_resnet20.py --budget-min 6
 
 bench-onnx: install
 	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/onnx_qdq_resnet20.py
 
 bench-dtss: install
-	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/dtss_spikformer.py --budget-min 33
+	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/dtss_spikformer.py --budget-min 25
 
 bench-beta3: install
 	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/sws_beta3_resnet20.py

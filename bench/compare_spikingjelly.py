@@ -1,6 +1,7 @@
 """snnconvert vs SpikingJelly 2.0.0 ann2snn, side by side on ResNet-20 / CIFAR-10 (../shared/data).
 
     python bench/compare_spikingjelly.py [--n 2000] [--n-rate 1000] [--quick]    (make bench-peers)
+    python bench/compare_spikingjelly.py --engine-table [--quick]    (per-image-step table only)
 
 One process, one machine, the same decoded images for both tools:
 
@@ -21,6 +22,13 @@ both tools (the expensive part: T = 256 steps per image) use a stratified ``--n-
 them, and every accuracy is compared with the float ANN on the same images.
 
 Writes bench/results/compare_spikingjelly.{md,json,png}.
+
+``--engine-table`` measures only the simulators' cost per image-step for rate coding, at every T of
+``--engine-T`` (default 8..256) on ResNet-20 (CIFAR-10 weights) and ResNet-18 (random weights,
+64x64): snnconvert in time chunks of ``--chunk-mb`` (the default engine) and with all T frames
+folded at once, SpikingJelly multi-step and single-step, each timed separately at every T on the
+same images, batch and threads (best of ``--repeats``). Writes
+bench/results/compare_spikingjelly_engine{,_quick}.{md,json}.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from sj_models import (
 from torch import Tensor, nn
 
 import snnconvert
+from snnconvert.atomic import write_atomically
 from snnconvert.codings import get_coding, rate
 from snnconvert.codings.base import ConversionInputs
 from snnconvert.codings.common import activation_percentiles
@@ -61,6 +70,7 @@ from snnconvert.ingest import LoadedModel, load_model
 from snnconvert.pipeline import QuantizedModel, conversion_inputs
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.reports.plots import accuracy_latency_plot
+from snnconvert.simulate.chunks import steps_per_chunk
 
 T_GRID = (8, 16, 32, 64, 128, 256)
 SWS_TS: tuple[int | str, ...] = (0, 1, 2, 3, "auto")
@@ -90,6 +100,10 @@ class Options:
     r18_batch: int
     r18_T: tuple[int, ...]
     quick: bool
+    engine_table: bool = False
+    engine_T: tuple[int, ...] = T_GRID
+    chunk_bytes: int = 4 * 2**20
+    calib_limit: int = 1000
 
 
 @dataclass
@@ -146,7 +160,25 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--skip-resnet18", action="store_true")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 100 images (20 rate-coded, 4 timed), 1 repeat, no waiting")
+    p.add_argument("--engine-table", action="store_true",
+                   help="only the per-image-step cost of rate coding at every --engine-T, both models")
+    p.add_argument("--engine-T", default=",".join(str(t) for t in T_GRID), help="time steps of --engine-table")
+    p.add_argument("--chunk-mb", type=float, default=4.0,
+                   help="snnconvert's time chunks: MiB of the largest folded activation per chunk")
+    p.add_argument("--r18-images", type=int, default=16, help="--engine-table: timed ResNet-18 images")
+    p.add_argument("--r18-batch", type=int, default=8, help="--engine-table: ResNet-18 batch")
     a = p.parse_args(argv)
+    if a.engine_table:
+        grid = tuple(int(t) for t in a.engine_T.split(","))
+        if a.quick:
+            return Options(n=0, n_rate=0, timing_images=2, batch=2, repeats=1, threads=a.threads,
+                           max_external_load=float("inf"), max_wait=0, resnet18=not a.skip_resnet18,
+                           r18_images=1, r18_batch=1, r18_T=grid[:2], quick=True, engine_table=True,
+                           engine_T=grid[:2], chunk_bytes=int(a.chunk_mb * 2**20), calib_limit=64)
+        return Options(n=0, n_rate=0, timing_images=a.timing_images, batch=a.batch, repeats=max(1, a.repeats),
+                       threads=a.threads, max_external_load=a.max_external_load, max_wait=a.max_wait,
+                       resnet18=not a.skip_resnet18, r18_images=a.r18_images, r18_batch=a.r18_batch, r18_T=grid,
+                       quick=False, engine_table=True, engine_T=grid, chunk_bytes=int(a.chunk_mb * 2**20))
     if a.quick:
         return Options(n=min(a.n, 100), n_rate=min(a.n_rate, 20), timing_images=4, batch=10, repeats=1,
                        threads=a.threads, max_external_load=a.max_external_load, max_wait=0,
@@ -612,6 +644,144 @@ def resnet18_section(opts: Options, log: Log) -> dict[str, Any]:
     return result
 
 
+# ---------------------------------------------------------------------------- engine table (--engine-table)
+
+
+ENGINES = ("snnconvert rate (time chunks)", "snnconvert rate (all T folded)", "SpikingJelly multi-step",
+           "SpikingJelly single-step")
+
+
+def engine_model(model: str, opts: Options, log: Log) -> dict[str, Any]:
+    """Per-image-step cost of rate coding on one model at every T of ``opts.engine_T`` (see --engine-table)."""
+    if model == "resnet20":
+        loaded = load_model("resnet20", str(CHECKPOINT))
+        images, batch, calib_limit = opts.timing_images, opts.batch, opts.calib_limit
+    else:
+        torch.manual_seed(0)
+        loaded = load_model("resnet18", "random", num_classes=10, input_size=(64, 64))
+        images, batch, calib_limit = opts.r18_images, opts.r18_batch, min(opts.calib_limit, 256)
+    spec = loaded.input_spec
+    log(f"{model}: quantize (calibration {calib_limit} train-subset images), decode {images} test images ...")
+    q = snnconvert.quantize(loaded, data=TRAIN, config=QuantizeConfig(bits=8, calib_limit=calib_limit), eval_limit=0)
+    inputs = conversion_inputs(q, need_calibration=True)
+    calib = calibration_batches(inputs)
+    raw, labels, description = decode(TEST, "eval", spec, images, seed=0)
+    norm = normalize(raw, spec)
+    rewritten = rewrite_for_spikingjelly(loaded.module, norm[:2])
+    mode = SJ_MODES[-1]
+    conv = sj_convert(rewritten, [(normalize(x, spec), y) for x, y in calib], mode, name=model, variant="rewritten")
+    if not conv.ok:
+        raise SystemExit(f"SpikingJelly could not convert the rewritten {model}: {conv.error}")
+    sj_snn = conv.snn
+    p = RATE_PERCENTILES[0]
+    stats = activation_percentiles(q.float_model, inputs.calibration, (p,))
+    result: dict[str, Any] = {"images": len(raw), "batch": batch, "data": description, "percentile": p,
+                              "spikingjelly_mode": mode, "calibration_images": sum(len(x) for x, _ in calib),
+                              "gate": quiet_gate(opts, log, f"{model} timing")}
+    timer = Timer(opts, log)
+    engine: dict[str, dict[str, float]] = {name: {} for name in ENGINES}
+    chunks: dict[str, Any] = {}
+    checks: dict[str, Any] = {}
+    measured: dict[tuple, int] = {}
+    with CpuWindow(f"engine {model}") as window:
+        for k, T in enumerate(opts.engine_T):
+            cfg = rate.Config(T=T, percentile=p)
+            net = rate.build(q.float_model, rate.thresholds_from(q.float_model, stats, cfg), cfg)
+            net.time_chunk_bytes = opts.chunk_bytes
+            net.chunk_elements.update(measured)  # the largest activation, measured at the warm-up
+            outs: dict[str, Tensor] = {}
+
+            def snnc(chunk_bytes: int | None, key: str, net=net, outs=outs) -> None:
+                net.time_chunk_bytes = chunk_bytes
+                outs[key] = run_batched(net, raw, batch)
+
+            if k == 0:  # warm-up: every engine once at the smallest T
+                snnc(opts.chunk_bytes, "warm")
+                measured.update(net.chunk_elements)
+                snnc(0, "warm")
+                sj_outputs(sj_snn, norm[:batch], T, batch, multi_step=True)
+                sj_outputs(sj_snn, norm[:batch], T, batch, multi_step=False)
+            steps = len(raw) * T
+            engine[ENGINES[0]][str(T)] = timer.seconds(f"{model} snnconvert chunks T={T}",
+                                                       lambda: snnc(opts.chunk_bytes, "chunks")) / steps
+            engine[ENGINES[1]][str(T)] = timer.seconds(f"{model} snnconvert all-T T={T}",
+                                                       lambda: snnc(0, "folded")) / steps
+            engine[ENGINES[2]][str(T)] = timer.seconds(
+                f"{model} SpikingJelly multi-step T={T}",
+                lambda T=T: sj_outputs(sj_snn, norm, T, batch, multi_step=True)) / steps
+            engine[ENGINES[3]][str(T)] = timer.seconds(
+                f"{model} SpikingJelly single-step T={T}",
+                lambda T=T: sj_outputs(sj_snn, norm, T, batch, multi_step=False)) / steps
+            net.time_chunk_bytes = opts.chunk_bytes
+            elements = next(iter(net.chunk_elements.values()), None)
+            chunks[str(T)] = None if elements is None else steps_per_chunk(T, batch, elements, 4, opts.chunk_bytes)
+            diff = (outs["chunks"] - outs["folded"]).abs().max()
+            checks[str(T)] = {"max_abs_diff_chunks_vs_folded": float(diff),
+                              "argmax_agreement": float((outs["chunks"].argmax(1) == outs["folded"].argmax(1))
+                                                        .double().mean())}
+            log(f"  T={T}: ms per image-step " + ", ".join(f"{name} {1e3 * engine[name][str(T)]:.3f}"
+                                                           for name in ENGINES)
+                + f"; {chunks[str(T)]} steps per chunk; chunks vs folded max |diff| {float(diff):.1e}")
+    result.update(engine_seconds_per_image_step=engine, steps_per_chunk=chunks, chunk_bytes=opts.chunk_bytes,
+                  largest_activation_elements=next(iter(net.chunk_elements.values()), None),
+                  chunks_vs_folded=checks, measurements=timer.records, load=timer.summary(),
+                  window=window.as_dict())
+    return result
+
+
+def engine_markdown(results: dict[str, Any], opts: Options) -> str:
+    m = results["machine"]
+    lines = [
+        "# Simulator cost per image-step, rate coding: snnconvert vs SpikingJelly "
+        f"{results['spikingjelly']}", "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads (both tools). "
+        f"Load average at start {results['loadavg_start']}, at end {results['loadavg_end']}.  ",
+        f"Each entry: wall time of a separate run at that T on the same images (batch fixed per model, best of "
+        f"{opts.repeats}), divided by images x T; re-measured when other processes used more than "
+        f"{opts.max_external_load} cores. snnconvert time chunks: {opts.chunk_bytes / 2**20:g} MiB of the largest "
+        "folded activation per chunk; all-T folded: the same network with chunking off. SpikingJelly: rate-coding "
+        f"recipe, mode {SJ_MODES[-1]}, multi-step and single-step mode.", "",
+        "ms per image per time step:", "",
+        "| model | T | snnconvert (chunks) | steps per chunk | snnconvert (all T folded) | SJ multi-step | "
+        "SJ single-step | chunks / SJ multi | chunks / SJ single | max load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    worst = 0.0
+    for model, r in results["models"].items():
+        e = r["engine_seconds_per_image_step"]
+        loads = {rec["label"]: rec["external_cores"] for rec in r["measurements"]}
+        for T in e[ENGINES[0]]:
+            a, f, b, c = (e[name][T] for name in ENGINES)
+            worst = max(worst, a / b, a / c)
+            load = max((v for k, v in loads.items() if k.endswith(f"T={T}") and v is not None), default=None)
+            lines.append(f"| {model} ({r['images']} images, batch {r['batch']}) | {T} | {1e3 * a:.3f} | "
+                         f"{r['steps_per_chunk'][T]} | {1e3 * f:.3f} | {1e3 * b:.3f} | {1e3 * c:.3f} | {a / b:.2f} | "
+                         f"{a / c:.2f} | {_cores(load)} |")
+    lines += ["", f"Worst ratio snnconvert (chunks) / SpikingJelly: {worst:.2f} "
+              f"({'at most as costly at every T' if worst <= 1 else 'slower somewhere'}).", "",
+              "Chunks vs all-T folded (same network, same images): " + "; ".join(
+                  f"{model} T={T} max |diff| {c['max_abs_diff_chunks_vs_folded']:.1e}, argmax agreement "
+                  f"{pct(c['argmax_agreement'])}" for model, r in results["models"].items()
+                  for T, c in r["chunks_vs_folded"].items()) + "."]
+    results["worst_ratio"] = worst
+    return "\n".join(lines) + "\n"
+
+
+def engine_table(opts: Options, results: dict[str, Any], log: Log) -> None:
+    """--engine-table: the per-image-step table on ResNet-20 (and ResNet-18), written to
+    bench/results/compare_spikingjelly_engine{,_quick}.{md,json}."""
+    models = ["resnet20"] + (["resnet18"] if opts.resnet18 else [])
+    results["models"] = {model: engine_model(model, opts, log) for model in models}
+    results.update(loadavg_end=loadavg(), external_cores_end=external_load())
+    text = engine_markdown(results, opts)
+    results["seconds_total"] = time.perf_counter() - log.start
+    name = f"{OUT_NAME}_engine{'_quick' if opts.quick else ''}"
+    path = write_json(f"{name}.json", results)
+    md = write_atomically(RESULTS / f"{name}.md", lambda handle: handle.write(text.encode()))
+    print("\n" + text)
+    print(f"wrote {md}, {path} in {results['seconds_total'] / 60:.1f} min")
+
+
 # ---------------------------------------------------------------------------- summaries
 
 
@@ -871,6 +1041,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     log(f"machine {results['machine']}; load average {results['loadavg_start']}, other processes "
         f"{results['external_cores_start']} cores")
+    if opts.engine_table:
+        engine_table(opts, results, log)
+        return
     r = prepare_resnet20(opts, log)
     results["images"] = {"n": opts.n, "n_rate": opts.n_rate, "description": r.images.description,
                          "timing_images": len(r.images.timing)}

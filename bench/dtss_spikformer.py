@@ -1,19 +1,22 @@
 """DTSS (dynamic per-layer time steps) on a CPU-sized Spikformer and on ResNet-20, CIFAR-10, CPU.
 
-    flock /tmp/snnconvert-bench.lock python bench/dtss_spikformer.py [--budget-min 33]
-    python bench/dtss_spikformer.py --budget-min 0.3 --limit 32 --ann-images 128 --train-share 0.002 \
-        --epoch-batches 1 --tag smoke        # a quick check of the script
+    flock /tmp/snnconvert-bench.lock python bench/dtss_spikformer.py [--budget-min 25]
+    python bench/dtss_spikformer.py --budget-min 0.3 --limit 32 --resnet-limit 32 --converted-limit 16 \
+        --ann-images 128 --train-share 0.002 --epoch-batches 1 --tag smoke   # a quick check of the script
 
-1. Spikformer (--model, default spikformer-1-64): the ANN (ReLU) trains from scratch on
+1. Spikformer (--model, default spikformer-2-128; spikformer-1-64 is 4x cheaper): the ANN (ReLU) trains from scratch on
    cifar10/train for --ann-share of the budget (Adam 2e-3, crop + flip, batch 64), is calibrated
    (256 train-subset images) and converted with rate coding (IF neurons, 99.9th-percentile
    thresholds) at T = 1, 2, 4; each SNN is then fine-tuned with BPTT for the same wall time
    (learnable thresholds and leaks: LIF, Adam 1e-3, batch 16, crop + flip): fixed T = 1, 2, 4 and
    DTSS with T_max = 4 (``--method dtss``: masks initialised to ceil(T_max/2) = 2 steps,
    lambda_m, groups and the scores' lr from --lambda-m / --groups / --score-lr; table III's
-   best groups, qkv + mlp, by default).
+   best groups, qkv + mlp, by default; every layer keeps at least --min-steps steps and
+   lambda_m ramps up over --warmup-steps optimizer steps).
 2. ResNet-20 (the shared checkpoint; --no-resnet skips it): rate coding T = 4, fine-tuned for the
-   same wall time with fixed T = 4 and with DTSS (T_max = 4, every layer in the mask loss).
+   same wall time with fixed T = 4 and with DTSS (T_max = 4, every layer in the mask loss, the
+   same floor and warm-up, and --resnet-lambda-m: without the floor, lambda_m = 1e-3 drove 11 of
+   19 layers to 0 steps and the network to chance).
 
 Every fine-tuned SNN is evaluated on --limit (ResNet-20: --resnet-limit) stratified test images
 (the converted ones on an every-k-th subset of --converted-limit images): top-1, T_avg (eq 3), spikes per neuron
@@ -97,6 +100,7 @@ def measure(snn, images: torch.Tensor, labels: torch.Tensor, t_max: int) -> dict
     return {"top1": float((logits.argmax(1) == labels).float().mean()),
             "t_avg": t_avg(steps), "t_max": t_max, "T_per_layer": steps,
             "groups": {m.layer: m.group for m in masks.values()},
+            "min_T_l": min(steps.values()) if steps else None,
             "spikes_per_neuron": spikes_per_neuron(snn), **energy, "eval_s": time.perf_counter() - start}
 
 
@@ -155,7 +159,7 @@ def plot_summary(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for net, marker in (("spikformer", "o"), ("resnet20", "s")):
-        sel = [r for r in rows if r["network"] == net]
+        sel = [r for r in rows if r["network"].startswith(net)]
         if not sel:
             continue
         for r in sel:
@@ -178,8 +182,8 @@ def plot_summary(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-min", type=float, default=33.0, help="Total wall budget (minutes).")
-    parser.add_argument("--model", default="spikformer-1-64")
+    parser.add_argument("--budget-min", type=float, default=25.0, help="Total wall budget (minutes).")
+    parser.add_argument("--model", default="spikformer-2-128")
     parser.add_argument("--batch-size", type=int, default=16, help="SNN fine-tuning batch size.")
     parser.add_argument("--score-lr", type=float, default=0.05, help="Learning rate of the DTSS scores.")
     parser.add_argument("--ann-share", type=float, default=0.25, help="Share of the budget for ANN training.")
@@ -188,19 +192,24 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="Test images (Spikformer).")
     parser.add_argument("--resnet-limit", type=int, default=150, help="Test images (ResNet-20).")
     parser.add_argument("--converted-limit", type=int, default=100, help="Test images for the converted SNNs.")
-    parser.add_argument("--overhead-s", type=float, default=90.0, help="Expected seconds per case outside "
+    parser.add_argument("--overhead-s", type=float, default=30.0, help="Expected seconds per case outside "
                         "training (conversion, decoding, evaluations); sizes each case's training.")
     parser.add_argument("--lambda-m", type=float, default=1e-3)
+    parser.add_argument("--resnet-lambda-m", type=float, default=1e-4, help="lambda_m of the ResNet-20 DTSS case.")
+    parser.add_argument("--min-steps", type=int, default=1, help="DTSS floor: steps every layer keeps at least.")
+    parser.add_argument("--warmup-steps", type=int, default=20, help="Optimizer steps of the lambda_m warm-up.")
     parser.add_argument("--groups", default="qkv,mlp")
     parser.add_argument("--epoch-batches", type=int, default=8, help="Batches per epoch (the budget is checked "
                         "at epoch ends).")
     parser.add_argument("--no-resnet", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--tag", default="")
     parser.add_argument("--finish-by", default=None, help="UTC time HH:MM by which to finish: shrinks the budget "
                         "when the run starts late (e.g. after waiting for the bench lock).")
     args = parser.parse_args()
+    args.argv = __import__("sys").argv[1:]
     require_shared_data()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     args.suffix = f"_{args.tag}" if args.tag else ""
     args.slug = lambda s: "".join(c if c.isalnum() else "_" for c in s.lower()).strip("_")
     t0 = time.perf_counter()
@@ -244,18 +253,21 @@ def main() -> None:
              ("fixed T=2", {"T": 2, "percentile": 99.9}, None),
              ("fixed T=4", {"T": 4, "percentile": 99.9}, None),
              ("DTSS T_max=4", {"T": 4, "percentile": 99.9},
-              {"t_max": 4, "lambda_m": args.lambda_m, "groups": args.groups, "score_lr": args.score_lr})]
+              {"t_max": 4, "lambda_m": args.lambda_m, "groups": args.groups, "score_lr": args.score_lr,
+              "min_steps": args.min_steps, "warmup_steps": args.warmup_steps})]
     resnet_cases = [] if args.no_resnet else [
         ("fixed T=4", {"T": 4, "percentile": 99.9}, None),
-        ("DTSS T_max=4", {"T": 4, "percentile": 99.9}, {"t_max": 4, "lambda_m": args.lambda_m, "groups": "all",
-                                                            "score_lr": args.score_lr})]
+        ("DTSS T_max=4", {"T": 4, "percentile": 99.9}, {"t_max": 4, "lambda_m": args.resnet_lambda_m,
+                                                            "groups": "all", "score_lr": args.score_lr,
+                                                            "min_steps": args.min_steps,
+                                                            "warmup_steps": args.warmup_steps})]
     left = budget - (time.perf_counter() - t0)
     overhead = args.overhead_s  # conversion, data decoding and the two evaluations of each case
     per_case = max(1.0, left / (len(cases) + len(resnet_cases)) - overhead)
     print(f"{per_case:.0f} s of training per case", flush=True)
     rows = []
     for label, opts, method in cases:
-        rows.append(run_case(q, "spikformer", label, opts, method, per_case, test, args))
+        rows.append(run_case(q, args.model, label, opts, method, per_case, test, args))
     if resnet_cases:
         q20 = quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN, config=QuantizeConfig(bits=8, calib_limit=256),
                        eval_limit=0)
@@ -264,8 +276,11 @@ def main() -> None:
             rows.append(run_case(q20, "resnet20", label, opts, method, per_case, test20, args))
     ref = {r["network"]: r for r in rows if r["method"] is not None}
     lines = [f"# DTSS vs fixed T ({args.model} and ResNet-20, CIFAR-10)", "",
-             f"Command: `flock /tmp/snnconvert-bench.lock python bench/dtss_spikformer.py --budget-min "
-             f"{args.budget_min:g}{' --tag ' + args.tag if args.tag else ''}`  ",
+             f"Command: `flock /tmp/snnconvert-bench.lock python bench/dtss_spikformer.py "
+             f"{' '.join(args.argv)}`  ",
+             f"DTSS: T_max = 4, floor {args.min_steps} step(s) per layer, lambda_m warm-up over "
+             f"{args.warmup_steps} steps; {args.model}: lambda_m = {args.lambda_m:g} on {args.groups}; ResNet-20: "
+             f"lambda_m = {args.resnet_lambda_m:g} on all layers; score lr {args.score_lr:g}.  ",
              f"Machine: {head['cpu']}, {head['cores']} cores, torch {head['torch']} with {head['torch_threads']} "
              f"threads; load average at start {head['load_at_start']}.  ",
              f"{args.model} ANN: {ann['seconds']:.0f} s of training ({ann['images']} images); float top-1 "

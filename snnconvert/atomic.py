@@ -13,9 +13,12 @@ Guarantees:
   published with a no-clobber link, and if its name is taken, the next free name
   ``<stem>-1<suffix>``, ``<stem>-2<suffix>``... is used. The path written is returned.
 - :func:`reserve_name` picks a new file name atomically for a write that comes later: it
-  creates the hidden marker ``.<name>.reserved`` (``O_EXCL``, holding the pid), so two processes
-  never pick the same name; the write of ``<name>`` removes the marker. Markers of processes
-  that no longer run are removed by the next write into the folder, like temporary files.
+  creates the hidden marker ``.<name>.reserved`` (published with a no-clobber link, so it holds
+  the owner's pid and start time from its first instant), so two processes never pick the same
+  name; the write of ``<name>`` removes the marker. A marker whose process no longer runs (or
+  whose pid now belongs to a later process) is stale: reservations take its name again, and
+  :func:`remove_stale_temporaries` (run by every write, every reservation and every listing of
+  artifacts) removes it, like temporary files. Nothing stale outlives the next look at a folder.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -83,32 +88,127 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc``); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[19]  # field 22 of stat(5); the first two (pid, comm) were cut off
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _marker(path: Path) -> Path:
     return path.with_name(f".{path.name}{RESERVED_SUFFIX}")
 
 
-def _marker_owner(marker: Path) -> int | None:
-    """The pid in a reservation marker; None while it is being written or unreadable."""
+STALE_EMPTY_MARKER_S = 60.0
+"""Age after which a marker without a readable owner counts as stale (only a process killed while
+creating one without hard links leaves it empty)."""
+
+
+def _marker_text(marker: Path) -> str | None:
     try:
-        text = marker.read_text(encoding="ascii").strip()
+        return marker.read_text(encoding="ascii").strip()
     except (OSError, UnicodeError):
         return None
-    return int(text) if text.isdigit() else None
+
+
+def _parse_owner(text: str | None) -> tuple[int, str | None] | None:
+    """``(pid, start time)`` from a marker's text (``"<pid> <start>"``, or ``"<pid>"`` alone)."""
+    parts = (text or "").split()
+    if not parts or not parts[0].isdigit() or len(parts) > 2:
+        return None
+    return int(parts[0]), parts[1] if len(parts) == 2 else None
+
+
+def _marker_owner(marker: Path) -> int | None:
+    """The pid in a reservation marker; None while it is being written or unreadable."""
+    owner = _parse_owner(_marker_text(marker))
+    return owner[0] if owner else None
+
+
+def _owner_gone(text: str | None, marker: Path) -> bool:
+    """Whether the reservation with marker text ``text`` is stale: its process no longer runs, its
+    pid belongs to a later process now, or it has had no readable owner for a minute."""
+    owner = _parse_owner(text)
+    if owner is None:
+        try:
+            return time.time() - marker.stat().st_mtime > STALE_EMPTY_MARKER_S
+        except OSError:
+            return False
+    pid, started = owner
+    if pid == os.getpid():
+        return False
+    if not _pid_running(pid):
+        return True
+    now = _start_time(pid)
+    return started is not None and now is not None and now != started
+
+
+def _remove_stale_marker(marker: Path) -> bool:
+    """Remove ``marker`` if it is stale; True when removed. Race-safe: the marker is first renamed
+    to a private name and checked again there, and a live one that a concurrent reservation
+    created meanwhile is linked back (no-clobber) instead of lost."""
+    text = _marker_text(marker)
+    if not _owner_gone(text, marker):
+        return False
+    private = marker.with_name(f"{marker.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.rename(marker, private)
+    except OSError:
+        return False  # gone already (another cleaner) or not ours to move
+    try:
+        if _marker_text(private) != text or not _owner_gone(text, private):
+            with contextlib.suppress(OSError):
+                os.link(private, marker)  # a fresh reservation: put it back
+            return False
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(private)
+
+
+def _create_marker(marker: Path) -> bool:
+    """Create ``marker`` holding this process's pid and start time, atomically (False if taken)."""
+    started = _start_time(os.getpid())
+    text = f"{os.getpid()} {started}\n" if started else f"{os.getpid()}\n"
+    fd, tmp = tempfile.mkstemp(prefix=f"{marker.name}.{os.getpid()}.", suffix=".tmp", dir=marker.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+        try:
+            os.link(tmp, marker)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system: O_EXCL, then the pid
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(text)
+            return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def reserve_name(candidates: Iterable[Path]) -> Path:
-    """The first of ``candidates`` that neither exists nor is reserved, reserved for this process
-    (atomically: two processes never get the same name). A later :func:`write_atomically` of
-    that path (or :func:`release_name`) removes the reservation."""
+    """The first of ``candidates`` that neither exists nor is reserved by a running process,
+    reserved for this process (atomically: two processes never get the same name). A later
+    :func:`write_atomically` of that path (or :func:`release_name`) removes the reservation;
+    stale reservations in the folder are removed first."""
+    cleaned: set[Path] = set()
     for path in candidates:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in cleaned:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path.parent)
+            cleaned.add(path.parent)
         marker = _marker(path)
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        if not _create_marker(marker) and not (_remove_stale_marker(marker) and _create_marker(marker)):
             continue
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(f"{os.getpid()}\n")
         if path.exists():  # published by a writer that has released its reservation
             release_name(path)
             continue
@@ -133,18 +233,14 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     except OSError:
         return removed
     for name in names:
+        path = Path(folder) / name
         if name.startswith(".") and name.endswith(RESERVED_SUFFIX):
-            path = Path(folder) / name
-            owner = _marker_owner(path)
-            if owner is not None and not _pid_running(owner):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                    removed.append(path)
+            if _remove_stale_marker(path):
+                removed.append(path)
             continue
         match = _TMP_PATTERN.match(name)
         if match is None or _pid_running(int(match.group(1))):
             continue
-        path = Path(folder) / name
         with contextlib.suppress(OSError):
             os.unlink(path)
             removed.append(path)

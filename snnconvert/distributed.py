@@ -102,3 +102,16 @@ class DistContext:
             rows = len(range(r, count, self.world_size))
             out[r::self.world_size] = part[:rows].cpu()
         return out
+
+
+def reduce_values(values: list[float], op: str = "sum", device: torch.device | None = None) -> list[float]:
+    """Element-wise ``sum`` / ``max`` / ``min`` of ``values`` over the ranks of the running process
+    group (float64; on ``device``, which must suit the backend: CUDA for nccl); the values
+    unchanged when no group of more than one process runs. Every rank must call it in the same
+    order (a collective)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return list(values)
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=ops[op])
+    return t.tolist()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from snnconvert.data import materialize
 from snnconvert.device import resolve_device
 from snnconvert.distributed import DistContext
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import fit_simulation_batch
 from snnconvert.pipeline import QuantizedModel, conversion_inputs, convert_with, eval_split
 from snnconvert.progress import track
 from snnconvert.reports.analyses import AnalysisContext, analyses
@@ -147,6 +149,7 @@ class SweepRow:
     opf: float
     delta: float
     seconds: float
+    coding_metrics: dict[str, Any] = field(default_factory=dict)  # the coding's figures, per-layer lists left out
 
 
 @dataclass
@@ -163,6 +166,7 @@ class EvaluationReport:
     timing: TimingReport | None = None
     sweep: list[SweepRow] = field(default_factory=list)
     reports: tuple[str, ...] = ("all",)
+    notes: list[str] = field(default_factory=list)  # one line each, e.g. a batch shrunk to fit in memory
 
     def wants(self, name: str) -> bool:
         return "all" in self.reports or name in self.reports
@@ -218,7 +222,9 @@ def _agreement(a: Tensor, b: Tensor) -> float:
 
 def ops_report(snn: SpikingNetwork, loads: dict[str, SynapseLoad], e_mac: float, e_ac: float) -> OpsReport:
     coding = get_coding(snn.coding)
-    state = sum(coding.state_ops(snn).values()) if coding.state_ops else 0.0
+    from snnconvert.neurons.dtss import gated_state_ops  # DTSS-masked layers: only their kept steps
+
+    state = sum(gated_state_ops(snn, coding.state_ops(snn)).values()) if coding.state_ops else 0.0
     layers = []
     first = next(iter(loads), None)
     for name, load in loads.items():
@@ -272,12 +278,38 @@ def snn_batch_size(snn: SpikingNetwork, batch_size: int, activation_elements: in
     return max(1, min(batch_size, SNN_BATCH_BYTES // per_image))
 
 
+def simulation_batch(quantized: QuantizedModel, snn: SpikingNetwork, config: EvaluateConfig,
+                     device: torch.device, *, show_progress: bool = False) -> tuple[int, str | None]:
+    """Images per SNN batch that fit in memory (:func:`snnconvert.limits.fit_simulation_batch`:
+    frames x batch x the largest activation, on ``device``), and a one-line note when that is
+    fewer than ``--batch-size`` (printed to stderr with ``show_progress``). Not even one image
+    fitting is a one-line error."""
+    steps = max(1, int(snn.info.get("frames", 1)))
+    available = None
+    if device.type == "cuda":
+        available = int(torch.cuda.mem_get_info(device)[0])
+    where = next(iter(quantized.model.parameters()), torch.zeros(())).device
+    example = torch.zeros(quantized.info.input_spec.example_shape(1), device=where)
+    itemsize = torch.empty((), dtype=DTYPES[config.dtype]).element_size()
+    batch = fit_simulation_batch(quantized.model, example, steps, config.batch_size, element_size=itemsize,
+                                 what=f"the {snn.coding} network", option="--batch-size", available=available)
+    if batch >= config.batch_size:
+        return batch, None
+    note = (f"--batch-size {config.batch_size} does not fit in memory for the {snn.coding} network "
+            f"({steps} time steps): the SNN runs {batch} images per batch")
+    if show_progress:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return batch, note
+
+
 def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_progress: bool,
              activation_elements: int, label: str = "SNN",
-             device: torch.device | None = None) -> tuple[Tensor, float, dict[str, SynapseLoad]]:
+             device: torch.device | None = None, max_batch: int | None = None,
+             ) -> tuple[Tensor, float, dict[str, SynapseLoad]]:
     snn.reset_stats()
     dtype = DTYPES[config.dtype]
-    batch = snn_batch_size(snn, config.batch_size, activation_elements, torch.empty((), dtype=dtype).element_size())
+    batch = snn_batch_size(snn, min(config.batch_size, max_batch or config.batch_size), activation_elements,
+                           torch.empty((), dtype=dtype).element_size())
     with snn.recording(), synapse_probe(snn) as loads:
         logits, seconds = run_logits(snn, images, batch_size=batch, dtype=dtype, label=label,
                                      show_progress=show_progress,
@@ -336,6 +368,8 @@ def evaluate(
 def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: EvaluateConfig, show_progress: bool,
               ctx: DistContext, device: torch.device) -> EvaluationReport:
     require_snn_reports(config, snn, f"model {quantized.info.name}")
+    snn_batch, memory_note = (simulation_batch(quantized, snn, config, device, show_progress=show_progress)
+                              if snn is not None else (config.batch_size, None))  # before any work
     split = materialize(eval_split(quantized, config.data, limit=config.limit, seed=config.seed),
                         progress=show_progress)
     if len(split) == 0:
@@ -358,13 +392,15 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
         snn_info=dict(snn.info) if snn else {}, reports=tuple(config.reports),
         accuracy=AccuracyReport(len(split), split.description, scores, None, None,
                                 _agreement(quant_logits, float_logits)),
+        notes=[memory_note] if memory_note else [],
     )
     if snn is None:
         report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype)
         return report
     snn = in_dtype(snn, dtype, device)
     activation = largest_activation(float_model, images[:1].to(device=device, dtype=dtype))
-    snn_logits, snn_s, loads = _run_snn(snn, mine, config, show_progress, activation, device=device)
+    snn_logits, snn_s, loads = _run_snn(snn, mine, config, show_progress, activation, device=device,
+                                        max_batch=snn_batch)
     snn_logits, loads = _combine_ranks(ctx, snn, snn_logits, loads, len(images), device)
     scores.append(_score("SNN", snn_logits, labels))
     report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
@@ -439,13 +475,17 @@ def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, la
     for setting, cfg in zip(grid, configs, strict=True):
         variant = convert_with(inputs, coding.name, cfg)
         variant = in_dtype(variant, DTYPES[config.dtype], device)
+        cap, _ = simulation_batch(quantized, variant, config, device, show_progress=show_progress)
         logits, seconds, loads = _run_snn(variant, mine, config, show_progress, activation_elements,
-                                          label=", ".join(f"{k}={v}" for k, v in setting.items()), device=device)
+                                          label=", ".join(f"{k}={v}" for k, v in setting.items()), device=device,
+                                          max_batch=cap)
         logits, loads = _combine_ranks(ctx, variant, logits, loads, len(images), device)
         ops = ops_report(variant, loads, config.e_mac_pj, config.e_ac_pj)
+        figures = coding.metrics(variant) if coding.metrics is not None else {}
         rows.append(SweepRow(setting, _topk(logits, labels, 1), _agreement(logits, quant_logits),
                              _agreement(logits, float_logits), int(variant.info.get("latency", 0)),
-                             overall_spike_rate(variant), ops.opf, ops.delta, seconds))
+                             overall_spike_rate(variant), ops.opf, ops.delta, seconds,
+                             {k: v for k, v in figures.items() if not isinstance(v, (list, dict))}))
     return rows
 
 

@@ -211,3 +211,22 @@ def check_simulation_memory(model: Any, example: Any, steps: int, *, batch: int 
     check_memory_estimate(needed, f"{what} with {steps} time steps", "use fewer time steps (or a smaller batch)",
                           available)
     return needed
+
+
+def fit_simulation_batch(model: Any, example: Any, steps: int, batch: int, *, element_size: int = 8,
+                         what: str = "the spiking network", option: str = "--batch-size",
+                         available: int | None = None) -> int:
+    """The largest batch, at most ``batch``, whose :func:`check_simulation_memory` estimate fits in
+    :data:`MEMORY_SHARE` of the available memory (``batch`` itself where memory cannot be read).
+    When not even one image fits, a one-line error names ``option`` and the time steps."""
+    per_image = largest_activation(model, example) // max(int(example.shape[0]), 1)
+    per_image_bytes = max(steps * per_image * element_size * ACTIVATION_COPIES, 1)
+    available = available_memory_bytes() if available is None else available
+    if available is None:
+        return batch
+    fits = int(MEMORY_SHARE * available // per_image_bytes)
+    if fits < 1:
+        raise SnnConvertError(f"{what} with {steps} time steps needs about {_gib(per_image_bytes)} per image but "
+                              f"{_gib(available)} is available: even {option} 1 does not fit; use fewer time steps "
+                              "or a machine with more memory")
+    return max(1, min(batch, fits))

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from snnconvert.artifact import SUFFIX
-from snnconvert.atomic import MAX_NAME_TRIES, reserve_name
+from snnconvert.atomic import MAX_NAME_TRIES, remove_stale_temporaries, reserve_name
 from snnconvert.errors import SnnConvertError
 
 DEFAULT_ROOT = Path("snnconvert-runs")
@@ -52,6 +52,8 @@ def latest_artifact(stages: tuple[str, ...], directory: str | Path | None = None
                     root: Path = DEFAULT_ROOT) -> Path:
     """The newest artifact of one of ``stages`` in ``directory`` (or in any run under ``root``)."""
     places = [Path(directory)] if directory is not None else sorted(p for p in root.glob("*") if p.is_dir())
+    for place in places:  # leftovers of killed writers (temporaries, name reservations) go first
+        remove_stale_temporaries(place)
     found = [
         f for place in places if place.is_dir() for f in place.glob(f"*{SUFFIX}")
         if f.name.split("-", 1)[0] in stages and not f.name.startswith(".")

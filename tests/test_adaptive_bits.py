@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,14 @@ from snnconvert.data import InputSpec
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune import FinetuneConfig, finetune
 from snnconvert.finetune.methods import method_config
-from snnconvert.finetune.methods.adaptive_bits import averages, prepare, regulating_loss, renewal_step
+from snnconvert.finetune.methods.adaptive_bits import (
+    averages,
+    learned_latency,
+    prepare,
+    refresh_info,
+    regulating_loss,
+    renewal_step,
+)
 from snnconvert.graph import prepare as prepare_graph
 from snnconvert.neurons.adaptive import AdaptiveMultiBitNeuron
 from snnconvert.pipeline import quantize as quantize_model
@@ -143,6 +152,55 @@ def test_per_layer_T_with_squeezing_equals_the_unsqueezed_computation() -> None:
     assert model.decoder.weights.numel() == 1  # one frame per layer
 
 
+class _Residual(nn.Module):
+    """conv-relu, conv-relu-conv, residual add, relu, linear: a join of branches with their own T."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.c1, self.c2 = (nn.Conv2d(c, 4, 3, padding=1) for c in (3, 4, 4))
+        self.r0, self.r1, self.r2 = nn.ReLU(), nn.ReLU(), nn.ReLU()
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.r0(self.c0(x))
+        return self.fc(torch.flatten(self.r2(self.c2(self.r1(self.c1(a))) + a), 1))
+
+
+@pytest.mark.parametrize(("steps", "latency"), [
+    # encoder 1, r0 2 (no wait), r1 waits 2 - 1 = 1, the add waits r0's 2 frames (+1, both branches at
+    # step 1), r2 waits 3 - 1 = 2 (step 3), then 1 output step: 3 + 1 = 4
+    ((1, 2, 3, 1), 4),
+    # r0 waits 3 - 1 = 2, r1 none (T_in 1), the add joins 2 frames with 1 (wait 0), r2 waits 2 - 1 = 1
+    # (step 3), then 2 output steps: 5
+    ((3, 1, 2, 2), 5),
+])
+def test_info_follows_the_learned_T(steps: tuple[int, ...], latency: int) -> None:
+    """After the widths change, ``info`` (latency, T, frames) describes the learned per-layer T: the
+    latency the converter reports for the same T with squeeze="always"."""
+    torch.manual_seed(0)
+    spec = InputSpec(channels=3, size=(8, 8))
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    gm = prepare_graph(_Residual(), spec)
+
+    def convert(T: tuple[int, ...]):
+        cfg = MultiBitConfig(T=list(T), bits_spike=4, squeeze="always", dtype="float64")
+        return CODING.convert(ConversionInputs(gm, None, spec, [(x, torch.zeros(4, dtype=torch.long))]), cfg)
+
+    reference = convert(steps)
+    assert reference.info["latency"] == latency
+    model = prepare(convert((1, 1, 1, 1)), _config(init_bits="4/4/1", bounds="6/6/3"))
+    assert model.info["latency"] == 1 and model.info["T"] == 1 and model.info["frames"] == 1
+    with torch.no_grad():
+        for neuron, t in zip(model.neurons().values(), steps, strict=True):
+            neuron.steps_hat.fill_(t)
+    refresh_info(model)
+    assert learned_latency(model) == (latency, latency - steps[-1])
+    assert model.info["latency"] == latency and model.info["T_layers"] == list(steps)
+    assert model.info["latency_terms"] == reference.info["latency_terms"]
+    assert model.info["squeeze_steps"] == reference.info["squeeze_steps"] and model.info["frames"] == 1
+    assert [r["T"] for r in model.info["adaptive_bits"]["layers"]] == [steps[0], steps[1], steps[2], steps[3]]
+
+
 def test_needs_squeezed_conversion_for_T_above_1() -> None:
     snn, _ = _net(T=(2, 2, 2))
     snn.info["squeeze"] = "changes"
@@ -259,6 +317,81 @@ def test_renewal_switches_off_near_the_target_and_mode_none_never_fires() -> Non
     assert renewal_step(none, none_cfg, x) == {"weights": 0, "activations": 0}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_images(rank: int) -> torch.Tensor:
+    """Each rank's own shard: rank 1's images are brighter, so its ranges differ."""
+    return torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(10 + rank)) * (1.0 + rank)
+
+
+def _renewal_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.endswith(("threshold", "weight_step", "run_max", "run_min", "recorded_bits"))}
+
+
+def _renew_twice(model: nn.Module, cfg, images: torch.Tensor) -> dict[str, list[int]]:
+    """The first-batch initialisation, then a renewal after a spike width and a weight width drop."""
+    first = renewal_step(model, cfg, images)
+    with torch.no_grad():
+        list(model.neurons().values())[1].bits_hat.fill_(2.0)
+        next(m for m in model.modules() if hasattr(m, "weight_step")).bits_hat.fill_(2.0)
+    second = renewal_step(model, cfg, images)
+    return {"first": [first["weights"], first["activations"]], "second": [second["weights"], second["activations"]]}
+
+
+def _renewal_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from snnconvert.distributed import DistContext
+
+    ctx = DistContext.from_env()
+    ctx.init(torch.device("cpu"))
+    try:
+        snn, _ = _net(T=(1, 1, 1))
+        cfg = _config(target_bits="1/1/1", init_bits="4/4/1", renewal="both")
+        model = prepare(snn, cfg)
+        fired = _renew_twice(model, cfg, _rank_images(rank))
+        torch.save({"state": _renewal_state(model), "fired": fired}, Path(out) / f"rank{rank}.pt")
+    finally:
+        ctx.barrier()
+        ctx.close()
+
+
+@pytest.mark.slow  # two spawned processes: about 25 s of CPU, more on a busy machine
+def test_renewal_stays_synchronized_under_two_processes(tmp_path: Path) -> None:
+    """Two gloo ranks renew on different shards and end with equal steps and running ranges: the
+    widest range of the two shards (eq 25 over the global batch)."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    mp.spawn(_renewal_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert a["fired"] == b["fired"] == {"first": [0, 3], "second": [1, 1]}
+    assert a["state"].keys() == b["state"].keys() and len(a["state"]) > 0
+    for key, value in a["state"].items():
+        torch.testing.assert_close(b["state"][key], value, atol=0.0, rtol=0.0, msg=key)
+    # one process per shard (no group): the two shards alone give different steps ...
+    cfg = _config(target_bits="1/1/1", init_bits="4/4/1", renewal="both")
+    alone = []
+    for rank in (0, 1):
+        snn, _ = _net(T=(1, 1, 1))
+        model = prepare(snn, cfg)
+        _renew_twice(model, cfg, _rank_images(rank))
+        alone.append(_renewal_state(model))
+    assert not torch.equal(alone[0]["encoder.threshold"], alone[1]["encoder.threshold"])
+    # ... and the synchronized encoder (its potential is the image itself) took the wider of the two ranges
+    wider = torch.maximum(alone[0]["encoder.run_max"], alone[1]["encoder.run_max"])
+    assert torch.equal(a["state"]["encoder.run_max"], wider)
+    assert bool((a["state"]["encoder.run_max"][:1] > alone[0]["encoder.run_max"][:1]).all())
+
+
 # --------------------------------------------------------------------------- engine, artifacts, reports, CLI
 
 
@@ -307,6 +440,10 @@ def test_a_short_run_trains_widths_and_records_averages(q_digits) -> None:
     row = result.history[-1]
     assert row["avg_W"] < 4.0 and row["avg_S"] < 4.0 and row["avg_T"] == 1.0
     assert result.snn.info["adaptive_bits"]["layers"]
+    # info describes the learned widths: T = 1 everywhere, one frame, latency 1
+    assert result.snn.info["latency"] == learned_latency(result.snn)[0] == 1 and result.snn.info["frames"] == 1
+    assert result.snn.info["bits_spike_layers"] == [round(float(n.mean_bits().detach()), 3)
+                                                    for n in result.snn.neurons().values()]
     for neuron in snn.neurons().values():  # the input SNN is untouched
         assert not isinstance(neuron, AdaptiveMultiBitNeuron)
 

@@ -245,3 +245,124 @@ def test_evaluate_reports_and_plots(q_digits, tmp_path) -> None:
     assert {"dtss_steps.png", "timestep_sensitivity.png"} <= made
     with pytest.raises(SnnConvertError, match="dtss"):
         evaluate(q_digits, to_snn(q_digits, coding="rate", T=4), EvaluateConfig(limit=10, reports=("dtss",)))
+
+
+# ---------------------------------------------------------------- the floor (min_steps)
+
+
+def test_floor_keeps_the_first_steps_and_passes_no_gradient_there() -> None:
+    m = DTSSMask(4, init_steps=2, min_steps=1)
+    with torch.no_grad():
+        m.scores.zero_()  # TS = 0 everywhere: eq 5 alone would keep no step
+    tm = m.mask()
+    assert tm.tolist() == [1.0, 0.0, 0.0, 0.0] and m.kept_steps() == 1
+    m.min_steps = 0
+    assert m.kept_steps() == 0  # the paper's eq 5 alone
+    m2 = DTSSMask(4, init_steps=4, min_steps=2)
+    m2.mask().sum().backward()
+    # TS = [1.5] * 4 (inside the box): d sum / d TP_i = #{j <= i, j not forced} = max(0, i - 1)
+    assert m2.scores.grad.tolist() == pytest.approx([0.0, 0.0, 1.0, 2.0], abs=0)
+    with pytest.raises(SnnConvertError, match="min_steps"):
+        DTSSMask(4, min_steps=5)
+    with pytest.raises(SnnConvertError, match="min_steps"):
+        method_config("dtss", {"min_steps": -1})
+
+
+def test_projection_keeps_every_step_learnable() -> None:
+    m = DTSSMask(4, init_steps=2)
+    with torch.no_grad():
+        m.scores.copy_(torch.tensor([-1.0, 0.0, -3.0, -2.0]))
+    m.project()
+    assert m.scores.tolist() == pytest.approx([0.0, 0.0, 0.0, 1e-3], abs=1e-9)
+    ts, _ = mask_values(m.scores)
+    assert bool((ts > 0).all())  # inside eq 6's open support 0 < TS < 2: the gradient is alive
+
+
+@pytest.mark.parametrize("min_steps", [1, 2])
+def test_no_layer_reaches_zero_steps_under_a_huge_lambda(q_digits, snn4, min_steps: int) -> None:
+    cfg = FinetuneConfig(epochs=1, batch_size=16, max_batches_per_epoch=2, val_limit=0, lr=1e-3,
+                         methods={"dtss": {"lambda_m": 1e6, "score_lr": 2.0, "min_steps": min_steps}})
+    result = finetune(q_digits, snn4, cfg, data="digits")
+    row = result.history[-1]
+    # Adam moves every score by ~score_lr per step against the mask loss: without the floor every
+    # mask would keep 0 steps; with it each keeps exactly min_steps
+    assert set(row["T_per_layer"].values()) == {min_steps} and row["T_avg"] == min_steps
+    assert [m.min_steps for m in dtss_masks(result.snn).values()] == [min_steps] * 4
+    assert result.snn.info["dtss"]["min_steps"] == min_steps
+    with torch.no_grad():
+        logits = result.snn(_images(4))
+    assert float(logits.std(dim=0).sum()) > 0  # the network is not silenced
+
+
+def test_warmup_ramps_lambda_m(q_digits) -> None:
+    from snnconvert.finetune.methods import get_method
+
+    snn = _masked(q_digits, {0: 1, 1: 2})
+    method, cfg = get_method("dtss"), method_config("dtss", {"lambda_m": 0.5, "groups": "all", "warmup_steps": 4})
+    full = 0.5 * (1 + 2 + 4 + 4)
+    for step, share in ((0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)):
+        method.before_step(snn, cfg, step, _images(1))
+        assert float(mask_loss(snn, cfg).detach()) == pytest.approx(share * full)
+
+
+# ---------------------------------------------------------------- OPF of masked layers
+
+
+def test_state_ops_count_only_kept_steps_hand_example(q_digits) -> None:
+    from snnconvert.evaluate import ops_report
+    from snnconvert.neurons.dtss import gated_steps
+
+    snn = _masked(q_digits, {0: 1, 1: 2})  # relu1 (and pool1 before its mask) 1 step, relu2 / pool2 2 steps
+    _, loads = measured_run(snn, _images(6), 6)
+    assert gated_steps(snn) == {"relu1": 1, "pool1_neuron": 1, "relu2": 2, "pool2_neuron": 2, "relu3": 4,
+                                "relu4": 4}
+    counts = {n: int(m.neurons) for n, m in snn.neurons().items()}
+    assert counts == {"relu1": 1024, "relu2": 512, "relu3": 120, "relu4": 84, "pool1_neuron": 256,
+                      "pool2_neuron": 128}
+    # membrane updates: 1024 x 1 + 256 x 1 + 512 x 2 + 128 x 2 + 120 x 4 + 84 x 4 = 3376 (not 4 x 2124)
+    report = ops_report(snn, loads, 4.6, 0.9)
+    assert report.state_ops == pytest.approx(3376.0, abs=1e-9)
+    assert report.opf == pytest.approx(3376.0 + report.synaptic_ops, rel=1e-12)
+    with masks_off(snn):
+        _, full = measured_run(snn, _images(6), 6)
+        assert ops_report(snn, full, 4.6, 0.9).state_ops == pytest.approx(4.0 * 2124, abs=1e-9)
+
+
+# ---------------------------------------------------------------- CLI sugar
+
+
+def _cli_app():
+    from snnconvert.cli.app import app
+    from snnconvert.cli.finetune_cmd import register
+
+    if not any(c.name == "finetune" for c in app.registered_commands):
+        register(app)
+    return app
+
+
+def test_cli_dtss_flags(q_digits, snn4, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from snnconvert.artifact import load_artifact
+    from snnconvert.finetune.methods.dtss import flag_options
+
+    assert flag_options(4, 1e-4, None, 2) == ["dtss.t_max=4", "dtss.lambda_m=0.0001", "dtss.min_steps=2"]
+    source = save(tmp_path / "snn-rate-1.snnc", q_digits, snn4)
+    result = CliRunner().invoke(_cli_app(), [
+        "finetune", "--input", str(source), "--data", "digits", "--epochs", "1", "--max-batches", "1",
+        "--batch-size", "16", "--val-limit", "0", "--device", "cpu", "--dtss", "--t-max", "4", "--lambda-m", "0.5",
+        "--dtss-groups", "all", "--dtss-min-steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    info = load_artifact(__import__("pathlib").Path(summary["artifact"])).manifest["snn"]["info"]
+    assert info["finetune"]["config"]["methods"] == {
+        "dtss": {"t_max": "4", "lambda_m": "0.5", "groups": "all", "min_steps": "2"}}
+    assert info["dtss"]["min_steps"] == 2 and info["dtss"]["lambda_m"] == 0.5
+    _, loaded = load(summary["artifact"])  # the floor is saved with each mask
+    assert [m.min_steps for m in dtss_masks(loaded).values()] == [2] * 4
+    assert min(summary["history"][0]["T_per_layer"].values()) >= 2
+    bad = CliRunner().invoke(_cli_app(), ["finetune", "--input", str(source), "--data", "digits", "--epochs", "1",
+                                          "--t-max", "3", "--val-limit", "0", "--max-batches", "1"])
+    assert bad.exit_code == 1 and "t_max" in bad.output

@@ -212,16 +212,22 @@ def test_bit_budget_s_ace_ns_ace_by_hand() -> None:
     # conv windows sum 6, 6, 3, 3 ones (channel 0); channel 1 is negative -> silent. Linear sums 18.
     assert logits.tolist() == [[18.0, 18.0, 18.0]]
     m = CODING.metrics(snn)
-    # MACs: conv 2x2x2 outputs x 9 = 72, linear 3 x 8 = 24; float weights: B_w = 32
-    assert m["MACs"] == 96
-    assert m["bit_budget"] == 2 * 32 * 4  # eq 7
-    assert m["S-ACE"] == 72 * 2 * 32 * 4 + 24 * 2 * 32 * 4 == 24576  # eq 8
+    # MACs: conv 2x2x2 outputs x 9 = 72, linear 3 x 8 = 24; float weights count 16 bits (paper 002): B_w = 16
+    assert m["MACs"] == 96 and m["float_bits"] == 16
+    assert m["bit_budget"] == 2 * 16 * 4 == 128  # eq 7: T x B_w x B_s
+    assert m["S-ACE"] == 72 * 2 * 16 * 4 + 24 * 2 * 16 * 4 == 12288  # eq 8: 9216 + 3072
     # firing rates: encoder 8 of 16 pixels each step, hidden 4 of 8 neurons each step -> 0.5
-    assert m["NS-ACE"] == pytest.approx(0.5 * 24576, rel=1e-12)  # eq 9
+    assert m["NS-ACE"] == pytest.approx(0.5 * 12288, rel=1e-12)  # eq 9: 6144
     assert m["firing_rate"] == pytest.approx(0.5, rel=1e-12)
-    assert m["NS-ACE_approx"] == pytest.approx(0.5 * 24576, rel=1e-12)
-    # 42 weights at 32 bits + 5 biases at 32 bits = 188 bytes
-    assert m["model_size_MB"] == pytest.approx(188e-6, rel=1e-12)
+    assert m["NS-ACE_approx"] == pytest.approx(0.5 * 12288, rel=1e-12)
+    # conv 2x1x3x3 = 18 weights + 2 biases, linear 3x8 = 24 weights + 3 biases: 47 values x 16 bits = 94 bytes
+    assert m["model_size_MB"] == pytest.approx(94e-6, rel=1e-12)
+    # the width is an option: at 32 bits every figure above doubles (B_w 16 -> 32), the size too (188 bytes)
+    m32 = CODING.metrics(snn, float_bits=32)
+    assert m32["bit_budget"] == 2 * 32 * 4 and m32["S-ACE"] == 24576
+    assert m32["model_size_MB"] == pytest.approx(188e-6, rel=1e-12)
+    converted32, _ = _tiny_snn(T=2, float_bits=32)
+    assert CODING.metrics(converted32)["S-ACE"] == 24576  # the conversion's float_bits is the default
     assert CODING.state_ops(snn) == {"encoder": 16 * 2, _hidden_name(snn): 8 * 2}
     assert snn.info["latency"] == 2 and snn.info["latency_terms"] == "T = 2"
     assert snn.info["T"] == 2 and snn.info["bits_spike"] == 4 and snn.info["bits_weight"] == 32
@@ -235,14 +241,15 @@ def test_figures_with_per_layer_T_and_squeezing() -> None:
     snn, logits = _tiny_snn(T=[2, 4])  # encoder 2 steps, hidden layer 4 (squeezes 2 -> 4)
     assert logits.tolist() == [[18.0, 18.0, 18.0]]
     m = CODING.metrics(snn)
-    assert m["S-ACE"] == 72 * 2 * 32 * 4 + 24 * 4 * 32 * 4 == 30720  # conv sees 2 frames, linear 4
-    assert m["T_avg"] == pytest.approx((16 * 2 + 8 * 4) / 24)
-    assert m["bit_budget"] == pytest.approx((16 * 2 + 8 * 4) / 24 * 32 * 4)
+    # B_w = 16 (float weights), B_s = 4: 72 x 2 x 64 + 24 x 4 x 64 = 9216 + 6144
+    assert m["S-ACE"] == 72 * 2 * 16 * 4 + 24 * 4 * 16 * 4 == 15360  # conv sees 2 frames, linear 4
+    assert m["T_avg"] == pytest.approx((16 * 2 + 8 * 4) / 24)  # 16 input neurons at T 2, 8 hidden at T 4
+    assert m["bit_budget"] == pytest.approx((16 * 2 + 8 * 4) / 24 * 16 * 4)
     assert CODING.state_ops(snn)[_hidden_name(snn)] == 8 * (4 + 2)
     assert snn.info["T"] == [2, 4]
     assert snn.info["latency"] == 1 + 4  # waits for the 2nd input frame, then 4 steps
     always, _ = _tiny_snn(T=2, squeeze="always")
-    assert CODING.metrics(always)["S-ACE"] == 96 * 1 * 32 * 4  # post-squeezing pipeline (fig A.1b)
+    assert CODING.metrics(always)["S-ACE"] == 96 * 1 * 16 * 4 == 6144  # post-squeezing pipeline (fig A.1b)
 
 
 # --------------------------------------------------------------------------- conversions
@@ -401,3 +408,26 @@ def test_conversion_errors_are_one_line(lenet) -> None:
         with pytest.raises(SnnConvertError) as err:
             CODING.convert(inputs, cfg)
         assert "\n" not in str(err.value)
+
+
+def test_sweep_rows_carry_the_bit_figures() -> None:
+    """`evaluate --sweep` rows of a multi-bit SNN carry eqs 7-9 and the model size of each setting."""
+    from snnconvert.evaluate import EvaluateConfig, evaluate
+    from snnconvert.pipeline import quantize, to_snn
+
+    q = quantize("lenet5", data="digits", config=QuantizeConfig(bits=8), eval_limit=0)
+    snn = to_snn(q, "multibit", T=1, bits_spike=4)
+    report = evaluate(q, snn, EvaluateConfig(data="digits", limit=20, reports=("accuracy",),
+                                             sweep={"bits_spike": [2, 4]}))
+    synapses = snn.info["synapses"]
+    assert {s["bits_weight"] for s in synapses} == {8}  # every weight quantized to 8 bits
+    macs = sum(s["macs"] for s in synapses)
+    weights, biases = sum(s["weights"] for s in synapses), sum(s["biases"] for s in synapses)
+    for row, bits in zip(report.sweep, (2, 4), strict=True):
+        m = row.coding_metrics
+        assert row.setting == {"bits_spike": bits} and m["float_bits"] == 16
+        assert m["bit_budget"] == 1 * 8 * bits  # eq 7: T x B_w x B_s
+        assert m["S-ACE"] == macs * 1 * 8 * bits  # eq 8: every synapse sees B_s-bit spikes, one step
+        assert 0 < m["NS-ACE"] < m["S-ACE"]  # eq 9: scaled by the recorded firing rates
+        assert m["model_size_MB"] == pytest.approx((8 * weights + 16 * biases) / 8 / 1e6, rel=1e-12)
+        assert "layers" not in m

@@ -170,3 +170,64 @@ def test_support_check_accepts_matmul_of_two_activations_with_a_scale() -> None:
     assert unsupported_nodes(capture(_MatmulNet("matmul"), (1, 1, 4, 4))) == []
     problems = unsupported_nodes(capture(_MatmulNet("mul"), (1, 1, 4, 4)))
     assert len(problems) == 1 and "mul" in problems[0]  # an elementwise gate stays unsupported
+
+
+class _FunctionalProducts(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x @ x.transpose(-1, -2)  # operator.matmul
+        return a.matmul(x)  # the method spelling
+
+
+def test_functional_matmul_ops_counted_by_hand() -> None:
+    from torch import fx
+
+    from snnconvert.evaluate import ops_report
+    from snnconvert.simulate.network import SpikingNetwork
+
+    snn = SpikingNetwork("rate", {"frames": 2})
+    snn.body = fx.symbolic_trace(_FunctionalProducts())
+    code = snn.body.code
+    # 2 samples x 2 frames, each frame a 3 x 2 binary matrix X
+    x = torch.tensor([[[1., 0.], [1., 1.], [0., 0.]], [[0., 0.]] * 3,
+                      [[1., 1.]] * 3, [[0., 1.], [0., 0.], [0., 0.]]])
+    with synapse_probe(snn) as loads:
+        out = snn(x)
+    assert torch.equal(out, (x @ x.transpose(-1, -2)) @ x) and snn.body.code == code  # the graph is restored
+    first, second = loads["matmul"], loads["matmul_1"]
+    # X X^T: one addition per pair of spikes in the same column: frame 0: 2^2 + 1^2 = 5, frame 1: 0,
+    # frame 2: 3^2 + 3^2 = 18, frame 3: 1 -> 24 over 2 samples; dense: 3 x 3 outputs x 2 inputs
+    assert first.macs == 18.0 and first.input_events == pytest.approx(12.0, abs=0)
+    assert first.synaptic_ops == pytest.approx(12.0, abs=1e-12)
+    # A X with A = X X^T: non-zero A[i, l] times spike X[l, j]: frame 0: A != 0 on [[1,1,0],[1,1,0],[0,0,0]]
+    # -> rows 0 and 1 each 2 + 1 = 3 -> 6; frame 2: 6 outputs x 3 = 18; frame 3: 1 -> 25 / 2 samples
+    assert second.macs == 18.0 and second.input_events == pytest.approx(12.5, abs=0)
+    assert ops_report(snn, dict(loads), 4.6, 0.9).synaptic_ops == pytest.approx(24.5, abs=1e-12)
+
+
+def test_functional_matmul_counted_in_a_converted_network() -> None:
+    torch.manual_seed(0)
+    q = quantize(_MatmulNet("matmul"), data="digits", input_spec=DIGITS_SPEC, eval_limit=0)
+    snn = to_snn(q, coding="rate", T=3)
+    matmuls = [n.name for n in snn.body.graph.nodes if n.target in (torch.matmul, "matmul")]
+    assert len(matmuls) == 1
+    spikes: dict[str, torch.Tensor] = {}
+    node = next(n for n in snn.body.graph.nodes if n.name == matmuls[0])
+    feeds = [str(a.target) for a in node.args[:2]]
+    hooks = [snn.body.get_submodule(f).register_forward_hook(
+        lambda m, i, o, f=f: spikes.__setitem__(f, o.detach())) for f in feeds]
+    images = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with synapse_probe(snn) as loads:
+        snn(images)
+    for h in hooks:
+        h.remove()
+    a, b = (spikes[f].ne(0).float() for f in feeds)
+    assert float(a.sum()) > 0 and float(b.sum()) > 0
+    expected = float((a @ b).sum()) / 4  # per sample, over the 3 frames
+    assert loads[matmuls[0]].synaptic_ops == pytest.approx(expected, rel=1e-9)
+    assert loads[matmuls[0]].macs == 2 * 8 * 8 * 8  # per frame: 2 channels x (8 x 8) @ (8 x 8)
+    from snnconvert.simulate.chunks import chunkable, run_in_chunks
+
+    with torch.no_grad(), synapse_probe(snn) as chunked:  # one time step at a time: the same counts
+        assert chunkable(snn, images)
+        run_in_chunks(snn, images, 1)
+    assert chunked[matmuls[0]].synaptic_ops == pytest.approx(expected, rel=1e-9)

@@ -207,10 +207,23 @@ class _Tiny(nn.Module):
         return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
 
 
-def _tiny(cfg: SpQuantConfig):
+class _Tiny2(nn.Module):
+    """Two conv layers: the second one's channel gate (2 -> 3 channels) reads the first's prior."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(48, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 1))
+
+
+def _tiny(cfg: SpQuantConfig, model: type[nn.Module] = _Tiny):
     spec = InputSpec(channels=1, size=(4, 4))
     torch.manual_seed(0)
-    gm = prepare(_Tiny(), spec)
+    gm = prepare(model(), spec)
     x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(2))
     calib = DataLoader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), batch_size=6)
     snn = get_coding("spquant").convert(ConversionInputs(gm, None, spec, calib), cfg)
@@ -235,8 +248,9 @@ def test_memory_flops_energy_against_hand_values() -> None:
     assert fl["eq30_reduction"] == pytest.approx(652 / 636)
     # eq 31: sum C(1-S_c)WHk^2 = 288 + 3, accumulations 2*32*0.75 + 2*3 = 54
     en = energy(snn)
-    assert en["E_mul_uj"] == pytest.approx(0.07 * 291 / 1e6)
-    assert en["E_add_uj"] == pytest.approx(0.007 * (291 + 54) / 1e6)
+    assert (en["e_add_pj"], en["e_mul_pj"]) == (0.16, 0.34)  # BitNet table 2, 7 nm FP16 (fits the paper's table 10)
+    assert en["E_mul_uj"] == pytest.approx(0.34 * 291 / 1e6)
+    assert en["E_add_uj"] == pytest.approx(0.16 * (291 + 54) / 1e6)
     # ops done: first conv on analog input = MACs x T x active share; fc: input spikes x 3 outputs
     conv, fc = fl["layers"]
     assert conv["synaptic_ops"] == pytest.approx(2 * 16 * 9 * 2 * 0.75)
@@ -246,9 +260,10 @@ def test_memory_flops_energy_against_hand_values() -> None:
 
 
 def test_conversion_round_trip_with_gate_and_pot(tmp_path) -> None:
-    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=2, spatial=0.35, gate=True))
-    (neuron,) = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
-    assert neuron.gate is not None and neuron.channels == 2
+    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=2, spatial=0.35, gate=True), _Tiny2)
+    first, neuron = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
+    assert first.gate is None  # the first layer has no previous membrane prior
+    assert neuron.gate is not None and (neuron.gate.in_channels, neuron.gate.out_channels) == (2, 3)
     conv = next(m for m in snn.body.modules() if isinstance(m, PoTConv2d))
     alpha = 2.0 ** float(torch.round(conv.log_scale.detach()))
     assert set((conv.effective_weight().detach().abs() / alpha).unique().tolist()) <= {0.0, 1.0}
@@ -259,11 +274,11 @@ def test_conversion_round_trip_with_gate_and_pot(tmp_path) -> None:
 
 
 def test_training_method_hooks() -> None:
-    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True))
+    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True), _Tiny2)
     method = get_method("spquant")
     cfg = method_config("spquant", {"weight_bits": "4", "channel_sparsity": 0.5})
     model = method.prepare(snn, cfg)
-    (neuron,) = [m for m in model.body.modules() if isinstance(m, SpQuantNeuron)]
+    _, neuron = [m for m in model.body.modules() if isinstance(m, SpQuantNeuron)]
     assert neuron.threshold is not None
     conv = next(m for m in model.body.modules() if isinstance(m, PoTConv2d))
     assert conv.bits == 4 and model.info["weight_bits"] == 4
@@ -306,13 +321,13 @@ def test_pot_conv_skips_silent_input_channels() -> None:
 def test_add_pruning_copies_and_adds_gates() -> None:
     from snnconvert.codings.spquant import add_pruning
 
-    snn, x = _tiny(SpQuantConfig(T=2, spatial=0.0, gate=False))
+    snn, x = _tiny(SpQuantConfig(T=2, spatial=0.0, gate=False), _Tiny2)
     pruned = add_pruning(snn, spatial=0.25, gate=True, gate_bias=0.5)
-    (before,) = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
-    (after,) = [m for m in pruned.body.modules() if isinstance(m, SpQuantNeuron)]
+    _, before = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
+    _, after = [m for m in pruned.body.modules() if isinstance(m, SpQuantNeuron)]
     assert before.gate is None and before.spatial == 0.0  # the input network is unchanged
     assert after.spatial == 0.25 and after.gate is not None
-    assert after.gate.conv.bias.tolist() == [0.5, 0.5]
+    assert after.gate.conv.bias.tolist() == [0.5, 0.5, 0.5]
     with torch.no_grad(), pruned.recording():
         pruned(x)
     assert after.work()["spatial_sparsity"] == pytest.approx(0.25)
@@ -350,3 +365,106 @@ def test_finetune_with_the_method_learns_lenet_digits() -> None:
     assert next(s.top1 for s in report.accuracy.scores if s.model == "SNN") > 0.5
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert all(n.threshold is not None for n in result.snn.neurons().values())
+
+
+# ----------------------------------------------------------------------------- work skipped in the synapse
+
+
+def test_pruned_conv_equals_dense_then_masked_and_counts_the_macs() -> None:
+    # T = 3, B = 2, 3 -> 4 channels, 6x6, 3x3 kernel: sample 0 keeps channels {0, 2, 3}, sample 1 {1};
+    # frame 0 at every position (the spatial prior), frames 1-2 at 36 - floor(0.35 * 36) = 24 positions
+    from snnconvert.neurons.spquant import spatial_keep
+
+    T, B = 3, 2
+    torch.manual_seed(4)
+    conv = PoTConv2d(3, 4, 3, padding=1, steps=T, bits=None, prune_spatial=0.35, prune_precision="ternary",
+                     sparse_below=1.0)  # always the pruned path
+    x = (torch.rand(T * B, 3, 6, 6, generator=torch.Generator().manual_seed(6)) > 0.6).float()
+    cm = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    y = conv(x, cm)
+    dense = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1).reshape(T, B, 4, 6, 6)
+    keep = spatial_keep(dense[0] * cm[:, :, None, None], 0.35, "ternary")  # (B, 1, 6, 6)
+    ref = dense * cm[None, :, :, None, None]
+    ref[1:] = ref[1:] * keep[None]
+    assert int((keep.reshape(B, -1) == 0).sum(1).tolist()[0]) == 12
+    assert torch.allclose(y.reshape(ref.shape), ref, atol=1e-5)
+    done, full, kept = conv.mac_work.tolist()
+    assert full == T * B * 4 * 36 * 27
+    assert done == kept == (3 + 1) * 36 * 27 + (T - 1) * (3 + 1) * 24 * 27  # the kept (channel, position) pairs
+    # above the density switch: the dense conv then the masks, same output, every MAC executed
+    conv.sparse_below, conv.mac_work[:] = 0.0, 0.0
+    with torch.no_grad():
+        y_dense = conv(x, cm)
+    assert torch.allclose(y_dense.reshape(ref.shape), ref, atol=1e-5)
+    assert conv.mac_work.tolist() == [full, full, kept]
+    # the gradient of the pruned path equals the dense-then-masked one
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
+    (y.reshape(ref.shape) * g).sum().backward()
+    w_grad = conv.weight.grad.clone()
+    conv.weight.grad = None
+    w = conv.weight
+    dense = torch.nn.functional.conv2d(x, w, conv.bias, padding=1).reshape(T, B, 4, 6, 6)
+    later = keep[None].expand(T - 1, -1, -1, -1, -1)
+    masked = dense * cm[None, :, :, None, None] * torch.cat([torch.ones(1, B, 1, 6, 6), later])
+    (masked * g).sum().backward()
+    assert torch.allclose(w_grad, conv.weight.grad, atol=1e-4)
+
+
+def test_gate_reads_the_previous_layer_prior_and_the_conv_skips_masked_channels() -> None:
+    # eq 23: layer 2's mask comes from layer 1's membrane prior Q(h1[0]) (2 channels), not from
+    # layer 2's own membrane; conv2 then computes only the kept channels of each sample
+    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True), _Tiny2)
+    first, neuron = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
+    conv2 = [m for m in snn.body.modules() if isinstance(m, PoTConv2d)][1]
+    gate = neuron.gate
+    seen = {}
+    hook = first.register_forward_hook(lambda m, inp, out: seen.__setitem__("h", inp[0].detach().clone()))
+    with torch.no_grad():
+        snn(x)
+    prior1 = quantize_membrane(seen["h"][: x.shape[0]], -1, 1)  # layer 1's first step, ternary
+    pooled = torch.nn.functional.avg_pool2d(prior1, 2)[:, 0].mean(dim=(1, 2))  # (B,)
+    assert len(set(pooled.tolist())) > 1
+    lo, nxt = sorted(set(pooled.tolist()))[:2]
+    split = (lo + nxt) / 2  # between the two smallest values: no sample sits on the threshold
+    with torch.no_grad():  # keep logit of every channel: pooled prior channel 0 minus the median, + logit(0.47)
+        gate.conv.weight.zero_()
+        gate.conv.weight[:, 0] = 1.0
+        gate.conv.bias.fill_(math.log(0.47 / 0.53) - split)
+    snn.reset_stats()
+    conv2.sparse_below = 1.0  # the pruned path whatever the kept share
+    before = conv2.mac_work.clone()
+    spikes = {}
+    hook2 = first.register_forward_hook(lambda m, inp, out: spikes.__setitem__("s", out.detach()))
+    with torch.no_grad(), snn.recording():
+        out = snn(x)
+    hook.remove()
+    hook2.remove()
+    live = int((spikes["s"].abs().amax(dim=(0, 2, 3)) > 0).sum())  # input channels with a spike (others skipped)
+    expected = torch.sigmoid(pooled - split + math.log(0.47 / 0.53))[:, None].expand(-1, 3)
+    assert torch.allclose(gate.last_keep_value, expected, atol=1e-6)
+    kept = int((pooled > split).sum()) * 3
+    assert 0 < kept < expected.numel()  # some samples gated off, some on
+    done, full, _ = (conv2.mac_work - before).tolist()
+    assert full == 2 * 6 * 3 * 16 * 18  # T x B x C_out x positions x fan-in
+    assert done == 2 * kept * 16 * 9 * live  # T steps x kept (sample, channel) pairs x positions x fan-in
+    fl = flops(snn)  # per image: conv1 dense (T x 2 channels x 16 positions x 9) + conv2's kept outputs
+    assert fl["conv_macs_kept"] == pytest.approx((2 * 6 * 2 * 16 * 9 + done) / 6)
+    assert torch.isfinite(out).all()
+    assert neuron.work()["channel_sparsity"] == pytest.approx(1 - kept / expected.numel())
+
+
+@pytest.mark.parametrize("precision", ["none", "ternary"])
+def test_rounding_map_makes_a_t2_layer_round(precision: str) -> None:
+    # tau = 0.5: full precision (2/3, 1/2), integer membrane (1, 1/4); constant activation x in
+    # threshold units then gives round(2x) spikes (clipped to 0..2) where plain y = x floors
+    from snnconvert.neurons.spquant import rounding_map
+
+    gain, offset = rounding_map(2, 0.5, precision)
+    assert (gain, offset) == pytest.approx((2 / 3, 0.5) if precision == "none" else (1.0, 0.25))
+    assert rounding_map(4, 0.5, precision) == (1.0, 0.0)
+    x = torch.tensor([0.0, 0.2, 0.26, 0.5, 0.74, 0.76, 0.9, 1.0, 1.3])
+    for reset in ("hard", "soft"):
+        neuron = SpQuantNeuron(2, reset=reset, precision=precision, input_gain=gain, input_offset=offset)
+        with torch.no_grad():
+            spikes = neuron(x.repeat(2, 1)).reshape(2, -1).sum(0)
+        assert spikes.tolist() == torch.clamp(torch.floor(2 * x + 0.5), 0, 2).tolist()

@@ -598,6 +598,24 @@ def _command_in(argv: list[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def _precheck_to_snn(argv: list[str]) -> None:
+    """Usage errors of ``to-snn`` (unknown coding or option, a bad value, impossible time steps)
+    answered before torch loads (:mod:`snnconvert.cli.usage`); exit 1 (2 for an unknown option)."""
+    import inspect
+
+    from snnconvert.cli.usage import precheck_to_snn
+
+    values, flags = set(), {"--help"}
+    for parameter in inspect.signature(_to_snn, eval_str=True).parameters.values():
+        names = getattr(parameter.default, "param_decls", None) or ()
+        (flags if parameter.annotation is bool else values).update(n for n in names if n.startswith("--"))
+    try:
+        precheck_to_snn(argv[argv.index("to-snn") + 1:], value_options=values, flag_options=flags)
+    except SnnConvertError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        raise SystemExit(getattr(exc, "exit_code", 1)) from None
+
+
 def main() -> None:
     """The ``snnconvert`` entry point: the coding table (and torch) is loaded only for ``to-snn``;
     SIGTERM cleans up like Ctrl-C."""
@@ -606,6 +624,8 @@ def main() -> None:
     with contextlib.suppress(ValueError, OSError):  # not the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if TO_SNN.generate:
+            _precheck_to_snn(sys.argv[1:])
         app()
     except SystemExit as exc:  # Typer turns Ctrl-C outside a command body into a silent exit 130
         if exc.code == 130 and not _state.get("reported"):

@@ -93,6 +93,15 @@ def register(app: typer.Typer) -> None:
                                            "and T (multi-bit SNNs; same as --method adaptive-bits)."),
         target_bits: str | None = typer.Option(None, "--target-bits", help="Target average widths W/S/T of "
                                                "--adaptive-bits, e.g. 2/2/1 (switches it on)."),
+        dtss: bool = typer.Option(False, "--dtss", help="Learn per-layer time steps (same as --method dtss)."),
+        t_max: int | None = typer.Option(None, "--t-max", help="DTSS: maximum steps per layer (the SNN's T; "
+                                         "switches --dtss on)."),
+        lambda_m: float | None = typer.Option(None, "--lambda-m", help="DTSS: weight of the mask loss "
+                                              "(switches --dtss on)."),
+        dtss_groups: str | None = typer.Option(None, "--dtss-groups", help="DTSS: layer groups in the mask loss, "
+                                               "e.g. qkv,mlp or all (switches --dtss on)."),
+        dtss_min_steps: int | None = typer.Option(None, "--dtss-min-steps", help="DTSS: steps every layer keeps "
+                                                  "at least (default 1; switches --dtss on)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
@@ -112,6 +121,7 @@ def register(app: typer.Typer) -> None:
             from snnconvert.distributed import DistContext
             from snnconvert.finetune import FinetuneConfig, finetune
             from snnconvert.finetune.methods import methods_from_flags
+            from snnconvert.finetune.methods.dtss import flag_options
             from snnconvert.pipeline import save
             from snnconvert.workspace import new_artifact_path
 
@@ -122,9 +132,11 @@ def register(app: typer.Typer) -> None:
                 learn_threshold=learn_threshold, learn_leak=learn_leak, per_channel=per_channel, loss=loss,
                 augment=augment, seed=seed, val_limit=val_limit, checkpoint_time=checkpoint_time, device=device,
                 max_batches_per_epoch=max_batches, time_budget_s=time_budget,
-                methods=methods_from_flags(method + (["adaptive_bits"] if adaptive_bits or target_bits else []),
+                methods=methods_from_flags(method + (["adaptive_bits"] if adaptive_bits or target_bits else [])
+                                           + (["dtss"] if dtss else []),
                                            method_option + ([f"adaptive_bits.target_bits={target_bits}"]
-                                                            if target_bits else [])),
+                                                            if target_bits else [])
+                                           + flag_options(t_max, lambda_m, dtss_groups, dtss_min_steps)),
             )
             config.validate()
             path, q, snn = _load_input(input_path, ("snn",), None)

@@ -53,6 +53,7 @@ from snnconvert.codings.multibit_metrics import (
     _SYNAPSES,
     ANALOG_BITS,
     ENCODER,
+    FLOAT_BITS,
     allocation,
     allocation_plot,
     allocation_tables,
@@ -118,8 +119,8 @@ class MultiBitConfig:
     signed_first: bool = option(False, help="Signed input neurons on the centred image (eq 16).")
     squeeze: str = option("changes", help="Temporal squeeze (eq 13): where T changes, or always.")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
-    float_bits: int = option(32, help="Bits counted per float weight, bias and analog input in the bit budget, "
-                                      "S-ACE and model size (paper 002 counts 16).")
+    float_bits: int = option(FLOAT_BITS, help="Bits counted per float weight, bias and analog input in the bit "
+                                              "budget, S-ACE and model size (paper 002 counts 16).")
 
     def validate(self) -> None:
         self.steps()
@@ -492,4 +493,4 @@ CODING = register_coding(Coding(
     modules=(AdaptiveMultiBitNeuron, AdaptiveMultiBitEncoder, AdaptiveSynapseConv2d, AdaptiveSynapseLinear),
 ))
 
-__all__ = ["ANALOG_BITS", "CODING", "Config", "MultiBitConfig", "convert", "metrics", "state_ops"]
+__all__ = ["ANALOG_BITS", "CODING", "FLOAT_BITS", "Config", "MultiBitConfig", "convert", "metrics", "state_ops"]

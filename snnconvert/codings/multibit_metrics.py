@@ -9,14 +9,17 @@ n_l MACs per frame, receives T_l frames of B_s,l-bit spikes and has B_w,l-bit we
   can run once on the squeezed spikes (the paper's post-squeezing pipeline, fig A.1b): T_l = 1;
 * ``NS-ACE`` (eq 9, first line): ``sum_l fr_l * n_l * T_l * B_w,l * B_s,l`` with fr_l the firing
   rate (non-zero share of neuron-steps) of the spikes synapse l receives; ``NS-ACE_approx`` is
-  the third line, ``fr_avg * S-ACE``. An analog input counts as B_s = 32 with rate 1;
-* ``model_size_MB``: weights at B_w bits plus biases at 32 bits, 10^6 bytes per MB.
+  the third line, ``fr_avg * S-ACE``. An analog input counts as B_s = ``float_bits`` with rate 1;
+* ``model_size_MB``: weights at B_w bits plus biases at ``float_bits`` bits, 10^6 bytes per MB.
+
+Float weights, biases and analog inputs count ``float_bits`` bits (default 16, as paper 002 counts).
 
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,15 +35,16 @@ from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, SynapseLinear
 
 _SYNAPSES = (SynapseConv2d, SynapseLinear, SynapseAffine)
-ANALOG_BITS = 32  # bit width counted for analog (non-spike) synapse inputs and float weights
+_NEURONS = (MultiBitNeuron, AdaptiveMultiBitNeuron)
+ANALOG_BITS = 32  # marks float (unquantized) weights and analog (non-spike) inputs in ``analyse``
+FLOAT_BITS = 16  # bits counted per float weight, bias and analog value (paper 002 counts 16-bit floats)
 ENCODER = "encoder"
 
 
-def _sources(body: fx.GraphModule, node: fx.Node, names: dict[int, str],
-             encoder: nn.Module) -> dict[str, int]:
-    """Layers whose output reaches synapse ``node`` through non-synaptic ops, with their bit
-    widths: neuron layers, ``"input"`` (the analog image) or ``"analog"`` (another synapse)."""
-    found: dict[str, int] = {}
+def _upstream(body: fx.GraphModule, node: fx.Node, encoder: nn.Module) -> Iterator[tuple[str, nn.Module | None]]:
+    """What reaches synapse ``node`` through non-synaptic ops, in walk order: ``("neuron", layer)``
+    for a multi-bit neuron layer with fixed or learned widths (the encoder at the input when it
+    spikes), ``("input", None)`` for the analog image, ``("analog", None)`` for another synapse."""
     stack, seen = list(node.all_input_nodes), set()
     while stack:
         n = stack.pop()
@@ -48,16 +52,28 @@ def _sources(body: fx.GraphModule, node: fx.Node, names: dict[int, str],
             continue
         seen.add(n.name)
         mod = module_of(body, n)
-        if isinstance(mod, MultiBitNeuron):
-            found[names[id(mod)]] = mod.bits
-        elif n.op == "placeholder" and isinstance(encoder, MultiBitNeuron):
-            found[names[id(encoder)]] = encoder.bits
+        if isinstance(mod, _NEURONS):
+            yield "neuron", mod
         elif n.op == "placeholder":
-            found["input"] = ANALOG_BITS
+            yield ("neuron", encoder) if isinstance(encoder, _NEURONS) else ("input", None)
         elif isinstance(mod, _SYNAPSES):
-            found["analog"] = ANALOG_BITS
+            yield "analog", None
         else:
             stack.extend(n.all_input_nodes)
+
+
+def _sources(body: fx.GraphModule, node: fx.Node, names: dict[int, str],
+             encoder: nn.Module) -> dict[str, int]:
+    """Layers whose output reaches synapse ``node`` (:func:`_upstream`), with their bit widths:
+    neuron layers (a learned layer: its widest active step), ``"input"`` or ``"analog"``."""
+    found: dict[str, int] = {}
+    for kind, mod in _upstream(body, node, encoder):
+        if isinstance(mod, MultiBitNeuron):
+            found[names[id(mod)]] = mod.bits
+        elif isinstance(mod, AdaptiveMultiBitNeuron):
+            found[names[id(mod)]] = max(mod.step_bits()[:mod.steps])
+        else:
+            found[kind] = ANALOG_BITS
     return found
 
 
@@ -134,9 +150,9 @@ def metrics(snn: SpikingNetwork, float_bits: int | None = None) -> dict[str, Any
     """Bit budget (eq 7), S-ACE (eq 8), NS-ACE (eq 9) and model size, from ``snn.info``, the
     current widths of learnable layers and the spike statistics of the last recorded evaluation
     (NS-ACE is None before one). Float weights, biases and analog inputs count ``float_bits``
-    bits (default: the conversion's ``float_bits``, else 32)."""
+    bits (default: the conversion's ``float_bits``, else :data:`FLOAT_BITS`, 16 as in the paper)."""
     info = snn.info
-    fbits = int(float_bits if float_bits is not None else info.get("float_bits", ANALOG_BITS))
+    fbits = int(float_bits if float_bits is not None else info.get("float_bits", FLOAT_BITS))
     stats = {s.name: s for s in snn.spike_stats()}
     recorded = bool(stats) and all(s.samples > 0 for s in stats.values())
     always = info.get("squeeze") == "always"
@@ -245,7 +261,7 @@ def bit_tables(data: dict[str, Any]) -> list[ReportTable]:
         ("NS-ACE approx = fr x S-ACE", _fmt(data["NS-ACE_approx"])),
         ("firing rate", "-" if fr is None else f"{100 * fr:.2f}%"),
         ("model size (MB)", f"{data['model_size_MB']:.4f}"),
-        ("float width counted (weights, biases, analog)", f"{data.get('float_bits', ANALOG_BITS)} bits"),
+        ("float width counted (weights, biases, analog)", f"{data.get('float_bits', FLOAT_BITS)} bits"),
     ]
     layers = [(r["name"], _fmt(r["MACs"]), str(r["T"]), str(r["bits_weight"]), str(r["bits_spike"]),
                _fmt(r["S-ACE"]), "-" if r["firing_rate"] is None else f"{100 * r['firing_rate']:.2f}%",
@@ -262,20 +278,7 @@ def bit_tables(data: dict[str, Any]) -> list[ReportTable]:
 
 def _source_neuron(body: fx.GraphModule, node: fx.Node, encoder: nn.Module) -> AdaptiveMultiBitNeuron | None:
     """The learnable neuron layer whose spikes reach synapse ``node`` (the first one found)."""
-    stack, seen = list(node.all_input_nodes), set()
-    while stack:
-        n = stack.pop()
-        if n.name in seen:
-            continue
-        seen.add(n.name)
-        mod = module_of(body, n)
-        if isinstance(mod, AdaptiveMultiBitNeuron):
-            return mod
-        if n.op == "placeholder":
-            return encoder if isinstance(encoder, AdaptiveMultiBitNeuron) else None
-        if not isinstance(mod, _SYNAPSES):
-            stack.extend(n.all_input_nodes)
-    return None
+    return next((m for _, m in _upstream(body, node, encoder) if isinstance(m, AdaptiveMultiBitNeuron)), None)
 
 
 def allocation(snn: SpikingNetwork) -> dict[str, Any] | None:

@@ -5,6 +5,8 @@ Conversion of the prepared float graph (the same data-based normalisation as the
 codings), then BPTT fine-tuning (``snnconvert finetune --method spquant``) does what the paper
 trains from scratch:
 
+* input map (``rounding``, T = 2): each neuron sees ``a y + b`` (:func:`~snnconvert.neurons.spquant.
+  rounding_map`), so a converted layer rounds its activation to {0, 1/2, 1} instead of flooring it;
 * thresholds: the ``percentile``-th percentile of each ReLU-type activation on the calibration
   data; ``Gain(1/theta) -> SpQuantNeuron -> Gain(theta)`` folded into the weights, so every
   neuron works in threshold units (threshold 1, integer membrane levels in threshold units);
@@ -42,15 +44,22 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
-from snnconvert.neurons.spquant import ChannelGate, SpQuantNeuron, membrane_bits, membrane_range
+from snnconvert.neurons.spquant import ChannelGate, SpQuantNeuron, membrane_bits, membrane_range, rounding_map
 from snnconvert.quantize.pot import POT_BITS, PoTConv2d, PoTLinear
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
 
-E_ADD_PJ = 0.007
-E_MUL_PJ = 0.07
-"""7 nm INT8 add / multiply energies (pJ) of BitNet's table 2, which SpQuant-SNN (section 5.6) adopts."""
+E_ADD_PJ = 0.16
+E_MUL_PJ = 0.34
+"""Add / multiply energies (pJ) of eq 31. Section 5.6 adopts "7nm energy for add and multiplication
+from Table 2 of BitNet" without printing the numbers or the precision row. BitNet's 7 nm rows are
+INT8 0.007 / 0.07, FP16 0.16 / 0.34, FP32 0.38 / 1.31 pJ (add / mul). The paper's table 10 fixes the
+row: E_add / E_mul = (e_add / e_mul) (1 + T (1 - S_p) / k^2) does not depend on the network's
+channels or S_c; for ResNet-19 / CIFAR-10 (T = 4, S_p = 0.35, k = 3: factor 1.29) its 0.58 / 1.04 uJ
+give e_add / e_mul = 0.43, near FP16's 0.47 (INT8: 0.10, FP32: 0.29), and 1.04 uJ / 0.34 pJ = 3.1 M
+multiplies is 24 % of ResNet-19's dense sum of C W H k^2 (13.1 M), in line with its 5.1x FLOPs cut
+(INT8 would need 14.9 M, more than dense). So the defaults are BitNet's 7 nm FP16 energies."""
 
 
 @dataclass
@@ -58,9 +67,13 @@ class SpQuantConfig:
     """Options of the SpQuant-SNN coding (defaults: the paper's CIFAR SpQuant-SNN setting)."""
 
     T: int = option(2, help="Time steps (the paper's CIFAR-10 setting: 2).")
-    percentile: float = option(90.0, help="Activation percentile that sets each layer's threshold (99.9 leaves "
-                                     "the deep layers of a T=2 ResNet-20 silent: no gradient).")
+    percentile: float = option(99.7, help="Activation percentile that sets each layer's threshold (converted "
+                                     "T=2 ResNet-20 with rounding, 100 test images: 90 -> 10 %, 99 -> 24 %, 99.7 "
+                                     "-> 32 %, 99.9 -> 23 %; float ANN 83 %).")
     tau: float = option(0.5, help="Membrane time constant tau of eqs 1 and 10.")
+    rounding: bool = option(True, help="T=2 only: feed each neuron a y + b (neurons.spquant.rounding_map) so the "
+                                       "converted layer rounds instead of floors (plain conversion: ResNet-20 at "
+                                       "chance); fine-tuning starts from there. False: the paper's neuron as is.")
     reset: str = option("hard", help="hard (eq 1: the membrane is zeroed after a spike) or soft (subtract).")
     precision: str = option("ternary", help="Membrane precision: none (32-bit), ternary, binary or <k>bit.")
     smoothness: float = option(4.0, help="Smoothness T of the stacked gradient surrogate Q* (eq 11).")
@@ -69,8 +82,10 @@ class SpQuantConfig:
     gate: bool = option(True, help="Channel masking from the membrane prior (eq 23).")
     gate_threshold: float = option(0.47, help="Softmax threshold of the channel mask (eq 23).")
     clip: float | None = option(None, help="Negative clipping bound c of the membrane (section 4.1), or none.")
-    e_add_pj: float = option(E_ADD_PJ, help="Energy of one add (pJ) in eq 31 (7 nm INT8: 0.007).")
-    e_mul_pj: float = option(E_MUL_PJ, help="Energy of one multiply (pJ) in eq 31 (7 nm INT8: 0.07).")
+    e_add_pj: float = option(E_ADD_PJ, help="Energy of one add (pJ) in eq 31: BitNet table 2 at 7 nm, FP16 0.16 "
+                                            "(reproduces the paper's table 10); INT8 0.007, FP32 0.38.")
+    e_mul_pj: float = option(E_MUL_PJ, help="Energy of one multiply (pJ) in eq 31: BitNet table 2 at 7 nm, FP16 "
+                                            "0.34 (reproduces the paper's table 10); INT8 0.07, FP32 1.31.")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
 
     def validate(self) -> None:
@@ -92,6 +107,8 @@ class SpQuantConfig:
             raise SnnConvertError(f"--weight-bits {self.weight_bits!r} is not possible: choose 2, 4, 8 or none")
         if not (number(self.spatial) and 0 <= self.spatial < 1):
             raise SnnConvertError(f"--spatial {self.spatial!r} is not possible: give a share in [0, 1)")
+        if not isinstance(self.rounding, bool):
+            raise SnnConvertError(f"--rounding {self.rounding!r} is not possible: give true or false")
         if not isinstance(self.gate, bool):
             raise SnnConvertError(f"--gate {self.gate!r} is not possible: give true or false")
         if not (number(self.gate_threshold) and 0 < self.gate_threshold < 1):
@@ -144,8 +161,10 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
     gm = copy.deepcopy(float_gm)
     replace_synapses(gm, torch.ones(T, dtype=torch.float64))
     gm.double()
+    gain, offset = rounding_map(T, cfg.tau, cfg.precision) if cfg.rounding else (1.0, 0.0)
     plan = {name: (SpQuantNeuron(T, cfg.tau, cfg.reset, cfg.precision, cfg.smoothness, cfg.clip, cfg.spatial,
-                                 False, 1, cfg.gate_threshold), torch.tensor(theta, dtype=torch.float64))
+                                 False, 1, cfg.gate_threshold, input_gain=gain, input_offset=offset),
+                   torch.tensor(theta, dtype=torch.float64))
             for name, theta in thresholds.items()}
     layers = insert_neurons(gm, plan)
     rewrite_maxpools(gm)
@@ -160,19 +179,9 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
             _set(gm, str(node.target), PoTConv2d.from_synapse(mod, cfg.weight_bits))
         elif isinstance(mod, SynapseLinear) and not isinstance(mod, PoTLinear):
             _set(gm, str(node.target), PoTLinear.from_synapse(mod, cfg.weight_bits))
-    if cfg.gate:
-        from snnconvert.neurons.trainable import _node_channels
-
-        for node in gm.graph.nodes:
-            if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), SpQuantNeuron):
-                channels = _node_channels(gm, node.args[0]) if node.args else None
-                feeds_conv = _fed_by_conv(gm, node)
-                if channels and feeds_conv:
-                    neuron = gm.get_submodule(str(node.target))
-                    neuron.gate_enabled, neuron.channels = True, int(channels)
-                    neuron.gate = ChannelGate(int(channels), cfg.gate_threshold)
-    recompile_graph(gm)
     gm = gm.to(dtype)
+    if cfg.spatial > 0 or cfg.gate:
+        _wire(gm, cfg.spatial, cfg.gate, cfg.gate_threshold, 3.0)
 
     snn = SpikingNetwork("spquant")
     snn.encoder = RepeatEncoder(T)
@@ -183,7 +192,8 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
         "tau": cfg.tau, "reset": cfg.reset, "precision": cfg.precision,
         "membrane_bits": membrane_bits(cfg.precision), "weight_bits": cfg.weight_bits,
         "spatial": cfg.spatial, "gate": cfg.gate, "gate_threshold": cfg.gate_threshold, "clip": cfg.clip,
-        "percentile": cfg.percentile, "e_add_pj": cfg.e_add_pj, "e_mul_pj": cfg.e_mul_pj, "dtype": cfg.dtype,
+        "percentile": cfg.percentile, "input_map": [gain, offset],
+        "e_add_pj": cfg.e_add_pj, "e_mul_pj": cfg.e_mul_pj, "dtype": cfg.dtype,
         "neuron_layers": layers,
         "thresholds": {targets[name]: theta for name, theta in thresholds.items()},
     }
@@ -200,22 +210,52 @@ def add_pruning(snn: SpikingNetwork, spatial: float = 0.35, gate: bool = True,
     SpQuantConfig(spatial=spatial, gate=gate, gate_threshold=gate_threshold).validate()
     out = copy.deepcopy(snn)
     gm = out.body
+    _wire(gm, spatial, gate, gate_threshold, gate_bias)
+    out.info = {**out.info, "spatial": float(spatial), "gate": bool(gate), "gate_threshold": float(gate_threshold)}
+    return out
+
+
+def _wire(gm: fx.GraphModule, spatial: float, gate: bool, gate_threshold: float, gate_bias: float) -> None:
+    """Set up pruning on every neuron layer fed by one PoT convolution (in place): the conv and
+    the neuron get the spatial share (the conv skips the pruned positions after the first step,
+    the neuron reads the conv's first step as its prior: kwarg ``conv_out``); with ``gate`` and a
+    previous neuron layer P feeding the conv, a :class:`ChannelGate` (the neuron's ``gate``,
+    C_P -> C channels) is called on P's input frames (P's membrane prior, eq 23) before the conv,
+    and its mask goes to the conv (which computes only the kept channels) and to the neuron."""
     from snnconvert.neurons.trainable import _node_channels
 
-    dtype = out.compute_dtype()
-    for node in gm.graph.nodes:
+    dtype = next((p.dtype for p in gm.parameters()), torch.float32)
+    by_target = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
+    for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(str(node.target)), SpQuantNeuron):
             continue
-        if not _fed_by_conv(gm, node):
+        convs = _producers(gm, node, (SynapseConv2d,))
+        if not convs:
             continue
         neuron = gm.get_submodule(str(node.target))
         neuron.spatial = float(spatial)
+        conv = gm.get_submodule(convs[0])
+        if len(convs) != 1 or not isinstance(conv, PoTConv2d) or not conv.sparse_capable() \
+                or "conv_out" in node.kwargs:
+            continue  # unwired: the neuron prunes from its own first step (the conv computes densely)
+        conv_node = by_target[convs[0]]
+        conv.prune_spatial, conv.prune_precision = float(spatial), neuron.precision
+        kwargs: dict[str, Any] = {"conv_out": conv_node}
         channels = _node_channels(gm, node.args[0]) if node.args else None
-        if gate and channels:
-            neuron.gate_enabled, neuron.channels, neuron.gate_threshold = True, int(channels), float(gate_threshold)
-            neuron.gate = ChannelGate(int(channels), gate_threshold, bias=gate_bias).to(dtype)
-    out.info = {**out.info, "spatial": float(spatial), "gate": bool(gate), "gate_threshold": float(gate_threshold)}
-    return out
+        prev = _producers(gm, conv_node, (SpQuantNeuron,))
+        prev_in = by_target[prev[0]].args[0] if len(prev) == 1 and by_target[prev[0]].args else None
+        prev_channels = _node_channels(gm, prev_in) if isinstance(prev_in, fx.Node) else None
+        if gate and channels and prev_channels:
+            neuron.gate_enabled, neuron.channels = True, int(channels)
+            neuron.gate_in_channels, neuron.gate_threshold = int(prev_channels), float(gate_threshold)
+            neuron.gate = ChannelGate(int(prev_channels), gate_threshold, bias=gate_bias, out_channels=int(channels),
+                                      T=neuron.T, precision=neuron.precision).to(dtype)
+            with gm.graph.inserting_before(conv_node):
+                g = gm.graph.call_module(f"{node.target}.gate", (prev_in,))
+            conv_node.args = (conv_node.args[0], g)
+            kwargs["channel_mask"] = g
+        node.kwargs = {**node.kwargs, **kwargs}
+    recompile_graph(gm)
 
 
 def _set(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
@@ -237,7 +277,7 @@ def _producers(gm: fx.GraphModule, node: fx.Node, kinds: tuple[type, ...]) -> li
             if isinstance(mod, kinds):
                 found.append(str(n.target))
                 continue
-            if isinstance(mod, (SynapseConv2d, SynapseLinear, SpQuantNeuron)):
+            if isinstance(mod, (SynapseConv2d, SynapseLinear, SpQuantNeuron, ChannelGate)):
                 continue
         stack.extend(n.all_input_nodes)
     return found
@@ -255,14 +295,10 @@ def _consumer(gm: fx.GraphModule, node: fx.Node) -> str | None:
             mod = gm.get_submodule(str(n.target))
             if isinstance(mod, SpQuantNeuron):
                 return str(n.target)
-            if isinstance(mod, (SynapseConv2d, SynapseLinear)):
+            if isinstance(mod, (SynapseConv2d, SynapseLinear, ChannelGate)):
                 continue
         stack.extend(n.users)
     return None
-
-
-def _fed_by_conv(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return any(isinstance(gm.get_submodule(t), SynapseConv2d) for t in _producers(gm, node, (SynapseConv2d,)))
 
 
 # ---------------------------------------------------------------------------- reports (eqs 28-31)
@@ -289,6 +325,9 @@ def layer_table(snn: SpikingNetwork) -> list[dict[str, Any]]:
         fan_in = (mod.in_channels // mod.groups) * k if isinstance(mod, PoTConv2d) else mod.in_features
         consumer = _consumer(gm, node)
         work = gm.get_submodule(consumer).work() if consumer else None
+        samples = max(float(gm.get_submodule(consumer).samples), 1.0) if consumer else 1.0
+        macs_run = ([float(v) / samples for v in mod.mac_work.tolist()]
+                    if isinstance(mod, PoTConv2d) and float(mod.mac_work[1]) > 0 else None)
         producers = _producers(gm, node, (SpQuantNeuron,))
         events = None
         in_elems = None
@@ -305,6 +344,8 @@ def layer_table(snn: SpikingNetwork) -> list[dict[str, Any]]:
             "input_channels_used": (float(mod.channel_work[1] / mod.channel_work[0])
                                     if isinstance(mod, PoTConv2d) and float(mod.channel_work[0]) > 0 else 1.0),
             "input_elements": in_elems,
+            # conv MACs per image the simulator executed / the kept outputs need (dense: every output)
+            "macs_executed": macs_run[0] if macs_run else None, "macs_kept": macs_run[2] if macs_run else None,
         })
     return rows
 
@@ -362,7 +403,10 @@ def flops(snn: SpikingNetwork) -> dict[str, Any] | None:
     neurons = [n.work() for n in snn.neurons().values() if isinstance(n, SpQuantNeuron)]
     upd = sum(w["membrane_updates"] for w in neurons)
     upd_dense = sum(w["dense_updates"] for w in neurons)
+    kept = [r["macs_kept"] for r in rows if r["macs_kept"] is not None]
+    run = [r["macs_executed"] for r in rows if r["macs_executed"] is not None]
     return {"T": T, "eq30_flops": sparse, "eq30_dense_flops": dense,
+            "conv_macs_kept": sum(kept) if kept else None, "conv_macs_executed": sum(run) if run else None,
             "eq30_reduction": dense / sparse if sparse > 0 else float("inf"),
             "synaptic_ops": syn_done, "membrane_updates": upd, "ops_done": syn_done + upd,
             "dense_ops": syn_dense + upd_dense,
@@ -403,6 +447,9 @@ def flops_tables(d: dict[str, Any]) -> list[ReportTable]:
                ("ops done (synaptic + membrane)", f"{d['ops_done']:.4g}"),
                ("dense ops (every MAC, every step)", f"{d['dense_ops']:.4g}"),
                ("ops reduction (done vs dense)", f"{d['ops_reduction']:.2f}x")]
+    if d.get("conv_macs_kept") is not None:
+        summary += [("conv MACs of the kept outputs", f"{d['conv_macs_kept']:.4g}"),
+                    ("conv MACs the simulator executed", f"{d['conv_macs_executed']:.4g}")]
     return [ReportTable("FLOPs per image (eq 30) and work done", ("quantity", "value"), summary),
             ReportTable("per layer", ("layer", "C x H x W", "S_c", "S_p", "eq 30", "synaptic ops done"), layer_rows)]
 
@@ -479,9 +526,10 @@ CODING = register_coding(Coding(
         CodingReport("memory", "total memory M_t: weights, membrane and spikes (eqs 28-29)", memory, memory_tables),
         CodingReport("flops", "FLOPs with sparsity (eq 30), reduction vs dense, ops done", flops, flops_tables,
                      _flops_plot),
-        CodingReport("energy", "theoretical energy (eq 31, 7 nm add / multiply)", energy, energy_tables),
+        CodingReport("energy", "theoretical energy (eq 31, 7 nm FP16 add / multiply of BitNet table 2)", energy,
+                     energy_tables),
     ),
-    modules=(SpQuantNeuron, PoTConv2d, PoTLinear),
+    modules=(SpQuantNeuron, PoTConv2d, PoTLinear, ChannelGate),
 ))
 
 __all__ = ["CODING", "SpQuantConfig", "add_pruning", "build", "convert", "energy", "eq30", "flops", "layer_table",

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import SpikeStats, SpikingNeuron, nonzero_per_row
+from snnconvert.neurons.multibit import InputStage
 from snnconvert.quantize.learnable import grad_scale, qrange, quantize, renew, width
 
 ROUNDINGS = ("round", "floor")
@@ -188,8 +188,9 @@ class AdaptiveMultiBitNeuron(SpikingNeuron):
         return new
 
 
-class AdaptiveMultiBitEncoder(AdaptiveMultiBitNeuron):
-    """Input neurons (§5.2.6) with learnable widths: the padded, centred image is the current."""
+class AdaptiveMultiBitEncoder(InputStage, AdaptiveMultiBitNeuron):
+    """Input neurons (§5.2.6) with learnable widths: the padded, centred image (:class:`InputStage`)
+    is the current."""
 
     serial_params = ("bits_bound", "steps_bound", "signed", "tau", "rounding", "channels", "in_channels",
                      "padding")
@@ -199,18 +200,10 @@ class AdaptiveMultiBitEncoder(AdaptiveMultiBitNeuron):
                  padding: tuple[int, int, int, int] | None = None, init_bits: float = 4.0,
                  init_steps: float = 2.0) -> None:
         super().__init__(bits_bound, steps_bound, signed, tau, rounding, channels, init_bits, init_steps)
-        self.in_channels = int(in_channels)
-        self.register_buffer("center", torch.zeros(in_channels))
-        self.pad = PadWithValues(padding, torch.zeros(in_channels)) if padding is not None else None
-
-    @property
-    def padding(self) -> tuple[int, int, int, int] | None:
-        return self.pad.padding if self.pad is not None else None
+        self._init_input_stage(in_channels, padding)
 
     def forward(self, frames: Tensor) -> Tensor:
-        x = self.pad(frames) if self.pad is not None else frames
-        x = x - self.center.to(x.dtype).view((1, -1) + (1,) * (x.dim() - 2))
-        return self.run(x)
+        return self.run(self.centered(frames))
 
     @classmethod
     def from_multibit(cls, neuron: Any, **kwargs: Any) -> AdaptiveMultiBitEncoder:  # type: ignore[override]

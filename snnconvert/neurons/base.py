@@ -93,6 +93,9 @@ class SpikingNeuron(nn.Module):
         self.steps_in = int(steps_in)
         self.steps_out = int(steps_out)
         self.recording = False
+        # (start, stop) steps of the current time chunk while the engine runs the network in
+        # time chunks (snnconvert.simulate.chunks), else None: the frames hold all steps
+        self.time_window: tuple[int, int] | None = None
         self._stat_names: list[str] = []
         self.register_stat("events_per_step", self.steps_out)
         self.register_stat("magnitude_per_step", self.steps_out)
@@ -115,8 +118,21 @@ class SpikingNeuron(nn.Module):
             self._buffers[name] = self._buffers[name].to(torch.float64)
         return result
 
+    @property
+    def supports_chunks(self) -> bool:
+        """Whether the layer can run in time chunks (``time_window`` set), carrying its state
+        from one chunk to the next in ``chunk_state`` with the same floats as one call."""
+        return False
+
+    def reset_chunk_state(self) -> None:
+        """Forget the state carried between time chunks (the engine calls it after every run)."""
+        self.time_window = None
+        for name in [n for n in self._buffers if n.startswith("chunk_state")]:
+            self._buffers[name] = None
+
     def forward(self, frames: Tensor) -> Tensor:
-        out = self.dynamics(unfold_time(frames, self.steps_in))
+        window = self.time_window
+        out = self.dynamics(unfold_time(frames, self.steps_in if window is None else window[1] - window[0]))
         if self.recording:
             self._record(out)
         return fold_time(out)
@@ -152,12 +168,15 @@ class SpikingNeuron(nn.Module):
         batch = out.shape[1]
         flat = out.reshape(out.shape[0], -1)
         events = nonzero_per_row(flat, self.unit_spikes)
-        self.events_per_step += events
+        window = self.time_window
+        steps = slice(None) if window is None else slice(window[0], window[1])
+        self.events_per_step[steps] += events
         if self.unit_spikes:  # every spike has magnitude 1
-            self.magnitude_per_step += events
+            self.magnitude_per_step[steps] += events
         else:
-            self.magnitude_per_step += torch.linalg.vector_norm(flat, 1, dim=1).double()
-        self.samples += batch
+            self.magnitude_per_step[steps] += torch.linalg.vector_norm(flat, 1, dim=1).double()
+        if window is None or window[0] == 0:  # a time chunk after the first one sees the same samples
+            self.samples += batch
         self.neurons.fill_(flat.shape[1] // batch)
 
     def stats(self, name: str) -> SpikeStats:

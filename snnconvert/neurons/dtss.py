@@ -11,7 +11,10 @@ Datta et al., "Spiking Neural Networks with Dynamic Time Steps for Vision Transf
 * ``O_l[t] = Y_l[t] * TM_l[t]`` (eq 7): the neuron layer's spikes, zero at masked steps.
 
 Because ``TS`` is non-increasing the mask is a prefix of ones: the layer keeps its first
-``T_l = sum_t TM_l[t]`` steps and skips the rest. At inference (evaluation mode, or no
+``T_l = sum_t TM_l[t]`` steps and skips the rest. A floor (``min_steps``, default 1; not in the
+paper) forces the first steps on whatever the scores say, so no layer can learn ``T_l = 0`` and
+silence the network (what a heavy mask loss did to ResNet-20); the forced steps carry no
+gradient, and ``min_steps = 0`` is the paper's eq 5 alone. At inference (evaluation mode, or no
 gradient) the mask is fixed: it zeroes the skipped frames and marks its output with the
 number of kept steps (:data:`ACTIVE_ATTR`); synapses that read it run only on those frames
 (:mod:`snnconvert.simulate.synapse`), so the skipped work is never executed and the operation
@@ -33,6 +36,10 @@ ACTIVE_ATTR = "_snn_active_steps"
 
 MASK_SURROGATE = "box:1"
 """Eq 6 as a surrogate of ``x = TS - 1``: 1 for ``0 < TS < 2``."""
+
+LAST_SCORE_FLOOR = 1e-3
+"""The projection keeps ``TP[T_max - 1] >= this``: every ``TS`` stays above 0, inside the open
+support of eq 6, so a step the mask loss removed can still be re-enabled."""
 
 
 def coefficient_matrix(steps: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -68,6 +75,14 @@ def mask_values(scores: Tensor) -> tuple[Tensor, Tensor]:
     return ts, spike(ts - 1.0, fire, box.grad)
 
 
+def floored(mask: Tensor, min_steps: int) -> Tensor:
+    """``mask`` with its first ``min_steps`` entries forced to 1 (no gradient reaches them)."""
+    if min_steps <= 0:
+        return mask
+    floor = torch.arange(mask.numel(), device=mask.device) < min_steps
+    return torch.where(floor, torch.ones_like(mask), mask)
+
+
 def active_steps(frames: Tensor) -> int | None:
     """The number of leading frames a DTSS mask kept in ``frames`` (None: unknown, all may be live)."""
     return getattr(frames, ACTIVE_ATTR, None)
@@ -84,23 +99,31 @@ class DTSSMask(nn.Module):
     """The DTSS layer of one neuron layer (see the module docstring): ``O = Y * TM``.
 
     ``group`` names the layer group of the mask loss (``sps``, ``qkv``, ``attn``, ``mlp`` for a
-    Spikformer; ``all`` for a CNN). With ``recording`` on it counts kept steps per inference.
-    ``force_full`` (not saved) disables the mask: the fixed-``T_max`` baseline of the reports.
+    Spikformer; ``all`` for a CNN). ``min_steps`` is the floor: the first ``min_steps`` steps
+    are always kept. ``force_full`` (not saved) disables the mask: the fixed-``T_max`` baseline
+    of the reports; ``loss_weight`` (not saved) scales this mask's eq-8 term (the method's
+    warm-up sets it).
     """
 
     snn_kind = "linear"
-    serial_params: ClassVar[tuple[str, ...]] = ("steps", "group", "init_steps", "layer")
+    serial_params: ClassVar[tuple[str, ...]] = ("steps", "group", "init_steps", "layer", "min_steps")
 
-    def __init__(self, steps: int, group: str = "all", init_steps: int | None = None, layer: str = "") -> None:
+    def __init__(self, steps: int, group: str = "all", init_steps: int | None = None, layer: str = "",
+                 min_steps: int = 1) -> None:
         super().__init__()
         self.steps, self.group, self.layer = int(steps), str(group), str(layer)
         self.init_steps = int(init_steps if init_steps is not None else steps)
+        if not 0 <= int(min_steps) <= self.steps:
+            raise SnnConvertError(f"DTSS min_steps={min_steps} is not possible: give 0..{self.steps}")
+        self.min_steps = int(min_steps)
         self.scores = nn.Parameter(initial_scores(self.steps, self.init_steps))
         self.force_full = False
+        self.loss_weight = 1.0
 
     def mask(self) -> Tensor:
-        """TM (``steps`` entries in {0, 1}), differentiable through eq 6."""
-        return mask_values(self.scores)[1]
+        """TM (``steps`` entries in {0, 1}), differentiable through eq 6; the first
+        ``min_steps`` entries are 1."""
+        return floored(mask_values(self.scores)[1], self.min_steps)
 
     @torch.no_grad()
     def kept_steps(self) -> int:
@@ -109,8 +132,10 @@ class DTSSMask(nn.Module):
 
     @torch.no_grad()
     def project(self) -> None:
-        """Keep ``TP >= 0`` after an optimizer step, so ``TS`` stays non-increasing (no gaps)."""
+        """Keep ``TP >= 0`` after an optimizer step, so ``TS`` stays non-increasing (no gaps), and
+        ``TP[-1] >= LAST_SCORE_FLOOR`` so every step stays inside eq 6's support."""
         self.scores.clamp_(min=0.0)
+        self.scores[-1:].clamp_(min=LAST_SCORE_FLOOR)
 
     def forward(self, frames: Tensor) -> Tensor:
         batch = frames.shape[0] // self.steps
@@ -127,12 +152,55 @@ class DTSSMask(nn.Module):
         return mark_active(out, kept)
 
     def extra_repr(self) -> str:
-        return f"steps={self.steps}, group={self.group!r}, layer={self.layer!r}"
+        return f"steps={self.steps}, group={self.group!r}, layer={self.layer!r}, min_steps={self.min_steps}"
 
 
 def dtss_masks(model: nn.Module) -> dict[str, DTSSMask]:
     """Every DTSS mask of ``model`` by module path (``body.`` removed)."""
     return {name.removeprefix("body."): m for name, m in model.named_modules() if isinstance(m, DTSSMask)}
+
+
+def gated_steps(snn: nn.Module) -> dict[str, int]:
+    """Steps each neuron layer really needs in a masked SNN: ``T_l`` of the mask on its output
+    (a max-pool between them shares it), by the names of ``SpikingNetwork.neurons()``.
+    Layers without a mask are left out (they run every step)."""
+    from snnconvert.neurons.base import SpikingNeuron
+    from snnconvert.neurons.integrate_fire import RateMaxPool
+
+    body = getattr(snn, "body", None)
+    if not isinstance(body, torch.fx.GraphModule):
+        return {}
+    found: dict[str, int] = {}
+    for node in body.graph.nodes:
+        if node.op != "call_module" or not isinstance(mask := body.get_submodule(node.target), DTSSMask):
+            continue
+        kept = mask.kept_steps()
+        src = node.args[0] if node.args else None
+        while isinstance(src, torch.fx.Node) and src.op == "call_module":
+            mod = body.get_submodule(src.target)
+            if not isinstance(mod, SpikingNeuron):
+                break
+            found[str(src.target)] = kept
+            if not isinstance(mod, RateMaxPool) or not src.args:
+                break
+            src = src.args[0]
+    return found
+
+
+def gated_state_ops(snn: nn.Module, ops: dict[str, float]) -> dict[str, float]:
+    """Per-layer state operations (a coding's ``state_ops``, counted at every layer's
+    ``steps_out``) with each DTSS-masked layer's scaled to its kept steps ``T_l / steps_out``:
+    the skipped steps' membrane updates are not done."""
+    kept = gated_steps(snn)
+    if not kept:
+        return dict(ops)
+    neurons = {name: m for name, m in snn.named_modules() if hasattr(m, "steps_out")}
+    out = {}
+    for name, value in ops.items():
+        mod = neurons.get(name) or neurons.get(f"body.{name}")
+        total = getattr(mod, "steps_out", 0)
+        out[name] = value * kept[name] / total if name in kept and total else value
+    return out
 
 
 def t_avg(kept: list[int] | dict[str, Any]) -> float:

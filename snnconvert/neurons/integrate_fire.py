@@ -38,16 +38,22 @@ from snnconvert.neurons.base import SpikingNeuron, time_chunks
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 
 
-def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0) -> tuple[Tensor, Tensor]:
+def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0,
+                membrane: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Run a layer of soft-reset IF neurons on its input frames ``inputs`` (T, B, ...).
 
     Returns ``(spikes, membrane)``: the T output frames in {0, 1} (dtype of ``inputs``) and the
     membrane after the last step. ``init`` is the initial membrane, in the units of
-    ``threshold`` (0.5 = theta/2 for the normalised threshold 1).
+    ``threshold`` (0.5 = theta/2 for the normalised threshold 1). ``membrane`` (B, ...), when
+    given, is the state to continue from instead (a previous call's membrane: running the steps
+    in two calls gives the same floats as one call); it is updated in place.
     """
     flat, chunks = time_chunks(inputs)
     spikes = torch.empty_like(flat)
-    membrane = torch.full(flat.shape[1:], float(init), dtype=inputs.dtype, device=inputs.device)
+    if membrane is None:
+        membrane = torch.full(flat.shape[1:], float(init), dtype=inputs.dtype, device=inputs.device)
+    else:
+        membrane = membrane.reshape(flat.shape[1:])
     for cols in chunks:
         u, z, out = membrane[cols], flat[:, cols], spikes[:, cols]
         for t in range(flat.shape[0]):
@@ -184,6 +190,32 @@ def running_max_pool(inputs: Tensor, pool: dict, differentiable: bool = False) -
     return out
 
 
+def running_max_pool_chunk(inputs: Tensor, pool: dict,
+                           carry: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`running_max_pool` (no autograd) of one time chunk ``inputs`` (k, B, C, H, W) that
+    continues from ``carry``: the running sums (B, C, H, W) and the pooled maximum (B, C, Ho, Wo)
+    after the previous chunk (None for the first). Returns the output increments and the new
+    carry. The additions and differences are those of one call, so the floats are the same."""
+    sums = inputs.clone(memory_format=torch.contiguous_format)
+    if carry is not None:
+        sums[0].add_(carry[0])
+    flat, chunks = time_chunks(sums)
+    for cols in chunks:
+        running = flat[:, cols]
+        for t in range(1, flat.shape[0]):
+            running[t].add_(running[t - 1])
+    steps, batch = sums.shape[:2]
+    pooled = window_max(sums.reshape(steps * batch, *sums.shape[2:]), **pool)
+    pooled = pooled.reshape(steps, batch, *pooled.shape[1:])
+    out = torch.empty_like(pooled)
+    if carry is None:
+        out[0] = pooled[0]
+    else:
+        torch.sub(pooled[0], carry[1], out=out[0])
+    torch.sub(pooled[1:], pooled[:-1], out=out[1:])
+    return out, sums[-1].clone(), pooled[-1].clone()
+
+
 class IFNeuron(SpikingNeuron):
     """A layer of soft-reset integrate-and-fire neurons with threshold 1 (see module docstring).
 
@@ -210,9 +242,20 @@ class IFNeuron(SpikingNeuron):
         self.surrogate = get_surrogate(surrogate).spec
         self.register_stat("saturated_count")
         self.init_learnable(learn_threshold, learn_leak, channels, 1.0)
+        self.register_buffer("chunk_state_membrane", None, persistent=False)  # between time chunks
+
+    @property
+    def supports_chunks(self) -> bool:
+        return self.threshold is None and self.leak is None and self.order == "mlif"
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        if self.threshold is None and self.leak is None and self.order == "mlif" and not self.needs_grad(inputs):
+        window = self.time_window
+        last = window is None or window[1] >= self.T
+        if window is not None:  # one time chunk: continue from the membrane the previous chunk left
+            carried = None if window[0] == 0 else self.chunk_state_membrane
+            spikes, membrane = if_dynamics(inputs, init=self.init, membrane=carried)
+            self._buffers["chunk_state_membrane"] = None if last else membrane
+        elif self.supports_chunks and not self.needs_grad(inputs):
             spikes, membrane = if_dynamics(inputs, init=self.init)
         else:
             dims = inputs.dim() - 1
@@ -222,7 +265,7 @@ class IFNeuron(SpikingNeuron):
                 leak=1.0 if leak is None else leak.to(inputs.dtype), surrogate=self.surrogate, order=self.order,
             )
             membrane = membrane if theta is None else membrane / theta.to(inputs.dtype)
-        if self.recording:
+        if self.recording and last:
             with torch.no_grad():
                 self.saturated_count += (membrane >= 1.0).sum()
         return spikes
@@ -252,9 +295,25 @@ class RateMaxPool(SpikingNeuron):
             stride = kernel_size
         self.pool = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                          ceil_mode=bool(ceil_mode))
+        # between time chunks: running sums and pooled maximum after the previous chunk
+        self.register_buffer("chunk_state_sums", None, persistent=False)
+        self.register_buffer("chunk_state_pooled", None, persistent=False)
+
+    @property
+    def supports_chunks(self) -> bool:
+        return True
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        return running_max_pool(inputs, self.pool, differentiable=self.needs_grad(inputs))
+        window = self.time_window
+        if window is None:
+            return running_max_pool(inputs, self.pool, differentiable=self.needs_grad(inputs))
+        # one time chunk: continue the running sums and the pooled maximum of the previous chunk
+        first, last = window[0] == 0, window[1] >= self.T
+        carry = None if first else (self._buffers["chunk_state_sums"], self._buffers["chunk_state_pooled"])
+        out, sums, pooled = running_max_pool_chunk(inputs, self.pool, carry)
+        self._buffers["chunk_state_sums"] = None if last else sums
+        self._buffers["chunk_state_pooled"] = None if last else pooled
+        return out
 
     kernel_size = pool_property("kernel_size")
     stride = pool_property("stride")

@@ -214,10 +214,34 @@ class MultiBitNeuron(SpikingNeuron):
                 f"signed={self.signed}, tau={self.tau:g}, squeeze={self.squeeze}, channels={self.channels}")
 
 
-class MultiBitEncoder(MultiBitNeuron):
+class InputStage:
+    """What the multi-bit input neurons (fixed and learned widths) do to the image before it is a
+    current: pad the border with ``pad`` (the folded normalization's values) and subtract the
+    ``center`` buffer (the signed neuron's centring, eq 16). Mixed into an ``nn.Module``."""
+
+    center: Tensor
+    pad: PadWithValues | None
+
+    def _init_input_stage(self, in_channels: int, padding: tuple[int, int, int, int] | None) -> None:
+        self.in_channels = int(in_channels)
+        self.register_buffer("center", torch.zeros(in_channels))  # type: ignore[attr-defined]
+        self.pad = PadWithValues(padding, torch.zeros(in_channels)) if padding is not None else None
+
+    @property
+    def padding(self) -> tuple[int, int, int, int] | None:
+        return self.pad.padding if self.pad is not None else None
+
+    def centered(self, x: Tensor) -> Tensor:
+        """``pad(x) - center`` of an image batch (channels on axis 1)."""
+        if self.pad is not None:
+            x = self.pad(x)
+        return x - self.center.to(x.dtype).view((1, -1) + (1,) * (x.dim() - 2))
+
+
+class MultiBitEncoder(InputStage, MultiBitNeuron):
     """Input neurons (paper §5.2.6: spiking neurons before the first layer): the image, padded
-    with ``pad`` and shifted by ``center``, is a constant current for ``steps_out`` steps of a
-    multi-bit layer, unsigned (eq 15) or signed (eq 16)."""
+    with ``pad`` and shifted by ``center`` (:class:`InputStage`), is a constant current for
+    ``steps_out`` steps of a multi-bit layer, unsigned (eq 15) or signed (eq 16)."""
 
     serial_params = ("steps_out", "bits", "signed", "tau", "channels", "in_channels", "padding", "surrogate",
                      "learn_threshold")
@@ -227,20 +251,10 @@ class MultiBitEncoder(MultiBitNeuron):
                  padding: tuple[int, int, int, int] | None = None, surrogate: str = "straight-through",
                  learn_threshold: bool = False) -> None:
         super().__init__(1, steps_out, bits, signed, tau, False, channels, surrogate, learn_threshold)
-        self.in_channels = int(in_channels)
-        self.register_buffer("center", torch.zeros(in_channels))
-        self.pad = PadWithValues(padding, torch.zeros(in_channels)) if padding is not None else None
-
-    @property
-    def padding(self) -> tuple[int, int, int, int] | None:
-        return self.pad.padding if self.pad is not None else None
+        self._init_input_stage(in_channels, padding)
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        x = inputs[0]
-        if self.pad is not None:
-            x = self.pad(x)
-        x = x - self.center.to(x.dtype).view((1, -1) + (1,) * (x.dim() - 2))
-        return super().dynamics(x.unsqueeze(0))
+        return super().dynamics(self.centered(inputs[0]).unsqueeze(0))
 
 
 class TemporalSqueeze(nn.Module):

@@ -23,16 +23,23 @@ separate gradient path of eqs 24-27 applies: d S/d V_th = -tri(h - V_th) * sigmo
 kept only where the neuron fired (eq 27's indicator) and summed over the layer (eq 27 writes the
 magnitude |dL/dV_th|; the sign is kept here, otherwise every threshold could only fall).
 
-Pruning (eqs 21-23), computed per sample from the membrane prior Q(h[0]) (the membrane after
-the first convolution of the layer, section 4.3.1):
+Pruning (eqs 21-23), per sample, decided from the first time step:
 
-* spatial: importance Imp = ||Q(h[0])||_2 over channels at each position; the ``spatial``
-  share of positions with the lowest importance is masked (exactly floor(spatial * H * W));
-* channel: :class:`ChannelGate` (2x2 average pool, pointwise conv, softmax, threshold 0.47).
+* spatial: importance Imp = ||Q(y[0])||_2 over channels at each position, y[0] the first-step
+  output of the layer's convolution ("we compute the spatial mask after the first convolution
+  operations at layer l", section 4.3.1; for a residual layer this is the conv branch, before the
+  shortcut is added); the ``spatial`` share of positions with the lowest importance is masked
+  (exactly floor(spatial * H * W)): :func:`spatial_keep`;
+* channel: :class:`ChannelGate` of layer l+1 reads layer l's membrane prior Q(h_l[0]) (2x2 average
+  pool, pointwise conv C_l -> C_(l+1), softmax, threshold 0.47; eq 23) before layer l+1's conv.
 
-Masked neurons never fire and hold no membrane; from step 2 on the time loop gathers the active
-neurons and updates only them (the masked accumulate-and-fire work is skipped, and counted as
-such: ``membrane_updates`` counts the updates done).
+In a converted network the graph wires both in (``codings.spquant._wire``): the gate runs on the
+previous neuron layer's input frames, its mask goes to the conv and to the neuron, and the conv's
+output goes to the neuron as ``conv_out``. The conv (:class:`~snnconvert.quantize.pot.PoTConv2d`)
+then computes only the kept outputs (or the dense conv then the masks where that is cheaper);
+masked neurons never fire and hold no membrane; from step 2 on the time loop gathers the active
+neurons and updates only them (``membrane_updates`` counts the updates done). A bare layer (not
+wired) takes both priors from its own first step.
 """
 
 from __future__ import annotations
@@ -134,19 +141,61 @@ def spatial_mask(prior: Tensor, sparsity: float) -> Tensor:
     return keep.reshape(b, 1, h, w)
 
 
-class ChannelGate(nn.Module):
-    """Eq 23: channel mask from the membrane prior: 2x2 average pool, pointwise conv, softmax over
-    (keep, skip) per channel (the keep logit is the conv output averaged over positions, the skip
-    logit 0), then ``keep >= threshold``. Forward: the 0/1 mask (B, C); backward: the softmax's
-    gradient (straight-through), so the gate learns during fine-tuning."""
+def rounding_map(T: int, tau: float, precision: str) -> tuple[float, float]:
+    """``(gain, offset)`` that make a converted T = 2 LIF layer round instead of floor.
 
-    def __init__(self, channels: int, threshold: float = 0.47, bias: float = 3.0) -> None:
+    With constant input y (threshold units, u[-1] = 0) the neuron fires twice iff y >= 1 and once
+    iff m <= y < 1, m = 1 / (1 + tau) for a full-precision membrane and max(1/2, 1 - tau) for an
+    integer one (Q(y) = 1 from y = 1/2), with hard or soft reset. The rate-coded output
+    {0, 1/2, 1} is the nearest level of the activation x in [0, 1] when x >= 3/4 maps to y >= 1 and
+    x >= 1/4 to y >= m: ``y = a x + b`` with a = 2 (1 - m), b = 1 - 3 (1 - m) / 2 (tau = 0.5: 2/3 and
+    1/2 full precision, 1 and 1/4 integer). Plain y = x floors (dead zone up to 2/3) and leaves a
+    converted ResNet-20 at chance. Other T: (1, 0)."""
+    if T != 2:
+        return 1.0, 0.0
+    m = 1.0 / (1.0 + tau) if membrane_range(precision) is None else max(0.5, 1.0 - tau)
+    return 2.0 * (1.0 - m), 1.0 - 1.5 * (1.0 - m)
+
+
+def spatial_keep(first: Tensor, sparsity: float, precision: str) -> Tensor:
+    """The spatial keep mask (B, 1, H, W) of eqs 21-22 from the first-step conv output ``first``
+    (B, C, H, W): importance ``||Q(first)||_2`` over channels. The conv synapse (to skip the
+    pruned positions) and its neuron layer (to leave them out of accumulate-and-fire) both call
+    this on the same tensor, so they agree exactly."""
+    levels = membrane_range(precision)
+    prior = first.detach() if levels is None else quantize_membrane(first.detach(), *levels)
+    return spatial_mask(prior, sparsity)
+
+
+class ChannelGate(nn.Module):
+    """Eq 23: the channel mask of layer l+1 from the membrane prior of layer l: 2x2 average pool,
+    pointwise conv (C_l -> C_(l+1) channels), softmax over (keep, skip) per channel (the keep
+    logit is the conv output averaged over positions, the skip logit 0), then
+    ``keep >= threshold``.
+
+    :meth:`forward` takes the time-folded input frames of the previous neuron layer (its first
+    step is the membrane before the first spike, quantized by ``precision``: the prior U^l) and
+    returns the (B, C_(l+1)) 0/1 mask, whose backward is the softmax's gradient
+    (straight-through), so the gate learns during fine-tuning. It runs before layer l+1's
+    convolution, which then computes only the kept channels."""
+
+    serial_params = ("in_channels", "threshold", "bias_init", "out_channels", "T", "precision")
+
+    def __init__(self, in_channels: int, threshold: float = 0.47, bias: float = 3.0, out_channels: int | None = None,
+                 T: int = 1, precision: str = "none", bias_init: float | None = None) -> None:
         super().__init__()
-        self.threshold = float(threshold)
-        self.conv = nn.Conv2d(channels, channels, 1)
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels) if out_channels else self.in_channels
+        self.threshold, self.T, self.precision = float(threshold), int(T), str(precision)
+        self.bias_init = float(bias if bias_init is None else bias_init)
+        membrane_range(self.precision)
+        self.conv = nn.Conv2d(self.in_channels, self.out_channels, 1)
         with torch.no_grad():
             self.conv.weight.zero_()
-            self.conv.bias.fill_(bias)  # keep probability sigmoid(3) = 0.95: every channel starts open
+            self.conv.bias.fill_(self.bias_init)  # keep probability sigmoid(3) = 0.95: every channel starts open
+        self.track_keep = False  # set by the spquant training method: keep the soft mask for its loss
+        self.last_keep: Tensor | None = None
+        self.last_keep_value: Tensor | None = None
 
     def probabilities(self, prior: Tensor) -> Tensor:
         pooled = F.avg_pool2d(prior, 2) if min(prior.shape[-2:]) >= 2 else prior
@@ -154,8 +203,19 @@ class ChannelGate(nn.Module):
         logits = torch.stack([att, torch.zeros_like(att)], dim=-1)
         return torch.softmax(logits, dim=-1)[..., 0]
 
-    def forward(self, prior: Tensor) -> Tensor:
+    def forward(self, frames: Tensor) -> Tensor:
+        batch = frames.shape[0] // self.T
+        levels = membrane_range(self.precision)
+        prior = frames[:batch].detach()
+        if levels is not None:
+            prior = quantize_membrane(prior, *levels)
+        return self.mask_from_prior(prior)
+
+    def mask_from_prior(self, prior: Tensor) -> Tensor:
+        """The straight-through (B, C_out) mask from a quantized prior (B, C_in, H, W)."""
         p = self.probabilities(prior)
+        self.last_keep = p if (self.track_keep and torch.is_grad_enabled() and p.requires_grad) else None
+        self.last_keep_value = p.detach()
         hard = (p >= self.threshold).to(p.dtype)
         return hard + (p - p.detach())
 
@@ -166,18 +226,22 @@ class SpQuantNeuron(SpikingNeuron):
     Options: ``tau`` (0.5), ``reset`` ("hard" eq 1 or "soft"), ``precision`` of the membrane,
     ``smoothness`` T of Q* (eq 11), ``clip`` (negative bound c or None), ``spatial`` (pruned
     share of positions, 0 = off), ``gate`` with ``channels`` (eq 23 channel mask) and
-    ``gate_threshold``; ``learn_threshold`` adds the layer's ``threshold`` parameter (init 1).
+    ``gate_threshold``; ``learn_threshold`` adds the layer's ``threshold`` parameter (init 1);
+    ``input_gain`` / ``input_offset`` map the synaptic input y to ``gain * y + offset`` at every
+    step (1 / 0: the paper's neuron; see :func:`rounding_map`).
     Recorded (with ``recording``): membrane updates done, active / spatial / channel shares.
     """
 
     unit_spikes = True
     serial_params = ("T", "tau", "reset", "precision", "smoothness", "clip", "spatial", "gate_enabled",
-                     "channels", "gate_threshold", "surrogate", "learn_threshold")
+                     "channels", "gate_threshold", "surrogate", "learn_threshold", "gate_in_channels",
+                     "input_gain", "input_offset")
 
     def __init__(self, T: int, tau: float = 0.5, reset: str = "hard", precision: str = "ternary",
                  smoothness: float = 4.0, clip: float | None = None, spatial: float = 0.0,
                  gate_enabled: bool = False, channels: int = 1, gate_threshold: float = 0.47,
-                 surrogate: str = "triangular:1.0", learn_threshold: bool = False) -> None:
+                 surrogate: str = "triangular:1.0", learn_threshold: bool = False, gate_in_channels: int = 0,
+                 input_gain: float = 1.0, input_offset: float = 0.0) -> None:
         super().__init__(T, T)
         if reset not in ("hard", "soft"):
             raise SnnConvertError(f"reset {reset!r} is not possible: choose hard or soft")
@@ -190,10 +254,12 @@ class SpQuantNeuron(SpikingNeuron):
         self.surrogate = get_surrogate(surrogate).spec
         self.learn_threshold = bool(learn_threshold)
         self.register_parameter("threshold", nn.Parameter(torch.ones(1)) if learn_threshold else None)
-        self.gate = ChannelGate(self.channels, self.gate_threshold) if self.gate_enabled else None
-        self.track_keep = False  # set by the spquant training method: keep the gate's soft mask for its loss
-        self.last_keep: Tensor | None = None
-        self.last_keep_value: Tensor | None = None
+        self.gate_in_channels = int(gate_in_channels) or self.channels
+        self.input_gain, self.input_offset = float(input_gain), float(input_offset)  # y -> gain y + offset
+        self.gate = (ChannelGate(self.gate_in_channels, self.gate_threshold, out_channels=self.channels, T=self.T,
+                                 precision=self.precision) if self.gate_enabled else None)
+        self._conv_out: Tensor | None = None  # this call's wired inputs (see forward)
+        self._channel_mask: Tensor | None = None
         self.last_spatial: Tensor | None = None  # the spatial mask of the last call (work accounting)
         for name in ("membrane_updates", "neuron_steps", "active_neurons", "spatial_pruned", "channel_pruned",
                      "channel_count", "position_count"):
@@ -213,33 +279,49 @@ class SpQuantNeuron(SpikingNeuron):
         lo, hi = self.levels
         return quantize_membrane_sgs(u, lo, hi, self.smoothness) if grad else quantize_membrane(u, lo, hi)
 
-    def masks(self, prior: Tensor) -> Tensor | None:
-        """The 0/1 mask of active neurons (B, C, H, W) or (B, C, 1, 1) from the prior, or None."""
-        if prior.dim() != 4 or (self.spatial <= 0 and self.gate is None):
+    def forward(self, frames: Tensor, conv_out: Tensor | None = None,  # type: ignore[override]
+                channel_mask: Tensor | None = None) -> Tensor:
+        """``frames`` (T*B, ...) as every neuron; in a pruned network the graph also passes the
+        producing convolution's output ``conv_out`` (its first step is the spatial prior, eqs
+        21-22) and the ``channel_mask`` (B, C) of the gate fed by the previous layer's membrane
+        prior (eq 23). Unwired (a bare layer), both priors come from this layer's own first step."""
+        self._conv_out, self._channel_mask = conv_out, channel_mask
+        try:
+            return super().forward(frames)
+        finally:
+            self._conv_out = self._channel_mask = None
+
+    def masks(self, h0: Tensor) -> Tensor | None:
+        """The 0/1 mask of active neurons (B, C, H, W) or (B, C, 1, 1) for this call, or None."""
+        wired = self._channel_mask
+        if h0.dim() != 4 or (self.spatial <= 0 and self.gate is None and wired is None):
             return None
-        mask = torch.ones_like(prior[:, :1])
+        batch = h0.shape[0]
+        mask = torch.ones_like(h0[:, :1])
         self.last_spatial = None
         if self.spatial > 0:
-            self.last_spatial = spatial_mask(prior, self.spatial)
+            first = self._conv_out[:batch] if self._conv_out is not None else h0
+            self.last_spatial = spatial_keep(first, self.spatial, self.precision).to(h0.dtype)
             mask = mask * self.last_spatial
-        if self.gate is not None:
-            p = self.gate.probabilities(prior)
-            grad = torch.is_grad_enabled() and p.requires_grad
-            self.last_keep = p if (grad and self.track_keep) else None  # for the training method's loss
-            self.last_keep_value = p.detach()
-            hard = (p >= self.gate.threshold).to(p.dtype)
-            mask = mask * (hard + (p - p.detach())).to(prior.dtype)[:, :, None, None]
+        channel = wired
+        if channel is None and self.gate is not None:  # unwired: the layer's own prior
+            channel = self.gate.mask_from_prior(self.q(h0.detach(), False))
+        if channel is not None:
+            mask = mask * channel.to(h0.dtype)[:, :, None, None]
         return mask
 
     def dynamics(self, inputs: Tensor) -> Tensor:
-        grad = self.needs_grad(inputs) or (self.gate is not None and torch.is_grad_enabled()
-                                           and any(p.requires_grad for p in self.gate.parameters()))
+        grad = self.needs_grad(inputs) or (torch.is_grad_enabled() and (
+            (self._channel_mask is not None and self._channel_mask.requires_grad)
+            or (self.gate is not None and any(p.requires_grad for p in self.gate.parameters()))))
         surrogate = get_surrogate(self.surrogate)
         theta: float | Tensor = 1.0 if self.threshold is None else self.threshold.to(inputs.dtype).reshape(())
+        if self.input_gain != 1.0 or self.input_offset != 0.0:
+            inputs = inputs * self.input_gain + self.input_offset
         steps, frame = inputs.shape[0], inputs.shape[1:]
         outputs: list[Tensor] = []
         h = inputs[0]
-        mask = self.masks(self.q(h, grad))
+        mask = self.masks(h)
         if mask is not None:
             mask = mask.expand_as(h) if mask.shape != h.shape else mask
         record = self.recording

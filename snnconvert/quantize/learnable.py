@@ -20,6 +20,11 @@ accept a candidate) and rounds in line 9; an unsigned quantizer searches ``V_min
 range ``max(X)``, a signed one the symmetric range ``max|X|``; a renewal keeps the current step
 when the renewed one quantizes the current data with a larger error (so a renewal never
 increases the quantization error of the batch it fires on).
+
+Data parallel (``torchrun``): every rank renews identically. The grid search runs on each rank's
+shard, the running max / min take the widest range over the ranks and the keep-or-renew choice
+compares the errors summed over all shards (``snnconvert.distributed.reduce_values``), so the
+replicas' steps stay equal; the decisions to renew follow the widths, which DDP keeps equal.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
+from snnconvert.distributed import reduce_values
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear
 
 LN2 = math.log(2.0)
@@ -149,12 +155,16 @@ def renew(x: Tensor, bits: int, step: float, run_max: Tensor, run_min: Tensor, *
     qmin, qmax = qrange(bits, signed)
     v_max, v_min = grid_search(x, qmin, qmax, signed=signed, iterations=iterations, power=power, floor=floor,
                                binary=binary)
+    # data parallel: each rank searched its shard; the running range takes the widest of them
+    v_max, neg_min = reduce_values([v_max, -v_min], "max", x.device)
     run_max.fill_(max(v_max, float(run_max)))
-    run_min.fill_(min(v_min, float(run_min)))
+    run_min.fill_(min(-neg_min, float(run_min)))
     new = (float(run_max) - float(run_min)) / (qmax - qmin)
     x = x.detach().double()
-    old_err = quant_error(x, step, qmin, qmax, signed=signed, floor=floor, power=power, binary=binary)
-    new_err = quant_error(x, new, qmin, qmax, signed=signed, floor=floor, power=power, binary=binary)
+    n = float(x.numel())
+    errors = [n * quant_error(x, s, qmin, qmax, signed=signed, floor=floor, power=power, binary=binary)
+              for s in (step, new)]
+    old_err, new_err = reduce_values(errors, "sum", x.device)  # the error on the whole (global) batch
     return new if new_err <= old_err else step
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from snnconvert.neurons.base import SpikeStats, SpikingNeuron
+from snnconvert.simulate.chunks import chunked_forward
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 """Simulation precisions by name (``--dtype``, coding ``dtype`` options)."""
@@ -26,6 +27,11 @@ class SpikingNetwork(nn.Module):
     set is one layer's frames plus the residual branches still needed).
 
     ``info`` holds coding-specific facts (latency, time steps, options) as JSON-compatible data.
+
+    Rate-type networks run in time chunks (:mod:`snnconvert.simulate.chunks`): the body sees a
+    few steps at a time, the largest folded activation of a chunk at most ``time_chunk_bytes``
+    bytes (None: 4 MiB on the CPU, 256 MiB on accelerators; 0 folds all T frames at once), with
+    the same results.
     """
 
     serial_children = ("encoder", "body", "decoder")
@@ -38,6 +44,9 @@ class SpikingNetwork(nn.Module):
         self.encoder: nn.Module = nn.Identity()
         self.body: fx.GraphModule | nn.Module = nn.Identity()
         self.decoder: nn.Module = nn.Identity()
+        self.time_chunk_bytes: int | None = None  # None: the device's default; 0: off
+        self.time_window: tuple[int, int] | None = None  # steps of the chunk running now
+        self.chunk_elements: dict[tuple, int] = {}  # largest activation per image shape (a cache)
 
     def serial_config(self) -> dict[str, Any]:
         return {"coding": self.coding, "info": json.dumps(self.info)}
@@ -47,8 +56,9 @@ class SpikingNetwork(nn.Module):
         return cls(coding, json.loads(info))
 
     def forward(self, images: Tensor) -> Tensor:
-        dtype = self.compute_dtype()
-        return self.decoder(self.body(self.encoder(images.to(dtype))))
+        images = images.to(self.compute_dtype())
+        out = chunked_forward(self, images)
+        return out if out is not None else self.decoder(self.body(self.encoder(images)))
 
     def compute_dtype(self) -> torch.dtype:
         for p in self.body.parameters():
@@ -67,6 +77,9 @@ class SpikingNetwork(nn.Module):
     def reset_stats(self) -> None:
         for neuron in self.neurons().values():
             neuron.reset_stats()
+        for m in self.modules():  # synapses that count their own work (e.g. PoTConv2d.reset_work)
+            if hasattr(m, "reset_work"):
+                m.reset_work()
 
     @contextmanager
     def recording(self) -> Iterator[SpikingNetwork]:

@@ -143,6 +143,10 @@ class SynapseAffine(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         shape = (1, -1) + (1,) * (frames.dim() - 2)
+        gain = _uniform_gain(self.frame_bias_gain)
+        if gain is not None:  # the same shift at every step: any number of frames (time chunks)
+            return torch.addcmul(frames * self.scale.view(shape), self.shift.view(shape), torch.tensor(
+                gain, dtype=frames.dtype, device=frames.device))
         return _add_frame_bias(frames * self.scale.view(shape), self.shift, self.frame_bias_gain)
 
 

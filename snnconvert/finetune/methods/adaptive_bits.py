@@ -15,7 +15,9 @@ thresholds (A.9 line 2, Algorithm 2 on the membrane potentials, in every mode) a
 renewal of Algorithms 1-2 (``renewal``: none | activations | weights | both; off for a kind once its
 average width is within 24 % of the initial gap to the target, A.9), ``record`` the average W / S / T
 (and the learned widths into ``snn.info``), and
-``parameter_groups`` trains the widths at their own fixed ``bits_lr``. With ``learn_bits=False``
+``parameter_groups`` trains the widths at their own fixed ``bits_lr``. :func:`refresh_info` (after
+``prepare`` and every epoch) keeps ``snn.info`` (T, widths, latency of the learned per-layer T)
+in step with the learned widths. With ``learn_bits=False``
 the widths stay at ``init_bits``: plain uniform quantization (the paper's U-quant baseline,
 steps still learned).
 
@@ -36,6 +38,7 @@ from snnconvert.codings.base import option
 from snnconvert.codings.multibit_metrics import allocation
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import TrainingMethod, register_method
+from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.neurons.adaptive import ROUNDINGS, AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
 from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
 from snnconvert.quantize.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear, LearnableWeights
@@ -133,6 +136,7 @@ def prepare(model: nn.Module, config: AdaptiveBitsConfig) -> nn.Module:
     """Learnable widths in place of the converted neurons and synapses (see the module docstring)."""
     if any(isinstance(m, AdaptiveMultiBitNeuron) for m in model.modules()):
         _set_learning(model, config)
+        refresh_info(model)
         return model  # already adaptive (a fine-tuned artifact trained further)
     _check_squeezable(model)
     w0, s0, t0 = config.inits()
@@ -175,6 +179,7 @@ def prepare(model: nn.Module, config: AdaptiveBitsConfig) -> nn.Module:
         elif isinstance(m, LearnableWeights):
             m.renewal.fill_(float(config.renewal in ("weights", "both") and config.learn_bits))
     _set_learning(model, config)
+    refresh_info(model)
     return model
 
 
@@ -286,20 +291,69 @@ def _before_step(model: nn.Module, config: AdaptiveBitsConfig, step: int, images
 
 def _record(model: nn.Module, config: AdaptiveBitsConfig) -> dict[str, Any]:
     avg = {k: round(float(v.detach()), 4) for k, v in averages(model).items()}
+    refresh_info(model)
+    return {f"avg_{k}": v for k, v in avg.items()}
+
+
+# ------------------------------------------------------------------------------------ learned facts
+
+
+def learned_latency(model: nn.Module) -> tuple[int, int]:
+    """``(latency, squeeze wait)`` of the learned per-layer T: the steps the frame-by-frame network
+    with these T and ``squeeze="always"`` needs until its output is complete (what
+    :func:`snnconvert.codings.multibit.convert` reports for it). Each neuron layer waits for the
+    ``T_in`` frames of its input (eq 13), a join of branches with different T for the frames of the
+    shorter ones; the output is complete ``T_out`` steps after its first frame."""
+    body = model.body
+    encoder = model.encoder
+    frames: dict[str, int] = {}
+    delays: dict[str, int] = {}
+    for node in body.graph.nodes:
+        if node.op == "placeholder":
+            frames[node.name] = encoder.steps if isinstance(encoder, AdaptiveMultiBitNeuron) else 1
+            delays[node.name] = 0
+            continue
+        inputs = [i for i in node.all_input_nodes if i.name in frames]
+        if not inputs or kind_of(body, node) is Kind.SHAPE:
+            continue
+        mod = module_of(body, node)
+        target = max(frames[i.name] for i in inputs)
+        if isinstance(mod, AdaptiveMultiBitNeuron):
+            delays[node.name] = max(delays[i.name] for i in inputs) + target - 1
+            frames[node.name] = mod.steps
+        else:
+            delays[node.name] = max(delays[i.name] + (frames[i.name] - 1 if frames[i.name] != target else 0)
+                                    for i in inputs)
+            frames[node.name] = target
+    out = next(n for n in body.graph.nodes if n.op == "output")
+    return delays[out.name] + frames[out.name], delays[out.name]
+
+
+def refresh_info(model: nn.Module) -> None:
+    """Make ``model.info`` describe the current learned widths: the summary facts of the multi-bit
+    coding (``T``, ``bits_spike``, ``bits_weight`` and their per-layer lists), ``latency`` /
+    ``latency_terms`` / ``squeeze_steps`` of the learned per-layer T (:func:`learned_latency`),
+    ``frames`` (one squeezed frame per layer) and the learned allocation table."""
+    from snnconvert.codings.multibit import _latency_terms
+
+    neurons = [n for n in model.neurons().values() if isinstance(n, AdaptiveMultiBitNeuron)]
+    if not neurons:
+        return
+    info = dict(model.info)
     data = allocation(model)
     if data is not None:
-        model.info["adaptive_bits"] = {**model.info.get("adaptive_bits", {}), "layers": data["layers"]}
-    neurons = list(model.neurons().values())
-    steps = [n.steps for n in neurons if isinstance(n, AdaptiveMultiBitNeuron)]
-    spike_bits = [round(float(n.mean_bits().detach()), 3) for n in neurons if isinstance(n, AdaptiveMultiBitNeuron)]
+        info["adaptive_bits"] = {**info.get("adaptive_bits", {}), "layers": data["layers"]}
+    steps = [n.steps for n in neurons]
+    spike_bits = [round(float(n.mean_bits().detach()), 3) for n in neurons]
+    latency, waited = learned_latency(model)
+    info.update(T=steps[0] if len(set(steps)) == 1 else steps, T_layers=steps,
+                bits_spike=spike_bits[0] if len(set(spike_bits)) == 1 else spike_bits,
+                bits_spike_layers=spike_bits, frames=1, latency=latency, squeeze_steps=waited,
+                latency_terms=_latency_terms(steps, waited))
     weight_bits = sorted({s.bits for s in _synapses(model)})
-    if steps:  # the summary facts of the multi-bit coding follow the learned widths
-        model.info.update(T=steps[0] if len(set(steps)) == 1 else steps, T_layers=steps,
-                          bits_spike=spike_bits[0] if len(set(spike_bits)) == 1 else spike_bits,
-                          bits_spike_layers=spike_bits)
     if weight_bits:
-        model.info["bits_weight"] = weight_bits[0] if len(weight_bits) == 1 else weight_bits
-    return {f"avg_{k}": v for k, v in avg.items()}
+        info["bits_weight"] = weight_bits[0] if len(weight_bits) == 1 else weight_bits
+    model.info = info
 
 
 def _groups(model: nn.Module, config: AdaptiveBitsConfig) -> list[tuple[list[nn.Parameter], float]]:

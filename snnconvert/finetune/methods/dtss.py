@@ -3,14 +3,17 @@
 ``prepare`` puts a :class:`~snnconvert.neurons.dtss.DTSSMask` after every firing neuron layer
 of a LIF-family SNN (rate / IF, M-LIF and the Spikformer converted with either; after the
 max-pool when a neuron feeds only a pool), each with ``T_max`` trainable scores initialised to
-keep ``init_steps`` steps. ``loss`` is the mask loss of eq 8, ``lambda_m * sum_l sum_t TM_l^t``
+keep ``init_steps`` steps and never fewer than ``min_steps`` (a floor, 1 by default, so no layer
+can learn 0 steps). ``loss`` is the mask loss of eq 8, ``lambda_m * sum_l sum_t TM_l^t``
 over the masks of the selected layer groups (table III: ``sps``, ``qkv``, ``attn``, ``mlp``;
 ``all`` for every mask, the CNN case); its gradient and the task loss's reach the scores
-through the box surrogate of eq 6 (eqs 10-11). After every optimizer step the scores are
-projected onto ``TP >= 0`` so that each mask stays a prefix of ones. ``record`` adds ``T_avg``
-(eq 3) and the per-layer ``T_l`` to each epoch's history.
+through the box surrogate of eq 6 (eqs 10-11); ``warmup_steps`` ramps ``lambda_m`` linearly
+from 0 over the first optimizer steps, so the task loss shapes the masks first. After every
+optimizer step the scores are projected onto ``TP >= 0`` so that each mask stays a prefix of
+ones. ``record`` adds ``T_avg`` (eq 3) and the per-layer ``T_l`` to each epoch's history.
 
-CLI: ``snnconvert finetune --method dtss --method-option dtss.lambda_m=1e-4 ...``.
+CLI: ``snnconvert finetune --dtss --t-max 4 --lambda-m 1e-4 --dtss-groups qkv,mlp --dtss-min-steps 1``
+(sugar for ``--method dtss --method-option dtss.lambda_m=1e-4 ...``; :func:`flag_options`).
 """
 
 from __future__ import annotations
@@ -47,10 +50,17 @@ class DTSSConfig:
                                       "'all', or 'auto' (qkv,mlp for a transformer, all for a CNN).")
     score_lr: float = option(0.01, help="Learning rate of the mask scores TP (fixed, not scheduled).")
     order: str = option("keep", help="Leak/reset order of IF/LIF neurons: keep, or dtss (the paper's eqs 1-2).")
+    min_steps: int = option(1, help="Floor: every layer keeps at least this many steps (0: none, the paper's "
+                                    "eq 5 alone; a layer at 0 steps silences the network).")
+    warmup_steps: int = option(0, help="Optimizer steps over which lambda_m ramps linearly from 0 (0: none).")
 
     def validate(self) -> None:
         if self.t_max < 0 or self.init_steps < 0:
             raise SnnConvertError("dtss.t_max and dtss.init_steps must be >= 0 (0: automatic)")
+        if self.min_steps < 0 or (self.t_max and self.min_steps > self.t_max):
+            raise SnnConvertError(f"dtss.min_steps={self.min_steps} is not possible: give 0..T_max")
+        if self.warmup_steps < 0:
+            raise SnnConvertError(f"dtss.warmup_steps={self.warmup_steps} is not possible: give a count >= 0")
         if not (math.isfinite(self.lambda_m) and self.lambda_m >= 0):
             raise SnnConvertError(f"dtss.lambda_m={self.lambda_m} is not possible: give a number >= 0")
         if not (math.isfinite(self.score_lr) and self.score_lr > 0):
@@ -93,7 +103,7 @@ def _mask_site(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
     return node
 
 
-def insert_masks(snn: nn.Module, steps: int, init_steps: int) -> list[str]:
+def insert_masks(snn: nn.Module, steps: int, init_steps: int, min_steps: int = 1) -> list[str]:
     """Put a DTSS mask after every firing neuron layer of ``snn.body`` (in place); returns the
     masked layers' names."""
     gm = snn.body
@@ -111,7 +121,7 @@ def insert_masks(snn: nn.Module, steps: int, init_steps: int) -> list[str]:
         if getattr(mod, "steps_out", steps) != steps:
             raise SnnConvertError(f"dtss: layer {node.target} runs {mod.steps_out} steps, not {steps}")
         name = str(node.target)
-        mask = DTSSMask(steps, layer_group(name), init_steps, layer=name)
+        mask = DTSSMask(steps, layer_group(name), init_steps, layer=name, min_steps=min_steps)
         add_module_after(gm, _mask_site(gm, node), mask, f"{name}_dtss")
         layers.append(name)
     for mod in gm.modules():
@@ -131,26 +141,36 @@ def prepare(model: nn.Module, config: DTSSConfig) -> nn.Module:
     init = config.init_steps or math.ceil(t_max / 2)
     if init > t_max:
         raise SnnConvertError(f"dtss.init_steps={init} is more than T_max={t_max}")
-    layers = insert_masks(model, t_max, init)
+    if config.min_steps > t_max:
+        raise SnnConvertError(f"dtss.min_steps={config.min_steps} is more than T_max={t_max}")
+    layers = insert_masks(model, t_max, init, config.min_steps)
     if config.order != "keep":
         for neuron in model.modules():
             if isinstance(neuron, IFNeuron):
                 neuron.order = config.order
     model.info = dict(model.info)
     model.info["dtss"] = {"t_max": t_max, "init_steps": init, "lambda_m": config.lambda_m,
+                          "min_steps": config.min_steps, "warmup_steps": config.warmup_steps,
                           "groups": sorted(config.group_set(tuple(m.group for m in dtss_masks(model).values()))),
                           "layers": layers}
     return model
 
 
 def mask_loss(model: nn.Module, config: DTSSConfig) -> Tensor | None:
-    """Eq 8's ``lambda_m * sum_{l_s} sum_t TM_{l_s}^t`` over the selected groups."""
+    """Eq 8's ``lambda_m * sum_{l_s} sum_t TM_{l_s}^t`` over the selected groups (each term
+    times its mask's warm-up ``loss_weight``)."""
     masks = list(dtss_masks(model).values())
     chosen = config.group_set(tuple(m.group for m in masks))
-    terms = [m.mask().sum() for m in masks if m.group in chosen]
+    terms = [m.loss_weight * m.mask().sum() for m in masks if m.group in chosen]
     if not terms or config.lambda_m == 0:
         return None
     return config.lambda_m * torch.stack(terms).sum()
+
+
+def _before_step(model: nn.Module, config: DTSSConfig, step: int, images: Tensor) -> None:
+    weight = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    for m in dtss_masks(model).values():
+        m.loss_weight = weight
 
 
 def _after_step(model: nn.Module, config: DTSSConfig, step: int) -> None:
@@ -173,12 +193,21 @@ def parameter_groups(model: nn.Module, config: DTSSConfig) -> list[tuple[list[nn
     return [(scores, config.score_lr)] if scores else []
 
 
+def flag_options(t_max: int | None = None, lambda_m: float | None = None, groups: str | None = None,
+                 min_steps: int | None = None) -> list[str]:
+    """The CLI's sugar flags (``--t-max``, ``--lambda-m``, ``--dtss-groups``,
+    ``--dtss-min-steps``) as ``--method-option`` texts of this method (given ones only)."""
+    given = {"t_max": t_max, "lambda_m": lambda_m, "groups": groups, "min_steps": min_steps}
+    return [f"dtss.{key}={value}" for key, value in given.items() if value is not None]
+
+
 METHOD = register_method(TrainingMethod(
     name="dtss",
     summary="dynamic per-layer time steps: learned step masks + mask loss (Datta et al., DTSS)",
     config=DTSSConfig,
     prepare=prepare,
     loss=mask_loss,
+    before_step=_before_step,
     after_step=_after_step,
     record=record,
     parameter_groups=parameter_groups,

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from snnconvert.codings.base import option
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import TrainingMethod, register_method
-from snnconvert.neurons.spquant import SpQuantNeuron
+from snnconvert.neurons.spquant import ChannelGate, SpQuantNeuron
 from snnconvert.quantize.pot import POT_BITS, PoTConv2d, PoTLinear
 
 
@@ -54,6 +54,10 @@ def _neurons(model: nn.Module) -> list[SpQuantNeuron]:
     return [m for m in model.modules() if isinstance(m, SpQuantNeuron)]
 
 
+def _gates(model: nn.Module) -> list[ChannelGate]:
+    return [m for m in model.modules() if isinstance(m, ChannelGate)]
+
+
 def prepare(model: nn.Module, cfg: SpQuantMethodConfig) -> nn.Module:
     neurons = _neurons(model)
     if not neurons:
@@ -68,21 +72,21 @@ def prepare(model: nn.Module, cfg: SpQuantMethodConfig) -> nn.Module:
         info = getattr(model, "info", None)
         if isinstance(info, dict):
             info["weight_bits"] = cfg.weight_bits
-    for n in neurons:
-        n.track_keep = True
+    for g in _gates(model):
+        g.track_keep = True
     return model
 
 
 def loss(model: nn.Module, cfg: SpQuantMethodConfig) -> Tensor | None:
-    terms = [(n.last_keep.mean() - (1.0 - cfg.channel_sparsity)) ** 2
-             for n in _neurons(model) if n.last_keep is not None]
+    terms = [(g.last_keep.mean() - (1.0 - cfg.channel_sparsity)) ** 2
+             for g in _gates(model) if g.last_keep is not None]
     if not terms or cfg.mask_weight == 0:
         return None
     return cfg.mask_weight * torch.stack(terms).sum()
 
 
 def parameter_groups(model: nn.Module, cfg: SpQuantMethodConfig) -> list[tuple[list[nn.Parameter], float]]:
-    gates = [p for n in _neurons(model) if n.gate is not None for p in n.gate.parameters()]
+    gates = [p for g in _gates(model) for p in g.parameters()]
     scales = [m.log_scale for m in model.modules() if isinstance(m, (PoTConv2d, PoTLinear)) and m.bits is not None]
     groups = []
     if gates:
@@ -93,11 +97,11 @@ def parameter_groups(model: nn.Module, cfg: SpQuantMethodConfig) -> list[tuple[l
 
 
 def record(model: nn.Module, cfg: SpQuantMethodConfig) -> dict[str, Any]:
-    gated = [n for n in _neurons(model) if n.gate is not None and n.last_keep_value is not None]
+    gated = [g for g in _gates(model) if g.last_keep_value is not None]
     thresholds = [float(n.threshold.detach().mean()) for n in _neurons(model) if n.threshold is not None]
     out: dict[str, Any] = {}
     if gated:
-        masked = torch.cat([(n.last_keep_value < n.gate.threshold).double().reshape(-1) for n in gated])
+        masked = torch.cat([(g.last_keep_value < g.threshold).double().reshape(-1) for g in gated])
         out["spquant_channel_sparsity"] = float(masked.mean())
     if thresholds:
         out["spquant_mean_threshold"] = sum(thresholds) / len(thresholds)
