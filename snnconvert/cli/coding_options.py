@@ -109,6 +109,13 @@ def coding_options(coding: Coding, given: dict[str, Any], extra: list[str]) -> d
     from snnconvert.codings import parse_option
     from snnconvert.codings.registry import flag_name
 
+    return merge_coding_options(coding, given, extra, parse_option, flag_name)
+
+
+def merge_coding_options(coding: Any, given: dict[str, Any], extra: list[str], parse_option: Callable[..., Any],
+                         flag_name: Callable[[str], str]) -> dict[str, Any]:
+    """:func:`coding_options` with the parser and flag naming passed in (the torch-free usage
+    check in :mod:`snnconvert.cli.usage` passes its own)."""
     fields = {f.name for f in dataclasses.fields(coding.config)}
     valid = ", ".join(f"--{flag_name(f.name)}" for f in coding.options())
     options: dict[str, Any] = {}

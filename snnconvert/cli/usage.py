@@ -341,22 +341,9 @@ def _check(args: list[str], value_options: frozenset[str], flag_options: frozens
 def _options(coding: StaticCoding, given: dict[str, Any], sets: list[str], parse_option: Callable[..., Any],
              flag_name: Callable[[str], str]) -> dict[str, Any]:
     """What :func:`snnconvert.cli.coding_options.coding_options` makes of the flags and ``--set`` items."""
-    fields = {f.name for f in dataclasses.fields(coding.config)}
-    valid = ", ".join(f"--{flag_name(f.name)}" for f in coding.options())
-    options: dict[str, Any] = {}
-    for key, value in given.items():
-        if key not in fields:
-            raise SnnConvertError(f"--{flag_name(key)} is not an option of coding {coding.name} (its options: {valid})")
-        options[key] = value if isinstance(value, bool) else parse_option(coding, key, value)
-    for item in sets:
-        if "=" not in item:
-            raise SnnConvertError(f"--set {item!r}: write KEY=VALUE")
-        key, value = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in fields:
-            raise SnnConvertError(f"--set {key}: not an option of coding {coding.name} (its options: {valid})")
-        options[key] = parse_option(coding, key, value)
-    return options
+    from snnconvert.cli.coding_options import merge_coding_options
+
+    return merge_coding_options(coding, given, sets, parse_option, flag_name)
 
 
 def _has_plugins() -> bool:
