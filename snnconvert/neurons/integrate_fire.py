@@ -174,20 +174,7 @@ def running_max_pool(inputs: Tensor, pool: dict, differentiable: bool = False) -
         pooled_t = window_max(sums_t.reshape(steps * batch, *sums_t.shape[2:]), **pool, differentiable=True)
         pooled_t = pooled_t.reshape(steps, batch, *pooled_t.shape[1:])
         return torch.cat([pooled_t[:1], pooled_t[1:] - pooled_t[:-1]])
-    sums = inputs.clone(memory_format=torch.contiguous_format)
-    flat, chunks = time_chunks(sums)
-    for cols in chunks:
-        running = flat[:, cols]
-        for t in range(1, flat.shape[0]):
-            running[t].add_(running[t - 1])
-    steps, batch = sums.shape[:2]
-    pooled = window_max(sums.reshape(steps * batch, *sums.shape[2:]), **pool)
-    del sums
-    pooled = pooled.reshape(steps, batch, *pooled.shape[1:])
-    out = torch.empty_like(pooled)
-    out[0] = pooled[0]
-    torch.sub(pooled[1:], pooled[:-1], out=out[1:])
-    return out
+    return running_max_pool_chunk(inputs, pool, None)[0]  # all steps as one chunk
 
 
 def running_max_pool_chunk(inputs: Tensor, pool: dict,
