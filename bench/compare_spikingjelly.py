@@ -683,12 +683,14 @@ def engine_model(model: str, opts: Options, log: Log) -> dict[str, Any]:
     chunks: dict[str, Any] = {}
     checks: dict[str, Any] = {}
     measured: dict[tuple, int] = {}
+    fewest_frames: dict[tuple, int] = {}
     with CpuWindow(f"engine {model}") as window:
         for k, T in enumerate(opts.engine_T):
             cfg = rate.Config(T=T, percentile=p)
             net = rate.build(q.float_model, rate.thresholds_from(q.float_model, stats, cfg), cfg)
             net.time_chunk_bytes = opts.chunk_bytes
             net.chunk_elements.update(measured)  # the largest activation, measured at the warm-up
+            net.chunk_min_frames.update(fewest_frames)
             outs: dict[str, Tensor] = {}
 
             def snnc(chunk_bytes: int | None, key: str, net=net, outs=outs) -> None:
@@ -698,6 +700,7 @@ def engine_model(model: str, opts: Options, log: Log) -> dict[str, Any]:
             if k == 0:  # warm-up: every engine once at the smallest T
                 snnc(opts.chunk_bytes, "warm")
                 measured.update(net.chunk_elements)
+                fewest_frames.update(net.chunk_min_frames)
                 snnc(0, "warm")
                 sj_outputs(sj_snn, norm[:batch], T, batch, multi_step=True)
                 sj_outputs(sj_snn, norm[:batch], T, batch, multi_step=False)
@@ -714,7 +717,9 @@ def engine_model(model: str, opts: Options, log: Log) -> dict[str, Any]:
                 lambda T=T: sj_outputs(sj_snn, norm, T, batch, multi_step=False)) / steps
             net.time_chunk_bytes = opts.chunk_bytes
             elements = next(iter(net.chunk_elements.values()), None)
-            chunks[str(T)] = None if elements is None else steps_per_chunk(T, batch, elements, 4, opts.chunk_bytes)
+            fewest = next(iter(net.chunk_min_frames.values()), 1)
+            chunks[str(T)] = None if elements is None else steps_per_chunk(T, batch, elements, 4, opts.chunk_bytes,
+                                                                            fewest)
             diff = (outs["chunks"] - outs["folded"]).abs().max()
             checks[str(T)] = {"max_abs_diff_chunks_vs_folded": float(diff),
                               "argmax_agreement": float((outs["chunks"].argmax(1) == outs["folded"].argmax(1))
@@ -724,6 +729,7 @@ def engine_model(model: str, opts: Options, log: Log) -> dict[str, Any]:
                 + f"; {chunks[str(T)]} steps per chunk; chunks vs folded max |diff| {float(diff):.1e}")
     result.update(engine_seconds_per_image_step=engine, steps_per_chunk=chunks, chunk_bytes=opts.chunk_bytes,
                   largest_activation_elements=next(iter(net.chunk_elements.values()), None),
+                  min_chunk_frames=next(iter(net.chunk_min_frames.values()), None),
                   chunks_vs_folded=checks, measurements=timer.records, load=timer.summary(),
                   window=window.as_dict())
     return result

@@ -15,13 +15,17 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
 
 import snnconvert
+from snnconvert.codings.sws import search_plot
 from snnconvert.evaluate import EvaluateConfig, evaluate
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.reports.plots import accuracy_latency_plot
@@ -29,6 +33,15 @@ from snnconvert.reports.plots import accuracy_latency_plot
 
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def frontier_png(row: dict, stem: str) -> Path:
+    """The search's T_inf against calibration agreement (every evaluation) as ``<stem>_frontier.png``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (png,) = search_plot(row["search"], Path(tmp), "ResNet-20, Tc=8")
+        target = RESULTS / f"{stem}_frontier.png"
+        shutil.copyfile(png, target)
+    return target
 
 
 def main() -> None:
@@ -40,12 +53,24 @@ def main() -> None:
                         help="only Tc=8 Ts=2: SNN vs quantized-ANN wall time (writes sws_resnet20_speed.json)")
     parser.add_argument("--auto-only", action="store_true",
                         help="only Tc=8 Ts=auto: search, T_inf, test accuracy (writes sws_resnet20_auto.json)")
+    parser.add_argument("--auto-budget-s", type=float, default=None,
+                        help="--Ts auto: seconds for its per-layer search after the uniform one (default: none)")
+    parser.add_argument("--auto-agreement", type=float, default=0.995,
+                        help="--Ts auto: agreement with the 8-bit ANN to keep on the calibration images; results "
+                             "of a target other than 0.995 go to sws_resnet20_auto_target<per mille>.json")
+    parser.add_argument("--reuse-auto", action="store_true",
+                        help="take the Ts=auto setting from sws_resnet20_auto.json (an earlier --auto-only run) "
+                             "instead of searching again; the row is still evaluated here")
     args = parser.parse_args()
+    auto_file = ("sws_resnet20_auto.json" if args.auto_agreement == 0.995
+                 else f"sws_resnet20_auto_target{round(1000 * args.auto_agreement)}.json")
     require_shared_data()
     results: dict = {"machine": machine(), "n_test": args.n, "load_average_start": os.getloadavg()}
 
-    print("quantizing ResNet-20 to 8 bits (calibration: 1,000 train-subset images) ...", flush=True)
-    q8 = snnconvert.quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN,
+    print("quantizing ResNet-20 to 8 bits (calibration: 1,000 of the 5,000 train-subset images) ...", flush=True)
+    # the whole train subset (5,000 images) is the calibration pool: ranges from 1,000 of them,
+    # and --Ts auto's default sample of 2,000 from the same pool (never the test split)
+    q8 = snnconvert.quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN, calib_split=1.0,
                              config=QuantizeConfig(bits=8, calib_limit=1000), eval_limit=0)
     base = EvaluateConfig(data=TEST, limit=args.n, reports=("accuracy", "latency", "opf", "energy"))
 
@@ -77,13 +102,28 @@ def main() -> None:
         print(json.dumps({k: v for k, v in row.items() if k != "Ts"}), flush=True)
         return row
 
+    def reuse_auto() -> dict:
+        saved = json.loads((RESULTS / auto_file).read_text())
+        searched = next(r for r in saved["rows"] if r["setting"] == "Tc=8 Ts=auto")
+        row = run("Tc=8 Ts=auto", snnconvert.to_snn(q8, "sws", Tc=8, Ts=list(searched["Ts"])))
+        row["search_seconds"] = searched["search_seconds"]
+        row["search"] = searched["search"]
+        row["search_from"] = f"{auto_file} ({saved['machine']['date']})"
+        return row
+
     def run_auto() -> dict:
+        if args.reuse_auto:
+            return reuse_auto()
         start = time.perf_counter()
-        auto_snn = snnconvert.to_snn(q8, "sws", Tc=8, Ts="auto", show_progress=True)
+        auto_snn = snnconvert.to_snn(q8, "sws", Tc=8, Ts="auto", show_progress=True,
+                                     auto_budget_s=args.auto_budget_s, auto_agreement=args.auto_agreement)
         auto_seconds = time.perf_counter() - start
         row = run("Tc=8 Ts=auto", auto_snn)
         row["search_seconds"] = auto_seconds
         row["search"] = {k: v for k, v in auto_snn.info["auto"].items() if k != "profile"}
+        for r in row["search"]["repairs"]:
+            print(f"  repair: raised {r['raised']} (head images {r['head_images']}, "
+                  f"disagreeing after: {r['head_mismatches'][r['raised']]})")
         for trial in row["search"]["trials"]:
             print(f"  {trial['step']}: calibration agreement {pct(trial['agreement'])}, T_inf {trial['T_inf']}")
         return row
@@ -91,7 +131,9 @@ def main() -> None:
     if args.auto_only:
         auto = run_auto()
         results["rows"] = rows
-        path = write_json("sws_resnet20_auto.json", results)
+        results["auto_agreement_target"] = args.auto_agreement
+        path = write_json(auto_file, results)
+        print(f"frontier: {frontier_png(auto, auto_file.removesuffix('.json'))}")
         print(f"--Ts auto: T_inf {auto['T_inf']} (goal <= 30), test agreement {pct(auto['agreement_snn_quantized'])}, "
               f"top-1 {pct(auto['snn_top1'])} (float {pct(auto['float_top1'])}); search "
               f"{auto['search_seconds']:.0f} s; Ts per layer {auto['Ts']}; {path}")

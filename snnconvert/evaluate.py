@@ -25,6 +25,7 @@ from snnconvert.pipeline import QuantizedModel, conversion_inputs, convert_with,
 from snnconvert.progress import track
 from snnconvert.reports.analyses import AnalysisContext, analyses
 from snnconvert.reports.names import REPORTS
+from snnconvert.simulate.chunks import chunk_budget, chunkable
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.probes import SynapseLoad, synapse_probe
 
@@ -270,12 +271,20 @@ def largest_activation(model: nn.Module, image: Tensor) -> int:
     return largest
 
 
-def snn_batch_size(snn: SpikingNetwork, batch_size: int, activation_elements: int, itemsize: int = 4) -> int:
+def snn_batch_size(snn: SpikingNetwork, batch_size: int, activation_elements: int, itemsize: int = 4,
+                   *, chunked: bool = False) -> int:
     """Images per SNN batch: at most ``batch_size``, and the largest layer's folded frames within
-    ``SNN_BATCH_BYTES``."""
-    frames = max(1, int(snn.info.get("frames", 1)))
+    ``SNN_BATCH_BYTES``. A network that runs in time chunks (``chunked``) holds one chunk of
+    frames at a time, sized by its own byte budget, so only one frame per image counts here."""
+    frames = 1 if chunked else max(1, int(snn.info.get("frames", 1)))
     per_image = frames * max(1, activation_elements) * itemsize
     return max(1, min(batch_size, SNN_BATCH_BYTES // per_image))
+
+
+def runs_in_chunks(snn: SpikingNetwork, example: Tensor, device: torch.device) -> bool:
+    """Whether ``snn`` will run images like ``example`` in time chunks on ``device``."""
+    with torch.no_grad():
+        return bool(chunk_budget(snn.time_chunk_bytes, device)) and chunkable(snn, example)
 
 
 def simulation_batch(quantized: QuantizedModel, snn: SpikingNetwork, config: EvaluateConfig,
@@ -308,12 +317,14 @@ def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_p
              ) -> tuple[Tensor, float, dict[str, SynapseLoad]]:
     snn.reset_stats()
     dtype = DTYPES[config.dtype]
-    batch = snn_batch_size(snn, min(config.batch_size, max_batch or config.batch_size), activation_elements,
-                           torch.empty((), dtype=dtype).element_size())
-    with snn.recording(), synapse_probe(snn) as loads:
+    where = device if device is not None else resolve_device(config.device)
+    with snn.recording(), synapse_probe(snn) as loads:  # (chunk-aware hooks: they leave chunking on)
+        batch = snn_batch_size(snn, min(config.batch_size, max_batch or config.batch_size), activation_elements,
+                               torch.empty((), dtype=dtype).element_size(),
+                               chunked=runs_in_chunks(snn, images[:1].to(dtype), where))
         logits, seconds = run_logits(snn, images, batch_size=batch, dtype=dtype, label=label,
                                      show_progress=show_progress,
-                                     device=device if device is not None else resolve_device(config.device))
+                                     device=where)
     return logits, seconds, dict(loads)
 
 

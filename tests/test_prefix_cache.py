@@ -68,3 +68,21 @@ def test_early_stop_happens_only_after_the_target_has_failed(setup) -> None:
     assert result.agreement == pytest.approx(1 - 16 / 40)  # an upper bound on the true 50 %
     full = runner.evaluate(flipped, max_mismatches=None)
     assert not full.stopped_early and full.mismatches == 20 and full.agreement == pytest.approx(0.5)
+
+
+def test_head_batch_holds_the_first_images_and_can_be_evaluated_alone(setup) -> None:
+    snn, images = setup
+    snn = copy.deepcopy(snn)
+    names = list(neuron_modules(snn.body))
+    set_silent_periods(snn.body, dict.fromkeys(names, 2))
+    reference = _predict(snn, images, torch.float32)
+    flipped = reference.clone()
+    flipped[[1, 3, 30]] = (flipped[[1, 3, 30]] + 1) % 10
+    runner = PrefixRunner(snn, images, names, lambda n: n.Ts, batch=16, head=5)
+    assert runner.bounds == [(0, 5), (5, 21), (21, 37), (37, 40)]
+    head = runner.evaluate(flipped, batches=1)
+    assert head.images == 5 and head.mismatches == 2 and head.mismatched == (1, 3)
+    full = runner.evaluate(flipped)
+    assert full.images == 40 and full.mismatched == (1, 3, 30) and not full.stopped_early
+    early = runner.evaluate(flipped, max_mismatches=1)  # fails inside the head: stops after 5 images
+    assert early.stopped_early and early.images == 5

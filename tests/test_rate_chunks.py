@@ -201,10 +201,46 @@ def test_max_pool_chunk_continues_running_sums() -> None:
     assert torch.equal(sums, x[:4].sum(0))  # the carried running sums: spike counts so far
 
 
+def test_min_chunk_frames_is_weight_reuse_times_weights_over_activation_bytes() -> None:
+    from snnconvert.simulate.chunks import WEIGHT_REUSE, min_chunk_frames
+
+    body = nn.Linear(100, 50)  # 5,050 floats = 20,200 bytes of weights
+    # 1,000 activation elements (4,000 bytes) per frame: 4 x 20,200 / 4,000 = 20.2 -> 21 frames
+    assert WEIGHT_REUSE == 4 and min_chunk_frames(body, 1000, 4) == 21
+    assert min_chunk_frames(body, 10**6, 4) == 1  # small weights: the byte budget decides
+    snn, x = _snn(steps=64), _images(2, 3)
+    with torch.no_grad():
+        snn(x)
+    (key,) = snn.chunk_min_frames
+    assert snn.chunk_min_frames[key] == min_chunk_frames(snn.body, snn_total_elements(snn, x), 4)
+
+
+def snn_total_elements(snn, x: torch.Tensor) -> int:
+    """Elements per image and step of the input and all leaf outputs of the body, from one
+    unchunked run (each output's first row is one frame of one image)."""
+    outs = [x[0].numel()]
+    leaves = [m for m in snn.body.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(lambda _m, _i, o: outs.append(o[0].numel())) for m in leaves]
+    try:
+        snn.time_chunk_bytes = 0
+        with torch.no_grad():
+            snn(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+        snn.time_chunk_bytes = None
+    return sum(outs)
+
+
 def test_steps_per_chunk_and_when_chunking_is_off() -> None:
     assert steps_per_chunk(256, 32, 16 * 32 * 32, 4, DEFAULT_CHUNK_BYTES) == 2  # ResNet-20, batch 32
     assert steps_per_chunk(8, 1, 10, 4, DEFAULT_CHUNK_BYTES) == 8
     assert steps_per_chunk(256, 64, 10**6, 8, 1) == 1
+    # the weight-reuse floor: ResNet-18 at 64x64, batch 8 (largest map 64 x 32 x 32): 4 MiB would be
+    # 2 steps = 16 frames; a floor of 109 frames makes it ceil(109 / 8) = 14 steps
+    assert steps_per_chunk(256, 8, 64 * 32 * 32, 4, DEFAULT_CHUNK_BYTES) == 2
+    assert steps_per_chunk(256, 8, 64 * 32 * 32, 4, DEFAULT_CHUNK_BYTES, min_frames=109) == 14
+    assert steps_per_chunk(8, 8, 64 * 32 * 32, 4, DEFAULT_CHUNK_BYTES, min_frames=109) == 8  # at most T
     snn = _snn()
     x = _images(2, 7)
     with torch.no_grad():
@@ -261,3 +297,19 @@ def test_affine_synapse_with_one_shift_runs_any_number_of_frames() -> None:
     out = affine(torch.ones(4, 3, 1, 1))  # 4 steps x 1 image
     assert torch.equal(out[0].flatten(), torch.tensor([1.5, 2.0, 0.0]))
     assert torch.equal(out[1].flatten(), torch.tensor([1.0, 2.0, -1.0]))
+
+
+def test_evaluate_batches_by_one_frame_per_image_when_the_network_runs_in_chunks() -> None:
+    from snnconvert.evaluate import SNN_BATCH_BYTES, runs_in_chunks, snn_batch_size
+
+    snn, x = _snn(steps=256), _images(2, 3)
+    assert runs_in_chunks(snn, x[:1], torch.device("cpu"))
+    snn.info["frames"] = 256
+    elements = 4 * 6 * 6  # the largest activation per image and step (c1/c2: 4 x 6 x 6)
+    # all 256 frames folded: 256 x 144 x 4 bytes = 147,456 per image -> 56 images in 8 MiB
+    assert snn_batch_size(snn, 1000, elements) == SNN_BATCH_BYTES // (256 * elements * 4) == 56
+    # in chunks only one step per image must fit: 8 MiB / 576 bytes, capped by the batch size
+    assert snn_batch_size(snn, 1000, elements, chunked=True) == 1000
+    assert snn_batch_size(snn, 100_000, elements, chunked=True) == SNN_BATCH_BYTES // (elements * 4)
+    snn.time_chunk_bytes = 0
+    assert not runs_in_chunks(snn, x[:1], torch.device("cpu"))

@@ -68,11 +68,12 @@ def test_search_is_deterministic(setup) -> None:
     assert [t["agreement"] for t in a["trials"]] == [t["agreement"] for t in b["trials"]]
 
 
-def test_budget_stops_the_refinement_with_a_passing_result(setup) -> None:
+def test_budget_stops_the_per_layer_search_with_a_passing_result(setup) -> None:
     q, images, loader = setup
     snn, auto = _search(q, loader, auto_budget_s=1e-9)
     assert auto["budget_spent"]
-    assert not any(" to Ts=" in t["step"] and "layers" not in t["step"] for t in auto["trials"])
+    assert all(t["step"].startswith("uniform") for t in auto["trials"])  # nothing after the uniform bisection
+    assert set(auto["chosen"].values()) == {auto["uniform_Ts"]}
     reference = _predict(q.float(), images, torch.float32)
     assert float((_predict(copy.deepcopy(snn).float(), images, torch.float32) == reference).float().mean()) >= 0.97
 
@@ -87,10 +88,41 @@ def test_frontier_report_and_plot(setup, tmp_path: Path) -> None:
     (table,) = search_tables(data)
     t_infs = [int(r[0]) for r in table.rows]
     assert t_infs == sorted(set(t["T_inf"] for t in auto["trials"]))
-    best = {t: max(x["agreement"] for x in auto["trials"] if x["T_inf"] == t) for t in t_infs}
-    assert [r[1] for r in table.rows] == [f"{100 * best[t]:.2f}%" for t in t_infs]
+    # per T_inf the best agreement; '< x' when that best is the bound of an evaluation that stopped early
+    best = {t: max((x["agreement"], not x["stopped_early"]) for x in auto["trials"] if x["T_inf"] == t)
+            for t in t_infs}
+    assert [r[1] for r in table.rows] == [("" if best[t][1] else "< ") + f"{100 * best[t][0]:.2f}%"
+                                          for t in t_infs]
+    assert any(r[1].startswith("< ") for r in table.rows)  # failing candidates stopped early
     (png,) = search_plot(data, tmp_path, "toy")
     assert png.name == "ts_auto_frontier.png" and png.stat().st_size > 1000
+
+
+def test_repair_raises_the_layer_that_fixes_most_disagreeing_images(setup) -> None:
+    q, images, loader = setup
+    snn, auto = _search(q, loader)
+    k_star, repairs = auto["uniform_Ts"], auto["repairs"]
+    assert k_star > 0
+    steps = [t for t in auto["trials"] if t["step"].startswith("repair")]
+    assert steps[0]["step"] == f"repair from uniform Ts={k_star - 1}" and not steps[0]["passed"]
+    assert not steps[0]["stopped_early"]  # the first one sees every image: all disagreeing ones go first
+    assert len(steps) == len(repairs) + 1 and steps[-1]["passed"] == (len(repairs) < len(auto["chosen"]))
+    # each raise is the candidate with the fewest disagreeing head images, measured again here by hand
+    cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=0.97, auto_limit=96)
+    check = copy.deepcopy(snn).float()
+    reference = _predict(q.float(), images, torch.float32)
+    raised: dict[str, int] = {}
+    names = list(auto["chosen"])
+    for r in repairs:
+        assert r["head_mismatches"][r["raised"]] == min(r["head_mismatches"].values())
+        assert set(r["head_mismatches"]) == {n for n in names if n not in raised}
+        raised[r["raised"]] = k_star
+    if repairs:  # the last repaired setting, evaluated whole by hand, meets the target
+        from snnconvert.codings.sws import set_silent_periods
+
+        set_silent_periods(check.body, {**dict.fromkeys(names, k_star - 1), **raised})
+        agreement = float((_predict(check, images, torch.float32) == reference).float().mean())
+        assert agreement == pytest.approx(steps[-1]["agreement"]) and agreement >= cfg.auto_agreement
 
 
 @pytest.mark.parametrize("bad", [{"auto_limit": 0}, {"auto_budget_s": -1.0}, {"auto_budget_s": float("nan")}])
@@ -112,3 +144,12 @@ def test_pipeline_samples_the_calibration_pool_by_size_and_seed() -> None:
     b = torch.cat([x for x, _ in inputs.calibration_sample(200, 0)])
     c = torch.cat([x for x, _ in inputs.calibration_sample(200, 1)])
     assert len(a) == 200 and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_search_shows_its_evaluations_as_progress(setup, capsys) -> None:
+    q, _images, loader = setup
+    cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=0.97, auto_limit=96)
+    auto = auto_silent_periods(convert_sws(q, cfg), q, loader, cfg, show_progress=True)
+    err = capsys.readouterr().err  # not a terminal: plain lines at the start and the end
+    assert "--Ts auto on 96 images: evaluations: 0" in err and "started" in err
+    assert f"--Ts auto on 96 images: evaluations: {len(auto['trials'])} (" in err and "done" in err

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from snnconvert.graph.support import check_supported
 from snnconvert.limits import MAX_RANGE_BITS, check_time_steps
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
 from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
+from snnconvert.progress import Progress
 from snnconvert.quantize.modules import ActQuant
 from snnconvert.quantize.quantizer import INPUT_QUANT
 from snnconvert.simulate.network import SpikingNetwork
@@ -64,8 +66,9 @@ class SWSConfig:
                                         "sample of the quantize step's calibration pool).")
     auto_seed: int = option(0, help="--Ts auto: seed of that sample.")
     auto_max: int | None = option(None, help="--Ts auto: largest silent period it considers (default Tc).")
-    auto_budget_s: float | None = option(None, help="--Ts auto: seconds for the per-layer refinement (none: "
-                                                    "until no single layer can drop a step).")
+    auto_budget_s: float | None = option(None, help="--Ts auto: seconds for the per-layer search after the "
+                                                    "uniform one (none: until no single layer can drop a step); "
+                                                    "it keeps the last setting that met the target.")
     residual_tolerance: float | None = option(
         None, help="With an integer or list --Ts: give each TSA layer extra silent steps (up to --auto-max) until "
                    "at most this share of its neurons round differently from exact on --auto-limit calibration "
@@ -410,104 +413,202 @@ def _as_float32(module: nn.Module) -> nn.Module:
     return module if dtypes <= {torch.float32} else copy.deepcopy(module).float()
 
 
+class _Evaluations:
+    """The ``--Ts auto`` evaluations of one search: a :class:`PrefixRunner` over the calibration
+    images with the images that disagreed in any evaluation so far first (its ``head`` batch), and
+    the list of trials (every full or early-stopped evaluation, for the frontier)."""
+
+    def __init__(self, snn: SpikingNetwork, images: torch.Tensor, reference: torch.Tensor, names: list[str],
+                 cfg: SWSConfig, progress: Progress) -> None:
+        self.snn, self.images, self.reference, self.names, self.cfg = snn, images, reference, names, cfg
+        self.progress = progress
+        self.allowed = math.floor((1.0 - cfg.auto_agreement) * len(images) + 1e-9)
+        self.trials: list[dict] = []
+        self.hard: dict[int, None] = {}  # calibration images that disagreed at least once, in the order found
+        self.nodes_run = self.nodes_full = self.cache_bytes = 0
+        self.order = list(range(len(images)))
+        self.runner = self._runner(head=0)
+
+    def _runner(self, head: int) -> PrefixRunner:
+        return PrefixRunner(self.snn, self.images[self.order], self.names, lambda neuron: neuron.Ts, head=head)
+
+    def _record(self, result) -> None:
+        for position in result.mismatched:
+            self.hard.setdefault(self.order[position], None)
+
+    def hard_first(self) -> None:
+        """Put every image that has disagreed so far into the first batch (a new runner: the
+        cache restarts) unless it is there already."""
+        if set(self.order[:self.runner.bounds[0][1] if self.runner.bounds else 0]) == set(self.hard) or not self.hard:
+            return
+        self._retire()
+        head = list(self.hard)
+        taken = set(head)
+        self.order = head + [i for i in range(len(self.images)) if i not in taken]
+        self.runner = self._runner(head=len(head))
+
+    def _retire(self) -> None:
+        self.nodes_run += self.runner.nodes_run
+        self.nodes_full += self.runner.nodes_full
+        self.cache_bytes = max(self.cache_bytes, self.runner.bytes)
+
+    def passes(self, periods: dict[str, int], step: str, *, complete: bool = False) -> bool:
+        """Evaluate ``periods`` on every calibration image (stopping once it has failed, unless
+        ``complete``) and record the trial; True when it meets the target."""
+        set_silent_periods(self.snn.body, periods)
+        result = self.runner.evaluate(self.reference[self.order], max_mismatches=None if complete else self.allowed)
+        self._record(result)
+        value = result.agreement
+        t_inf = self.cfg.Tc + _path(self.snn.body).output_delay
+        self.trials.append({"step": step, "agreement": value, "T_inf": t_inf,
+                            "passed": value >= self.cfg.auto_agreement, "images_compared": result.images,
+                            "stopped_early": result.stopped_early})
+        self.progress.advance(detail=step, T_inf=t_inf,
+                              agreement=f"{'<' if result.stopped_early else ''}{100 * value:.2f}%")
+        return value >= self.cfg.auto_agreement
+
+    def head_mismatches(self, periods: dict[str, int]) -> int:
+        """How many of the images that have disagreed so far (the head batch) disagree under ``periods``."""
+        set_silent_periods(self.snn.body, periods)
+        return self.runner.evaluate(self.reference[self.order], batches=1).mismatches
+
+    def summary(self) -> dict[str, Any]:
+        self._retire()
+        self.runner = self._runner(head=0)
+        return {"nodes_run_share": self.nodes_run / self.nodes_full if self.nodes_full else 1.0,
+                "cache_bytes": self.cache_bytes, "hard_images": len(self.hard)}
+
+
 def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibration: DataLoader,
                         cfg: SWSConfig, *, show_progress: bool = False,
                         device: torch.device | None = None) -> dict:
-    """``--Ts auto``: per layer, the smallest silent period that keeps the SNN's predictions in
+    """``--Ts auto``: per layer, the smallest silent periods that keep the SNN's predictions in
     agreement with the quantized ANN's on calibration images (at least ``cfg.auto_agreement``).
-    Every setting it keeps was evaluated on those images and met the target.
+    Every setting it keeps was evaluated on all those images and met the target.
 
     1. Uniform: bisection on one silent period ``k`` for every layer gives the smallest ``k*``
        that meets the target (``Ts = Tc`` is exact, so some ``k`` always does).
-    2. Per layer, one level at a time (``k*`` -> ``k* - 1`` -> ...): one profiling pass measures,
-       for every layer and candidate Ts, the share of the layer's outputs that differ from exact
-       rounding. The layers at the current level are ordered by that share at the level below
-       (the least affected first), and bisection finds the longest prefix of that order that can
-       drop one level while the network still meets the target.
+    2. Repair, from ``k* - 1`` everywhere (which failed): the images that disagreed so far go
+       first; every layer still at ``k* - 1`` is tried at ``k*`` on those images, and the one that
+       leaves the fewest of them disagreeing is raised (ties: the layer whose outputs differ most
+       from exact rounding at ``k* - 1``, from one profiling pass). This repeats until the setting
+       meets the target on all images. At worst every layer is raised, back to the uniform ``k*``.
+    3. Lower levels (``k* - 2``, ..., 0): the layers at the level above are ordered by that
+       profile (the least affected first), and bisection finds the longest prefix of that order
+       that can drop one level while the network still meets the target.
+    4. Refinement: every layer (least affected first) whose silent period can still drop a step
+       is tried alone at one step less and kept when the network still meets the target; rounds
+       repeat until no single layer can drop.
 
-    3. Refinement, layer by layer: every layer (least affected first, by the same profile) whose
-       silent period can still drop a step is tried alone at one step less, and kept when the
-       network still meets the target; rounds repeat until no single layer can drop or the
-       ``cfg.auto_budget_s`` budget of seconds is spent. The mismatch profile only orders the
-       candidates: each is evaluated.
-
-    Every accepted setting was evaluated and met the target, so the result does; it is never
-    slower than the best uniform setting. About ``log2(Tc) + levels * log2(layers)`` evaluations,
-    plus one per candidate of the refinement. ``trials`` lists every evaluation (setting, T_inf,
-    agreement): the T_inf against agreement frontier.
-    The evaluations run on ``device`` (default: the CPU) on copies; ``snn`` stays where it is.
+    Phases 2-4 stop once ``cfg.auto_budget_s`` seconds are spent; the result is then the last
+    setting that met the target (at worst the uniform ``k*``). The mismatch profile and the
+    disagreeing images only order candidates; every kept setting was evaluated on every image.
+    Evaluations re-run only the layers after the first changed one (:class:`PrefixRunner`) and
+    stop once they have failed; with the images that disagreed first, most failing candidates
+    stop after one small batch. ``trials`` lists every evaluation (setting, T_inf, agreement): the
+    T_inf against agreement frontier. The evaluations run on ``device`` (default: the CPU) on
+    float32 copies; ``snn`` stays where it is and keeps its dtype.
     """
     device = torch.device("cpu") if device is None else device
     started = time.perf_counter()
     images = _calibration_images(calibration, cfg.auto_limit).to(device)
+    if len(images) < cfg.auto_limit and show_progress:
+        print(f"note: --Ts auto searches on {len(images)} images: the calibration pool holds fewer than "
+              f"--auto-limit {cfg.auto_limit}", file=sys.stderr, flush=True)
     max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
     reference = _predict(_on(_as_float32(quantized), device), images, torch.float32)
-    snn32 = _on(_as_float32(snn), device)  # the search runs in float32 on a copy; ``snn`` keeps its dtype
+    snn32 = _on(_as_float32(snn), device)
     names = list(neuron_modules(snn32.body))
-    trials: list[dict] = []
-    # each candidate re-runs only the layers after the first one it changes, and stops once it has failed
-    runner = PrefixRunner(snn32, images, names, lambda neuron: neuron.Ts)
-    allowed = math.floor((1.0 - cfg.auto_agreement) * len(images) + 1e-9)
+    with Progress(f"--Ts auto on {len(images)} images: evaluations", show=show_progress) as progress:
+        runs = _Evaluations(snn32, images, reference, names, cfg, progress)
 
-    def passes(periods: dict[str, int], step: str) -> bool:
-        set_silent_periods(snn32.body, periods)
-        result = runner.evaluate(reference, max_mismatches=allowed)
-        value = result.agreement
-        t_inf = cfg.Tc + _path(snn32.body).output_delay
-        trials.append({"step": step, "agreement": value, "T_inf": t_inf, "passed": value >= cfg.auto_agreement,
-                       "images_compared": result.images, "stopped_early": result.stopped_early})
-        return value >= cfg.auto_agreement
+        def longest_passing(count: int, check) -> int:
+            """Largest m in [0, count] with check(m), assuming check(0) and monotone passing."""
+            lo, hi = 0, count
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if check(mid):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            return lo
 
-    def longest_passing(count: int, check) -> int:
-        """Largest m in [0, count] with check(m), assuming check(0) and monotone passing."""
-        lo, hi = 0, count
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if check(mid):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        # 1. uniform: m levels below max_ts
+        drop = longest_passing(max_ts, lambda m: runs.passes(dict.fromkeys(names, max_ts - m),
+                                                             f"uniform Ts={max_ts - m}"))
+        k_star = max_ts - drop
+        chosen = dict.fromkeys(names, k_star)  # always a setting that was evaluated and met the target
+        # the candidates are ordered by their mismatch one step down, and no layer goes above k*
+        profile = silent_period_profile(snn32, images, k_star - 1) if k_star > 0 else {}
+        per_layer_start = time.perf_counter()
 
-    # 1. uniform: m levels below max_ts
-    drop = longest_passing(max_ts, lambda m: passes(dict.fromkeys(names, max_ts - m), f"uniform Ts={max_ts - m}"))
-    k_star = max_ts - drop
-    chosen = dict.fromkeys(names, k_star)
-    profile = silent_period_profile(snn32, images, max_ts) if k_star > 0 else {}
-    # 2. per layer, one level at a time
-    for level in range(k_star - 1, -1, -1):
-        movable = sorted((n for n in names if chosen[n] == level + 1), key=lambda n: profile[n][level])
+        def out_of_budget() -> bool:
+            return cfg.auto_budget_s is not None and time.perf_counter() - per_layer_start > cfg.auto_budget_s
 
-        def lowered(m: int, base: dict[str, int] = chosen, movable: list[str] = movable,
-                    level: int = level) -> dict[str, int]:
-            return {**base, **dict.fromkeys(movable[:m], level)}
+        def position(name: str) -> int:
+            return names.index(name)
 
-        m = longest_passing(len(movable), lambda m, lowered=lowered, level=level:
-                            passes(lowered(m), f"{m} layers to Ts={level}"))
-        if m == 0:
-            break
-        chosen = lowered(m)
-    # 3. refinement: each layer alone, one step at a time, while the budget lasts
-    refine_start = time.perf_counter()
-    out_of_budget = False
-    improved = True
-    while improved and not out_of_budget:
-        improved = False
-        candidates = sorted((n for n in names if chosen[n] > 0),
-                            key=lambda n: (profile[n][chosen[n] - 1] if n in profile else 0.0, names.index(n)))
-        for name in candidates:
-            if cfg.auto_budget_s is not None and time.perf_counter() - refine_start > cfg.auto_budget_s:
-                out_of_budget = True
+        repairs: list[dict[str, Any]] = []
+        spent = False
+        # 2. repair: from k* - 1 everywhere, raise the layer that fixes most disagreeing images, until it passes
+        if k_star > 0 and not (spent := out_of_budget()):
+            level = k_star - 1
+            trial = dict.fromkeys(names, level)
+            runs.hard_first()
+            ok = runs.passes(trial, f"repair from uniform Ts={level}", complete=True)
+            while not ok and not (spent := out_of_budget()):
+                low = [n for n in names if trial[n] == level]
+                if not low:
+                    break
+                runs.hard_first()
+                # deepest first: each candidate re-runs only from its own layer on the head batch
+                scores = {n: runs.head_mismatches({**trial, n: k_star})
+                          for n in sorted(low, key=position, reverse=True)}
+                best = min(low, key=lambda n: (scores[n], -profile[n][level], position(n)))
+                repairs.append({"raised": best, "to": k_star, "head_images": len(runs.hard),
+                                "head_mismatches": dict(scores)})
+                trial = {**trial, best: k_star}
+                ok = runs.passes(trial, f"repair: {best} to Ts={k_star} ({len(repairs)} raised)")
+            if ok:
+                chosen = trial
+        # 3. lower levels: the longest prefix (least affected first) that drops one level
+        for level in range(k_star - 2, -1, -1):
+            if spent or (spent := out_of_budget()):
                 break
-            trial = {**chosen, name: chosen[name] - 1}
-            if passes(trial, f"{name} to Ts={trial[name]}"):
-                chosen, improved = trial, True
+            movable = sorted((n for n in names if chosen[n] == level + 1), key=lambda n: profile[n][level])
+
+            def lowered(m: int, base: dict[str, int] = chosen, movable: list[str] = movable,
+                        level: int = level) -> dict[str, int]:
+                return {**base, **dict.fromkeys(movable[:m], level)}
+
+            runs.hard_first()
+            m = longest_passing(len(movable), lambda m, lowered=lowered, level=level:
+                                runs.passes(lowered(m), f"{m} layers to Ts={level}"))
+            if m == 0:
+                break
+            chosen = lowered(m)
+        # 4. refinement: each layer alone, one step at a time, while the budget lasts
+        refine_start = time.perf_counter()
+        improved = True
+        while improved and not spent:
+            improved = False
+            runs.hard_first()
+            candidates = sorted((n for n in names if chosen[n] > 0),
+                                key=lambda n: (profile[n][chosen[n] - 1] if n in profile else 0.0, position(n)))
+            for name in candidates:
+                if spent := out_of_budget():
+                    break
+                trial = {**chosen, name: chosen[name] - 1}
+                if runs.passes(trial, f"{name} to Ts={trial[name]}"):
+                    chosen, improved = trial, True
     set_silent_periods(snn.body, chosen)
     snn.info.update(sws_latency(snn, cfg))
-    return {"uniform_Ts": k_star, "images": len(images), "target": cfg.auto_agreement, "trials": trials,
-            "nodes_run_share": runner.share_run, "cache_bytes": runner.bytes,
-            "evaluations": len(trials), "seconds": time.perf_counter() - started,
-            "refine_seconds": time.perf_counter() - refine_start, "budget_spent": out_of_budget,
+    return {"uniform_Ts": k_star, "images": len(images), "images_requested": cfg.auto_limit,
+            "target": cfg.auto_agreement, "trials": runs.trials,
+            "repairs": repairs, **runs.summary(),
+            "evaluations": len(runs.trials), "seconds": time.perf_counter() - started,
+            "per_layer_seconds": time.perf_counter() - per_layer_start,
+            "refine_seconds": time.perf_counter() - refine_start, "budget_spent": spent,
             "chosen": dict(chosen), "T_inf": snn.info["T_inf"],
             "profile": {k: [round(v, 6) for v in vals] for k, vals in profile.items()}}
 

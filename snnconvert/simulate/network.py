@@ -47,6 +47,7 @@ class SpikingNetwork(nn.Module):
         self.time_chunk_bytes: int | None = None  # None: the device's default; 0: off
         self.time_window: tuple[int, int] | None = None  # steps of the chunk running now
         self.chunk_elements: dict[tuple, int] = {}  # largest activation per image shape (a cache)
+        self.chunk_min_frames: dict[tuple, int] = {}  # fewest frames per chunk, per image shape (a cache)
 
     def serial_config(self) -> dict[str, Any]:
         return {"coding": self.coding, "info": json.dumps(self.info)}

@@ -12,7 +12,10 @@ trains) are stored as int8, the rest as they are; the cache stops growing at ``m
 Results are those of running the whole network: the nodes after the cut are the same modules on
 the same inputs (tested to be bit-identical). The runner also stops an evaluation early once
 more predictions disagree with the reference than ``max_mismatches`` allows; the caller then
-knows only that the target failed and an upper bound on the agreement.
+knows only that the target failed and an upper bound on the agreement. With ``head`` the first
+batch holds only the first ``head`` images: a search puts the images that disagreed before there,
+so a candidate that fails on them stops after one small batch, and it can rank candidates on that
+batch alone (``evaluate(..., batches=1)``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Evaluation:
     mismatches: int
     stopped_early: bool
     total: int
+    mismatched: tuple[int, ...] = ()  # positions (in the runner's image order) of the images that disagreed
 
     @property
     def agreement(self) -> float:
@@ -70,8 +74,13 @@ class PrefixRunner:
     """
 
     def __init__(self, snn: nn.Module, images: Tensor, neuron_names: list[str], setting: Callable[[nn.Module], Any],
-                 *, dtype: torch.dtype = torch.float32, batch: int = 250, max_bytes: int = 4 << 30) -> None:
+                 *, dtype: torch.dtype = torch.float32, batch: int = 250, max_bytes: int = 4 << 30,
+                 head: int = 0) -> None:
         self.snn, self.images, self.dtype, self.batch = snn, images, dtype, batch
+        total = len(images)
+        head = min(max(head, 0), total)
+        starts = ([0] if head else []) + list(range(head, total, batch))
+        self.bounds = [(a, min(b, total)) for a, b in zip(starts, [*starts[1:], total], strict=True)]
         self.setting, self.max_bytes, self.bytes = setting, max_bytes, 0
         body = snn.body
         self.body: fx.GraphModule | None = body if isinstance(body, fx.GraphModule) else None
@@ -152,15 +161,19 @@ class PrefixRunner:
         """The share of body nodes executed, against running the whole body every time."""
         return self.nodes_run / self.nodes_full if self.nodes_full else 1.0
 
-    def evaluate(self, reference: Tensor, max_mismatches: int | None = None) -> Evaluation:
+    def evaluate(self, reference: Tensor, max_mismatches: int | None = None,
+                 batches: int | None = None) -> Evaluation:
         """Compare the predictions with ``reference`` batch by batch; stop once the mismatches
-        exceed ``max_mismatches`` (None: never)."""
+        exceed ``max_mismatches`` (None: never), or after the first ``batches`` batches."""
         self.evaluations += 1
-        mismatches, seen, total = 0, 0, len(self.images)
-        for b, i in enumerate(range(0, total, self.batch)):
-            chunk = self.images[i:i + self.batch]
-            mismatches += int((self._predict_batch(b, chunk) != reference[i:i + self.batch]).sum())
-            seen += len(chunk)
-            if max_mismatches is not None and mismatches > max_mismatches and seen < total:
-                return Evaluation(seen, mismatches, True, total)
-        return Evaluation(seen, mismatches, False, total)
+        mismatched: list[int] = []
+        seen, total = 0, len(self.images)
+        for b, (i, j) in enumerate(self.bounds):
+            if batches is not None and b >= batches:
+                return Evaluation(seen, len(mismatched), True, total, tuple(mismatched))
+            wrong = self._predict_batch(b, self.images[i:j]) != reference[i:j]
+            mismatched += (torch.nonzero(wrong).flatten() + i).tolist()
+            seen += j - i
+            if max_mismatches is not None and len(mismatched) > max_mismatches and seen < total:
+                return Evaluation(seen, len(mismatched), True, total, tuple(mismatched))
+        return Evaluation(seen, len(mismatched), False, total, tuple(mismatched))
