@@ -131,6 +131,10 @@ def track(items: Iterable[T], description: str, *, total: int | None = None, sho
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     with Progress(description, total=total) as progress:
-        for item in items:
-            yield item
-            progress.advance()
+        try:
+            for item in items:
+                yield item
+                progress.advance()
+        except GeneratorExit:  # the caller stopped early: done if it had taken ``total`` items
+            if total is None or progress.completed < total:
+                raise

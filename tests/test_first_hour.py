@@ -417,6 +417,18 @@ def test_track_shows_lines_on_a_pipe(capsys: pytest.CaptureFixture[str]) -> None
     assert list(track(range(3), "quiet")) == [0, 1, 2] and "quiet" not in capsys.readouterr().err
 
 
+def test_track_is_done_when_the_caller_stops_after_its_total(capsys: pytest.CaptureFixture[str]) -> None:
+    for i, _ in enumerate(track(range(10), "epoch", total=3, show=True)):  # as the QAT loop: 3 of 10 batches
+        if i >= 3:
+            break
+    err = capsys.readouterr().err
+    assert "epoch: 3/3" in err and "done" in err and "stopped" not in err
+    for i, _ in enumerate(track(range(10), "epoch", total=5, show=True)):
+        if i >= 2:
+            break  # 2 of 5: the loop really stopped early
+    assert "stopped" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------- outputs and run staging
 
 

@@ -54,14 +54,20 @@ def test_spike_trains_are_cached_as_int8_and_real_values_as_they_are() -> None:
     assert _pack(real).dtype == torch.float32
 
 
-def test_early_stop_happens_only_after_the_target_has_failed(setup) -> None:
+def _flipped(setup, rows) -> tuple:
+    """A copy of the network at Ts=2, its layer names, and its own predictions with ``rows`` changed."""
     snn, images = setup
     snn = copy.deepcopy(snn)
     names = list(neuron_modules(snn.body))
     set_silent_periods(snn.body, dict.fromkeys(names, 2))
-    reference = _predict(snn, images, torch.float32)
-    flipped = reference.clone()
-    flipped[:20] = (flipped[:20] + 1) % 10  # 20 of 40 disagree, all in the first 2 batches of 16
+    flipped = _predict(snn, images, torch.float32)
+    flipped[rows] = (flipped[rows] + 1) % 10
+    return snn, images, names, flipped
+
+
+def test_early_stop_happens_only_after_the_target_has_failed(setup) -> None:
+    # 20 of 40 disagree, all in the first 2 batches of 16
+    snn, images, names, flipped = _flipped(setup, slice(0, 20))
     runner = PrefixRunner(snn, images, names, lambda n: n.Ts, batch=16)
     result = runner.evaluate(flipped, max_mismatches=3)
     assert result.stopped_early and result.images == 16 and result.mismatches == 16
@@ -71,13 +77,7 @@ def test_early_stop_happens_only_after_the_target_has_failed(setup) -> None:
 
 
 def test_head_batch_holds_the_first_images_and_can_be_evaluated_alone(setup) -> None:
-    snn, images = setup
-    snn = copy.deepcopy(snn)
-    names = list(neuron_modules(snn.body))
-    set_silent_periods(snn.body, dict.fromkeys(names, 2))
-    reference = _predict(snn, images, torch.float32)
-    flipped = reference.clone()
-    flipped[[1, 3, 30]] = (flipped[[1, 3, 30]] + 1) % 10
+    snn, images, names, flipped = _flipped(setup, [1, 3, 30])
     runner = PrefixRunner(snn, images, names, lambda n: n.Ts, batch=16, head=5)
     assert runner.bounds == [(0, 5), (5, 21), (21, 37), (37, 40)]
     head = runner.evaluate(flipped, batches=1)

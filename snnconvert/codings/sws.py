@@ -430,6 +430,7 @@ class _Evaluations:
         self.runner = self._runner(head=0)
 
     def _runner(self, head: int) -> PrefixRunner:
+        self.head = head
         return PrefixRunner(self.snn, self.images[self.order], self.names, lambda neuron: neuron.Ts, head=head)
 
     def _record(self, result) -> None:
@@ -439,7 +440,7 @@ class _Evaluations:
     def hard_first(self) -> None:
         """Put every image that has disagreed so far into the first batch (a new runner: the
         cache restarts) unless it is there already."""
-        if set(self.order[:self.runner.bounds[0][1] if self.runner.bounds else 0]) == set(self.hard) or not self.hard:
+        if not self.hard or set(self.order[:self.head]) == set(self.hard):
             return
         self._retire()
         head = list(self.hard)
