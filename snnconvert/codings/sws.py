@@ -431,6 +431,7 @@ class _Evaluations:
 
     def _runner(self, head: int) -> PrefixRunner:
         self.head = head
+        self.ordered_reference = self.reference[self.order]
         return PrefixRunner(self.snn, self.images[self.order], self.names, lambda neuron: neuron.Ts, head=head)
 
     def _record(self, result) -> None:
@@ -457,7 +458,7 @@ class _Evaluations:
         """Evaluate ``periods`` on every calibration image (stopping once it has failed, unless
         ``complete``) and record the trial; True when it meets the target."""
         set_silent_periods(self.snn.body, periods)
-        result = self.runner.evaluate(self.reference[self.order], max_mismatches=None if complete else self.allowed)
+        result = self.runner.evaluate(self.ordered_reference, max_mismatches=None if complete else self.allowed)
         self._record(result)
         value = result.agreement
         t_inf = self.cfg.Tc + _path(self.snn.body).output_delay
@@ -471,11 +472,11 @@ class _Evaluations:
     def head_mismatches(self, periods: dict[str, int]) -> int:
         """How many of the images that have disagreed so far (the head batch) disagree under ``periods``."""
         set_silent_periods(self.snn.body, periods)
-        return self.runner.evaluate(self.reference[self.order], batches=1).mismatches
+        return self.runner.evaluate(self.ordered_reference, batches=1).mismatches
 
     def summary(self) -> dict[str, Any]:
+        """Node share run and cache size over every runner of the search (call once, at the end)."""
         self._retire()
-        self.runner = self._runner(head=0)
         return {"nodes_run_share": self.nodes_run / self.nodes_full if self.nodes_full else 1.0,
                 "cache_bytes": self.cache_bytes, "hard_images": len(self.hard)}
 
