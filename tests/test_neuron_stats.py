@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from snnconvert.neurons.base import nonzero_per_row, unfold_time
+from snnconvert.neurons.base import EXACT_COUNT, nonzero_per_row, nonzero_total, unfold_time
 from snnconvert.neurons.integrate_fire import IFNeuron
 from snnconvert.neurons.tsa import TSANeuron
 
@@ -15,6 +15,17 @@ def test_nonzero_per_row_counts_by_hand() -> None:
     ternary = torch.tensor([[0.0, 1.0, -1.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
     assert nonzero_per_row(ternary, unit=True).tolist() == [2.0, 3.0]
     assert nonzero_per_row(ternary).dtype == torch.float64
+    assert nonzero_per_row(flat.half()).tolist() == [2.0, 3.0]  # not float32/64: the generic path
+    assert nonzero_total(flat.view(5, 2)) == 5.0
+
+
+def test_nonzero_counts_past_what_a_float32_sum_holds() -> None:
+    # 2^24 + 3 ones: above 2^24 a float32 holds even integers only, so one float32 sum is off
+    ones = torch.ones(1, EXACT_COUNT + 3)
+    assert nonzero_per_row(ones, unit=True).tolist() == [EXACT_COUNT + 3.0]
+    ones[0, :7] = -2.5
+    assert nonzero_per_row(ones).tolist() == [EXACT_COUNT + 3.0]
+    assert nonzero_total(ones.view(-1)) == EXACT_COUNT + 3.0
 
 
 def test_recorded_events_and_magnitudes_match_the_spikes() -> None:

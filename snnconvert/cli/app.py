@@ -19,6 +19,7 @@ try:  # only light modules here: torch and torchvision are imported inside the c
     from rich.console import Console
 
     from snnconvert._version import __version__
+    from snnconvert.allocator import tune_allocator
     from snnconvert.cli.coding_options import DynamicCommand
     from snnconvert.errors import SnnConvertError, UnsupportedGraphError
     from snnconvert.reports.names import REPORTS
@@ -618,9 +619,10 @@ def _precheck_to_snn(argv: list[str]) -> None:
 
 def main() -> None:
     """The ``snnconvert`` entry point: the coding table (and torch) is loaded only for ``to-snn``;
-    SIGTERM cleans up like Ctrl-C."""
+    SIGTERM cleans up like Ctrl-C; glibc keeps freed memory (:mod:`snnconvert.allocator`)."""
     TO_SNN.generate = _command_in(sys.argv[1:]) == "to-snn"
     _state["owns_process"] = True
+    tune_allocator()  # the command owns the process: reuse freed tensor memory (SNNCONVERT_MALLOC=default: off)
     with contextlib.suppress(ValueError, OSError):  # not the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snnconvert.neurons.base import SpikingNeuron, time_chunks
+from snnconvert.neurons.base import SpikingNeuron, loop_threads, time_chunks
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 
 
@@ -54,12 +54,13 @@ def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0,
         membrane = torch.full(flat.shape[1:], float(init), dtype=inputs.dtype, device=inputs.device)
     else:
         membrane = membrane.reshape(flat.shape[1:])
-    for cols in chunks:
-        u, z, out = membrane[cols], flat[:, cols], spikes[:, cols]
-        for t in range(flat.shape[0]):
-            u.add_(z[t])
-            torch.ge(u, threshold, out=out[t])  # written straight into the output frame as 0/1
-            u.sub_(out[t], alpha=threshold)
+    with loop_threads(flat):
+        for cols in chunks:
+            u, z, out = membrane[cols], flat[:, cols], spikes[:, cols]
+            for t in range(flat.shape[0]):
+                u.add_(z[t])
+                torch.ge(u, threshold, out=out[t])  # written straight into the output frame as 0/1
+                u.sub_(out[t], alpha=threshold)
     return spikes.view(inputs.shape), membrane.view(inputs.shape[1:])
 
 
@@ -187,10 +188,11 @@ def running_max_pool_chunk(inputs: Tensor, pool: dict,
     if carry is not None:
         sums[0].add_(carry[0])
     flat, chunks = time_chunks(sums)
-    for cols in chunks:
-        running = flat[:, cols]
-        for t in range(1, flat.shape[0]):
-            running[t].add_(running[t - 1])
+    with loop_threads(flat):
+        for cols in chunks:
+            running = flat[:, cols]
+            for t in range(1, flat.shape[0]):
+                running[t].add_(running[t - 1])
     steps, batch = sums.shape[:2]
     pooled = window_max(sums.reshape(steps * batch, *sums.shape[2:]), **pool)
     pooled = pooled.reshape(steps, batch, *pooled.shape[1:])

@@ -22,11 +22,13 @@ reproduces the quantized ANN.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from snnconvert.graph.modules import PadWithValues
-from snnconvert.neurons.base import SpikingNeuron, time_chunks
+from snnconvert.neurons.base import SpikingNeuron, loop_threads, time_chunks
 from snnconvert.neurons.integrate_fire import pool_property
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 
@@ -45,62 +47,104 @@ def tsa_dynamics(
     after the last step and the decoded value each neuron emitted. ``qmin``/``qmax`` of None
     disable that side of the clamp (the input encoder is signed).
 
-    Implementation: a spike is ``clamp(floor(u / beta^Ts + 1/2), -1, 1)`` (the same
-    decision as comparing with +-beta^Ts / 2), then limited by the clamp bounds
-    ``-floor(min(E - qmin, w) / w)`` and ``floor(min(qmax - E, w) / w)`` where ``w`` is the
-    spike's weight. With an integer ``beta`` and ``qmin = 0`` the emitted value ``E`` is a
-    non-negative multiple of ``w``, so the lower bound is exactly ``-min(E, w) / w``. About nine
-    in-place tensor operations per step, no boolean temporaries.
+    Implementation: a spike is ``floor(u / beta^Ts + 1/2)`` (the same decision as comparing
+    with +-beta^Ts / 2), clamped to ``[lower, upper]``: ``lower = -floor(min(E - qmin, w) / w)``
+    and ``upper = floor(min(qmax - E, w) / w)`` where ``w`` is the spike's weight, and to
+    [-1, 1] where a side has no bound. The loop keeps ``D = -E``. With an integer ``beta`` and
+    ``qmin = 0``, ``E`` is a non-negative multiple of ``w``, so ``lower = sign(D)``; with
+    an integer ``beta`` and ``qmax`` as well, ``E`` is an integer at most ``qmax``, so ``upper =
+    clamp(D + qmax - w + 1, 0, 1)``. The top bound is skipped on the steps where the weights so
+    far cannot reach ``qmax``. Eight or nine in-place tensor operations per step.
     """
     flat, chunks = time_chunks(inputs)
     spikes = torch.empty_like(flat)
     membrane = torch.zeros_like(flat[0])
-    emitted = torch.zeros_like(membrane)
-    bound = torch.empty_like(membrane[chunks[0]]) if chunks else membrane
-    for cols in chunks:
-        _tsa_steps(flat[:, cols], spikes[:, cols], membrane[cols], emitted[cols], bound[:cols.stop - cols.start],
-                   Ts=Ts, beta=float(beta), qmax=qmax, qmin=qmin)
+    deficit = torch.zeros_like(membrane)  # -E
+    lower = torch.empty_like(membrane[chunks[0]]) if chunks else membrane
+    upper = torch.empty_like(lower)
+    plan = _StepPlan.make(inputs.shape[0], Ts, float(beta), qmax, qmin, membrane)
+    with loop_threads(flat):
+        for cols in chunks:
+            width = cols.stop - cols.start
+            _tsa_steps(plan, flat[:, cols], spikes[:, cols], membrane[cols], deficit[cols], lower[:width],
+                       upper[:width])
+    emitted = deficit.neg_().add_(0.0)  # (+0.0, not -0.0, where nothing was emitted)
     return spikes.view(inputs.shape), membrane.view(inputs.shape[1:]), emitted.view(inputs.shape[1:])
 
 
-def _tsa_steps(inputs: Tensor, spikes: Tensor, u: Tensor, emitted: Tensor, bound: Tensor, *, Ts: int, beta: float,
-               qmax: float | None, qmin: float | None) -> None:
-    """The time loop of :func:`tsa_dynamics` on one chunk of neurons (all arguments are updated in place)."""
-    Tc = inputs.shape[0]
-    reset = beta ** Ts
-    inverse = 1.0 / reset
-    weights = [beta ** (Tc - k) for k in range(1, Tc + 1)]
-    multiples = qmin == 0 and beta.is_integer()  # E is always a non-negative multiple of w
+@dataclass(frozen=True)
+class _StepPlan:
+    """What :func:`_tsa_steps` needs for every chunk, computed once per layer call. Constants
+    enter the tensor operations as 0-d tensors of the membrane's dtype: a Python float costs a
+    conversion per operation, as much as the arithmetic on a chunk."""
+
+    Ts: int
+    beta: float
+    reset: float
+    weights: list[float]
+    qmin: float | None
+    multiples: bool  # qmin = 0 and beta an integer: E is always a non-negative multiple of w
+    half: Tensor
+    beta_t: Tensor
+    upper: list[Tensor | float | None]  # per step: D + upper[k] bounds the top (see tsa_dynamics), None: cannot bind
+    integral: bool
+
+    @staticmethod
+    def make(Tc: int, Ts: int, beta: float, qmax: float | None, qmin: float | None, like: Tensor) -> _StepPlan:
+        def const(x: float) -> Tensor:
+            return torch.tensor(x, dtype=like.dtype, device=like.device)
+
+        weights = [beta ** (Tc - k) for k in range(1, Tc + 1)]
+        integral = beta.is_integer() and qmax is not None and float(qmax).is_integer() and (
+            qmin is None or float(qmin).is_integer())
+        upper: list[Tensor | float | None] = []
+        for k, w in enumerate(weights, start=1):
+            if qmax is None or sum(weights[:k]) <= qmax:  # the top of the range cannot bind yet
+                upper.append(None)
+            else:
+                upper.append(const(qmax - w + 1.0) if integral else float(qmax))
+        return _StepPlan(Ts, beta, beta ** Ts, weights, qmin, qmin == 0 and beta.is_integer(), const(0.5),
+                         const(beta), upper, integral)
+
+
+def _tsa_steps(plan: _StepPlan, inputs: Tensor, spikes: Tensor, u: Tensor, deficit: Tensor, lower: Tensor,
+               upper: Tensor) -> None:
+    """The time loop of :func:`tsa_dynamics` on one chunk of neurons (the tensors are updated in
+    place; ``deficit`` is minus the emitted value)."""
+    Tc, Ts, beta, reset, qmin = inputs.shape[0], plan.Ts, plan.beta, plan.reset, plan.qmin
     for t in range(1, Ts + Tc + 1):
         if t <= Tc:
             torch.add(inputs[t - 1], u, alpha=beta, out=u)
         else:
-            u.mul_(beta)
+            u.mul_(plan.beta_t)
         if t <= Ts:
             continue
         k = t - Ts
-        w = weights[k - 1]
+        w = plan.weights[k - 1]
         a = spikes[k - 1]
-        if reset == 1.0:
-            torch.add(u, 0.5, out=a)
-        else:
-            torch.mul(u, inverse, out=a)
-            a.add_(0.5)
-        a.floor_().clamp_(-1.0, 1.0)
-        if multiples:
-            torch.clamp(emitted, max=w, out=bound)
-            bound.div_(-w)
-            torch.maximum(a, bound, out=a)
+        torch.add(plan.half, u, alpha=1.0 / reset, out=a)
+        a.floor_()
+        low = high = None
+        if plan.multiples:
+            low = torch.sign(deficit, out=lower)  # -1 where E > 0 (so E >= w), else 0
         elif qmin is not None:
-            torch.sub(emitted, qmin, out=bound)
-            bound.clamp_(max=w).div_(w).floor_().neg_()
-            torch.maximum(a, bound, out=a)
-        if qmax is not None and sum(weights[:k]) > qmax:  # else the top of the range cannot bind
-            torch.neg(emitted, out=bound)
-            bound.add_(qmax).clamp_(max=w).div_(w).floor_()
-            torch.minimum(a, bound, out=a)
+            low = torch.add(deficit, qmin, out=lower).clamp_(min=-w).div_(w).ceil_()
+        offset = plan.upper[k - 1]
+        if offset is not None:
+            if plan.integral:
+                high = torch.add(deficit, offset, out=upper).clamp_(0.0, 1.0)
+            else:
+                high = torch.add(deficit, offset, out=upper).clamp_(max=w).div_(w).floor_()
+        if low is not None and high is not None:  # low >= -1 and high <= 1: no [-1, 1] clamp needed
+            a.clamp_(min=low, max=high)
+        else:
+            a.clamp_(-1.0, 1.0)
+            if low is not None:
+                a.clamp_(min=low)
+            elif high is not None:
+                a.clamp_(max=high)
         u.sub_(a, alpha=reset)
-        emitted.add_(a, alpha=w)
+        deficit.sub_(a, alpha=w)
 
 
 def tsa_dynamics_autograd(

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from snnconvert.neurons.base import nonzero_per_row
+from snnconvert.neurons.base import nonzero_total
 from snnconvert.simulate.chunks import chunk_aware
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear
@@ -122,7 +122,7 @@ def synapse_probe(snn: SpikingNetwork) -> Iterator[dict[str, SynapseLoad]]:
             steps = module.frame_bias_gain.numel() if hasattr(module, "frame_bias_gain") else frames
             window = snn.time_window
             batch = x.shape[0] // (steps if window is None else window[1] - window[0])
-            events = float(nonzero_per_row(x.reshape(x.shape[0], -1)).sum())
+            events = nonzero_total(x)
             if name not in loads:
                 loads[name] = SynapseLoad(name, _macs(module, x, output), x[0].numel(), 0.0, steps)
                 samples[name], totals[name] = 0, 0.0
