@@ -311,6 +311,11 @@ def simulation_batch(quantized: QuantizedModel, snn: SpikingNetwork, config: Eva
     return batch, note
 
 
+def wants_coding_reports(config: EvaluateConfig, snn: SpikingNetwork) -> bool:
+    """Whether ``config`` asks for one of the SNN's coding's own reports (``coding``, ``all`` or by name)."""
+    return config.wants("coding") or any(config.wants(extra.name) for extra in get_coding(snn.coding).reports)
+
+
 def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_progress: bool,
              activation_elements: int, label: str = "SNN",
              device: torch.device | None = None, max_batch: int | None = None,
@@ -318,7 +323,7 @@ def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_p
     snn.reset_stats()
     dtype = DTYPES[config.dtype]
     where = device if device is not None else resolve_device(config.device)
-    with snn.recording(), synapse_probe(snn) as loads:  # (chunk-aware hooks: they leave chunking on)
+    with snn.recording(detail=wants_coding_reports(config, snn)), synapse_probe(snn) as loads:  # (chunk-aware)
         batch = snn_batch_size(snn, min(config.batch_size, max_batch or config.batch_size), activation_elements,
                                torch.empty((), dtype=dtype).element_size(),
                                chunked=runs_in_chunks(snn, images[:1].to(dtype), where))
@@ -338,11 +343,10 @@ def _combine_ranks(ctx: DistContext, snn: SpikingNetwork, logits: Tensor, loads:
 
     local = len(logits)
     for neuron in snn.neurons().values():
-        for name in neuron._stat_names:
-            if name != "neurons":  # a size, the same on every rank; the rest are sums
-                total = neuron._buffers[name].to(device)
-                dist.all_reduce(total)
-                neuron._buffers[name] = total.to(neuron._buffers[name].device)
+        for name, value in neuron.additive_stats().items():
+            total = value.to(device)
+            dist.all_reduce(total)
+            neuron.set_stat(name, total)
     for name in sorted(loads):
         load = loads[name]
         weighted = torch.tensor([load.input_events * local], dtype=torch.float64, device=device)
@@ -423,7 +427,7 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
     if coding.metrics is not None:
         report.coding_metrics = coding.metrics(snn)
     for extra in coding.reports:
-        if config.wants(extra.name) or config.wants("coding"):
+        if config.wants(extra.name) or config.wants("coding"):  # (what wants_coding_reports recorded for)
             data = extra.compute(snn)
             if data is not None:
                 report.coding_reports[extra.name] = data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from snnconvert.neurons.base import EXACT_COUNT, nonzero_per_row, nonzero_total, unfold_time
@@ -43,3 +44,18 @@ def test_recorded_events_and_magnitudes_match_the_spikes() -> None:
         assert int(neuron.samples) == 3 and int(neuron.neurons) == 2 * 5 * 5
         neuron.reset_stats()
         assert float(neuron.events_per_step.sum()) == 0.0
+
+
+def test_additive_stats_are_the_counters_ranks_sum() -> None:
+    neuron = TSANeuron(Tc=4, Ts=1, qmax=15.0)
+    neuron.recording = True
+    neuron(torch.randint(-12, 13, (4 * 2, 2, 3, 3)).float())
+    stats = neuron.additive_stats()
+    assert "neurons" not in stats and {"events_per_step", "samples", "residual_hist", "clamped_count"} <= set(stats)
+    doubled = {name: value * 2 for name, value in stats.items()}
+    for name, value in doubled.items():
+        neuron.set_stat(name, value.float())  # (as an all-reduce in float32 would return it)
+    assert all(torch.equal(neuron.additive_stats()[n], doubled[n]) for n in doubled)
+    assert neuron.events_per_step.dtype == torch.float64
+    with pytest.raises(KeyError, match="nothing"):
+        neuron.set_stat("nothing", torch.zeros(1))

@@ -327,6 +327,8 @@ def _neuron_cases(dtype: torch.dtype) -> list[tuple[nn.Module, Tensor]]:
         (MultiBitEncoder(4, bits=3, in_channels=3, padding=(1, 1, 1, 1)), rnd(2, 3, 5, 5, scale=3).abs()),
         (TSANeuron(4, 2, qmax=15.0), rnd(8, 3, 5, 5, scale=4)),
         (TSANeuron(3, 1, qmax=5.0), rnd(6, 9, scale=4)),
+        (TSANeuron(4, 2, beta=3.0, qmax=30.0), rnd(8, 3, 5, 5, scale=30)),  # top clamp binds from step 2
+        (TSANeuron(3, 0, beta=3.0, qmax=26.0), rnd(6, 9, scale=9)),
         (SWSEncoder(4, qmax=15), rnd(2, 3, 5, 5, scale=15).abs()),
         (SWSMaxPoolNeuron(2, 2, 0, 1, False, 4, 4, qmax=15.0), spikes),
     ]

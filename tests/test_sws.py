@@ -215,3 +215,22 @@ def test_ts_auto_meets_its_agreement_target_at_the_smallest_uniform_period() -> 
     reference = _predict(q.float(), images, torch.float32)
     agreement = float((_predict(snn.float(), images, torch.float32) == reference).float().mean())
     assert agreement >= target  # the chosen periods really meet the target on the calibration images
+
+
+def test_residual_histograms_are_recorded_only_for_the_reports_that_read_them() -> None:
+    from snnconvert.evaluate import EvaluateConfig, wants_coding_reports
+
+    q = quantize_random(cifar_resnet("resnet20", 10).eval(), SMALL)
+    snn = convert_sws(q, SWSConfig(Tc=8, Ts=2))
+    assert not wants_coding_reports(EvaluateConfig(reports=("accuracy", "opf", "energy")), snn)
+    assert all(wants_coding_reports(EvaluateConfig(reports=(r,)), snn) for r in ("residual", "coding", "all"))
+    images = torch.rand(3, 3, 16, 16)
+    tsa = [n for n in snn.neurons().values() if isinstance(n, TSANeuron)]
+    for detail in (False, True):
+        snn.reset_stats()
+        with torch.no_grad(), snn.recording(detail=detail):
+            snn(images)
+        assert all(float(n.events_per_step.sum()) > 0 for n in tsa[:3])  # spikes are always counted
+        histogram = sum(float(n.residual_hist.sum() + n.clamped_count) for n in tsa)
+        assert (histogram > 0) == detail
+    assert all(n.recording_detail and not n.recording for n in tsa)  # restored after the block

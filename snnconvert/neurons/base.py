@@ -127,6 +127,7 @@ class SpikingNeuron(nn.Module):
         self.steps_in = int(steps_in)
         self.steps_out = int(steps_out)
         self.recording = False
+        self.recording_detail = True  # with recording: also the per-coding extras (e.g. TSA residual histograms)
         # (start, stop) steps of the current time chunk while the engine runs the network in
         # time chunks (snnconvert.simulate.chunks), else None: the frames hold all steps
         self.time_window: tuple[int, int] | None = None
@@ -141,6 +142,18 @@ class SpikingNeuron(nn.Module):
         and kept in float64 when the network is cast with ``.float()`` / ``.to(dtype)``."""
         self.register_buffer(name, torch.zeros(shape, dtype=torch.float64), persistent=False)
         self._stat_names.append(name)
+
+    def additive_stats(self) -> dict[str, Tensor]:
+        """The statistics buffers that add up over images (all but ``neurons``, a layer size):
+        what ranks that ran different images sum (see :meth:`set_stat`)."""
+        return {name: self._buffers[name] for name in self._stat_names if name != "neurons"}
+
+    def set_stat(self, name: str, value: Tensor) -> None:
+        """Replace the statistics buffer ``name`` (kept in float64 where it was)."""
+        if name not in self._stat_names:
+            raise KeyError(f"{type(self).__name__} has no statistic {name!r}")
+        old = self._buffers[name]
+        self._buffers[name] = value.to(device=old.device, dtype=torch.float64).reshape(old.shape)
 
     def reset_stats(self) -> None:
         for name in self._stat_names:

@@ -22,6 +22,7 @@ reproduces the quantized ANN.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,8 @@ class _StepPlan:
     multiples: bool  # qmin = 0 and beta an integer: E is always a non-negative multiple of w
     half: Tensor
     beta_t: Tensor
+    inverse: Tensor  # 1 / beta^Ts
+    fused: bool  # 1 / beta^Ts is a power of two: u / beta^Ts + 1/2 in one operation, the same floats
     upper: list[Tensor | float | None]  # per step: D + upper[k] bounds the top (see tsa_dynamics), None: cannot bind
     integral: bool
 
@@ -103,8 +106,9 @@ class _StepPlan:
                 upper.append(None)
             else:
                 upper.append(const(qmax - w + 1.0) if integral else float(qmax))
-        return _StepPlan(Ts, beta, beta ** Ts, weights, qmin, qmin == 0 and beta.is_integer(), const(0.5),
-                         const(beta), upper, integral)
+        reset = beta ** Ts
+        return _StepPlan(Ts, beta, reset, weights, qmin, qmin == 0 and beta.is_integer(), const(0.5),
+                         const(beta), const(1.0 / reset), math.frexp(1.0 / reset)[0] == 0.5, upper, integral)
 
 
 def _tsa_steps(plan: _StepPlan, inputs: Tensor, spikes: Tensor, u: Tensor, deficit: Tensor, lower: Tensor,
@@ -122,7 +126,10 @@ def _tsa_steps(plan: _StepPlan, inputs: Tensor, spikes: Tensor, u: Tensor, defic
         k = t - Ts
         w = plan.weights[k - 1]
         a = spikes[k - 1]
-        torch.add(plan.half, u, alpha=1.0 / reset, out=a)
+        if plan.fused:  # (a fused multiply-add may round differently where the product is inexact)
+            torch.add(plan.half, u, alpha=1.0 / reset, out=a)
+        else:
+            torch.mul(u, plan.inverse, out=a).add_(plan.half)
         a.floor_()
         low = high = None
         if plan.multiples:
@@ -253,7 +260,7 @@ class TSANeuron(SpikingNeuron):
                                                               surrogate=self.surrogate)
         else:
             spikes, membrane, emitted = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
-        if self.recording:
+        if self.recording and self.recording_detail:
             with torch.no_grad():
                 clamped = held_at_clamp(membrane, emitted, self.Ts, self.beta, self.qmax)
                 residual = residual_units(membrane, self.Ts, self.beta).masked_fill_(clamped, float("inf"))
