@@ -70,7 +70,7 @@ from snnconvert.ingest import LoadedModel, load_model
 from snnconvert.pipeline import QuantizedModel, conversion_inputs
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.reports.plots import accuracy_latency_plot
-from snnconvert.simulate.chunks import steps_per_chunk
+from snnconvert.simulate.chunks import DEFAULT_CHUNK_BYTES, steps_per_chunk
 
 T_GRID = (8, 16, 32, 64, 128, 256)
 SWS_TS: tuple[int | str, ...] = (0, 1, 2, 3, "auto")
@@ -102,7 +102,7 @@ class Options:
     quick: bool
     engine_table: bool = False
     engine_T: tuple[int, ...] = T_GRID
-    chunk_bytes: int = 4 * 2**20
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
     calib_limit: int = 1000
 
 
@@ -163,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--engine-table", action="store_true",
                    help="only the per-image-step cost of rate coding at every --engine-T, both models")
     p.add_argument("--engine-T", default=",".join(str(t) for t in T_GRID), help="time steps of --engine-table")
-    p.add_argument("--chunk-mb", type=float, default=4.0,
+    p.add_argument("--chunk-mb", type=float, default=DEFAULT_CHUNK_BYTES / 2**20,
                    help="snnconvert's time chunks: MiB of the largest folded activation per chunk")
     p.add_argument("--r18-images", type=int, default=16, help="--engine-table: timed ResNet-18 images")
     p.add_argument("--r18-batch", type=int, default=8, help="--engine-table: ResNet-18 batch")

@@ -232,20 +232,24 @@ def snn_total_elements(snn, x: torch.Tensor) -> int:
     return sum(outs)
 
 
+FOUR_MIB = 4 * 2**20
+
+
 def test_steps_per_chunk_and_when_chunking_is_off() -> None:
-    assert steps_per_chunk(256, 32, 16 * 32 * 32, 4, DEFAULT_CHUNK_BYTES) == 2  # ResNet-20, batch 32
-    assert steps_per_chunk(8, 1, 10, 4, DEFAULT_CHUNK_BYTES) == 8
+    assert steps_per_chunk(256, 32, 16 * 32 * 32, 4, DEFAULT_CHUNK_BYTES) == 16  # 32 MiB: 16 steps of 2 MiB
+    assert steps_per_chunk(256, 32, 16 * 32 * 32, 4, FOUR_MIB) == 2  # ResNet-20, batch 32
+    assert steps_per_chunk(8, 1, 10, 4, FOUR_MIB) == 8
     assert steps_per_chunk(256, 64, 10**6, 8, 1) == 1
     # the weight-reuse floor: ResNet-18 at 64x64, batch 8 (largest map 64 x 32 x 32): 4 MiB would be
     # 2 steps = 16 frames; a floor of 109 frames makes it ceil(109 / 8) = 14 steps
-    assert steps_per_chunk(256, 8, 64 * 32 * 32, 4, DEFAULT_CHUNK_BYTES) == 2
-    assert steps_per_chunk(256, 8, 64 * 32 * 32, 4, DEFAULT_CHUNK_BYTES, min_frames=109) == 14
-    assert steps_per_chunk(8, 8, 64 * 32 * 32, 4, DEFAULT_CHUNK_BYTES, min_frames=109) == 8  # at most T
+    assert steps_per_chunk(256, 8, 64 * 32 * 32, 4, FOUR_MIB) == 2
+    assert steps_per_chunk(256, 8, 64 * 32 * 32, 4, FOUR_MIB, min_frames=109) == 14
+    assert steps_per_chunk(8, 8, 64 * 32 * 32, 4, FOUR_MIB, min_frames=109) == 8  # at most T
     snn = _snn()
     x = _images(2, 7)
     with torch.no_grad():
         assert chunked_forward(snn, x) is not None  # the first call measures the largest activation
-        assert chunked_forward(snn, x) is None  # then: 2 images x 8 steps fit one chunk of 4 MiB
+        assert chunked_forward(snn, x) is None  # then: 2 images x 8 steps fit one chunk of 32 MiB
         snn.time_chunk_bytes = 0
         assert chunked_forward(snn, x) is None  # off
         assert chunk_budget(None, torch.device("cpu")) == DEFAULT_CHUNK_BYTES
