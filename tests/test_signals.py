@@ -119,7 +119,8 @@ def _check_after(before: dict[Path, str], directory: Path, sig: int, code: int, 
     assert {p.resolve() for p in changed} <= listed, f"changed files not reported: {changed} vs {listed}"
 
 
-def _interrupt(args: list[str], cwd: Path, watched: Path, sig: int, when: str) -> None:
+def _interrupt(args: list[str], cwd: Path, watched: Path, sig: int, when: str) -> str:
+    """Run ``args``, send ``sig`` at ``when``, check what it left in ``watched``; returns stderr."""
     before = _snapshot(watched)
     command = _Command(args, cwd)
     if when == "loading":
@@ -133,6 +134,7 @@ def _interrupt(args: list[str], cwd: Path, watched: Path, sig: int, when: str) -
         command.proc.send_signal(sig)
     code, _, err = command.finish()
     _check_after(before, watched, sig, code, err)
+    return err
 
 
 def test_sigint_while_the_cli_loads_prints_no_traceback(tmp_path: Path) -> None:
@@ -193,10 +195,13 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
 @pytest.mark.parametrize("when", ["first-line", "working"])
 def test_evaluate(converted: Path, tmp_path: Path, sig: int, when: str) -> None:
-    args = ["evaluate", "--input", str(converted), "--report", "all", "--sweep", "Ts=0,1,2,3,4",
-            "--plots", str(tmp_path / "plots")]  # the sweep keeps it busy well past the signal
-    _interrupt(args, tmp_path, converted, sig, when)
+    # the sweep (36 settings, about 6 s on 2 cores) keeps it busy well past the signal
+    args = ["evaluate", "--input", str(converted), "--report", "all", "--sweep", "Ts=0,1,2,3,4,5,6,7,8",
+            "--sweep", "Tc=8,10", "--sweep", "beta=2,3", "--plots", str(tmp_path / "plots")]
+    err = _interrupt(args, tmp_path, converted, sig, when)
     leftovers = [p for p in converted.iterdir() if p.name.startswith(".")]
     for path in leftovers:  # what a SIGKILL left: removed by the next write into the folder
         assert LEFTOVER.match(path.name), path
-    assert not (tmp_path / "plots").exists() or sig == signal.SIGKILL
+    plots = sorted((tmp_path / "plots").glob("*")) if (tmp_path / "plots").exists() else []
+    if sig != signal.SIGKILL:  # a plot on disk is one the command said it had written (or it finished)
+        assert all(str(p) in err for p in plots) or "interrupted" not in err and "terminated" not in err, err

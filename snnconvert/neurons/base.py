@@ -50,9 +50,9 @@ def nonzero_per_row(flat: Tensor, unit: bool = False) -> Tensor:
     """Non-zero entries in each row of ``flat`` (rows, N), as float64.
 
     On the CPU in float32/64 a row's count is ``dot(s, s)`` with ``s = sign(row)`` (``unit``:
-    every entry is already in {-1, 0, 1}, so ``s`` is the row): one BLAS pass, 5-8x faster than
-    ``torch.count_nonzero`` or an L1 norm. Rows are summed in parts of fewer than 2^24 entries,
-    so every partial sum is an integer the float holds exactly."""
+    every entry is already in {-1, 0, 1}, so ``s`` is the row and the count is one BLAS pass,
+    about 8x faster than an L1 norm and 13x faster than ``torch.count_nonzero``). Rows are summed
+    in parts of fewer than 2^24 entries, so every partial sum is an integer the float holds exactly."""
     if flat.device.type != "cpu" or flat.dtype not in (torch.float32, torch.float64):
         if flat.shape[1] >= EXACT_COUNT:
             return torch.count_nonzero(flat, dim=1).double()
