@@ -15,7 +15,16 @@ Integrity and bounds (format v2): the manifest records ``tensors_sha256``, a SHA
 tensor's name, dtype, shape and bytes, and ``models_sha256`` over the model specs; a load
 recomputes both and refuses a file whose data changed. Every field is type-checked, nesting and
 config values are bounded, and each model is first built on the ``meta`` device so that its
-size is known before any memory is allocated. v1 files (no checksum) still load.
+size is known before any memory is allocated.
+
+What the checksums are for: **integrity, not authenticity.** They catch a truncated copy, a
+flipped bit or a half-finished edit. Anyone who crafts a file can recompute them, so they prove
+nothing about who wrote it. Safety against a crafted file comes from the reader itself: tensors
+are read with ``weights_only=True`` (no pickled code), model structures are JSON checked against
+allow-lists of module classes and graph operations, and every string that torch.fx would place
+into generated Python source is checked to be a plain identifier before a graph is built
+(:mod:`snnconvert.serialize`). Format v1 files carry no checksum: they are refused unless the
+caller passes ``allow_unchecked=True`` (CLI: ``snnconvert --allow-unchecked-artifacts ...``).
 """
 
 from __future__ import annotations
@@ -53,6 +62,10 @@ OLDEST_VERSION = 1
 _BUILD_ERRORS = (TypeError, ValueError, RuntimeError, KeyError, AttributeError, IndexError, OverflowError,
                  AssertionError, NotImplementedError, RecursionError)
 SUFFIX = ".snnc"
+
+
+class UncheckedArtifactError(SnnConvertError):
+    """An artifact without checksums (format v1), refused unless explicitly allowed."""
 
 
 @dataclass
@@ -232,11 +245,17 @@ def _build(path: Path, name: str, spec: dict, stored_bytes: int) -> nn.Module:
         raise _damaged(path, f"model '{label}' cannot be built from its configs ({shorten(str(exc))})") from None
 
 
-def load_artifact(path: str | Path) -> Artifact:
+def load_artifact(path: str | Path, *, allow_unchecked: bool = False) -> Artifact:
     """Read an artifact written by :func:`save_artifact` (never executes pickled code); every
-    problem with the file is a one-line :class:`SnnConvertError`."""
+    problem with the file is a one-line :class:`SnnConvertError`. A format v1 file has no
+    checksums and is refused (:class:`UncheckedArtifactError`) unless ``allow_unchecked``."""
     path = Path(path)
     payload = _read_payload(path)
+    if payload["version"] < 2 and not allow_unchecked:
+        raise UncheckedArtifactError(
+            f"{shorten(str(path), 200)} is a format v{payload['version']} artifact without checksums, so its "
+            "integrity cannot be checked; re-create it with this snnconvert, or load it with allow_unchecked=True "
+            "(CLI: snnconvert --allow-unchecked-artifacts COMMAND) if you trust where it came from")
     manifest = _parse_json(path, payload["manifest"], "the manifest")
     if not isinstance(manifest, dict):
         raise _damaged(path, "the manifest is not a mapping")
@@ -268,22 +287,3 @@ def load_artifact(path: str | Path) -> Artifact:
     extra = {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
     kind = manifest.get("kind", "unknown")
     return Artifact(kind if isinstance(kind, str) else "unknown", manifest, models, extra)
-
-
-def append_to_manifest(path: str | Path, key: str, record: Any) -> Path:
-    """Append ``record`` to the list ``manifest[key]`` of the artifact at ``path``: the file is
-    rewritten atomically with its tensors and models untouched (their checksums still hold) and
-    its modification time kept, so which artifact is the latest does not change."""
-    import os
-
-    path = Path(path)
-    payload = _read_payload(path)
-    manifest = _parse_json(path, payload["manifest"], "the manifest")
-    if not isinstance(manifest, dict) or not isinstance(manifest.get(key, []), list):
-        raise _damaged(path, f"the manifest has no list '{key}'")
-    manifest[key] = [*manifest.get(key, []), record]
-    payload["manifest"] = json.dumps(manifest, allow_nan=True)
-    stat = path.stat()
-    write_atomically(path, lambda handle: torch.save(payload, handle))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    return path

@@ -569,24 +569,51 @@ def require_snn_reports(config: EvaluateConfig, snn: SpikingNetwork | None, sour
                               "quantized ANN: convert it first (`snnconvert to-snn`) or ask for --report accuracy")
 
 
-def save_evaluation(report: EvaluationReport, artifact_path: str | Path) -> Path:
-    """Write ``report`` as JSON next to the artifact it evaluated (atomically) and record the file,
-    its data and top-1 scores in that artifact's manifest (``evaluations``)."""
+EVALUATION_PREFIX = "evaluation-"
+MAX_EVALUATION_JSON_BYTES = 64 << 20
+"""Largest evaluation JSON that :func:`evaluations_beside` reads back (others are skipped)."""
+
+
+def save_evaluation(report: EvaluationReport, artifact_path: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report`` as a new JSON file (atomically): ``out`` if given, else
+    ``evaluation-<artifact stem>-<time>.json`` beside the artifact. The artifact itself is only
+    read, never written: commands do not modify their inputs."""
     from datetime import datetime
 
-    from snnconvert.artifact import append_to_manifest
     from snnconvert.atomic import write_json_atomically
 
     artifact_path = Path(artifact_path)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    path = write_json_atomically(artifact_path.parent / f"evaluation-{artifact_path.stem}-{stamp}.json",
-                                 {"artifact": str(artifact_path), **report.as_dict()})
-    record = {"report": path.name, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-              "data": report.accuracy.data, "images": report.accuracy.images,
-              "top1": {s.model: s.top1 for s in report.accuracy.scores}, "reports": list(report.reports)}
+    target = Path(out) if out is not None else \
+        artifact_path.parent / f"{EVALUATION_PREFIX}{artifact_path.stem}-{stamp}.json"
+    record = {"artifact": str(artifact_path), "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+              **report.as_dict()}
+    return write_json_atomically(target, record)
+
+
+def evaluations_beside(artifact_path: str | Path) -> list[dict[str, Any]]:
+    """Summaries of the evaluation JSON files :func:`save_evaluation` wrote beside the artifact
+    (oldest first): file name, time, data, images and top-1 per model. Unreadable files are
+    skipped: they are reports, not inputs."""
+    import json
+    import stat as stat_module
+
+    artifact_path = Path(artifact_path)
+    found = []
     try:
-        append_to_manifest(artifact_path, "evaluations", record)
-    except BaseException:
-        path.unlink(missing_ok=True)  # both or neither
-        raise
-    return path
+        candidates = sorted(artifact_path.parent.glob(f"{EVALUATION_PREFIX}{artifact_path.stem}-*.json"))
+    except OSError:
+        return []
+    for path in candidates[:1000]:
+        try:
+            info = path.stat()
+            if not stat_module.S_ISREG(info.st_mode) or info.st_size > MAX_EVALUATION_JSON_BYTES:
+                continue
+            data = json.loads(path.read_text())
+            accuracy = data["accuracy"]
+            found.append({"report": path.name, "created": str(data.get("created", "")),
+                          "data": str(accuracy.get("data", "")), "images": int(accuracy.get("images", 0)),
+                          "top1": {str(s["model"]): float(s["top1"]) for s in accuracy.get("scores", [])}})
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            continue
+    return sorted(found, key=lambda r: r["created"])

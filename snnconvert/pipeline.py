@@ -632,6 +632,7 @@ def _ref(d: dict):
     return QuantRef(**d)
 
 
-def load(path: str | Path) -> tuple[QuantizedModel, SpikingNetwork | None]:
-    """Read an artifact: the quantized model and, if converted, the spiking network."""
-    return from_artifact(load_artifact(path))
+def load(path: str | Path, *, allow_unchecked: bool = False) -> tuple[QuantizedModel, SpikingNetwork | None]:
+    """Read an artifact: the quantized model and, if converted, the spiking network.
+    ``allow_unchecked`` admits format v1 files, which carry no checksums."""
+    return from_artifact(load_artifact(path, allow_unchecked=allow_unchecked))

@@ -6,8 +6,10 @@ an artifact never imports or runs anything that is not part of snnconvert or tor
 
 from __future__ import annotations
 
+import keyword
 import math
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from torch import fx, nn
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.modules import conv_args
+from snnconvert.limits import shorten
 
 _FUNCTIONS: dict[str, Callable] = {
     "operator.add": operator.add,
@@ -190,6 +193,33 @@ def _from_json(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------- graph IR
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
+"""ASCII Python identifiers of at most 200 characters: the only strings a stored graph may carry
+into positions that torch.fx writes into generated Python source unquoted (node names,
+placeholder targets, module paths, keyword-argument keys)."""
+
+
+def _identifier(text: Any, field: str) -> str:
+    """``text`` if it is a plain ASCII identifier that is not a Python keyword; otherwise a
+    one-line error naming ``field``. fx turns a graph into Python source, so this check is what
+    keeps a crafted artifact from smuggling code into it."""
+    if not isinstance(text, str) or not _IDENTIFIER.match(text) or keyword.iskeyword(text) \
+            or text.startswith("__"):
+        raise SnnConvertError(f"artifact graph field {field} is not a plain identifier: {shorten(text, 60)}")
+    return text
+
+
+_PATH_PART = re.compile(r"[A-Za-z0-9_]{1,200}\Z")
+
+
+def _module_path(text: Any, field: str) -> str:
+    """A dotted module path (``layer1.0.conv1``, ``0_input_pad``): parts of ASCII letters, digits and
+    underscores only, so that fx's ``self.part`` or ``getattr(self, "part")`` cannot be broken out of."""
+    if not isinstance(text, str) or not text or len(text) > 1000 \
+            or not all(_PATH_PART.match(part) and not part.startswith("__") for part in text.split(".")):
+        raise SnnConvertError(f"artifact graph field {field} is not a module path: {shorten(text, 60)}")
+    return text
+
 
 def _encode_arg(arg: Any) -> Any:
     if isinstance(arg, fx.Node):
@@ -229,6 +259,8 @@ def _decode_arg(arg: Any, nodes: dict[str, fx.Node]) -> Any:
     if "tuple" in arg:
         return tuple(_decode_arg(a, nodes) for a in arg["tuple"])
     if "dict" in arg:
+        if not isinstance(arg["dict"], dict):
+            raise SnnConvertError("artifact graph holds a mapping argument that is not a mapping")
         return {k: _decode_arg(v, nodes) for k, v in arg["dict"].items()}
     return _from_json(arg)
 
@@ -257,27 +289,49 @@ def _encode_graph(gm: fx.GraphModule) -> list[dict]:
     return out
 
 
-def _decode_graph(items: list[dict]) -> fx.Graph:
+def _decode_graph(items: list[dict], modules: dict[str, nn.Module]) -> fx.Graph:
+    """Rebuild a graph from its stored nodes. Every string that fx would write into Python source
+    unquoted is checked first (:func:`_identifier`); operations come from allow-lists and module
+    calls from ``modules`` (the artifact's own), so nothing outside them can be reached."""
     graph = fx.Graph()
     nodes: dict[str, fx.Node] = {}
+    outputs = 0
     for item in items:
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("name", "op", "target")) \
                 or not isinstance(item.get("args"), (list, dict)) or not isinstance(item.get("kwargs"), dict):
             raise SnnConvertError("artifact has a graph node without name, op, target, args and kwargs")
-        if item["name"] in nodes:
-            raise SnnConvertError(f"artifact has two graph nodes named {item['name'][:40]!r}")
+        name = _identifier(item["name"], "'name' of a node")
+        if name in nodes:
+            raise SnnConvertError(f"artifact has two graph nodes named {name!r}")
         op, target = item["op"], item["target"]
         if op == "call_function":
             if target not in _FUNCTIONS:
-                raise SnnConvertError(f"artifact uses an operation snnconvert does not allow: {target}")
+                raise SnnConvertError(f"artifact uses an operation snnconvert does not allow: {shorten(target, 60)}")
             target = _FUNCTIONS[target]
-        elif op == "call_method" and target not in _METHODS:
-            raise SnnConvertError(f"artifact uses a method snnconvert does not allow: {target}")
-        elif op not in ("placeholder", "output", "call_module", "call_method"):
-            raise SnnConvertError(f"artifact has a graph node of unknown kind {op!r}")
+        elif op == "call_method":
+            if target not in _METHODS:
+                raise SnnConvertError(f"artifact uses a method snnconvert does not allow: {shorten(target, 60)}")
+        elif op == "placeholder":
+            _identifier(target, f"'target' of input {name!r}")
+        elif op == "call_module":
+            if _module_path(target, f"'target' of node {name!r}") not in modules:
+                raise SnnConvertError(f"artifact graph node {name!r} calls a module it does not store: "
+                                      f"{shorten(target, 60)}")
+        elif op == "output":
+            outputs += 1
+            if target != "output" or outputs > 1:
+                raise SnnConvertError("artifact graph has an output node that is not its one 'output'")
+        else:
+            raise SnnConvertError(f"artifact has a graph node of unknown kind {shorten(op, 40)}")
+        for key in item["kwargs"]:
+            _identifier(key, f"keyword argument of node {name!r}")
         args = _decode_arg(item["args"], nodes)
         kwargs = _decode_arg(item["kwargs"], nodes)
-        nodes[item["name"]] = graph.create_node(op, target, tuple(args), kwargs, name=item["name"])
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+            raise SnnConvertError(f"artifact graph node {name!r} has malformed arguments")
+        nodes[name] = graph.create_node(op, target, tuple(args), kwargs, name=name)
+    if outputs != 1:
+        raise SnnConvertError("artifact graph has no output node")
     return graph
 
 
@@ -306,11 +360,15 @@ def module_from_spec(spec: dict, table: dict[str, ModuleCodec] | None = None) ->
     table = table if table is not None else codec_table()
     kind = spec.get("type")
     if kind == "GraphModule":
-        modules = {target: module_from_spec(s, table) for target, s in spec["modules"].items()}
-        return fx.GraphModule(modules, _decode_graph(spec["graph"]))
+        modules = {_module_path(target, "module name"): module_from_spec(s, table)
+                   for target, s in spec["modules"].items()}
+        return fx.GraphModule(modules, _decode_graph(spec["graph"], modules))
     if kind not in table:
         raise SnnConvertError(f"artifact contains a module type snnconvert does not know: {kind!r}")
     module = table[kind].from_config(spec.get("config", {}))
+    declared = tuple(getattr(type(module), "serial_children", None) or getattr(module, "serial_children", ()) or ())
     for child, child_spec in spec.get("children", {}).items():
+        if child not in declared:
+            raise SnnConvertError(f"artifact gives a {kind} a part it does not have: {shorten(child, 60)}")
         setattr(module, child, module_from_spec(child_spec, table))
     return module

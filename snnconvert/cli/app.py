@@ -8,6 +8,7 @@ try:  # only light modules here: torch and torchvision are imported inside the c
     import contextlib
     import dataclasses
     import json
+    import os
     import signal
     import tempfile
     import traceback
@@ -75,9 +76,13 @@ def _version(value: bool) -> None:
 def main_options(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and details."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    allow_unchecked: bool = typer.Option(
+        False, "--allow-unchecked-artifacts",
+        help="Read format v1 artifacts, which carry no checksums (only files you trust)."),
 ) -> None:
     """snnconvert command line."""
     _state["verbose"] = verbose
+    _state["allow_unchecked"] = allow_unchecked
 
 
 class Terminated(BaseException):
@@ -159,6 +164,19 @@ def check_output_dir(path: Path | None, flag: str) -> None:
     except OSError as exc:
         raise SnnConvertError(f"{flag} {path} is not writable ({exc.strerror or exc}); choose another directory") \
             from None
+
+
+def check_new_output_file(path: Path, flag: str, *inputs: Path) -> None:
+    """Fail before any work when ``path`` (a new output file) is a directory, is one of the
+    command's ``inputs`` (symlinks resolved), or lies in a folder that refuses new files."""
+    path = Path(path)
+    if path.is_dir():
+        raise SnnConvertError(f"{flag} {path} is a directory; give a file name")
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if path.exists() and os.path.samefile(path, source):
+                raise SnnConvertError(f"{flag} {path} is the command's input; commands never overwrite their input")
+    check_output_dir(path.parent if str(path.parent) else Path("."), flag)
 
 
 def _emit_json(data: Any) -> None:
@@ -249,7 +267,7 @@ def _load_input(
     if input_path is not None and input_path.is_dir():
         input_path, directory = None, input_path
     path = input_path or latest_artifact(stages, directory)
-    q, snn = load(path)
+    q, snn = load(path, allow_unchecked=_state.get("allow_unchecked", False))
     return path, q, snn
 
 
@@ -379,6 +397,8 @@ def evaluate_cmd(
     e_ac: float = typer.Option(0.9, "--e-ac", help="Energy per accumulate in pJ."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    out: Path | None = typer.Option(None, "--out", help="Write the evaluation JSON to this new file (default: "
+                                    "evaluation-<artifact>-<time>.json beside the artifact, which is never modified)."),
 ) -> None:
     """Accuracy of the float ANN, the quantized ANN and the SNN on the same images, plus latency,
     OPF, energy, spike rates and residuals.
@@ -407,8 +427,11 @@ def evaluate_cmd(
                                 dtype=dtype, batch_size=batch_size, e_mac_pj=e_mac, e_ac_pj=e_ac, device=device)
         config.validate()
         chosen = evaluation_input(input_path)
-        check_output_dir(chosen.path.parent, "the run directory (where the evaluation's JSON goes)")
-        q, snn = load(chosen.path)
+        if out is None:
+            check_output_dir(chosen.path.parent, "the run directory (where the evaluation's JSON goes)")
+        else:
+            check_new_output_file(out, "--out", chosen.path)
+        q, snn = load(chosen.path, allow_unchecked=_state.get("allow_unchecked", False))
         require_snn_reports(config, snn, chosen.path.name)
         if chosen.note:
             err_console.print(f"[yellow]note:[/yellow] {chosen.note}", highlight=False, soft_wrap=True)
@@ -421,8 +444,7 @@ def evaluate_cmd(
 
         if not DistContext.from_env().is_main:  # under torchrun every rank has the report; rank 0 shows it
             return
-        saved = wrote(save_evaluation(result, chosen.path))
-        wrote(chosen.path)  # its manifest now records the evaluation
+        saved = wrote(save_evaluation(result, chosen.path, out))
         show_report(result, as_json=as_json, plots=plots, saved=saved)
 
     _guard(body)
@@ -571,8 +593,12 @@ def info_cmd(
 
     def body() -> None:
         from snnconvert.artifact import load_artifact
+        from snnconvert.evaluate import evaluations_beside
 
-        loaded = load_artifact(artifact)
+        loaded = load_artifact(artifact, allow_unchecked=_state.get("allow_unchecked", False))
+        stored = loaded.manifest.get("evaluations")  # artifacts of earlier releases recorded them inside
+        loaded.manifest["evaluations"] = [*(stored if isinstance(stored, list) else []),
+                                          *evaluations_beside(artifact)]
         if as_json:
             _emit_json(loaded.manifest)
         else:
