@@ -19,11 +19,17 @@ Guarantees:
   whose pid now belongs to a later process) is stale: reservations take its name again, and
   :func:`remove_stale_temporaries` (run by every write, every reservation and every listing of
   artifacts) removes it, like temporary files. Nothing stale outlives the next look at a folder.
+- A write that fails for a reason of the file system (disk full, read-only mount, a parent that
+  is a file, a file size limit, a name too long, no permission) raises :class:`WriteError`, one
+  line such as ``no space left on device: PATH``, also when the writer (``torch.save``) hides the
+  operating system's error behind its own; the temporary file, the name reservation and the
+  folders this write created are removed first, so nothing is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -36,9 +42,141 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from snnconvert.errors import SnnConvertError
+from snnconvert.limits import shorten
+
 _TMP_PATTERN = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 RESERVED_SUFFIX = ".reserved"
 MAX_NAME_TRIES = 10_000
+
+
+MAX_TEMP_STEM = 100
+"""Characters of the target's name kept in a temporary file's name (a 250-character target must
+not give a temporary name past the file system's 255)."""
+
+_WRITE_PROBLEMS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EFBIG: "file size limit exceeded",
+    errno.EISDIR: "is a directory",
+    errno.ENOTDIR: "not a directory",
+    errno.EEXIST: "not a directory",  # mkdir of a folder whose name a file holds
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files",
+    errno.EIO: "input/output error",
+}
+
+
+class WriteError(SnnConvertError, OSError):
+    """A write that failed in the file system: one line ``<problem>: PATH`` (``no space left on
+    device``, ``read-only file system``, ``file name too long``, ``permission denied``, ``not a
+    directory``, ``file size limit exceeded``...). Also an :class:`OSError` with the original
+    ``errno`` (and ``strerror`` the problem's words), so callers that skip optional writes still
+    catch it."""
+
+    def __init__(self, message: str, code: int | None = None, problem: str = "",
+                 filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.strerror, self.filename = code, problem or None, filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and its ancestors that exists, if it is not a folder."""
+    for candidate in (folder, *folder.parents):
+        try:
+            if candidate.exists():
+                return None if candidate.is_dir() else candidate
+        except OSError:
+            return None
+    return None
+
+
+def write_error(exc: OSError, path: str | Path) -> WriteError:
+    """The one-line :class:`WriteError` for ``exc``, raised while writing the file ``path``; a
+    parent that is a file is named instead of ``path``."""
+    if isinstance(exc, WriteError):
+        return exc
+    path = Path(path)
+    code = exc.errno
+    problem = _WRITE_PROBLEMS.get(code) if code is not None else None
+    shown = path
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        shown = _blocking_file(path.parent) or path
+    if problem is None:
+        problem = (exc.strerror or type(exc).__name__).lower()
+    return WriteError(f"{problem}: {shorten(str(shown), 200)}", code, problem, str(shown))
+
+
+class _Recorder:
+    """A writable handle that passes everything to ``handle`` and keeps the first OSError of a
+    write, so a writer that turns it into its own error (torch.save: "unexpected pos") is
+    reported with the real cause."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, innermost first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        try:
+            if candidate.exists() or candidate.is_symlink():
+                break
+        except OSError:
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _make_folder(folder: Path, target: Path) -> list[Path]:
+    """Create ``folder`` with its parents for the file ``target``; returns the folders created
+    (innermost first). A failure is a :class:`WriteError` and removes what this call created."""
+    made = _missing_folders(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_folders(made)
+        raise write_error(exc, target) from None
+    return made
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Remove ``made`` (innermost first) while they are empty."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def current_umask() -> int:
@@ -170,10 +308,12 @@ def _remove_stale_marker(marker: Path) -> bool:
 
 
 def _create_marker(marker: Path) -> bool:
-    """Create ``marker`` holding this process's pid and start time, atomically (False if taken)."""
+    """Create ``marker`` holding this process's pid and start time, atomically (False if taken).
+    A failure (disk full) leaves neither the marker nor its temporary file."""
     started = _start_time(os.getpid())
     text = f"{os.getpid()} {started}\n" if started else f"{os.getpid()}\n"
-    fd, tmp = tempfile.mkstemp(prefix=f"{marker.name}.{os.getpid()}.", suffix=".tmp", dir=marker.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{marker.name[:MAX_TEMP_STEM]}.{os.getpid()}.", suffix=".tmp",
+                               dir=marker.parent)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(text)
@@ -187,8 +327,13 @@ def _create_marker(marker: Path) -> bool:
                 fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(text)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as handle:
+                    handle.write(text)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(marker)
+                raise
             return True
     finally:
         with contextlib.suppress(OSError):
@@ -199,20 +344,27 @@ def reserve_name(candidates: Iterable[Path]) -> Path:
     """The first of ``candidates`` that neither exists nor is reserved by a running process,
     reserved for this process (atomically: two processes never get the same name). A later
     :func:`write_atomically` of that path (or :func:`release_name`) removes the reservation;
-    stale reservations in the folder are removed first."""
+    stale reservations in the folder are removed first. A file-system failure is a
+    :class:`WriteError` and leaves nothing behind (no marker, no folder this call made)."""
     cleaned: set[Path] = set()
-    for path in candidates:
-        if path.parent not in cleaned:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(path.parent)
-            cleaned.add(path.parent)
-        marker = _marker(path)
-        if not _create_marker(marker) and not (_remove_stale_marker(marker) and _create_marker(marker)):
-            continue
-        if path.exists():  # published by a writer that has released its reservation
-            release_name(path)
-            continue
-        return path
+    made: list[Path] = []
+    path = None
+    try:
+        for path in candidates:
+            if path.parent not in cleaned:
+                made += _make_folder(path.parent, path)
+                remove_stale_temporaries(path.parent)
+                cleaned.add(path.parent)
+            marker = _marker(path)
+            if not _create_marker(marker) and not (_remove_stale_marker(marker) and _create_marker(marker)):
+                continue
+            if path.exists():  # published by a writer that has released its reservation
+                release_name(path)
+                continue
+            return path
+    except OSError as exc:
+        _remove_folders(made)
+        raise write_error(exc, path if path is not None else ".") from None
     raise FileExistsError("no free file name")
 
 
@@ -277,27 +429,42 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None], *, su
     """Create ``path`` (and its folder) with the bytes ``write(handle)`` produces, atomically.
 
     With ``exclusive``, an existing file is never replaced: the next free name is used instead.
-    Returns the path written."""
+    Returns the path written. A failure of the file system is a one-line :class:`WriteError`;
+    whatever the failure, nothing of this write is left behind."""
     path = requested = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    with _sigterm_raises():
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
-        try:
-            os.fchmod(fd, 0o666 & ~current_umask())
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if exclusive:
-                path = _publish_exclusive(tmp, path)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            release_name(path)
-            raise
+    made = _make_folder(path.parent, path)
+    recorder: _Recorder | None = None
+    try:
+        remove_stale_temporaries(path.parent)
+        with _sigterm_raises():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:MAX_TEMP_STEM]}.{os.getpid()}.", suffix=suffix,
+                                       dir=path.parent)
+            try:
+                with contextlib.suppress(OSError):  # file systems without modes (vfat) refuse it
+                    os.fchmod(fd, 0o666 & ~current_umask())
+                with os.fdopen(fd, "wb") as handle:
+                    recorder = _Recorder(handle)
+                    write(recorder)  # type: ignore[arg-type]
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if exclusive:
+                    path = _publish_exclusive(tmp, path)
+                else:
+                    os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                release_name(path)
+                raise
+    except Exception as exc:
+        _remove_folders(made)
+        cause = recorder.error if recorder is not None and recorder.error is not None else exc
+        if isinstance(cause, OSError) and cause.errno is not None and not isinstance(exc, SnnConvertError):
+            raise write_error(cause, path) from None
+        raise
+    except BaseException:
+        _remove_folders(made)
+        raise
     release_name(requested)
     return path
 

@@ -14,13 +14,15 @@ Unknown keys and wrong types are errors that name the key and its line.
 
 Recipes are untrusted input and bounded before anything is built from them: a regular file of
 at most ``limits.MAX_RECIPE_BYTES``, UTF-8, nesting at most ``limits.MAX_NESTING`` deep, at most
-``limits.MAX_YAML_NODES`` nodes with every alias counted at each use (alias bombs), no duplicate
+``limits.MAX_YAML_NODES`` nodes and ``limits.MAX_YAML_BYTES`` characters of text with every alias
+counted at each use (alias bombs, aliases of long strings), no duplicate
 keys and only the plain YAML tags (``!!python/...`` and other tags are refused, never run).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,7 +35,14 @@ from snnconvert.codings import build_config, codings, get_coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import EvaluateConfig
 from snnconvert.finetune.config import FinetuneConfig
-from snnconvert.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_YAML_NODES, require_regular_file, shorten
+from snnconvert.limits import (
+    MAX_NESTING,
+    MAX_RECIPE_BYTES,
+    MAX_YAML_BYTES,
+    MAX_YAML_NODES,
+    require_regular_file,
+    shorten,
+)
 from snnconvert.quantize import QuantizeConfig
 
 
@@ -88,6 +97,18 @@ _SECTIONS = ("quantize", "convert", "finetune", "evaluate")
 _TOP_LEVEL = {"model", "weights", "num_classes", "data", "calib_split", "out", *_SECTIONS}
 
 
+def _valid_keys(key: str, names: list[str], shown: int = 12) -> str:
+    """The closest valid keys first (a typo's fix), at most ``shown`` of them: one short line."""
+    import difflib
+
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    rest = [n for n in names if n not in close]
+    listed = close + rest[: max(shown - len(close), 0)]
+    more = f", and {len(names) - len(listed)} more" if len(names) > len(listed) else ""
+    lead = f"did you mean '{close[0]}'? " if close else ""
+    return f"{lead}valid: {', '.join(listed)}{more}"
+
+
 def _where(path: Path, node: yaml.Node) -> str:
     return f"{path}:{node.start_mark.line + 1}"
 
@@ -127,9 +148,8 @@ def _section(path: Path, node: yaml.Node, cls: type, name: str, *, skip: tuple[s
     for key_node, value_node in node.value:
         key = key_node.value
         if key not in names:
-            raise SnnConvertError(
-                f"{_where(path, key_node)}: unknown key '{name}.{shorten(key)}' (valid: {', '.join(names)})"
-            )
+            raise SnnConvertError(f"{_where(path, key_node)}: unknown key '{name}.{shorten(key)}' "
+                                  f"({_valid_keys(str(key), names)})")
         value = _value(path, value_node)
         if not _matches(value, hints[key]):
             raise SnnConvertError(
@@ -155,10 +175,17 @@ def _value(path: Path, node: yaml.Node) -> Any:
 
 def _read_text(path: Path) -> str:
     require_regular_file(path, "recipe")
-    size = path.stat().st_size
-    if size > MAX_RECIPE_BYTES:
-        raise SnnConvertError(f"recipe {path} is {size} bytes; recipes are at most {MAX_RECIPE_BYTES} bytes")
-    data = path.read_bytes()[: MAX_RECIPE_BYTES + 1]
+    try:
+        with open(path, "rb") as handle:  # the size of what was opened, and never more than the cap read
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_RECIPE_BYTES:
+                raise SnnConvertError(f"recipe {path} is {size} bytes; recipes are at most {MAX_RECIPE_BYTES} bytes")
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise SnnConvertError(f"recipe {path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise SnnConvertError(f"recipe {path} is more than {MAX_RECIPE_BYTES} bytes; recipes are at most "
+                              f"{MAX_RECIPE_BYTES} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -185,6 +212,7 @@ def _check_depth(path: Path, text: str) -> None:
 def _check_tree(path: Path, root: yaml.Node) -> None:
     """Tags, duplicate keys and the expanded size (aliases counted at every use, cycles refused)."""
     sizes: dict[int, int] = {}
+    chars: dict[int, int] = {}  # characters of scalar text, expanded
     active: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
@@ -193,9 +221,14 @@ def _check_tree(path: Path, root: yaml.Node) -> None:
             active.discard(id(node))
             children = _children(node)
             sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            chars[id(node)] = len(node.value) if isinstance(node, yaml.ScalarNode) else \
+                sum(chars[id(c)] for c in children)
             if sizes[id(node)] > MAX_YAML_NODES:
                 raise SnnConvertError(f"{_where(path, node)}: expands to more than {MAX_YAML_NODES} values "
                                       "(aliases repeated); a recipe is a few flat sections")
+            if chars[id(node)] > MAX_YAML_BYTES:
+                raise SnnConvertError(f"{_where(path, node)}: expands to more than {MAX_YAML_BYTES} characters "
+                                      "(aliases of long values repeated); a recipe is a few flat sections")
             continue
         if id(node) in sizes:
             continue

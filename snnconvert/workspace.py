@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -64,3 +65,16 @@ def latest_artifact(stages: tuple[str, ...], directory: str | Path | None = None
         hint = "run `snnconvert quantize MODEL`" if "quantized" in stages else "run `snnconvert to-snn`"
         raise SnnConvertError(f"no {wanted} artifact in {where}/; {hint} first or pass --input PATH")
     return max(found, key=lambda f: (f.stat().st_mtime, f.name))
+
+
+def save_new_artifact(directory: str | Path, stage: str, tag: str, write: Callable[[Path], Path]) -> Path:
+    """``write`` a new artifact under a fresh name in ``directory`` (:func:`new_artifact_path`);
+    if the write fails, the folders this call created are removed again (nothing left behind)."""
+    from snnconvert.atomic import _missing_folders, _remove_folders
+
+    made = _missing_folders(Path(directory))
+    try:
+        return write(new_artifact_path(Path(directory), stage, tag))
+    except BaseException:
+        _remove_folders(made)
+        raise

@@ -186,15 +186,14 @@ def export_nir(snn: SpikingNetwork, path: str | Path, image_shape: tuple[int, in
 
     ``image_shape``: (C, H, W) of one input image.
     """
-    import tempfile
+    import io
 
     import nir
 
     graph = to_nir_graph(snn, tuple(int(s) for s in image_shape))
     path = Path(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "graph.nir"
-        nir.write(str(staged), graph)
-        blob = staged.read_bytes()
+    buffer = io.BytesIO()  # HDF5 built in memory: no staging file anywhere (a full /tmp cannot fail it)
+    nir.write(buffer, graph)
+    blob = buffer.getvalue()
     write_atomically(path, lambda handle: handle.write(blob))
     return NirExport(path, snn.coding, {k: type(v).__name__ for k, v in graph.nodes.items()}, list(graph.edges))

@@ -1,7 +1,9 @@
 """Reading weight checkpoints safely and applying them to a module with named diagnostics.
 
 Every load uses ``torch.load(..., map_location="cpu", weights_only=True)``: a checkpoint that
-contains pickled code or whole pickled modules is refused, never executed.
+contains pickled code or whole pickled modules is refused, never executed. Before it, the file
+must be a regular file and its zip directory must pass :func:`snnconvert.safe_zip.check_torch_zip`
+(no zip bomb, no member past the file's end, what it unpacks to fits in memory).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import MAX_WEIGHT_MAGNITUDE, require_regular_file, shorten
+from snnconvert.safe_zip import DamagedTorchFile, check_torch_zip
 
 # Entries under which training scripts commonly nest the weights, in order of preference.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "ema", "model_ema")
@@ -61,6 +64,10 @@ def check_weight_values(state_dict: Mapping[str, Tensor], source: str) -> None:
     """One-line error if a floating-point tensor holds NaN, inf or a magnitude above
     ``limits.MAX_WEIGHT_MAGNITUDE`` (such weights overflow every activation downstream)."""
     for key, value in state_dict.items():
+        if isinstance(value, Tensor) and (value.is_quantized or value.layout != torch.strided):
+            kind = str(value.dtype if value.is_quantized else value.layout).removeprefix("torch.")
+            raise SnnConvertError(f"{shorten(source, 200)}: {shorten(key)} is a {kind} tensor; snnconvert reads "
+                                  "dense float weights (save them with .dequantize() / .to_dense() first)")
         if not isinstance(value, Tensor) or not (value.is_floating_point() or value.is_complex()) \
                 or value.numel() == 0:
             continue
@@ -82,6 +89,11 @@ def _torch_load(path: Path) -> object:
     if path.is_dir():
         raise SnnConvertError(f"checkpoint {path} is a directory; pass the checkpoint file itself")
     require_regular_file(path, "checkpoint")
+    try:  # bounds from the zip directory before torch decompresses or allocates anything
+        check_torch_zip(path, "checkpoint")
+    except DamagedTorchFile as exc:
+        raise SnnConvertError(f"checkpoint {path} is truncated or corrupt ({exc.detail}); check the file or "
+                              "re-save it with torch.save(model.state_dict(), PATH)") from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols; errors say enough
             warnings.simplefilter("ignore", UserWarning)

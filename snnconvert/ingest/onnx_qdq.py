@@ -49,8 +49,10 @@ from snnconvert.ingest.onnx import (
     is_quantized,
     read_onnx,
 )
+from snnconvert.limits import MAX_ONNX_BYTES
 from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
 from snnconvert.quantize.quantizer import INPUT_QUANT
+from snnconvert.safe_zip import memory_cap
 
 _RANGES = {  # numpy dtype name -> (qmin, qmax)
     "uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
@@ -320,9 +322,12 @@ def is_qdq_file(path: str | Path) -> bool:
     import onnx
 
     path = Path(path).expanduser()
-    if path.suffix.lower() != ".onnx" or not path.is_file():
+    if path.suffix.lower() != ".onnx" or not path.is_file():  # is_file: a regular file (no pipe, no device)
         return False
     try:
+        cap = memory_cap()
+        if path.stat().st_size > min(MAX_ONNX_BYTES, cap if cap is not None else MAX_ONNX_BYTES):
+            return False  # the importer (read_onnx) says why, without reading it
         return is_quantized(onnx.load(str(path), load_external_data=False))
     except Exception:  # noqa: BLE001 - unreadable files are reported by the importer
         return False
