@@ -13,6 +13,7 @@ from snnconvert.artifact import Artifact
 from snnconvert.codings import Coding, ReportTable, get_coding
 from snnconvert.evaluate import EvaluationReport
 from snnconvert.ingest import ModelEntry
+from snnconvert.manifest_check import safe_text
 from snnconvert.pipeline import QuantizedModel, StageEvent
 from snnconvert.simulate.network import SpikingNetwork
 
@@ -41,7 +42,7 @@ def sparkline(values: list[float], width: int = 24) -> str:
 
 def quantize_tables(console: Console, q: QuantizedModel, path: Path | None, *, verb: str = "wrote") -> None:
     stats = {s.name: s for s in q.clip_stats}
-    table = Table(title=f"{q.info.name}: {q.config.bits}-bit activations, {q.config.w_bits}-bit weights "
+    table = Table(title=f"{safe_text(q.info.name)}: {q.config.bits}-bit activations, {q.config.w_bits}-bit weights "
                         f"({q.config.method}{f' {q.config.percentile:g}' if q.config.method == 'percentile' else ''})")
     for col in ("layer", "bits (w/a)", "C_w (min..max)", "C_i", "C_o", "clip range", "clipped"):
         table.add_column(col, justify="left" if col == "layer" else "right")
@@ -49,13 +50,14 @@ def quantize_tables(console: Console, q: QuantizedModel, path: Path | None, *, v
         out = stats.get(r.output.name) if r.output else None
         c_i = ", ".join(f"{i.scale:.4g}" for i in r.inputs) or "float"
         table.add_row(
-            r.name, f"{r.weight_bits}/{r.act_bits or '-'}", f"{r.weight_scale_min:.2e}..{r.weight_scale_max:.2e}",
+            safe_text(r.name), f"{r.weight_bits}/{r.act_bits or '-'}",
+            f"{r.weight_scale_min:.2e}..{r.weight_scale_max:.2e}",
             c_i, f"{r.output.scale:.4g}" if r.output else "logits",
             f"0..{out.clip_high:.3g}" if out else "-", pct(out.clipped_share) if out else "-",
         )
     console.print(table)
     if q.accuracy:
-        acc = Table(title=f"accuracy on {q.accuracy.data} (not used for calibration)")
+        acc = Table(title=f"accuracy on {safe_text(q.accuracy.data)} (not used for calibration)")
         acc.add_column("float ANN top-1", justify="right")
         acc.add_column(f"{q.config.bits}-bit ANN top-1", justify="right")
         acc.add_column("difference", justify="right")
@@ -67,23 +69,23 @@ def quantize_tables(console: Console, q: QuantizedModel, path: Path | None, *, v
         for col in ("epoch", "loss", "BN frozen", "quantizers frozen"):
             h.add_column(col, justify="right")
         for row in q.qat_history:
-            h.add_row(str(row["epoch"]), f"{row['loss']:.4f}", "yes" if row["bn_frozen"] else "no",
+            h.add_row(safe_text(row["epoch"]), f"{row['loss']:.4f}", "yes" if row["bn_frozen"] else "no",
                       "yes" if row["quant_frozen"] else "no")
         console.print(h)
     for note in q.info.notes:
-        console.print(f"[dim]note:[/dim] {note}")
-    console.print(f"calibrated on {q.calibration.description}")
+        console.print(f"[dim]note:[/dim] {safe_text(note)}")
+    console.print(f"calibrated on {safe_text(q.calibration.description)}")
     if path:
-        console.print(f"[green]{verb}[/green] {path}")
+        console.print(f"[green]{verb}[/green] {safe_text(path)}")
 
 
 def print_table(console: Console, table: ReportTable) -> None:
     """A coding's report table (cells already formatted; the first column left-aligned)."""
-    t = Table(title=table.title)
+    t = Table(title=safe_text(table.title))
     for i, col in enumerate(table.columns):
-        t.add_column(col, justify="left" if i == 0 else "right")
+        t.add_column(safe_text(col), justify="left" if i == 0 else "right")
     for row in table.rows:
-        t.add_row(*row)
+        t.add_row(*(safe_text(cell) for cell in row))
     console.print(t)
 
 
@@ -102,8 +104,8 @@ def _property_table(console: Console, title: str, rows: list[tuple[str, str]]) -
     t = Table(title=title)
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    for key, value in rows:
-        t.add_row(key, value)
+    for key, value in rows:  # keys are the code's own words (may hold markup); values come from data
+        t.add_row(key, safe_text(value))
     console.print(t)
 
 
@@ -112,15 +114,15 @@ def snn_summary(console: Console, snn: SpikingNetwork, path: Path | None, *, ver
     conversion warnings (one line each)."""
     coding = get_coding(snn.coding)
     rows = _generic_rows(snn.coding, snn.info, len(snn.neurons())) + coding.summary_rows(snn.info)
-    _property_table(console, f"SNN ({snn.coding})", rows)
+    _property_table(console, f"SNN ({safe_text(snn.coding)})", rows)
     for warning in snn.info.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/yellow] {safe_text(warning)}", highlight=False, soft_wrap=True)
     if path:
-        console.print(f"[green]{verb}[/green] {path}")
+        console.print(f"[green]{verb}[/green] {safe_text(path)}")
 
 
 def stage_line(console: Console, event: StageEvent) -> None:
-    console.print(f"{event.index}/{event.total} {event.description}")
+    console.print(f"{event.index}/{event.total} {safe_text(event.description)}")
 
 
 def stage_result(console: Console, event: StageEvent) -> None:
@@ -147,7 +149,7 @@ def finetune_summary(console: Console, result: Any, path: Path | None) -> None:
     rows += [(name, str(value)) for name, value in (("artifact", path), ("log", result.log_path),
                                                    ("curves", result.plot_path),
                                                    ("checkpoint", result.checkpoint_path)) if value]
-    _property_table(console, f"fine-tuned {result.snn.coding} SNN", rows)
+    _property_table(console, f"fine-tuned {safe_text(result.snn.coding)} SNN", rows)
 
 
 # ---------------------------------------------------------------------------- evaluation reports
@@ -155,12 +157,12 @@ def finetune_summary(console: Console, result: Any, path: Path | None) -> None:
 
 def _accuracy(console: Console, report: EvaluationReport) -> None:
     acc = report.accuracy
-    t = Table(title=f"accuracy: {report.model} on {acc.data}")
+    t = Table(title=f"accuracy: {safe_text(report.model)} on {safe_text(acc.data)}")
     for col in ("model", "top-1", "top-5", "agreement with quantized ANN"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for s in acc.scores:
         agree = {"SNN": acc.agreement_snn_quantized, "float ANN": acc.agreement_quantized_float}.get(s.model)
-        t.add_row(s.model, pct(s.top1), pct(s.top5), pct(agree) if s.model != "quantized ANN" else "-")
+        t.add_row(safe_text(s.model), pct(s.top1), pct(s.top5), pct(agree) if s.model != "quantized ANN" else "-")
     console.print(t)
 
 
@@ -178,7 +180,7 @@ def _operations(console: Console, report: EvaluationReport) -> None:
     for col in ("layer", "ANN MACs", "input rate r_l", "SNN ops", "E_ANN (nJ)", "E_SNN (nJ)"):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for lo in ops.layers:
-        t.add_row(lo.name + (" (MAC)" if lo.first_layer else ""), num(lo.macs), f"{lo.input_rate:.3f}",
+        t.add_row(safe_text(lo.name) + (" (MAC)" if lo.first_layer else ""), num(lo.macs), f"{lo.input_rate:.3f}",
                   num(lo.synaptic_ops), f"{lo.energy_ann_pj / 1e3:.1f}", f"{lo.energy_snn_pj / 1e3:.1f}")
     t.add_row("[bold]total", num(ops.ann_macs), "", num(ops.synaptic_ops),
               f"{ops.energy_ann_uj * 1e3:.1f}", f"{ops.energy_snn_uj * 1e3:.1f}")
@@ -201,12 +203,14 @@ def _rates(console: Console, report: EvaluationReport) -> None:
         t.add_column(col, justify="left" if col in ("layer", "spikes over steps", "status") else "right")
     for r in report.rates:
         status = "[red]silent (dead)[/red]" if r.rate == 0 and r.name != "encoder" else ""
-        t.add_row(r.name, num(r.neurons), f"{r.rate:.3f}", pct(r.density), sparkline(r.events_per_step), status)
+        t.add_row(safe_text(r.name), num(r.neurons), f"{r.rate:.3f}", pct(r.density), sparkline(r.events_per_step),
+                  status)
     console.print(t)
     dead = [r.name for r in report.rates if r.rate == 0 and r.name != "encoder"]
     if dead:
         console.print(f"[yellow]warning:[/yellow] {len(dead)} neuron layer(s) never fired on these images: "
-                      f"{', '.join(dead[:6])}{' ...' if len(dead) > 6 else ''}", highlight=False, soft_wrap=True)
+                      f"{safe_text(', '.join(dead[:6]))}{' ...' if len(dead) > 6 else ''}", highlight=False,
+                      soft_wrap=True)
 
 
 def _coding_reports(console: Console, report: EvaluationReport) -> None:
@@ -225,7 +229,8 @@ def _timing(console: Console, report: EvaluationReport) -> None:
         return
     console.print(
         f"time: quantized ANN {tm.quantized_seconds:.1f}s, SNN {tm.snn_seconds:.1f}s "
-        f"({tm.snn_over_quantized:.2f}x, {tm.snn_images_per_second:.1f} img/s, {tm.dtype}); "
+        f"({tm.snn_over_quantized:.2f}x on the same {tm.images} images, {tm.snn_images_per_second:.1f} img/s, "
+        f"{tm.dtype}, {tm.device}, {tm.threads} thread{'s' if tm.threads != 1 else ''}); "
         f"peak memory {tm.peak_rss_mb:.0f} MB"
     )
 
@@ -237,7 +242,7 @@ def _sweep(console: Console, report: EvaluationReport) -> None:
     for col in ("setting", "top-1", "agreement (quantized)", "latency", "spikes/neuron", "OPF", "delta", "time (s)"):
         t.add_column(col, justify="left" if col == "setting" else "right")
     for row in report.sweep:
-        t.add_row(", ".join(f"{k}={v}" for k, v in row.setting.items()), pct(row.top1), pct(row.agreement),
+        t.add_row(safe_text(", ".join(f"{k}={v}" for k, v in row.setting.items())), pct(row.top1), pct(row.agreement),
                   str(row.latency), f"{row.spike_rate:.3f}", num(row.opf), f"{row.delta:.2f}x", f"{row.seconds:.1f}")
     console.print(t)
 
@@ -291,8 +296,8 @@ def models_table(console: Console, entries: list[ModelEntry], checks: dict[str, 
             row += ["?" for _ in codings] + ["not checked yet (`snnconvert models --check`)"]
         elif check is not None:
             row += ["[green]yes[/green]" if check.converts(c) else "[red]no[/red]" for c in codings]
-            row.append(check.reason or "; ".join(f"{c}: {check.codings.get(c, '?')}" for c in codings
-                                                 if not check.converts(c)))
+            row.append(safe_text(check.reason) if check.reason else safe_text(
+                "; ".join(f"{c}: {check.codings.get(c, '?')}" for c in codings if not check.converts(c))))
         t.add_row(*row)
     console.print(t)
     if checks:
@@ -302,35 +307,55 @@ def models_table(console: Console, entries: list[ModelEntry], checks: dict[str, 
 
 
 def info_tables(console: Console, path: Path, artifact: Artifact) -> None:
+    """The manifest of ``artifact`` as a table; every stored string is shown as text (markup
+    escaped, control characters and newlines as escapes), never interpreted."""
     m = artifact.manifest
-    t = Table(title=f"{path.name}: {artifact.kind} artifact")
+
+    def field(mapping: Any, key: str, default: Any = None) -> Any:
+        return mapping.get(key, default) if isinstance(mapping, dict) else default
+
+    def items(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else []
+
+    t = Table(title=f"{safe_text(path.name)}: {safe_text(artifact.kind)} artifact")
     t.add_column("field")
     t.add_column("value")
-    model = m.get("model", {})
-    t.add_row("model", f"{model.get('name')} ({model.get('source')})")
-    t.add_row("created", str(m.get("created")))
-    t.add_row("versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
-    q = m.get("quantize", {})
-    t.add_row("quantization", f"{q.get('bits')}-bit act / {q.get('weight_bits') or q.get('bits')}-bit weights, "
-                              f"{q.get('method')}, QAT epochs {q.get('qat_epochs')}")
-    for note in model.get("notes", []):
-        t.add_row("note", str(note))
-    cal = m.get("calibration", {})
-    t.add_row("calibration data", str(cal.get("description")))
-    acc = m.get("accuracy")
-    if acc:
-        t.add_row("top-1 after quantize", f"float {pct(acc['float_top1'])}, quantized {pct(acc['quantized_top1'])} "
-                                          f"on {acc.get('data', '?')} ({acc['images']} images, none used for "
-                                          "calibration)")
-    snn: dict[str, Any] | None = m.get("snn")
-    if snn:
-        info = snn.get("info", {})
-        t.add_row("coding", f"{snn.get('coding')}: {info.get('latency_terms', '')}, latency {info.get('latency')}")
-    for warning in (snn or {}).get("info", {}).get("warnings", []):
-        t.add_row("warning", str(warning))
-    for ev in m.get("evaluations", []):
-        scores = ", ".join(f"{k} {pct(v)}" for k, v in ev.get("top1", {}).items())
-        t.add_row("evaluation", f"{ev.get('created')}: {scores} on {ev.get('data')} -> {ev.get('report')}")
-    t.add_row("models", ", ".join(f"{k} ({sum(p.numel() for p in v.state_dict().values()):,} values)"
-                                  for k, v in artifact.models.items()))
+    model = field(m, "model", {})
+    t.add_row("model", safe_text(f"{field(model, 'name')} ({field(model, 'source')})"))
+    t.add_row("created", safe_text(field(m, "created")))
+    versions = field(m, "versions", {})
+    t.add_row("versions", safe_text(", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict)
+                                    else versions))
+    q = field(m, "quantize", {})
+    t.add_row("quantization", safe_text(f"{field(q, 'bits')}-bit act / {field(q, 'weight_bits') or field(q, 'bits')}"
+                                        f"-bit weights, {field(q, 'method')}, QAT epochs {field(q, 'qat_epochs')}"))
+    for note in items(field(model, "notes")):
+        t.add_row("note", safe_text(note))
+    t.add_row("calibration data", safe_text(field(field(m, "calibration", {}), "description")))
+    acc = field(m, "accuracy")
+    if isinstance(acc, dict) and acc:
+        t.add_row("top-1 after quantize",
+                  safe_text(f"float {_pct_of(acc.get('float_top1'))}, quantized {_pct_of(acc.get('quantized_top1'))} "
+                            f"on {acc.get('data', '?')} ({acc.get('images')} images, none used for calibration)"))
+    snn = field(m, "snn")
+    info = field(snn, "info", {})
+    if isinstance(snn, dict) and snn:
+        t.add_row("coding", safe_text(f"{snn.get('coding')}: {field(info, 'latency_terms', '')}, "
+                                      f"latency {field(info, 'latency')}"))
+    for warning in items(field(info, "warnings")):
+        t.add_row("warning", safe_text(warning))
+    for ev in items(field(m, "evaluations")):
+        top1 = field(ev, "top1", {})
+        scores = ", ".join(f"{k} {_pct_of(v)}" for k, v in top1.items()) if isinstance(top1, dict) else ""
+        t.add_row("evaluation", safe_text(f"{field(ev, 'created')}: {scores} on {field(ev, 'data')} -> "
+                                          f"{field(ev, 'report')}"))
+    t.add_row("models", safe_text(", ".join(f"{k} ({sum(p.numel() for p in v.state_dict().values()):,} values)"
+                                            for k, v in artifact.models.items())))
     console.print(t)
+
+
+def _pct_of(x: Any) -> str:
+    """:func:`pct` of a stored value that should be a share (anything else shown as it is)."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return pct(x)
+    return "-" if x is None else str(x)
