@@ -52,6 +52,7 @@ class EvaluateConfig:
     e_ac_pj: float = 0.9
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N; results are the same
+    allow_class_mismatch: bool = False  # score data whose classes differ from the model's (with a note)
 
     def validate(self) -> None:
         names = report_names()
@@ -60,12 +61,14 @@ class EvaluateConfig:
             raise SnnConvertError(f"unknown report(s) {', '.join(unknown)}: choose from {', '.join(names)}, all")
         if self.dtype not in DTYPES:
             raise SnnConvertError(f"--dtype {self.dtype} is not supported: use float32 or float64")
-        if self.limit is not None and self.limit <= 0:
-            raise SnnConvertError("--limit must be positive")
-        if self.batch_size <= 0:
-            raise SnnConvertError("--batch-size must be positive")
-        if self.e_mac_pj <= 0 or self.e_ac_pj <= 0:
-            raise SnnConvertError("per-operation energies must be positive")
+        from snnconvert.manifest_check import check_options
+
+        check_options(self, {"limit": ("--limit", "count"), "batch_size": ("--batch-size", "batch"),
+                             "seed": ("seed", "seed"), "e_mac_pj": ("--e-mac", "energy"),
+                             "e_ac_pj": ("--e-ac", "energy")})
+        if not isinstance(self.allow_class_mismatch, bool):
+            raise SnnConvertError(f"allow_class_mismatch {self.allow_class_mismatch!r} is not possible: "
+                                  "give true or false")
         resolve_device(self.device)
 
     def wants(self, name: str) -> bool:
@@ -137,6 +140,9 @@ class TimingReport:
     snn_images_per_second: float
     peak_rss_mb: float
     dtype: str
+    threads: int = 0
+    """torch's intra-op threads while the three models ran (the ratio depends on it)."""
+    device: str = "cpu"
 
 
 @dataclass
@@ -385,8 +391,8 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
     require_snn_reports(config, snn, f"model {quantized.info.name}")
     snn_batch, memory_note = (simulation_batch(quantized, snn, config, device, show_progress=show_progress)
                               if snn is not None else (config.batch_size, None))  # before any work
-    split = materialize(eval_split(quantized, config.data, limit=config.limit, seed=config.seed),
-                        progress=show_progress)
+    split = materialize(eval_split(quantized, config.data, limit=config.limit, seed=config.seed,
+                                   allow_class_mismatch=config.allow_class_mismatch), progress=show_progress)
     if len(split) == 0:
         raise SnnConvertError("no evaluation images")
     images = torch.stack([split.dataset[i][0] for i in range(len(split))])
@@ -410,7 +416,8 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
         notes=[memory_note] if memory_note else [],
     )
     if snn is None:
-        report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype)
+        report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype,
+                                     torch.get_num_threads(), str(device))
         return report
     snn = in_dtype(snn, dtype, device)
     activation = largest_activation(float_model, images[:1].to(device=device, dtype=dtype))
@@ -434,7 +441,8 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
     _run_analyses(report, config, AnalysisContext(quantized, snn, images, labels, quant_logits, float_logits,
                                                   device, dtype, config.batch_size, show_progress))
     report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12),
-                                 len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype)
+                                 len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype,
+                                 torch.get_num_threads(), str(device))
     if config.sweep:
         report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress,
                                  activation, ctx=ctx, device=device)

@@ -23,11 +23,13 @@ from torch.utils.data import DataLoader
 from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
 from snnconvert.codings import Coding, ConversionInputs, build_config, coding_for, get_coding
 from snnconvert.data import InputSpec, load_split, make_loader, materialize, needs_holdout
+from snnconvert.data.classes import ClassCheck, known_class_names, validate_class_names
 from snnconvert.device import resolve_device
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import PrepareConfig, prepare
 from snnconvert.ingest import LoadedModel, load_model
-from snnconvert.limits import check_simulation_memory, time_steps_of
+from snnconvert.limits import check_simulation_memory, shorten, time_steps_of
+from snnconvert.manifest_check import MAX_CLASSES
 from snnconvert.quantize import (
     ClipStats,
     LayerQuantRecord,
@@ -53,6 +55,7 @@ class ModelInfo:
     num_classes: int
     default_data: str | None = None
     notes: list[str] = field(default_factory=list)  # how the weights were found and adapted
+    class_names: list[str] | None = None  # in label order; None: unknown (older artifacts)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +69,13 @@ class ModelInfo:
             std=tuple(spec["std"]) if spec["std"] is not None else None,
         )
         return cls(d["name"], d["source"], input_spec, d["num_classes"], d.get("default_data"),
-                   list(d.get("notes", [])))
+                   list(d.get("notes", [])), validate_class_names(d.get("class_names"), d["num_classes"]))
+
+    def class_check(self, allow_mismatch: bool = False) -> ClassCheck:
+        """What labelled data must look like for this model (its class names, or only its output count)."""
+        names = tuple(self.class_names) if self.class_names else None
+        outputs = self.num_classes if isinstance(self.num_classes, int) and self.num_classes > 0 else None
+        return ClassCheck(self.name, names, outputs, allow_mismatch)
 
 
 DATA_GEOMETRY: dict[str, tuple[int, tuple[int, int]]] = {"digits": (1, (8, 8)), "cifar10": (3, (32, 32))}
@@ -74,40 +83,117 @@ DATA_GEOMETRY: dict[str, tuple[int, tuple[int, int]]] = {"digits": (1, (8, 8)), 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".webp", ".tif", ".tiff")
 
 
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_COLOR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+_GEOMETRY_PROBES = 8  # class folders whose first image is opened
+
+
+def _first_image(folder: Path) -> Path | None:
+    import os
+
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if Path(entry.name).suffix.lower() in _IMAGE_SUFFIXES and not entry.name.startswith(".") \
+                        and entry.is_file():
+                    return Path(entry.path)
+    except OSError:
+        return None
+    return None
+
+
 def data_geometry(data: str) -> tuple[int | None, tuple[int, int] | None]:
     """``(channels, (height, width))`` of the images of ``data`` where known without loading it:
-    fixed for ``digits`` and ``cifar10``, the first image's size for an ``imagefolder``."""
+    fixed for ``digits`` and ``cifar10``; for an ``imagefolder`` the first image of up to 8 class
+    folders is opened: its size, and the channels when all of them agree (gray or color)."""
     from snnconvert.data import parse_data_spec
+    from snnconvert.data.folders import class_folders, natural_split
 
     spec = parse_data_spec(data)
     if spec.kind in DATA_GEOMETRY:
         return DATA_GEOMETRY[spec.kind]
-    if spec.kind == "imagefolder" and spec.path is not None and spec.path.is_dir():
-        from PIL import Image
+    if spec.kind != "imagefolder" or spec.path is None or not spec.path.is_dir():
+        return None, None
+    from PIL import Image
 
-        for depth in ("*/*", "*/*/*"):
-            for file in spec.path.glob(depth):
-                if file.suffix.lower() in _IMAGE_SUFFIXES and file.is_file():
-                    try:
-                        with Image.open(file) as image:
-                            width, height = image.size
-                    except OSError:
-                        return None, None
-                    return None, (height, width)
-    return None, None
+    split = natural_split(spec.path)
+    base = spec.path / split[0] if split else spec.path
+    try:
+        classes = class_folders(base)[:_GEOMETRY_PROBES]
+    except OSError:
+        return None, None
+    channels: set[int | None] = set()
+    size = None
+    for name in classes:
+        file = _first_image(base / name)
+        if file is None:
+            continue
+        try:
+            with Image.open(file) as image:
+                width, height = image.size
+                mode = image.mode
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+        size = size or (height, width)
+        channels.add(1 if mode in _GRAY_MODES else 3 if mode in _COLOR_MODES else None)
+    return (channels.pop() if len(channels) == 1 else None), size
 
 
-def check_data_matches(model: str, input_spec: InputSpec, data: str) -> None:
-    """A one-line error naming both when the images of ``data`` cannot be what ``model`` was
-    trained on: another number of channels, or less than half the model's input size."""
-    channels, size = data_geometry(data)
-    want = f"{input_spec.channels}x{input_spec.size[0]}x{input_spec.size[1]}"
+def _mismatch(input_spec: InputSpec, channels: int | None, size: tuple[int, int] | None) -> tuple[bool, bool]:
     wrong_channels = channels is not None and channels != input_spec.channels
     too_small = size is not None and any(2 * s < w for s, w in zip(size, input_spec.size, strict=True))
-    if wrong_channels or too_small:
-        have = f"{channels if channels is not None else '?'}x{size[0]}x{size[1]}" if size else f"{channels}-channel"
-        raise SnnConvertError(f"--data {data} has {have} images but {model} takes {want} input; give --data with "
-                              "the images the model was trained on (or --resize-data to resize these anyway)")
+    return wrong_channels, too_small
+
+
+def check_data_matches(model: str, input_spec: InputSpec, data: str, *, calibrated_on: str | None = None) -> None:
+    """A one-line error naming both when the images of ``data`` cannot be what ``model`` was
+    trained on: another number of channels, or less than half the model's input size. With
+    ``calibrated_on`` (the calibration data) images as far from the model's input as those are
+    accepted: the model was calibrated (``--resize-data``) on such images."""
+    channels, size = data_geometry(data)
+    wrong_channels, too_small = _mismatch(input_spec, channels, size)
+    if not (wrong_channels or too_small):
+        return
+    hint = "(or --resize-data to resize these anyway)"
+    if calibrated_on is not None:
+        try:
+            ref_channels, ref_size = data_geometry(calibrated_on)
+        except SnnConvertError:
+            ref_channels, ref_size = None, None
+        ref_wrong, ref_small = _mismatch(input_spec, ref_channels, ref_size)
+        if (not wrong_channels or (ref_wrong and ref_channels == channels)) and (not too_small or ref_small):
+            return
+        hint = f"(it was calibrated on {shorten(calibrated_on, 120)})"
+    want = f"{input_spec.channels}x{input_spec.size[0]}x{input_spec.size[1]}"
+    have = f"{channels if channels is not None else '?'}x{size[0]}x{size[1]}" if size else f"{channels}-channel"
+    raise SnnConvertError(f"--data {shorten(data, 200)} has {have} images but {model} takes {want} input; give "
+                          f"--data with the images the model was trained on {hint}")
+
+
+def ingest_class_check(loaded: LoadedModel, allow_mismatch: bool = False) -> ClassCheck:
+    """The classes data must have to calibrate ``loaded``: the names of the data its bundled weights
+    were trained on (lenet5: the digits 0..9), else its output count; random weights: anything
+    (a mismatch is a note)."""
+    random = loaded.source.endswith("/random")
+    names = None if random else known_class_names(loaded.default_data)
+    outputs = loaded.num_classes if isinstance(loaded.num_classes, int) and loaded.num_classes > 0 else None
+    if names is not None and len(names) != outputs:
+        names = None
+    return ClassCheck(loaded.name, tuple(names) if names else None, outputs, allow_mismatch or random)
+
+
+def check_weights(module: nn.Module, source: str) -> None:
+    """One-line error if a weight or buffer is NaN/inf (or huge), or a layer's weights are all zero
+    (the model would answer the same class for every image: a damaged or empty checkpoint)."""
+    from snnconvert.ingest.checkpoint import check_weight_values
+
+    state = module.state_dict()
+    check_weight_values(state, source)
+    for key, value in state.items():
+        if key.endswith("weight") and value.is_floating_point() and value.dim() >= 2 and value.numel() \
+                and not bool(value.detach().any()):
+            raise SnnConvertError(f"{shorten(source, 200)}: {shorten(key)} is all zeros, so the model gives every "
+                                  "image the same answer; the weights are damaged or were never trained")
 
 
 def data_for(loaded: LoadedModel, data: str | None, *, resize_data: bool = False) -> tuple[str, str | None]:
@@ -206,6 +292,7 @@ def quantize(
     eval_limit: int | None = 1000,
     show_progress: bool = False,
     resize_data: bool = False,
+    allow_class_mismatch: bool = False,
 ) -> QuantizedModel:
     """Prepare, calibrate and quantize ``model`` (post-training, then QAT if asked).
 
@@ -214,10 +301,17 @@ def quantize(
     quantized top-1 are then measured on up to ``eval_limit`` held-out images of the same data
     (never the calibration images). Data whose images do not match the model's input (channels,
     or at most half its size) is an error naming both, unless ``resize_data`` or the weights are
-    random. The model passed in is not modified.
+    random. The data's class folders must match the model's classes (the names of the data its
+    bundled weights were trained on, else its output count; see ``snnconvert.data.classes``)
+    unless ``allow_class_mismatch``; the class names used are stored with the model. Weights
+    that are NaN/inf or a layer whose weights are all zero are refused. The model passed in is
+    not modified.
     """
     config = config or QuantizeConfig()
     config.validate()
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or not 1 <= num_classes <= MAX_CLASSES):
+        raise SnnConvertError(f"num_classes {shorten(num_classes, 30)} is not possible: give 1..{MAX_CLASSES:,}")
     if isinstance(model, (str, Path)) and str(model).strip().lower().endswith(".onnx"):
         from snnconvert.ingest.onnx_qdq import is_qdq_file
 
@@ -227,10 +321,13 @@ def quantize(
             return quantized_from_onnx(str(model).strip(), data=data, eval_limit=eval_limit,
                                        show_progress=show_progress)
     loaded = _as_loaded(model, weights, input_spec, num_classes)
+    check_weights(loaded.module, loaded.source)
     spec = loaded.input_spec
     data, data_note = data_for(loaded, data, resize_data=resize_data)
     float_gm = prepare(loaded.module, spec)  # the support check first: before any image is decoded
-    calib = load_split(data, "calib", spec, limit=config.calib_limit, seed=config.seed, calib_split=calib_split)
+    classes = ingest_class_check(loaded, allow_class_mismatch)
+    calib = load_split(data, "calib", spec, limit=config.calib_limit, seed=config.seed, calib_split=calib_split,
+                       classes=classes)
     if len(calib) == 0:
         raise SnnConvertError(f"no calibration images in {data}")
     calib = materialize(calib, progress=show_progress)
@@ -238,8 +335,8 @@ def quantize(
     train_loader = None
     source_gm = float_gm
     if config.qat_epochs > 0:
-        train = materialize(load_split(data, "train", spec, seed=config.seed, calib_split=calib_split),
-                            progress=show_progress)
+        train = materialize(load_split(data, "train", spec, seed=config.seed, calib_split=calib_split,
+                                       classes=classes), progress=show_progress)
         train_loader = make_loader(train, config.batch_size, shuffle=True, seed=config.seed)
         source_gm = prepare(loaded.module, spec, PrepareConfig(fuse_batchnorm=False))
     result = quantize_graph(source_gm, calib_loader, config, example_shape=spec.example_shape(2),
@@ -249,12 +346,14 @@ def quantize(
     quantized = QuantizedModel(
         float_model=float_gm, model=result.model,
         info=ModelInfo(loaded.name, loaded.source, spec, loaded.num_classes, loaded.default_data,
-                       list(loaded.notes) + ([data_note] if data_note else [])),
+                       list(loaded.notes) + ([data_note] if data_note else []),
+                       list(classes.names) if classes.names else
+                       calib.class_names if len(calib.class_names) == loaded.num_classes else None),
         config=config, calibration=record, layers=layer_records(result.model),
         clip_stats=result.clip_stats, qat_history=result.qat_history,
     )
     if eval_limit != 0:
-        held_out = eval_split(quantized, data, limit=eval_limit)
+        held_out = eval_split(quantized, data, limit=eval_limit, allow_class_mismatch=allow_class_mismatch)
         loader = make_loader(materialize(held_out, progress=show_progress), 250)
         quantized.accuracy = AccuracyPair(top1(float_gm, loader), top1(result.model, loader),
                                           len(held_out), held_out.description)
@@ -284,16 +383,19 @@ def quantized_from_onnx(path: str | Path, *, data: str = "digits", eval_limit: i
     return q
 
 
-def eval_split(quantized: QuantizedModel, data: str | None, *, limit: int | None, seed: int = 0):
+def eval_split(quantized: QuantizedModel, data: str | None, *, limit: int | None, seed: int = 0,
+               allow_class_mismatch: bool = False):
     """Evaluation images of ``data`` (default: the calibration data's evaluation part), never
-    overlapping the calibration images; other data must match the model's input."""
+    overlapping the calibration images; other data must match the model's input, and the classes
+    must match the model's (stored names, else its output count) unless ``allow_class_mismatch``."""
     calib = quantized.calibration
     if data and data != calib.spec and not quantized.info.source.endswith("/random"):
-        check_data_matches(quantized.info.name, quantized.info.input_spec, data)
+        check_data_matches(quantized.info.name, quantized.info.input_spec, data, calibrated_on=calib.spec)
     data = data or calib.spec
     holdout = needs_holdout(calib.spec, data)
     return load_split(data, "eval", quantized.info.input_spec, limit=limit, seed=seed if not holdout else calib.seed,
-                      calib_split=calib.calib_split, holdout=holdout)
+                      calib_split=calib.calib_split, holdout=holdout,
+                      classes=quantized.info.class_check(allow_class_mismatch))
 
 
 def conversion_inputs(quantized: QuantizedModel, *, need_calibration: bool,

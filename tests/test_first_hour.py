@@ -216,12 +216,12 @@ def test_data_that_does_not_match_the_model_is_an_error_naming_both(tmp_path: Pa
     imagenet = _loaded("resnet18", InputSpec(3, (224, 224), 256), "torchvision:resnet18/IMAGENET1K_V1")
     with pytest.raises(SnnConvertError, match=r"3x32x32 images but resnet18 takes 3x224x224"):
         data_for(imagenet, "cifar10:/nowhere")
-    # an image folder: the first image's size is read (32x32 here)
+    # an image folder: the first image's size and mode are read (RGB 32x32 here)
     from PIL import Image
 
     (tmp_path / "cat").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "cat" / "a.png")
-    with pytest.raises(SnnConvertError, match=r"\?x32x32 images but resnet18"):
+    with pytest.raises(SnnConvertError, match=r"3x32x32 images but resnet18"):
         data_for(imagenet, f"imagefolder:{tmp_path}")
     assert data_for(cifar, f"imagefolder:{tmp_path}") == (f"imagefolder:{tmp_path}", None)
     # asked for explicitly, or random weights: resized, with a note

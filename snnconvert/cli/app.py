@@ -23,6 +23,8 @@ try:  # only light modules here: torch and torchvision are imported inside the c
     from snnconvert.allocator import tune_allocator
     from snnconvert.cli.coding_options import DynamicCommand
     from snnconvert.errors import SnnConvertError, UnsupportedGraphError
+    from snnconvert.limits import shorten
+    from snnconvert.manifest_check import safe_text
     from snnconvert.reports.names import REPORTS
 except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: no traceback
     sys.stderr.write("interrupted: nothing was written\n")
@@ -101,7 +103,7 @@ def wrote(path: Path) -> Path:
 
 def _interrupted(what: str, code: int) -> typer.Exit:
     written = _state["written"]
-    done = "nothing was written" if not written else "it had written " + ", ".join(str(p) for p in written)
+    done = "nothing was written" if not written else "it had written " + safe_text(", ".join(str(p) for p in written))
     err_console.print(f"[red]{what}[/red]: {done}", highlight=False, soft_wrap=True)
     _state["reported"] = True
     return typer.Exit(code)
@@ -129,15 +131,25 @@ def _guard(fn: Callable[[], None]) -> None:
     except UnsupportedGraphError as exc:
         summary = getattr(exc, "summary", None)
         if _state["verbose"] or not summary:
-            err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+            lines = "\n".join(safe_text(line) for line in str(exc).split("\n"))  # one problem per line
+            err_console.print(f"[red]error:[/red] {lines}", markup=True, highlight=False, soft_wrap=True)
         else:
-            err_console.print(f"[red]error:[/red] {summary} (-v lists every node with its source line)",
+            err_console.print(f"[red]error:[/red] {safe_text(summary)} (-v lists every node with its source line)",
                               markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except SnnConvertError as exc:
         if _state["verbose"]:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {safe_text(exc)}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # a path the file system cannot even look up (Path.exists raises for these)
+        import errno
+
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        shown = safe_text(str(exc.filename or ""), 120)
+        err_console.print(f"[red]error:[/red] file name too long: {shown}", markup=True, highlight=False,
+                          soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise _interrupted("interrupted", 130) from None
@@ -195,6 +207,8 @@ def quantize_cmd(
                                     "trained on; lenet5: digits)."),
     resize_data: bool = typer.Option(False, "--resize-data", help="Calibrate on data whose images do not match "
                                      "the model's input, resized to it (otherwise an error)."),
+    allow_class_mismatch: bool = typer.Option(False, "--allow-class-mismatch", help="Calibrate on class folders "
+                                              "that differ from the model's classes (otherwise an error)."),
     bits: int = typer.Option(8, "--bits", help="Activation bits (8, 6, 4, ...)."),
     weight_bits: int | None = typer.Option(None, "--weight-bits", help="Weight bits (default: --bits)."),
     method: str = typer.Option("percentile", "--method", help="Clip range: max, percentile or mse."),
@@ -229,7 +243,7 @@ def quantize_cmd(
     def body() -> None:
         from snnconvert.pipeline import quantize, save
         from snnconvert.quantize import QuantizeConfig
-        from snnconvert.workspace import DEFAULT_ROOT, new_artifact_path, run_dir
+        from snnconvert.workspace import DEFAULT_ROOT, run_dir, save_new_artifact
 
         check_output_dir(out or DEFAULT_ROOT, "--out")
         config = QuantizeConfig(bits=bits, weight_bits=weight_bits, method=method, percentile=percentile,
@@ -237,12 +251,13 @@ def quantize_cmd(
                                 qat_batches_per_epoch=qat_batches, qat_lr=qat_lr, device=device)
         q = quantize(model, data=data, config=config, weights=weights, num_classes=num_classes,
                      calib_split=calib_split, eval_limit=eval_limit or 0, show_progress=not as_json,
-                     resize_data=resize_data)
+                     resize_data=resize_data, allow_class_mismatch=allow_class_mismatch)
         from snnconvert.distributed import DistContext
 
         if not DistContext.from_env().is_main:  # under torchrun (QAT) only rank 0 writes
             return
-        path = wrote(save(new_artifact_path(run_dir(q.info.name, out), "quantized", f"{bits}bit"), q))
+        path = wrote(save_new_artifact(run_dir(q.info.name, out), "quantized", f"{bits}bit",
+                                       lambda target: save(target, q)))
         if as_json:
             from snnconvert.pipeline import quantized_manifest
 
@@ -300,7 +315,7 @@ def _to_snn(
         from snnconvert.cli.coding_options import coding_options as coding_options_from_cli
         from snnconvert.codings import get_coding
         from snnconvert.pipeline import save, to_snn
-        from snnconvert.workspace import new_artifact_path
+        from snnconvert.workspace import save_new_artifact
 
         check_output_dir(out, "--out")
         entry = get_coding(coding)
@@ -309,8 +324,8 @@ def _to_snn(
         check_output_dir(out or path.parent, "--out" if out else "the input's directory")
         snn = to_snn(q, coding, show_progress=not as_json, device=device, **options)
         tag = f"{coding}-" + "-".join(f"{k}{v}" for k, v in options.items() if not isinstance(v, list))
-        target = new_artifact_path(out or path.parent, "snn", tag.rstrip("-"))
-        written = wrote(save(target, q, snn, extra={"converted_from": str(path)}))
+        written = wrote(save_new_artifact(out or path.parent, "snn", tag.rstrip("-"),
+                                          lambda target: save(target, q, snn, extra={"converted_from": str(path)})))
         if as_json:
             _emit_json({"artifact": str(written), "coding": coding, "info": snn.info})
         else:
@@ -354,21 +369,38 @@ def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
         if "=" not in item:
             raise SnnConvertError(f"--sweep {item!r}: write KEY=V1,V2,... (e.g. --sweep Ts=0,1,2,3)")
         key, values = item.split("=", 1)
-        sweep[key.replace("-", "_")] = [v for v in values.split(",") if v]  # read by each option's type
+        listed = [v for v in values.split(",") if v.strip()]
+        if not key.strip() or not listed:
+            raise SnnConvertError(f"--sweep {shorten(item, 60)}: give a key and at least one value, "
+                                  "KEY=V1,V2,... (e.g. --sweep Ts=0,1,2,3)")
+        sweep[key.replace("-", "_")] = listed  # read by each option's type
     return sweep
 
 
 def _parse_reports(text: str) -> tuple[str, ...]:
-    return tuple(r.strip() for r in text.split(",") if r.strip())
+    reports = tuple(r.strip() for r in text.split(",") if r.strip())
+    if not reports:
+        raise SnnConvertError(f"--report {shorten(text, 60)!r} names no report; give all or a comma list of "
+                              f"{', '.join(REPORTS)}")
+    return reports
 
 
 def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None, saved: Path | None = None) -> None:
     """Print an evaluation (tables or JSON) and write its plots; ``saved`` is its JSON file."""
     written = []
     if plots is not None:
+        from snnconvert.atomic import _missing_folders, _remove_folders
         from snnconvert.reports.plots import write_plots
 
-        written = [wrote(p) for p in write_plots(report, plots)]
+        made = _missing_folders(Path(plots))
+        before = set(Path(plots).glob("*.png")) if not made else set()
+        try:
+            written = [wrote(p) for p in write_plots(report, plots)]
+        except BaseException:  # a plot failed (disk full...): remove the ones this call wrote
+            for p in set(Path(plots).glob("*.png")) - before:
+                p.unlink(missing_ok=True)
+            _remove_folders(made)
+            raise
     if as_json:
         _emit_json({**report.as_dict(), "plots": [str(p) for p in written],
                     "saved": str(saved) if saved else None})
@@ -377,7 +409,7 @@ def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None, 
 
         evaluation_tables(console, report)
         for p in [*written, *([saved] if saved else [])]:
-            console.print(f"[green]wrote[/green] {p}")
+            console.print(f"[green]wrote[/green] {safe_text(p)}")
 
 
 @app.command("evaluate")
@@ -396,6 +428,8 @@ def evaluate_cmd(
     e_mac: float = typer.Option(4.6, "--e-mac", help="Energy per MAC in pJ."),
     e_ac: float = typer.Option(0.9, "--e-ac", help="Energy per accumulate in pJ."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    allow_class_mismatch: bool = typer.Option(False, "--allow-class-mismatch", help="Score data whose class "
+                                              "folders differ from the model's classes (otherwise an error)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     out: Path | None = typer.Option(None, "--out", help="Write the evaluation JSON to this new file (default: "
                                     "evaluation-<artifact>-<time>.json beside the artifact, which is never modified)."),
@@ -424,7 +458,8 @@ def evaluate_cmd(
 
         check_output_dir(plots, "--plots")
         config = EvaluateConfig(data=data, limit=limit, reports=_parse_reports(report), sweep=_parse_sweep(sweep),
-                                dtype=dtype, batch_size=batch_size, e_mac_pj=e_mac, e_ac_pj=e_ac, device=device)
+                                dtype=dtype, batch_size=batch_size, e_mac_pj=e_mac, e_ac_pj=e_ac, device=device,
+                                allow_class_mismatch=allow_class_mismatch)
         config.validate()
         chosen = evaluation_input(input_path)
         if out is None:
@@ -434,18 +469,23 @@ def evaluate_cmd(
         q, snn = load(chosen.path, allow_unchecked=_state.get("allow_unchecked", False))
         require_snn_reports(config, snn, chosen.path.name)
         if chosen.note:
-            err_console.print(f"[yellow]note:[/yellow] {chosen.note}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]note:[/yellow] {safe_text(chosen.note)}", highlight=False, soft_wrap=True)
         if snn is None:
-            err_console.print(f"[yellow]note:[/yellow] {chosen.path.name} is a quantized artifact: only the ANNs "
-                              "are scored (`snnconvert to-snn` converts it for the SNN reports)", highlight=False,
-                              soft_wrap=True)
+            err_console.print(f"[yellow]note:[/yellow] {safe_text(chosen.path.name)} is a quantized artifact: only "
+                              "the ANNs are scored (`snnconvert to-snn` converts it for the SNN reports)",
+                              highlight=False, soft_wrap=True)
         result = evaluate(q, snn, config, show_progress=not as_json)
         from snnconvert.distributed import DistContext
 
         if not DistContext.from_env().is_main:  # under torchrun every rank has the report; rank 0 shows it
             return
-        saved = wrote(save_evaluation(result, chosen.path, out))
-        show_report(result, as_json=as_json, plots=plots, saved=saved)
+        saved = save_evaluation(result, chosen.path, out)
+        try:
+            show_report(result, as_json=as_json, plots=plots, saved=wrote(saved))
+        except BaseException:  # the plots failed: the command leaves nothing, not half its output
+            saved.unlink(missing_ok=True)
+            _state["written"] = [p for p in _state["written"] if p != saved]
+            raise
 
     _guard(body)
 
@@ -467,7 +507,7 @@ def run_recipe(recipe: Recipe, *, as_json: bool, plots: Path | None, out: Path |
             stage_result(console, event)
 
     if banner and not as_json:
-        console.rule(f"[bold]snnconvert demo: {recipe.model} on {recipe.data}")
+        console.rule(f"[bold]snnconvert demo: {safe_text(recipe.model)} on {safe_text(recipe.data)}")
     from snnconvert.pipeline import run as pipeline_run
     from snnconvert.workspace import DEFAULT_ROOT
 
@@ -476,7 +516,7 @@ def run_recipe(recipe: Recipe, *, as_json: bool, plots: Path | None, out: Path |
     for path in result.written:
         wrote(path)
         if not as_json and path != result.report_path:
-            console.print(f"[green]published[/green] {path}")
+            console.print(f"[green]published[/green] {safe_text(path)}")
     if result.report is not None:
         show_report(result.report, as_json=as_json, plots=plots, saved=result.report_path)
     elif as_json:
@@ -639,7 +679,7 @@ def _precheck_to_snn(argv: list[str]) -> None:
     try:
         precheck_to_snn(argv[argv.index("to-snn") + 1:], value_options=values, flag_options=flags)
     except SnnConvertError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {safe_text(exc)}", markup=True, highlight=False, soft_wrap=True)
         raise SystemExit(getattr(exc, "exit_code", 1)) from None
 
 
@@ -651,6 +691,7 @@ def main() -> None:
     tune_allocator()  # the command owns the process: reuse freed tensor memory (SNNCONVERT_MALLOC=default: off)
     with contextlib.suppress(ValueError, OSError):  # not the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past RLIMIT_FSIZE a write fails (EFBIG): one line
     try:
         if TO_SNN.generate:
             _precheck_to_snn(sys.argv[1:])

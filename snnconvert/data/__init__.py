@@ -18,7 +18,11 @@ Spec kinds (``parse_data_spec``):
 On a shared pool calib/train take a seeded, class-stratified ``calib_split`` fraction and eval
 takes everything, or with ``holdout=True`` exactly the rest; ``needs_holdout(calib, eval)``
 tells the caller when calibration and evaluation would otherwise read the same pool.
-Normalization is never applied here: it is folded into the model.
+Normalization is never applied here: it is folded into the model. ``load_split(..., classes=)``
+checks the class folders against the model's classes (``snnconvert.data.classes``): other
+names or another count are refused, the same names in another order are labelled by name, and
+numbered folders whose text and numeric orders differ are refused when the model's order is
+unknown. Images with float or 32-bit integer pixels are refused; 16-bit ones are scaled to 8 bits.
 """
 
 from snnconvert.data.input_spec import InputSpec

@@ -3,6 +3,9 @@
 Layout: ``ROOT/<class>/<file>``; classes are the sorted non-hidden subfolder names, images are
 found recursively below each class folder (hidden files skipped) with the extensions in
 ``IMAGE_EXTENSIONS`` (case-insensitive). Sample ids are posix paths relative to the spec path.
+Symlinked folders are followed once each; a link back to a folder on its own path is an error.
+The first image of up to 16 classes is probed: float pixels are refused, 16-bit ones and a size
+other than the model's are notes (``snnconvert.data.classes`` checks the class names).
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from snnconvert.data.classes import shown
 from snnconvert.data.datasets import FileImageDataset
 from snnconvert.data.pool import Pool, require_dir
 from snnconvert.data.specs import DataSpec
-from snnconvert.data.transforms import ImageTransform
+from snnconvert.data.transforms import FLOAT_PIXELS, ImageTransform, is_sixteen_bit
 from snnconvert.errors import SnnConvertError
+from snnconvert.limits import require_regular_file, shorten
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
 _EXTS = "/".join(e[1:] for e in IMAGE_EXTENSIONS)
+_PROBES = 16  # classes whose first image header is read for bit depth and size notes
 
 
 def _is_image(name: str) -> bool:
@@ -29,20 +36,76 @@ def _is_image(name: str) -> bool:
 
 
 def class_folders(root: Path) -> list[str]:
-    """Sorted names of the non-hidden subfolders of ``root``."""
+    """Sorted names of the non-hidden subfolders of ``root``; a symlink that cannot be
+    resolved (it points at itself, or in a circle) is a one-line error naming it."""
+    names = []
     with os.scandir(root) as entries:
-        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_folder = entry.is_dir()
+            except OSError as exc:
+                raise SnnConvertError(f"data folder {shorten(entry.path, 200)} cannot be opened "
+                                      f"({exc.strerror or exc.__class__.__name__}); remove or fix that link") from None
+            if is_folder:
+                names.append(entry.name)
+    return sorted(names)
+
+
+def _dir_key(path: str | os.DirEntry) -> tuple[int, int] | None:
+    """(device, inode) of a folder, symlinks followed; None if it cannot be read."""
+    try:
+        info = path.stat() if isinstance(path, os.DirEntry) else os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def files_under(folder: Path, keep: Callable[[str], bool]) -> list[str]:
     """Posix paths (relative to ``folder``) of the non-hidden files below it whose name ``keep``
-    accepts, recursively, sorted (hidden folders are skipped)."""
+    accepts, recursively, sorted (hidden folders are skipped).
+
+    Symlinked folders are followed once: a folder reached again by another link is skipped, and
+    a link back to a folder on its own path (a loop) is a one-line error naming both.
+    """
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(folder).as_posix()
-        prefix = "" if rel == "." else rel + "/"
-        found += [prefix + name for name in sorted(filenames) if not name.startswith(".") and keep(name)]
+    top = _dir_key(folder)
+    if top is None:
+        return found
+    visited = {top}
+    stack: list[tuple[str, dict[tuple[int, int], str]]] = [("", {top: ""})]
+    while stack:
+        rel, ancestors = stack.pop()
+        try:
+            with os.scandir(folder / rel if rel else folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        prefix = f"{rel}/" if rel else ""
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                if keep(entry.name):
+                    found.append(prefix + entry.name)
+                continue
+            key = _dir_key(entry)
+            if key is None:
+                continue
+            if key in ancestors:
+                back = folder / ancestors[key] if ancestors[key] else folder
+                raise SnnConvertError(f"symlink loop in the data: {shown(str(folder / prefix / entry.name), 160)} "
+                                      f"leads back to {shown(str(back), 160)}; remove that link")
+            if key not in visited:
+                visited.add(key)
+                subdirs.append((prefix + entry.name, {**ancestors, key: prefix + entry.name}))
+        stack.extend(reversed(subdirs))
     return found
 
 
@@ -117,11 +180,40 @@ def _file_pool(
     if empty:
         shown = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
         notes.append(f"{len(empty)} class folder(s) without images here: {shown}")
+    notes += _probe_notes(base, ids, labels, transform)
 
     def build(positions: np.ndarray) -> FileImageDataset:
         return FileImageDataset(base, [ids[p] for p in positions], labels[positions], transform)
 
     return Pool(f"{spec.kind} {where_path}", ids, labels, classes, build, shared, notes)
+
+
+def _probe_notes(base: Path, ids: list[str], labels: np.ndarray, transform: ImageTransform) -> list[str]:
+    """Notes from the headers of the first image of up to ``_PROBES`` classes: 16-bit pixels
+    (scaled to 8 bits) and a size the model's input differs from (resized). Float pixels are
+    refused here already, before any decoding."""
+    firsts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])[:_PROBES] if len(labels) else []
+    deep = sizes = 0
+    shape = None
+    for position in firsts:
+        path = base / ids[position]
+        try:
+            with Image.open(require_regular_file(path, "image")) as image:
+                mode, size = image.mode, image.size
+        except (SnnConvertError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # decoding names the file
+        if mode == "F":
+            raise SnnConvertError(f"cannot read image {shorten(str(path), 200)}: {FLOAT_PIXELS}")
+        deep += is_sixteen_bit(mode)
+        if transform.resize is None and (size[1], size[0]) != transform.size:
+            sizes += 1
+            shape = shape or size
+    notes = []
+    if deep:
+        notes.append(f"16-bit images scaled to the model's 8-bit input ({deep} of {len(firsts)} checked)")
+    if shape is not None:
+        notes.append(f"images of {shape[0]}x{shape[1]} resized to the model's {transform.size[1]}x{transform.size[0]}")
+    return notes
 
 
 def _require_classes(folder: Path, classes: list[str], expected: str) -> None:

@@ -19,7 +19,8 @@ ROLES = ("calib", "train", "eval")
 class Pool:
     """Every item one role may draw from.
 
-    ``build(positions)`` makes the dataset of the chosen positions (in that order). ``shared``
+    ``build(positions)`` makes the dataset of the chosen positions (in that order), reading their
+    labels from ``labels`` when called (a relabelling updates that array in place). ``shared``
     means calibration and evaluation draw from this same pool, so they are kept apart by the
     seeded ``calib_split`` partition.
     """

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from snnconvert.data.cifar import cifar10_pool, cifar_pool_key
+from snnconvert.data.classes import ClassCheck, match_classes
 from snnconvert.data.datasets import TensorImageDataset
 from snnconvert.data.events import events_pool
 from snnconvert.data.folders import folder_pool_key, imagefolder_pool, imagenet_pool
@@ -108,6 +109,7 @@ def load_split(
     seed: int = 0,
     calib_split: float = 0.2,
     holdout: bool = False,
+    classes: ClassCheck | None = None,
 ) -> DataSplit:
     """Load the ``role`` items of ``spec`` as raw pixels shaped by ``input_spec``.
 
@@ -116,12 +118,20 @@ def load_split(
     ``holdout=True`` exactly the complement (use the same ``seed`` and ``calib_split`` as for
     calibration; ``needs_holdout`` says when). ``holdout`` is ignored on naturally split data.
     ``limit`` then draws a seeded, class-stratified sample (largest-remainder allocation).
+    With ``classes`` the pool's class folders are checked against the model's classes and
+    relabelled by name where they differ only in order (see ``snnconvert.data.classes``).
     """
     spec = as_spec(spec)
     _check_args(role, limit, calib_split)
     pool = _pool(spec, role, input_spec)
     positions = np.arange(len(pool.ids), dtype=np.int64)
     notes = list(pool.notes)
+    if classes is not None:
+        remap, pool.class_names, note = match_classes(pool.class_names, classes, pool.where)
+        if remap is not None:
+            pool.labels[:] = remap[pool.labels]  # in place: the pool's build reads this array
+        if note:
+            notes.append(note)
     if pool.shared:
         part, rest = stratified_partition(pool.labels, float(calib_split), seed)
         if role != "eval":

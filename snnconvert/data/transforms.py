@@ -40,11 +40,29 @@ def _crop_offset(full: int, crop: int) -> int:
     return int(round((full - crop) / 2.0))
 
 
+class BitDepthError(ValueError):
+    """An image whose pixels cannot be mapped to the 8-bit input a model takes."""
+
+
+FLOAT_PIXELS = ("32-bit float pixels: their range is not known, so they cannot be mapped to the model's 8-bit "
+                "input; save the images as 8-bit (or 16-bit) PNG")
+
+
+def is_sixteen_bit(mode: str) -> bool:
+    """True for PIL's 16-bit gray modes (and 32-bit ``I``, read as 16-bit when in 0..65535)."""
+    return mode in _SIXTEEN_BIT_MODES
+
+
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     if image.mode == mode:
         return image
+    if image.mode == "F":
+        raise BitDepthError(FLOAT_PIXELS)
     if image.mode in _SIXTEEN_BIT_MODES:  # 16-bit gray: scale 0..65535 to 0..255
-        wide = np.asarray(image, dtype=np.int64).clip(0, 65535)
+        wide = np.asarray(image, dtype=np.int64)
+        if wide.size and (int(wide.min()) < 0 or int(wide.max()) > 65535):
+            raise BitDepthError(f"32-bit integer pixels ({int(wide.min())}..{int(wide.max())}) beyond 16 bits "
+                                "cannot be mapped to the model's 8-bit input; save the images as 8-bit PNG")
         image = Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L")
     return image if image.mode == mode else image.convert(mode)
 
