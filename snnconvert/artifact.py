@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import platform
 from collections.abc import Iterable
@@ -50,10 +51,13 @@ from snnconvert.limits import (
     MAX_TIME_STEPS,
     TIME_KEYS,
     check_config_values,
+    check_manifest_sizes,
     check_nesting,
     require_regular_file,
     shorten,
 )
+from snnconvert.manifest_check import check_snn_info, validate_manifest
+from snnconvert.safe_zip import check_torch_zip
 from snnconvert.serialize import module_from_spec, module_spec
 
 FORMAT = "snnconvert-artifact"
@@ -133,7 +137,7 @@ def save_artifact(artifact: Artifact, path: str | Path) -> Path:
 
 
 def _save(artifact: Artifact, path: Path) -> Path:
-    exclusive = not path.exists()
+    exclusive = not os.path.lexists(path)
     payload: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "models": {}, "tensors": {}}
     for name, model in artifact.models.items():
         payload["models"][name] = json.dumps(module_spec(model))
@@ -141,8 +145,25 @@ def _save(artifact: Artifact, path: Path) -> Path:
             payload["tensors"][f"{name}/{key}"] = value.detach().cpu().clone()
     for key, value in artifact.extra_tensors.items():
         payload["tensors"][f"extra/{key}"] = value.detach().cpu().clone()
+    for name, text in payload["models"].items():  # whatever the reader refuses, the writer refuses first
+        try:
+            _check_specs(path, name, json.loads(text))
+        except SnnConvertError as exc:
+            reason = getattr(exc, "what", None) or str(exc)
+            raise SnnConvertError(f"cannot save {shorten(str(path), 200)}: model '{shorten(name, 40)}' is beyond "
+                                  f"what an artifact may hold ({shorten(reason, 200)})") from None
     manifest = dict(artifact.manifest, kind=artifact.kind, tensors_sha256=tensors_digest(payload["tensors"]),
                     models_sha256=_specs_digest(payload["models"].items()))
+    try:
+        check_manifest_sizes(manifest, "the manifest")
+        validate_manifest(json.loads(json.dumps(manifest, allow_nan=True, default=str)), "the manifest")
+        for name, model in artifact.models.items():
+            if isinstance(getattr(model, "info", None), dict):
+                check_snn_info(json.loads(json.dumps(model.info, allow_nan=True, default=str)), "the network",
+                               f"models.{shorten(name, 40)}.info", "stored network field")
+    except SnnConvertError as exc:
+        reason = str(exc).split("; the artifact is damaged")[0]
+        raise SnnConvertError(f"cannot save {shorten(str(path), 200)}: {reason}") from None
     try:
         payload["manifest"] = json.dumps(manifest, allow_nan=True)
     except (TypeError, ValueError) as exc:
@@ -150,13 +171,20 @@ def _save(artifact: Artifact, path: Path) -> Path:
     return write_atomically(path, lambda handle: torch.save(payload, handle), exclusive=exclusive)
 
 
+class _SpecProblem(SnnConvertError):
+    """A model spec outside the format's bounds (reader: a damaged file; writer: cannot save)."""
+
+
 def _damaged(path: Path, what: str) -> SnnConvertError:
-    return SnnConvertError(f"{shorten(str(path), 200)} is a damaged snnconvert artifact: {what}; "
-                           "re-create it with the command that wrote it")
+    error = _SpecProblem(f"{shorten(str(path), 200)} is a damaged snnconvert artifact: {what}; "
+                         "re-create it with the command that wrote it")
+    error.what = what
+    return error
 
 
 def _read_payload(path: Path) -> dict[str, Any]:
     require_regular_file(path, "artifact")
+    check_torch_zip(path, "artifact")  # sizes from the zip directory, before anything is inflated
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -260,6 +288,8 @@ def load_artifact(path: str | Path, *, allow_unchecked: bool = False) -> Artifac
     if not isinstance(manifest, dict):
         raise _damaged(path, "the manifest is not a mapping")
     check_nesting(manifest, f"{path}: the manifest", limit=64)
+    check_manifest_sizes(manifest, f"{shorten(str(path), 200)}: the manifest")
+    validate_manifest(manifest, shorten(str(path), 200))
     tensors: dict[str, Tensor] = payload["tensors"]
     if payload["version"] >= 2:
         expected = manifest.get("tensors_sha256")
@@ -284,6 +314,10 @@ def load_artifact(path: str | Path, *, allow_unchecked: bool = False) -> Artifac
             raise SnnConvertError(f"{path}: tensors of model '{shorten(name, 40)}' do not match its structure") \
                 from exc
         models[name] = model.eval()
+    for name, model in models.items():  # the network's own info: energy constants, latency, names
+        if isinstance(getattr(model, "info", None), dict):
+            check_snn_info(model.info, shorten(str(path), 200), f"models.{shorten(name, 40)}.info",
+                           "stored network field")
     extra = {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
     kind = manifest.get("kind", "unknown")
     return Artifact(kind if isinstance(kind, str) else "unknown", manifest, models, extra)

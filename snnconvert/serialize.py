@@ -243,11 +243,17 @@ def _encode_arg(arg: Any) -> Any:
     raise SnnConvertError(f"cannot save graph argument of type {type(arg).__name__}")
 
 
+_ARG_TAGS = {"node", "slice", "ellipsis", "tuple", "dict", "float", "dtype"}
+"""The one-key mappings :func:`_encode_arg` writes; any other mapping in a stored graph is refused."""
+
+
 def _decode_arg(arg: Any, nodes: dict[str, fx.Node]) -> Any:
     if isinstance(arg, list):
         return [_decode_arg(a, nodes) for a in arg]
     if not isinstance(arg, dict):
         return arg
+    if len(arg) != 1 or next(iter(arg)) not in _ARG_TAGS:
+        raise SnnConvertError(f"artifact graph holds an argument of unknown form: {shorten(arg, 60)}")
     if "node" in arg:
         if not isinstance(arg["node"], str) or arg["node"] not in nodes:
             raise SnnConvertError("artifact graph uses a node before defining it")
@@ -323,12 +329,12 @@ def _decode_graph(items: list[dict], modules: dict[str, nn.Module]) -> fx.Graph:
                 raise SnnConvertError("artifact graph has an output node that is not its one 'output'")
         else:
             raise SnnConvertError(f"artifact has a graph node of unknown kind {shorten(op, 40)}")
-        for key in item["kwargs"]:
-            _identifier(key, f"keyword argument of node {name!r}")
         args = _decode_arg(item["args"], nodes)
         kwargs = _decode_arg(item["kwargs"], nodes)
         if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
             raise SnnConvertError(f"artifact graph node {name!r} has malformed arguments")
+        for key in kwargs:  # decoded: fx writes these keys into source as `key = value`
+            _identifier(key, f"keyword argument of node {name!r}")
         nodes[name] = graph.create_node(op, target, tuple(args), kwargs, name=name)
     if outputs != 1:
         raise SnnConvertError("artifact graph has no output node")

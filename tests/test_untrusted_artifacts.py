@@ -82,7 +82,7 @@ def _inject(spec: dict, point: str, marker: Path) -> dict:
         spec["modules"] = {target: spec["modules"]["fc"]}
         nodes["call_module"]["target"] = target
     elif point == "keyword key":
-        nodes["call_function"]["kwargs"] = {f"start_dim=1, **{{}} if {code} else {{}}, end_dim": -1}
+        nodes["call_function"]["kwargs"] = {"dict": {f"start_dim=1, **{{}} if {code} else {{}}, end_dim": -1}}
     elif point == "module name only":
         spec["modules"] = {f"fc; {code}": spec["modules"]["fc"], **spec["modules"]}
     else:
@@ -91,6 +91,16 @@ def _inject(spec: dict, point: str, marker: Path) -> dict:
 
 
 POINTS = ["placeholder target", "node name", "module target", "keyword key", "module name only"]
+
+
+def test_an_argument_of_unknown_form_is_refused(tmp_path: Path) -> None:
+    """A renamed tag (``{"nodx": "fc"}``) would reach forward() as a plain dict: refused at load."""
+    payload = _payload_of(tmp_path)
+    spec = json.loads(payload["models"]["float"])
+    call = next(n for n in spec["graph"] if n["op"] == "call_function")
+    call["args"]["tuple"][0] = {"nodx": call["args"]["tuple"][0]["node"]}
+    with pytest.raises(SnnConvertError, match="argument of unknown form"):
+        load_artifact(_write(payload, spec, tmp_path / "tag.snnc"))
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -250,7 +260,11 @@ def test_info_lists_evaluations_from_the_files_beside_the_artifact(tmp_path: Pat
     result = runner.invoke(app, ["evaluate", "--input", str(source), "--limit", "12", "--report", "accuracy",
                                  "--json"])
     assert result.exit_code == 0, result.output
-    saved = Path(json.loads(result.output)["saved"])
+    data = json.loads(result.output)
+    saved = Path(data["saved"])
+    timing = data["timing"]  # issue 27: the ratio a user can trust, with the threads it ran on
+    assert timing["threads"] == torch.get_num_threads() and timing["device"] == "cpu" and timing["images"] == 12
+    assert timing["snn_over_quantized"] == pytest.approx(timing["snn_seconds"] / timing["quantized_seconds"])
     (tmp_path / f"evaluation-{source.stem}-garbage.json").write_text("{not json")  # skipped, not fatal
     manifest = json.loads(runner.invoke(app, ["info", str(source), "--json"]).output)
     assert [e["report"] for e in manifest["evaluations"]] == [saved.name]

@@ -29,12 +29,14 @@ from snnconvert.errors import SnnConvertError, UnsupportedGraphError
 from snnconvert.graph.capture import propagate_shapes
 from snnconvert.graph.modules import BoundedReLU, ChannelAffine
 from snnconvert.ingest.types import LoadedModel
+from snnconvert.limits import MAX_ONNX_BYTES, require_regular_file, shorten
+from snnconvert.safe_zip import memory_cap, size_text
 
 MIN_OPSET = 11
 SUPPORTED_OPS = (
     "Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "Add", "Sub", "Mul", "Div", "Concat", "Flatten", "Reshape", "Pad", "Slice",
-    "Identity", "Constant", "Dropout", "QuantizeLinear", "DequantizeLinear",
+    "GlobalAveragePool", "ReduceMean", "Add", "Sum", "Sub", "Mul", "Div", "Concat", "Flatten", "Reshape", "Pad",
+    "Slice", "Identity", "Constant", "Dropout", "QuantizeLinear", "DequantizeLinear",
 )
 """Operators the importer maps (Sub/Div only with a constant operand; Q/DQ for quantized models).
 Any other operator is accepted only inside a constant subgraph, which is folded at import."""
@@ -52,6 +54,12 @@ _HINTS = {
     "QLinearConv": "operator-oriented (QOperator) quantization; quantize with QuantFormat.QDQ instead",
     "QLinearMatMul": "operator-oriented (QOperator) quantization; quantize with QuantFormat.QDQ instead",
 }
+
+
+def _class_name(stem: str) -> str:
+    """An ASCII identifier for the imported GraphModule's class, from the file name."""
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_")
+    return f"onnx_{name}" if not name or name[0].isdigit() else name
 
 
 class _Unsupported(Exception):
@@ -76,7 +84,7 @@ def read_onnx(path: str | Path) -> Any:
         raise SnnConvertError(f"ONNX file {path} does not exist; check the path")
     if path.is_dir():
         raise SnnConvertError(f"{path} is a directory; pass the .onnx file itself")
-    data = path.read_bytes()
+    data = _read_bounded(path)
     if not data:
         raise SnnConvertError(f"ONNX file {path} is empty; export the model again")
     try:
@@ -107,35 +115,101 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"^\[ONNXRuntimeError\].*?:\s*", "", text)[:200]
 
 
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of the ``.onnx`` file ``path``: a regular file (a named pipe or a device is
+    refused before it is opened) of at most :data:`MAX_ONNX_BYTES` that fits in memory."""
+    require_regular_file(path, "ONNX file")
+    shown = shorten(str(path), 200)
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_ONNX_BYTES:
+                raise SnnConvertError(f"ONNX file {shown} is {size / 2**30:.1f} GiB, more than the 2 GiB an ONNX file "
+                                      "can hold; keep large weights in external data files")
+            cap = memory_cap()
+            if cap is not None and size > cap:
+                raise SnnConvertError(f"ONNX file {shown} is {size_text(size)}, more than the {size_text(cap)} of "
+                                      "memory available to read it")
+            return handle.read(min(size, MAX_ONNX_BYTES) + 1)
+    except OSError as exc:
+        raise SnnConvertError(f"ONNX file {shown} cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+
+def _external_int(path: Path, tensor: Any, info: dict[str, str], key: str) -> int | None:
+    """``offset``/``length`` of a tensor's external data: a non-negative integer, or None if absent."""
+    text = info.get(key)
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SnnConvertError(f"ONNX file {shorten(str(path), 200)}: tensor '{shorten(tensor.name)}' gives its "
+                              f"external data the {key} {shorten(text, 40)}, not a byte count; export it again")
+    return value
+
+
 def _load_external_data(model: Any, folder: Path, path: Path) -> None:
-    """Read external tensor data, only from files inside ``folder`` (no absolute paths, no ``..``
-    and no symlink leading out)."""
+    """Read external tensor data, only from regular files inside ``folder`` (no absolute paths,
+    no ``..``, no symlink leading out, no pipe or device), each range within the file's real size
+    and all of them together within the available memory, checked before anything is read."""
     from onnx import TensorProto
 
+    planned: list[tuple[Any, Path, int, int]] = []
+    total = 0
+    cap = memory_cap()
     for tensor in _all_tensors(model):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
-        target = (folder / location).resolve()
-        if not location or os.path.isabs(location) or ".." in Path(location).parts or not target.is_relative_to(folder):
+        name = shorten(tensor.name)
+        try:
+            target = (folder / location).resolve()
+            outside = not location or os.path.isabs(location) or ".." in Path(location).parts \
+                or not target.is_relative_to(folder)
+        except (OSError, ValueError, RuntimeError):
+            outside = True
+        if outside:
             raise SnnConvertError(
-                f"ONNX file {path}: tensor '{tensor.name}' points to external data '{location}' outside the model's "
+                f"ONNX file {path}: tensor '{name}' points to external data '{shorten(location)}' outside the model's "
                 "folder; external data must sit next to the .onnx file"
             )
-        if not target.is_file():
+        if not target.exists():
             raise SnnConvertError(
-                f"ONNX file {path}: external data file '{location}' of tensor '{tensor.name}' is missing; copy it "
+                f"ONNX file {path}: external data file '{shorten(location)}' of tensor '{name}' is missing; copy it "
                 "next to the .onnx file"
             )
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
-        with target.open("rb") as handle:
-            handle.seek(offset)
-            raw = handle.read(int(length)) if length else handle.read()
-        if length and len(raw) != int(length):
+        require_regular_file(target, f"ONNX file {path}: external data file")
+        offset = _external_int(path, tensor, info, "offset") or 0
+        length = _external_int(path, tensor, info, "length")
+        size = target.stat().st_size
+        end = size if length is None else offset + length
+        if offset > size or end > size:
             raise SnnConvertError(
-                f"ONNX file {path}: external data file '{location}' is shorter than tensor '{tensor.name}' needs"
+                f"ONNX file {path}: tensor '{name}' asks for bytes {offset}..{end} of external data file "
+                f"'{shorten(location)}', which holds {size} bytes; the file is truncated or the model crafted"
+            )
+        total += end - offset
+        if cap is not None and total > cap:
+            raise SnnConvertError(
+                f"ONNX file {path}: its external data needs {size_text(total)} of memory, more than the "
+                f"{size_text(cap)} available"
+            )
+        planned.append((tensor, target, offset, end - offset))
+    for tensor, target, offset, length in planned:
+        try:
+            with open(target, "rb") as handle:
+                handle.seek(offset)
+                raw = handle.read(length)
+        except OSError as exc:
+            raise SnnConvertError(f"ONNX file {path}: external data file {shorten(str(target), 200)} cannot be read "
+                                  f"({exc.strerror or type(exc).__name__})") from None
+        if len(raw) != length:
+            raise SnnConvertError(
+                f"ONNX file {path}: external data file '{shorten(str(target.name))}' is shorter than tensor "
+                f"'{shorten(tensor.name)}' needs"
             )
         tensor.raw_data = raw
         tensor.data_location = TensorProto.DEFAULT
@@ -371,6 +445,7 @@ class _Builder:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.placeholder: fx.Node | None = None
+        self.causes: list[str] = []
 
     # ---------------------------------------------------------------- helpers
 
@@ -447,6 +522,7 @@ class _Builder:
                 handler(node)
             except _Unsupported as exc:
                 self.problems.append(f"{label}: {exc}")
+                self.causes.append(f"{node.op_type} ({str(exc).split(';')[0][:60]})")
                 self.poisoned.update(o for o in node.output if o)
             except _Poisoned:
                 self.poisoned.update(o for o in node.output if o)
@@ -454,13 +530,18 @@ class _Builder:
         if not self.problems and out_name not in self.env:
             self.problems.append(f"output '{out_name}' is not computed from the input")
         if self.problems:
-            raise UnsupportedGraphError(
+            from snnconvert.graph.support import summarize
+
+            error = UnsupportedGraphError(
                 self.problems,
                 hint=f"Nothing was imported from {self.path.name}. Supported operators: "
                 f"{', '.join(SUPPORTED_OPS[:-2])} (and QuantizeLinear/DequantizeLinear pairs).",
             )
+            causes = self.causes + ["unreachable output"] * (len(self.problems) - len(self.causes))
+            error.summary = summarize(causes, stage=f"ONNX import of {self.path.name}")  # type: ignore[attr-defined]
+            raise error
         self.graph.output(self.env[out_name])
-        gm = fx.GraphModule(self.root, self.graph, re.sub(r"\W+", "_", self.path.stem) or "onnx_model")
+        gm = fx.GraphModule(self.root, self.graph, _class_name(self.path.stem))
         gm.graph.eliminate_dead_code()
         gm.delete_all_unused_submodules()
         gm.graph.lint()
@@ -619,7 +700,45 @@ class _Builder:
             raise _Unsupported("only N x C x H x W inputs are supported")
         self.alias(node, self.add_module(node.name or "gap", nn.AdaptiveAvgPool2d(1), (self.tensor(node.input[0]),)))
 
+    def op_ReduceMean(self, node: Any) -> None:
+        """The mean over the spatial axes of an N x C x H x W tensor: global average pooling (what
+        ``torch.onnx.export(dynamo=True)`` writes for ``adaptive_avg_pool2d(x, 1)``)."""
+        shape = self.shape(node.input[0])
+        attrs = _attrs(node)
+        axes = attrs.get("axes")
+        if len(node.input) > 1 and node.input[1]:  # opset 18: axes is an input
+            axes = self.const(node, 1, "axes").reshape(-1).tolist()
+        if axes is None or len(axes) == 0:
+            if int(attrs.get("noop_with_empty_axes", 0)):
+                self.alias(node, self.tensor(node.input[0]))
+                return
+            axes = list(range(len(shape)))
+        rank = len(shape)
+        reduced = sorted({int(a) % rank for a in axes}) if rank else []
+        if rank != 4 or reduced != [2, 3]:
+            raise _Unsupported(f"a mean over axes {reduced} of a rank-{rank} tensor; only the spatial mean of "
+                               "N x C x H x W (global average pooling) is supported")
+        out = self.add_module(node.name or "gap", nn.AdaptiveAvgPool2d(1), (self.tensor(node.input[0]),))
+        if not int(attrs.get("keepdims", 1)):
+            out = self.add_module(f"{node.name or 'gap'}_flatten", nn.Flatten(1), (out,))
+        self.alias(node, out)
+
     # ---------------------------------------------------------------- arithmetic
+
+    def op_Sum(self, node: Any) -> None:
+        """n-ary sum of activations (a chain of adds); with a constant among two inputs it is Add."""
+        names = [n for n in node.input if n]
+        if not names:
+            raise _Unsupported("has no inputs")
+        if any(n in self.consts for n in names):
+            if len(names) != 2:
+                raise _Unsupported("a sum of more than two inputs with constants is not supported")
+            self.op_Add(node)
+            return
+        total = self.tensor(names[0])
+        for name in names[1:]:
+            total = self.graph.call_function(torch.add, (total, self.tensor(name)))
+        self.alias(node, total)
 
     def _affine(self, node: Any, x_name: str, scale: np.ndarray, shift: np.ndarray) -> None:
         shape = self.shape(x_name)
