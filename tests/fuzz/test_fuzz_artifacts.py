@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from fuzzing import attempt, workdir
+from fuzzing import ARTIFACTS, attempt, workdir
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import fx, nn
@@ -44,7 +44,7 @@ def test_flipped_or_truncated_artifacts(flips: list[tuple[int, int]], cut: int |
     with workdir() as folder:
         path = folder / "a.snnc"
         path.write_bytes(bytes(data))
-        attempt(lambda: load_artifact(path), folder, keep=("a.snnc",))
+        attempt(lambda: load_artifact(path), folder, keep=("a.snnc",), category=ARTIFACTS, inputs=[path])
 
 
 def _spec_strategy() -> st.SearchStrategy[dict]:
@@ -82,4 +82,4 @@ def test_mutated_artifact_fields(field: str, value, spec: dict, fix_checksum: bo
     with workdir() as folder:
         path = Path(folder) / "m.snnc"
         torch.save(payload, path)
-        attempt(lambda: load_artifact(path), folder, keep=("m.snnc",))
+        attempt(lambda: load_artifact(path), folder, keep=("m.snnc",), category=ARTIFACTS, inputs=[path])

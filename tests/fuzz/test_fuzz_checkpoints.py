@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from fuzzing import attempt, workdir
+from fuzzing import CHECKPOINTS, attempt, workdir
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,7 +57,7 @@ def test_arbitrary_bytes_as_a_checkpoint(data: bytes, head: bytes) -> None:
     with workdir() as folder:
         path = folder / "w.pt"
         path.write_bytes(head + data)
-        attempt(lambda: read_checkpoint(path), folder, keep=("w.pt",))
+        attempt(lambda: read_checkpoint(path), folder, keep=("w.pt",), category=CHECKPOINTS, inputs=[path])
 
 
 @given(obj=checkpoints())
@@ -65,7 +65,7 @@ def test_odd_checkpoint_contents(obj: object) -> None:
     with workdir() as folder:
         path = folder / "w.pt"
         torch.save(obj, path)
-        attempt(lambda: load_model("lenet5", str(path)), folder, keep=("w.pt",))
+        attempt(lambda: load_model("lenet5", str(path)), folder, keep=("w.pt",), category=CHECKPOINTS, inputs=[path])
 
 
 @given(data=st.binary(max_size=256), head=st.sampled_from([b"", b"PK\x03\x04", b"\x80\x02"]))
@@ -75,4 +75,4 @@ def test_arbitrary_bytes_as_a_finetune_checkpoint(data: bytes, head: bytes) -> N
     with workdir() as folder:
         path = folder / "finetune-checkpoint.pt"
         path.write_bytes(head + data)
-        attempt(lambda: load_checkpoint(path), folder, keep=(path.name,))
+        attempt(lambda: load_checkpoint(path), folder, keep=(path.name,), category=CHECKPOINTS, inputs=[path])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fuzzing import attempt, workdir
+from fuzzing import DATA, FLAGS, attempt, workdir
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +28,7 @@ def specs(draw) -> str:
                                                         st.integers(200, 100_000)))
 def test_data_specs(text: str) -> None:
     with workdir() as folder:
-        attempt(lambda: parse_data_spec(text), folder)
+        attempt(lambda: parse_data_spec(text), folder, category=FLAGS)
 
 
 names = sorted({f for c in codings().values() for f in (o.name for o in c.options())} | {"nope"})
@@ -40,7 +40,8 @@ texts = st.sampled_from(["nan", "inf", "-1", "0", "1", "8", "100000", "1e30", "a
 def test_coding_options(coding: str, items: list[tuple[str, str]]) -> None:
     entry = get_coding(coding)
     with workdir() as folder:
-        attempt(lambda: build_config(entry, **coding_options(entry, {}, [f"{k}={v}" for k, v in items])), folder)
+        attempt(lambda: build_config(entry, **coding_options(entry, {}, [f"{k}={v}" for k, v in items])), folder,
+                category=FLAGS)
 
 
 @given(data=st.binary(max_size=300), suffix=st.sampled_from([".npy", ".pt"]),
@@ -51,4 +52,4 @@ def test_event_files_with_arbitrary_bytes(data: bytes, suffix: str, head: bytes)
     with workdir() as folder:
         path = folder / f"e{suffix}"
         path.write_bytes(head + data)
-        attempt(lambda: load_event_frames(path), folder, keep=(path.name,))
+        attempt(lambda: load_event_frames(path), folder, keep=(path.name,), category=DATA, inputs=[path])
