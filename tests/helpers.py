@@ -35,3 +35,19 @@ def quantize_random(model: nn.Module, spec, bits: int = 8, images: int = 32, see
     calib = [(x[i:i + 16], torch.zeros(len(x[i:i + 16]), dtype=torch.long)) for i in range(0, images, 16)]
     return quantize_graph(prepare(model, spec), calib, QuantizeConfig(bits=bits, method="max"),
                           example_shape=spec.example_shape(2)).model
+
+
+def reference_session(model: str | Path | bytes):
+    """An onnxruntime CPU session on its reference path, for comparisons that must hold on any x86-64 CPU.
+
+    With graph optimization off, onnxruntime runs the graph as written: no Conv+BN/ReLU fusion, no
+    NCHWc layout whose blocking depends on the vector width, and Q/DQ pairs stay DequantizeLinear ->
+    float op -> QuantizeLinear instead of fused int8 kernels (whose u8s8 products, saturation and
+    requantization differ between VNNI, AVX2 and SSE). Only float32 summation order still varies.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

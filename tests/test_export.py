@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
+from helpers import reference_session
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.export.onnx import export_onnx
@@ -41,8 +41,7 @@ def test_unrolled_onnx_matches_simulator(lenet_q: QuantizedModel, tmp_path: Path
     result = export_onnx(snn, tmp_path / f"{coding}.onnx", example=torch.rand(2, 1, 8, 8), spikes=True)
     assert result.neuron_layers == list(snn.neurons())
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # another batch size than exported
-    outputs = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(
-        None, {"images": x.numpy()})
+    outputs = reference_session(result.path).run(None, {"images": x.numpy()})
     logits, spikes = _simulate(snn, x)
     np.testing.assert_allclose(outputs[0], logits, atol=1e-5 * max(1.0, float(np.abs(logits).max())), rtol=0)
     for name, frames in zip(result.neuron_layers, outputs[1:], strict=True):
@@ -61,7 +60,7 @@ def test_step_onnx_over_T_steps_matches_simulator(lenet_q: QuantizedModel, tmp_p
     snn = to_snn(lenet_q, coding=coding, **options)
     result = export_onnx(snn, tmp_path / f"{coding}-step.onnx", mode="step", example=torch.rand(2, 1, 8, 8))
     assert result.mode == "step" and result.inputs[0] == "images" and result.inputs[-1] == "readout"
-    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    session = reference_session(result.path)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     state = [np.full((4, *result.initial_state[n][0]), result.initial_state[n][1], np.float32)
              for n in result.inputs[1:]]
@@ -155,7 +154,7 @@ def test_cli_export(lenet_q: QuantizedModel, tmp_path: Path) -> None:
     info = json.loads(result.output)
     assert info["mode"] == "unrolled" and Path(info["path"]).is_file() and info["outputs"] == ["logits"]
     x = torch.rand(3, 1, 8, 8)
-    out = ort.InferenceSession(info["path"], providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    out = reference_session(info["path"]).run(None, {"images": x.numpy()})[0]
     np.testing.assert_allclose(out, _simulate(to_snn(lenet_q, coding="rate", T=4), x)[0], atol=1e-4, rtol=0)
     result = runner.invoke(app, ["export", "--input", str(artifact), "--format", "nir"])
     assert result.exit_code != 0 and "RateMaxPool" in result.output and not artifact.with_suffix(".nir").exists()

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torchvision
-from helpers import randomize_batchnorm
+from helpers import randomize_batchnorm, reference_session
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -41,7 +40,7 @@ def _check_equivalent(model: nn.Module, shape: tuple[int, ...], path: Path, atol
     assert loaded.num_classes == ref.shape[1]
     tol = atol * max(1.0, float(ref.abs().max()))  # 1e-5 relative to the logits' scale (float32 sums)
     torch.testing.assert_close(got, ref, atol=tol, rtol=0)
-    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    out = reference_session(path).run(None, {"x": x.numpy()})[0]  # unfused: the graph as written
     np.testing.assert_allclose(out, got.numpy(), atol=tol, rtol=0)
 
 
