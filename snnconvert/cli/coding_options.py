@@ -131,4 +131,7 @@ def merge_coding_options(coding: Any, given: dict[str, Any], extra: list[str], p
         if key not in fields:
             raise SnnConvertError(f"--set {key}: not an option of coding {coding.name} (its options: {valid})")
         options[key] = parse_option(coding, key, value)
+    for f in dataclasses.fields(coding.config):  # to-snn's own defaults (e.g. calibration on)
+        if "cli_default" in f.metadata and f.name not in options:
+            options[f.name] = f.metadata["cli_default"]
     return options

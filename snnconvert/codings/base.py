@@ -48,10 +48,13 @@ class ConversionInputs:
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
-           default_factory: Any = dataclasses.MISSING) -> Any:
+           default_factory: Any = dataclasses.MISSING, cli_default: Any = dataclasses.MISSING) -> Any:
     """A config field with its help text (shown by ``to-snn --help``); ``cli=False`` keeps it
-    out of the command line (recipes and the API still take it)."""
+    out of the command line (recipes and the API still take it); ``cli_default`` is the value
+    ``to-snn`` uses when the flag is not given (the API keeps ``default``)."""
     meta = {"help": help, "cli": cli}
+    if cli_default is not dataclasses.MISSING:
+        meta["cli_default"] = cli_default
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)

@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
+from snnconvert.calibrate import calibrate
+from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
 from snnconvert.codings.gains import fold_gains
@@ -70,6 +72,11 @@ class MLIFConfig:
     leak: float = option(1.0, help="Membrane leak beta of eq 6 in [0, 1] (1: integrate-and-fire).")
     percentile: float = option(90.0, help="Activation percentile that sets each layer's threshold.")
     anchor: str = option("lowest", help="lowest: the percentile is theta (paper); highest: it is 2^(S-1) theta.")
+    calibrate: str = option("none", cli_default="bias",
+                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
+                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
+    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
+    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
 
     def validate(self) -> None:
         def number(value: object) -> bool:
@@ -86,6 +93,18 @@ class MLIFConfig:
             raise SnnConvertError(f"--percentile {self.percentile} is not possible: give a value in (0, 100]")
         if self.anchor not in ANCHORS:
             raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
+        _check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+
+
+def _check_calibration(mode: object, seconds: object, images: object) -> None:
+    """The calibration options (:func:`snnconvert.calibrate.check_calibration`'s rules, written out
+    here: the torch-free usage check of ``to-snn`` runs this file's config from source)."""
+    if mode not in ("none", "bias", "layerwise"):
+        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose none, bias, layerwise")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
+        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
 
 
 MLIFInputEncoder = RepeatEncoder  # the name earlier releases used
@@ -161,13 +180,16 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
     layers = insert_neurons(gm, plan)
     rewrite_maxpools(gm)  # pools act on the spike frames (gains move behind them)
     recompile_graph(gm)
+    encoder, decoder = RepeatEncoder(T), WeightedSumDecoder(T)  # decoder weights 1/T: the mean over T
+    calibration = calibrate(gm, encoder, decoder, float_gm, _StaticImages(inputs.calibration), cfg.calibrate,
+                            seconds=cfg.calibrate_seconds, images=cfg.calibrate_images)
     fold_gains(gm)
     gm.float()
 
     snn = SpikingNetwork("mlif")
-    snn.encoder = RepeatEncoder(T)
+    snn.encoder = encoder
     snn.body = gm
-    snn.decoder = WeightedSumDecoder(T)  # weights 1/T: the classifier's output averaged over T
+    snn.decoder = decoder
     snn.info = {
         "coding": "mlif",
         "S": S,
@@ -184,6 +206,8 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
         "input": "direct (analog image at every step; (B, T, ...) inputs are taken frame by frame)",
         "maxpool": "per step on spike frames (exact at T = 1)",
     }
+    if cfg.calibrate != "none":
+        snn.info["calibration"] = calibration.as_info()
     snn.info.update(conversion_check(snn, float_gm, inputs.calibration))
     return snn
 
@@ -255,6 +279,7 @@ def _lane_report(snn: SpikingNetwork) -> dict[str, Any] | None:
 def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("T (time steps)", str(info["T"])), ("S (lanes)", str(info["S"])), ("leak", str(info["leak"])),
             ("threshold", f"p{info['percentile']:g} of activations ({info['anchor']} lane)")]
+    rows += calibration_rows(info)
     if info.get("threshold_fallbacks"):
         rows.append(("[yellow]warning[/yellow]", f"{len(info['threshold_fallbacks'])} layer(s) silent at the "
                      f"percentile, threshold from their maximum: {', '.join(info['threshold_fallbacks'])}"))

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import fx
 
+from snnconvert.calibrate import calibrate
+from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
 from snnconvert.codings.common import (
     activation_percentiles,
@@ -73,6 +75,11 @@ class RateConfig:
     per_channel: bool = option(False, help="One threshold per channel instead of per layer.")
     half_init: bool = option(True, help="Start every membrane at theta/2 (round to nearest instead of down).")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
+    calibrate: str = option("none", cli_default="bias",
+                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
+                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
+    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
+    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
 
     def validate(self) -> None:
         if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
@@ -85,6 +92,7 @@ class RateConfig:
             raise SnnConvertError(f"half_init={self.half_init!r} is not possible: give true or false")
         if self.dtype not in _DTYPES:
             raise SnnConvertError(f"dtype={self.dtype!r} is not possible: choose float32 or float64")
+        _check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
 
     def percentile_value(self) -> float:
         """The percentile as a number (``"max"`` -> 100.0); raises on anything else."""
@@ -101,6 +109,17 @@ class RateConfig:
                 f"--percentile {self.percentile!r} is not possible: give 'max' or a number in (0, 100]"
             )
         return float(p)
+
+
+def _check_calibration(mode: object, seconds: object, images: object) -> None:
+    """The calibration options (:func:`snnconvert.calibrate.check_calibration`'s rules, written out
+    here: the torch-free usage check of ``to-snn`` runs this file's config from source)."""
+    if mode not in ("none", "bias", "layerwise"):
+        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose none, bias, layerwise")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
+        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
 
 
 def _rate_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -159,12 +178,15 @@ def convert(inputs: ConversionInputs, cfg: RateConfig) -> SpikingNetwork:
     check_supported(float_gm, (_rate_rules,), stage="rate conversion")
     # one calibration pass per (percentile, per_channel), cached in inputs: sweeps over T reuse it
     stats = calibration_percentiles(inputs, (cfg.percentile_value(),), per_channel=cfg.per_channel)
-    return build(float_gm, thresholds_from(float_gm, stats, cfg), cfg)
+    return build(float_gm, thresholds_from(float_gm, stats, cfg), cfg, inputs.calibration)
 
 
-def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: RateConfig) -> SpikingNetwork:
+def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: RateConfig,
+          calibration: Any = None) -> SpikingNetwork:
     """Assemble the SNN from thresholds (by activation node name, real units; calibrate once and
-    build per T). Gains are folded in float64, then the network is cast to ``cfg.dtype``.
+    build per T). Gains are folded in float64, then the network is cast to ``cfg.dtype``. With
+    ``calibration`` images and ``cfg.calibrate`` other than none, the layers are calibrated
+    against ``float_gm`` before the gains fold (:mod:`snnconvert.calibrate`).
 
     ``snn.info["thresholds"]`` maps each IF layer to its threshold (the largest one when per
     channel); ``"neuron_layers"`` lists the IF and max-pool layers in graph order."""
@@ -181,13 +203,17 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: RateCon
         position = layers.index(source) + 1 if source in layers else len(layers)
         layers.insert(position, pool_name)
     recompile_graph(gm)
+    encoder, decoder = RepeatEncoder(T), WeightedSumDecoder(T)  # decoder weights 1/T: mean over T
+    calibration_result = calibrate(gm, encoder, decoder, float_gm, calibration,
+                                   cfg.calibrate if calibration is not None else "none",
+                                   seconds=cfg.calibrate_seconds, images=cfg.calibrate_images)
     fold_gains(gm)
     gm = gm.to(_DTYPES[cfg.dtype])
 
     snn = SpikingNetwork("rate")
-    snn.encoder = RepeatEncoder(T)
+    snn.encoder = encoder
     snn.body = gm
-    snn.decoder = WeightedSumDecoder(T).to(_DTYPES[cfg.dtype])  # weights 1/T: mean over T
+    snn.decoder = decoder.to(_DTYPES[cfg.dtype])
     snn.info = {
         "coding": "rate",
         "T": T,
@@ -201,6 +227,8 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: RateCon
         "neuron_layers": layers,
         "thresholds": {targets[name]: float(value.max()) for name, value in theta.items()},
     }
+    if calibration is not None and cfg.calibrate != "none":
+        snn.info["calibration"] = calibration_result.as_info()
     return snn
 
 
@@ -244,7 +272,8 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     return [("T (time steps)", str(info["T"])),
             ("threshold", f"{'max' if pct == 'max' else f'p{pct:g}'} of activations, "
                           f"{'per channel' if info['per_channel'] else 'per layer'}"),
-            ("initial membrane", "theta/2" if info["half_init"] else "0"), ("precision", info["dtype"])]
+            ("initial membrane", "theta/2" if info["half_init"] else "0"), ("precision", info["dtype"]),
+            *calibration_rows(info)]
 
 
 Config = RateConfig  # the name earlier releases used

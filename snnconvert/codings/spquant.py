@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from snnconvert.calibrate import calibrate
+from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
 from snnconvert.codings.gains import fold_gains
@@ -87,6 +89,11 @@ class SpQuantConfig:
     e_mul_pj: float = option(E_MUL_PJ, help="Energy of one multiply (pJ) in eq 31: BitNet table 2 at 7 nm, FP16 "
                                             "0.34 (reproduces the paper's table 10); INT8 0.07, FP32 1.31.")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
+    calibrate: str = option("none", cli_default="bias",
+                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
+                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
+    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
+    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
 
     def validate(self) -> None:
         def number(v: object) -> bool:
@@ -120,6 +127,18 @@ class SpQuantConfig:
                 raise SnnConvertError(f"--{name.replace('_', '-')} is not possible: give an energy >= 0 (pJ)")
         if self.dtype not in DTYPES:
             raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
+        _check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+
+
+def _check_calibration(mode: object, seconds: object, images: object) -> None:
+    """The calibration options (:func:`snnconvert.calibrate.check_calibration`'s rules, written out
+    here: the torch-free usage check of ``to-snn`` runs this file's config from source)."""
+    if mode not in ("none", "bias", "layerwise"):
+        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose none, bias, layerwise")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
+        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
 
 
 def _rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -150,11 +169,13 @@ def convert(inputs: ConversionInputs, cfg: SpQuantConfig) -> SpikingNetwork:
     check_supported(float_gm, (_rules,), stage="SpQuant conversion")
     acts = {n.name: str(n.target) for n in float_gm.graph.nodes if kind_of(float_gm, n) is Kind.ACTIVATION}
     stats = calibration_percentiles(inputs, (float(cfg.percentile),))
-    return build(float_gm, _thresholds(stats, list(acts), float(cfg.percentile)), cfg)
+    return build(float_gm, _thresholds(stats, list(acts), float(cfg.percentile)), cfg, inputs.calibration)
 
 
-def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantConfig) -> SpikingNetwork:
-    """Assemble the SNN from per-activation thresholds (real units)."""
+def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantConfig,
+          calibration: Any = None) -> SpikingNetwork:
+    """Assemble the SNN from per-activation thresholds (real units); with ``calibration`` images
+    the layers are calibrated against ``float_gm`` before the gains fold (``cfg.calibrate``)."""
     cfg.validate()
     T = cfg.T
     targets = {n.name: str(n.target) for n in float_gm.graph.nodes}
@@ -169,6 +190,10 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
     layers = insert_neurons(gm, plan)
     rewrite_maxpools(gm)
     recompile_graph(gm)
+    encoder, decoder = RepeatEncoder(T), WeightedSumDecoder(T)
+    calibration_result = calibrate(gm, encoder, decoder, float_gm, calibration,
+                                   cfg.calibrate if calibration is not None else "none",
+                                   seconds=cfg.calibrate_seconds, images=cfg.calibrate_images)
     fold_gains(gm)
     dtype = DTYPES[cfg.dtype]
     for node in gm.graph.nodes:  # PoT synapses (or float ones that record their shape)
@@ -184,9 +209,9 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
         _wire(gm, cfg.spatial, cfg.gate, cfg.gate_threshold, 3.0)
 
     snn = SpikingNetwork("spquant")
-    snn.encoder = RepeatEncoder(T)
+    snn.encoder = encoder
     snn.body = gm
-    snn.decoder = WeightedSumDecoder(T).to(dtype)
+    snn.decoder = decoder.to(dtype)
     snn.info = {
         "coding": "spquant", "T": T, "frames": T, "latency": T, "latency_terms": f"T = {T}",
         "tau": cfg.tau, "reset": cfg.reset, "precision": cfg.precision,
@@ -197,6 +222,8 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
         "neuron_layers": layers,
         "thresholds": {targets[name]: theta for name, theta in thresholds.items()},
     }
+    if calibration is not None and cfg.calibrate != "none":
+        snn.info["calibration"] = calibration_result.as_info()
     return snn
 
 
@@ -499,7 +526,8 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
             ("membrane", f"{info['precision']} ({info['membrane_bits']:.2f} bits)"),
             ("weights", f"{wb}-bit power of two" if wb else "float"),
             ("pruning", f"spatial {100 * info['spatial']:.0f}%, channel gate "
-                        f"{'on (theta ' + format(info['gate_threshold'], 'g') + ')' if info['gate'] else 'off'}")]
+                        f"{'on (theta ' + format(info['gate_threshold'], 'g') + ')' if info['gate'] else 'off'}"),
+            *calibration_rows(info)]
 
 
 def _parse_bits(text: str) -> int | None:

@@ -1,0 +1,169 @@
+"""Layer-wise calibration after conversion (snnconvert.calibrate): hand-built one-layer cases."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import fx, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from snnconvert.calibrate import calibrate, check_calibration, find_sites
+from snnconvert.cli.coding_options import coding_options
+from snnconvert.codings import get_coding
+from snnconvert.codings.common import insert_neurons, replace_synapses
+from snnconvert.errors import SnnConvertError
+from snnconvert.graph.passes import recompile_graph
+from snnconvert.neurons.integrate_fire import IFNeuron
+from snnconvert.simulate.encoders import RepeatEncoder
+from snnconvert.simulate.synapse import Gain, SynapseConv2d, WeightedSumDecoder
+
+T = 8
+THETA = 1.0
+OFFSET = 0.3
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.relu(self.conv(x)), 1))
+
+
+def _ann() -> fx.GraphModule:
+    """conv + ReLU whose pre-activations on the test images lie in about [0.1, 0.9]: every
+    neuron is in the IF layer's linear range (no clipping at 0 or at theta = 1)."""
+    torch.manual_seed(0)
+    net = _Net()
+    with torch.no_grad():
+        net.conv.weight.uniform_(-0.02, 0.02)
+        net.conv.bias.copy_(torch.tensor([0.3, 0.5, 0.7]))
+    return fx.symbolic_trace(net.eval())
+
+
+def _images(n: int = 96) -> DataLoader:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 2, 4, 4, generator=g)
+    return DataLoader(TensorDataset(x, torch.randint(0, 4, (n,), generator=g)), batch_size=32)
+
+
+def _unfolded(ann: fx.GraphModule) -> fx.GraphModule:
+    """The rate coding's unfolded graph with a known bias error: the conv synapse's bias is
+    ``OFFSET`` too low."""
+    gm = copy.deepcopy(ann)
+    replace_synapses(gm, torch.ones(T, dtype=torch.float64))
+    gm.double()
+    insert_neurons(gm, {"relu": (IFNeuron(T, 0.5), torch.tensor(THETA, dtype=torch.float64))})
+    recompile_graph(gm)
+    with torch.no_grad():
+        gm.conv.bias.sub_(OFFSET)
+    return gm
+
+
+def _layer_mse(gm: fx.GraphModule, ann: fx.GraphModule, loader: DataLoader) -> float:
+    """Mean squared error of the IF layer's time-averaged output (real units) against the ReLU."""
+    out_gain = gm.get_submodule("relu_out_gain")
+    seen: list[torch.Tensor] = []
+    handle = out_gain.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    errors = []
+    with torch.no_grad():
+        for x, _ in loader:
+            seen.clear()
+            gm(RepeatEncoder(T)(x.double()))
+            decoded = seen[0].reshape(T, len(x), *seen[0].shape[1:]).mean(0)
+            target = torch.relu(ann.conv(x)).double()
+            errors.append(((decoded - target) ** 2).flatten())
+    handle.remove()
+    return float(torch.cat(errors).mean())
+
+
+def test_bias_calibration_removes_a_known_offset() -> None:
+    ann, loader = _ann(), _images()
+    gm = _unfolded(ann)
+    before = _layer_mse(gm, ann, loader)
+    assert before > 0.8 * OFFSET**2  # the offset dominates: at least most of OFFSET^2
+    result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "bias", images=48)
+    after = _layer_mse(gm, ann, loader)
+    # with the offset gone, a half-init IF layer rounds a constant input in [0, theta] to the
+    # nearest multiple of theta/T: every error is at most theta/(2T), so the MSE is at most that squared
+    assert after <= (THETA / (2 * T)) ** 2 + 1e-9, (before, after)
+    assert result.calibrated == 1 and result.layers == 1
+    assert result.layer_error["relu"][1] < result.layer_error["relu"][0]
+    assert result.before and result.after and result.seconds > 0
+
+
+def test_bias_goes_into_the_synapse_and_gains_stay_reciprocal() -> None:
+    ann, loader = _ann(), _images()
+    gm = _unfolded(ann)
+    bias0 = gm.conv.bias.detach().clone()
+    calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "bias", images=48)
+    assert isinstance(gm.conv, SynapseConv2d)
+    # the correction restores roughly the removed offset (the rest is rounding to multiples of 1/T)
+    shift = gm.conv.bias.detach() - bias0
+    assert torch.allclose(shift, torch.full_like(shift, OFFSET), atol=1.0 / T)
+    g_in, g_out = gm.get_submodule("relu_in_gain"), gm.get_submodule("relu_out_gain")
+    assert isinstance(g_in, Gain) and isinstance(g_out, Gain)
+    product = g_in.gain * g_out.gain  # one value or one per channel: the threshold scale cancels
+    assert torch.allclose(product, torch.ones_like(product), rtol=1e-12)
+
+
+def test_calibration_is_deterministic() -> None:
+    ann, loader = _ann(), _images()
+    states = []
+    for _ in range(2):
+        gm = _unfolded(ann)
+        calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "layerwise", images=48)
+        states.append(gm.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_layerwise_is_no_worse_than_bias() -> None:
+    ann, loader = _ann(), _images()
+    errors = {}
+    for mode in ("bias", "layerwise"):
+        gm = _unfolded(ann)
+        errors[mode] = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, mode,
+                                 images=48).layer_error["relu"][1]
+    assert errors["layerwise"] <= errors["bias"]
+
+
+def test_mode_none_changes_nothing() -> None:
+    ann, loader = _ann(), _images()
+    gm = _unfolded(ann)
+    state = {k: v.clone() for k, v in gm.state_dict().items()}
+    result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "none")
+    assert result.calibrated == 0 and not result.before
+    for key, value in gm.state_dict().items():
+        assert torch.equal(value, state[key])
+
+
+def test_sites_pair_neurons_with_ann_activations() -> None:
+    ann = _ann()
+    sites, skipped = find_sites(_unfolded(ann), ann)
+    assert [s.name for s in sites] == ["relu"] and skipped == []
+    assert sites[0].synapse is not None and sites[0].reference == "relu"
+
+
+def test_option_errors_are_one_line() -> None:
+    for args in (("sometimes", 10.0, 64), ("bias", 0.0, 64), ("bias", 10.0, 1), ("bias", True, 64)):
+        with pytest.raises(SnnConvertError) as info:
+            check_calibration(*args)
+        assert "\n" not in str(info.value)
+
+
+def test_calibration_is_on_in_to_snn_for_inexact_codings_only() -> None:
+    for name in ("mlif", "rate", "spquant"):
+        fields = {f.name: f for f in dataclasses.fields(get_coding(name).config)}
+        assert fields["calibrate"].default == "none", name  # the API converts as the papers do
+        assert coding_options(get_coding(name), {}, [])["calibrate"] == "bias", name  # to-snn calibrates
+        assert coding_options(get_coding(name), {"calibrate": "none"}, [])["calibrate"] == "none", name
+    assert "calibrate" not in {f.name for f in dataclasses.fields(get_coding("sws").config)}  # exact
+    assert "calibrate" not in coding_options(get_coding("sws"), {}, [])
