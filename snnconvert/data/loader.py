@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from snnconvert.data.datasets import ArrayImageDataset, ByteImageDataset, TensorImageDataset
+from snnconvert.data.datasets import ArrayImageDataset, ByteImageDataset, FileImageDataset, TensorImageDataset
 from snnconvert.data.split import DataSplit
 from snnconvert.errors import SnnConvertError
 
@@ -139,11 +139,33 @@ def _decode_bytes(dataset: ByteImageDataset, progress: _Progress) -> np.ndarray:
     return out
 
 
-def materialize(split: DataSplit, *, progress: bool = False) -> DataSplit:
+def _decode_files(dataset: ByteImageDataset, progress: _Progress, cache: bool) -> np.ndarray:
+    """:func:`_decode_bytes`, through the disk cache of decoded folders (:mod:`snnconvert.data.cache`)
+    for image files when ``cache`` and the list is large enough to be worth it."""
+    from snnconvert.data import cache as disk
+
+    directory = disk.cache_dir() if cache else None
+    if directory is None or not isinstance(dataset, FileImageDataset) or len(dataset) < disk.MIN_CACHED_IMAGES:
+        return _decode_bytes(dataset, progress)
+    key = disk.cache_key(dataset.root, dataset.files, dataset.transform)
+    if key is None:
+        return _decode_bytes(dataset, progress)
+    shape = (len(dataset), *dataset.pixels(0).shape)
+    found = disk.load_cached(directory, key, shape)
+    if found is not None:
+        progress.update(len(dataset))
+        return found
+    images = _decode_bytes(dataset, progress)
+    disk.store(directory, key, images)
+    return images
+
+
+def materialize(split: DataSplit, *, progress: bool = False, cache: bool = True) -> DataSplit:
     """Decode every item once into memory; returns a split with the same ids and items.
 
     File and array data are kept as uint8 (one byte per pixel value, divided by 255 on
-    access); other data (digits) as float32. Large folders are decoded by worker processes.
+    access); other data (digits) as float32. Large folders are decoded by worker processes,
+    and with ``cache`` kept on disk for the next run (see :mod:`snnconvert.data.cache`).
     """
     dataset = split.dataset
     n = len(dataset)
@@ -154,7 +176,7 @@ def materialize(split: DataSplit, *, progress: bool = False) -> DataSplit:
         images = torch.from_numpy(np.array(dataset.images, dtype=np.uint8, copy=True))
         labels = dataset.labels
     elif isinstance(dataset, ByteImageDataset):
-        images = torch.from_numpy(_decode_bytes(dataset, bar))
+        images = torch.from_numpy(_decode_files(dataset, bar, cache))
         labels = dataset.labels
     else:
         x0, _ = dataset[0]
