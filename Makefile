@@ -1,16 +1,16 @@
 # snnconvert: make demo (install + run the bundled pipeline), make test (install + run all tests),
-# make test-fast (the tests not marked slow). README "Make targets" lists every target.
+# make test-fast (the tests not marked slow), make docs (the documentation site; docs/development.md lists every target).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke clean
+.PHONY: install demo test test-fast lint docs bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +26,16 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check snnconvert tests bench models
+
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+# the documentation site (docs/, mkdocs.yml) into site/; any warning fails the build
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
 
 bench-sws: install
 	$(BIN)/python bench/sws_resnet20.py

@@ -1,5 +1,8 @@
 """The README's Python API snippet (ResNet-20 on the shared CIFAR-10 data) runs as written.
 
+The documentation includes the same block (docs/getting-started.md, through the README's
+``--8<--`` markers), so this test covers both copies.
+
 The code is taken from README.md at test time and run unchanged, from a folder whose
 ``../shared/data`` is the shared data (a symlink), so its relative paths resolve as they do from
 the repository root. The one change: ``limit=2000`` becomes ``limit=200`` to keep the run short
@@ -31,6 +34,7 @@ def readme_snippet() -> str:
 
 def test_the_snippet_is_the_resnet20_one_and_parses() -> None:
     code = readme_snippet()
+    assert '--8<-- "README.md:python-api"' in (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     ast.parse(code)
     assert '"resnet20"' in code and "../shared/data/resnet20-cifar10.th" in code and code.count(WRITTEN_LIMIT) == 1
 
