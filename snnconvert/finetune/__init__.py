@@ -9,17 +9,28 @@ import sys
 import types
 from typing import Any
 
-from snnconvert.device import resolve_device
-from snnconvert.finetune.config import FinetuneConfig
-from snnconvert.finetune.loop import FinetuneResult, finetune
+from snnconvert.finetune.config import FinetuneConfig  # torch-free: the CLI reads its defaults
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "resolve_device"]
+_LAZY = {"FinetuneResult": "snnconvert.finetune.loop", "finetune": "snnconvert.finetune.loop",
+         "resolve_device": "snnconvert.device"}
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-backed names, imported on first use (``snnconvert finetune --help`` loads no torch)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallablePackage(types.ModuleType):
     """``snnconvert.finetune(...)`` calls :func:`finetune`; the package's modules stay importable."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> FinetuneResult:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from snnconvert.finetune.loop import finetune
+
         return finetune(*args, **kwargs)
 
 

@@ -7,6 +7,7 @@ logits and, for TET, the body's output frames give per-step logits (see ``losses
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
@@ -34,9 +36,10 @@ from snnconvert.finetune.checkpoint import (
     save_checkpoint,
 )
 from snnconvert.finetune.config import FinetuneConfig
+from snnconvert.finetune.distill import Teacher, distillation_loss, teacher_note
 from snnconvert.finetune.losses import TrainView, loss_of
 from snnconvert.finetune.methods import ActiveMethod, active_methods
-from snnconvert.finetune.model import checkpointed_neurons, trainable_copy
+from snnconvert.finetune.model import TrainingMonitor, checkpointed_neurons, reinit_dead_layers, trainable_copy
 from snnconvert.finetune.optim import EpochSchedule, build_optimizer
 from snnconvert.finetune.report import LOG_NAME, PLOT_NAME, write_curves, write_log
 from snnconvert.finetune.splits import stacked, training_data, validation_data
@@ -147,6 +150,8 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
         model, groups = _regrouped(model, methods)
     model.to(device).train()
     view = TrainView(model)
+    note = teacher_note(config.distill, quantized.float_model, quantized.info.source.endswith("/random"))
+    teacher = Teacher.of(quantized.float_model, device) if config.distill == "float" and note is None else None
     writes = out_dir is not None and ctx.is_main
     ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
     log_path = out_dir / LOG_NAME if writes else None
@@ -159,9 +164,22 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
         train = training_data(quantized, data, config, show_progress=show)
         val_split = validation_data(quantized, data, val_data, train, config, show_progress=show)
         val = stacked(val_split) if val_split is not None else None
+        notes = list(train.notes) + ([note] if note else [])
+        probe = stacked_head(train.split.dataset, DEAD_PROBE_IMAGES).to(device) \
+            if config.reinit_dead or teacher is not None else None
+        if config.reinit_dead:
+            notes += reinit_dead_layers(model, probe, config.learn_threshold)  # new thresholds stay frozen
+        if teacher is not None:
+            chosen = teacher.choose_standardize(config.distill_standardize, model, probe)
+            notes += [chosen] if chosen else []
+        if show:
+            for line in notes:
+                Console(stderr=True).print(f"note: {escape(line)}", highlight=False)
         info.update(train_images=len(train.split), train_description=train.split.description,
                     val_images=len(val_split) if val_split is not None else 0,
-                    val_description=val_split.description if val_split is not None else None)
+                    val_description=val_split.description if val_split is not None else None,
+                    notes=notes, distill=teacher is not None,
+                    distill_standardize=teacher is not None and teacher.standardize)
         optimizer = build_optimizer(groups, config)
         for method in methods:
             for params, lr in method.parameter_groups(model):
@@ -191,13 +209,17 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
         batches = (len(sampler) + per_rank - 1) // per_rank
         if config.max_batches_per_epoch is not None:
             batches = min(batches, config.max_batches_per_epoch)
+        monitor = TrainingMonitor(model)
         for epoch in range(start, config.epochs):
             lr = schedule.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            loss_sum, correct, seen, seconds = _train_epoch(
+            monitor.reset()
+            loss_sum, correct, seen, seconds, ce_tail, tail_seen = _train_epoch(
                 step_module, optimizer, config, ctx, device, train.split.dataset, sampler, per_rank, batches,
-                generator, pad, show, f"epoch {epoch + 1}/{config.epochs}", model, methods, epoch * batches)
-            loss_sum, correct, seen, seconds = ctx.sum([loss_sum, correct, seen, seconds], device)
+                generator, pad, show, f"epoch {epoch + 1}/{config.epochs}", model, methods, epoch * batches,
+                schedule=schedule, epoch=epoch, teacher=teacher, monitor=monitor)
+            loss_sum, correct, seen, seconds, ce_tail, tail_seen = ctx.sum(
+                [loss_sum, correct, seen, seconds, ce_tail, tail_seen], device)
             seconds /= ctx.world_size  # the ranks' mean
             val_top1 = None
             if val is not None and ctx.is_main:
@@ -205,10 +227,11 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
             history.append({
                 "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
                 "val_top1": val_top1, "lr": lr, "seconds": seconds, "images": int(seen),
-                "images_per_s": seen / max(seconds, 1e-12),
+                "images_per_s": seen / max(seconds, 1e-12), **monitor.summary(),
             })
             for method in methods:
                 history[-1].update(method.record(model))
+            stuck = _stuck(ce_tail / max(tail_seen, 1.0), correct / max(seen, 1.0), batches, train.split.num_classes)
             over = config.time_budget_s is not None and sum(r["seconds"] for r in history) > config.time_budget_s
             if ctx.sum([1.0 if over else 0.0], device)[0] > 0 and epoch + 1 < config.epochs:
                 stopped = "time_budget"
@@ -229,6 +252,10 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
                 write_log(log_path, config.as_dict(), history, **info)
                 plot_path = write_curves(out_dir / PLOT_NAME, history, f"fine-tuning {snn.coding} SNN")
             ctx.barrier()
+            if stuck is not None:
+                raise SnnConvertError(
+                    f"training is stuck after epoch {epoch + 1}: {stuck}; lower --lr (now {config.lr:g}), keep "
+                    f"--grad-clip on, or check that every layer fires (firing_rate in the log)")
             if stopped:
                 break
     elif writes:
@@ -256,13 +283,19 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, confi
                  ctx: DistContext, device: torch.device, dataset: Any, sampler: DistributedSampler,
                  per_rank: int, batches: int, generator: torch.Generator, pad: int, show: bool,
                  description: str, model: nn.Module | None = None, methods: list[ActiveMethod] | None = None,
-                 first_step: int = 0) -> tuple[float, float, float, float]:
-    """One epoch; returns this rank's loss sum, correct count, images and seconds."""
+                 first_step: int = 0, *, schedule: EpochSchedule | None = None, epoch: int = 0,
+                 teacher: Teacher | None = None, monitor: TrainingMonitor | None = None,
+                 ) -> tuple[float, float, float, float, float, float]:
+    """One epoch; returns this rank's loss sum, correct count, images, seconds, and the cross-entropy
+    sum and images of the epoch's second half (for the stuck-loss check). A non-finite loss stops
+    the run with a one-line error."""
     step_module.train()
-    loss_sum = correct = seen = 0.0
+    loss_sum = correct = seen = ce_tail = tail_seen = 0.0
     start = time.perf_counter()
     ckpt = checkpointed_neurons(step_module, config.checkpoint_time) if config.checkpoint_time else nullcontext()
-    with _progress(show, batches, description) as progress, ckpt:
+    watch = monitor if monitor is not None else nullcontext()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    with _progress(show, batches, description) as progress, ckpt, watch:
         for k, (images, labels) in enumerate(_batches(dataset, sampler, per_rank)):
             if k >= batches:
                 break
@@ -271,24 +304,62 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, confi
                 images = apply(images, d[ctx.rank::ctx.world_size], pad)
             images, labels = images.to(device), labels.to(device)
             step = first_step + k
+            if schedule is not None:
+                schedule.set_position(epoch + k / max(batches, 1))
             for method in methods or ():
                 method.before_step(model, step, images)
             logits, step_logits = step_module(images)
-            loss = loss_of(config.loss, logits, step_logits, labels)
+            loss = ce = loss_of(config.loss, logits, step_logits, labels)
+            if teacher is not None:
+                loss = distillation_loss(logits, teacher(images), ce, config.distill_temperature,
+                                         config.distill_weight, teacher.standardize)
             for method in methods or ():
                 extra = method.loss(model)
                 if extra is not None:
                     loss = loss + extra
+            if not math.isfinite(float(loss.detach())):
+                raise SnnConvertError(
+                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, batch {k + 1}: lower --lr "
+                    f"(now {config.lr:g}) or set --grad-clip (now {config.grad_clip})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if monitor is not None:
+                monitor.record_grads()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             for method in methods or ():
                 method.after_step(model, step)
             n = len(labels)
             loss_sum += float(loss.detach()) * n
+            if 2 * k >= batches:
+                ce_tail += float(ce.detach()) * n
+                tail_seen += n
             correct += float((logits.detach().argmax(1) == labels).sum())
             seen += n
             elapsed = time.perf_counter() - start
             progress.advance(loss=loss_sum / seen, top1=f"{correct / seen:.2%}",
                              img_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}")
-    return loss_sum, correct, seen, time.perf_counter() - start
+    return loss_sum, correct, seen, time.perf_counter() - start, ce_tail, tail_seen
+
+
+DEAD_PROBE_IMAGES = 256  # training images the dead-layer check runs before training
+STUCK_MIN_BATCHES = 20  # an epoch this short proves nothing about being stuck
+STUCK_TOLERANCE = 0.05  # relative distance of the cross-entropy to ln(classes)
+
+
+def stacked_head(dataset: Any, n: int) -> Tensor:
+    """The first ``n`` images of ``dataset`` (training order: seeded and class-mixed) as one tensor."""
+    return _batch(dataset, torch.arange(min(n, len(dataset))))[0]
+
+
+def _stuck(ce: float, top1: float, batches: int, classes: int) -> str | None:
+    """Why the epoch counts as stuck at chance: its second half's cross-entropy within 5 % of
+    ln(classes) and its train top-1 at most 1.5 / classes, over at least 20 batches; else None."""
+    if batches < STUCK_MIN_BATCHES or classes < 2:
+        return None
+    chance = math.log(classes)
+    if abs(ce - chance) <= STUCK_TOLERANCE * chance and top1 <= 1.5 / classes:
+        return (f"cross-entropy {ce:.4f} stayed at ln({classes}) = {chance:.4f} and train top-1 {top1:.1%} at "
+                f"chance for the whole epoch")
+    return None

@@ -2,10 +2,14 @@
 
 Schedule factor at epoch ``e`` (0-based), applied to the scheduled groups' base lr:
 
-* warm-up (``e < warmup_epochs = W``): ``warmup_factor + (1 - warmup_factor) * e / W``, a
-  linear rise (000 A.3: from lr/10 to lr over the first 10 epochs);
+* warm-up (``e < W = min(warmup_epochs, E / 2)``): ``warmup_factor + (1 - warmup_factor) * e / W``,
+  a linear rise (000 A.3: from lr/10 to lr over the first 10 epochs);
 * ``none``: 1; ``step``: ``gamma ** (number of milestones <= e)`` (milestones count from epoch 0,
   warm-up included, as in the paper); ``cosine``: ``(1 + cos(pi (e - W) / (E - W))) / 2``.
+
+``e`` may be fractional: the training loop sets the lr at every step from ``epoch + k / batches``
+(a warm-up that rises step by step, a cosine that falls step by step). Warm-up never takes more
+than half the run, so a 1-epoch run warms up over its first half and then decays.
 
 Threshold and leak groups with their own ``threshold_lr`` / ``leak_lr`` keep that lr fixed
 (000 A.3 trains CIFAR-100 thresholds at a fixed 0.01); without one they join the weights' group.
@@ -24,15 +28,20 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.config import FinetuneConfig
 
 
-def schedule_factor(config: FinetuneConfig, epoch: int) -> float:
-    """Multiplier of the base lr at ``epoch`` (see module docstring)."""
-    warm = config.warmup_epochs
+def warmup_span(config: FinetuneConfig) -> float:
+    """Effective warm-up in epochs: ``warmup_epochs``, at most half the run."""
+    return min(float(config.warmup_epochs), config.epochs / 2.0)
+
+
+def schedule_factor(config: FinetuneConfig, epoch: float) -> float:
+    """Multiplier of the base lr at (possibly fractional) ``epoch`` (see module docstring)."""
+    warm = warmup_span(config)
     if epoch < warm:
         return config.warmup_factor + (1.0 - config.warmup_factor) * epoch / warm
     if config.schedule == "step":
         return config.gamma ** bisect.bisect_right(list(config.milestones), epoch)
     if config.schedule == "cosine":
-        span = max(config.epochs - warm, 1)
+        span = max(config.epochs - warm, 1e-12)
         return 0.5 * (1.0 + math.cos(math.pi * min(epoch - warm, span) / span))
     return 1.0
 
@@ -83,7 +92,12 @@ class EpochSchedule:
     def set_epoch(self, epoch: int) -> float:
         """Apply epoch ``epoch``'s lr; returns the weights' lr."""
         self.epoch = int(epoch)
-        factor = schedule_factor(self.config, self.epoch)
+        return self.set_position(float(self.epoch))
+
+    def set_position(self, position: float) -> float:
+        """Apply the lr at fractional epoch ``position`` (a step inside the current epoch); returns
+        the weights' lr. The state (the epoch) does not change."""
+        factor = schedule_factor(self.config, position)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor if group["scheduled"] else group["base_lr"]
         return self.current_lr()
