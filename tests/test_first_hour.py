@@ -244,7 +244,10 @@ def test_quantize_cli_refuses_digits_for_a_cifar_model(tmp_path: Path) -> None:
 
 def test_mlif_defaults_warn_on_conversion_and_dead_layers_are_a_table_column(tmp_path: Path, lenet_run: Path) -> None:
     source = next(lenet_run.glob("quantized-*.snnc"))
-    out = _ok(["to-snn", "--input", str(source), "--coding", "mlif", "--out", str(tmp_path)])
+    calibrated = _ok(["to-snn", "--input", str(source), "--coding", "mlif", "--out", str(tmp_path / "calibrated")])
+    assert "proxy before -> after" in calibrated  # the default: calibrated after conversion (issue 24)
+    assert not [line for line in calibrated.splitlines() if "near chance" in line]
+    out = _ok(["to-snn", "--input", str(source), "--coding", "mlif", "--calibrate", "none", "--out", str(tmp_path)])
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
     assert warnings and "near chance" in warnings[0] and "snnconvert finetune" in warnings[0]
     report = _ok(["evaluate", "--input", str(tmp_path), "--limit", "50", "--report", "rates"])

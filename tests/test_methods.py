@@ -72,8 +72,10 @@ def q_digits():
 def test_method_hooks_run_with_hand_values(q_digits, pull_method) -> None:
     # SGD without momentum on the gain's own group (lr 0.25): g <- g - 0.25 * 2 (g - 1), so
     # g_n = 1 - 0.5^n; 2 epochs of 2 batches of 8 images -> 4 steps -> 0.9375 (after epoch 1: 0.75).
+    # The hand values need plain SGD steps: no warm-up, schedule, clipping or distillation.
     cfg = FinetuneConfig(epochs=2, batch_size=8, max_batches_per_epoch=2, val_limit=0, optimizer="sgd",
-                         momentum=0.0, lr=1e-3, methods={"toy_pull": {}})
+                         momentum=0.0, lr=1e-3, methods={"toy_pull": {}}, warmup_epochs=0, schedule="none",
+                         grad_clip=None, distill="none", reinit_dead=False)
     result = finetune(q_digits, toy_snn(), cfg, data="digits")
     assert [r["toy_gain"] for r in result.history] == pytest.approx([0.75, 0.9375], abs=1e-6)
     assert int(result.snn.toy_steps) == 4 and int(result.snn.toy_seen) == 32

@@ -206,7 +206,8 @@ def test_functional_matmul_ops_counted_by_hand() -> None:
 
 def test_functional_matmul_counted_in_a_converted_network() -> None:
     torch.manual_seed(0)
-    q = quantize(_MatmulNet("matmul"), data="digits", input_spec=DIGITS_SPEC, eval_limit=0)
+    q = quantize(_MatmulNet("matmul"), data="digits", input_spec=DIGITS_SPEC, eval_limit=0,
+                 allow_class_mismatch=True)  # 128 outputs: a probe of the matmul, not a classifier
     snn = to_snn(q, coding="rate", T=3)
     matmuls = [n.name for n in snn.body.graph.nodes if n.target in (torch.matmul, "matmul")]
     assert len(matmuls) == 1
