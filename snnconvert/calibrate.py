@@ -37,13 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.codings.calibration_options import check_calibration
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
-
-MODES = ("none", "bias", "layerwise")
-"""``none``: no calibration; ``bias``: threshold scale + bias per layer; ``layerwise``: also the weights."""
 
 SCALE_GRID = tuple(2.0 ** (k / 2) for k in range(-10, 3))  # 1/32 .. 2 around the coding's threshold
 REFINE = (2.0 ** -0.25, 2.0 ** 0.25)
@@ -57,17 +54,7 @@ SAMPLE_PER_CHANNEL = 16384  # positions per channel the threshold and bias searc
 
 def check_mode(mode: str) -> None:
     """Raise the one-line error for an unknown ``--calibrate`` value."""
-    if mode not in MODES:
-        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose {', '.join(MODES)}")
-
-
-def check_calibration(mode: str, seconds: float, images: int) -> None:
-    """Validate the three calibration options a coding's config carries (one-line errors)."""
-    check_mode(mode)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
-        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
+    check_calibration(mode, 1.0, 2)
 
 
 class _Stepper(fx.Interpreter):

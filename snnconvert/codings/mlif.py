@@ -45,6 +45,7 @@ from torch import Tensor, fx
 from snnconvert.calibrate import calibrate
 from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
+from snnconvert.codings.calibration_options import check_calibration
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
@@ -93,18 +94,7 @@ class MLIFConfig:
             raise SnnConvertError(f"--percentile {self.percentile} is not possible: give a value in (0, 100]")
         if self.anchor not in ANCHORS:
             raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
-        _check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
-
-
-def _check_calibration(mode: object, seconds: object, images: object) -> None:
-    """The calibration options (:func:`snnconvert.calibrate.check_calibration`'s rules, written out
-    here: the torch-free usage check of ``to-snn`` runs this file's config from source)."""
-    if mode not in ("none", "bias", "layerwise"):
-        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose none, bias, layerwise")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
-        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
+        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
 
 
 MLIFInputEncoder = RepeatEncoder  # the name earlier releases used

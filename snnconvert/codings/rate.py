@@ -40,6 +40,7 @@ from torch import fx
 from snnconvert.calibrate import calibrate
 from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
+from snnconvert.codings.calibration_options import check_calibration
 from snnconvert.codings.common import (
     activation_percentiles,
     calibration_percentiles,
@@ -92,7 +93,7 @@ class RateConfig:
             raise SnnConvertError(f"half_init={self.half_init!r} is not possible: give true or false")
         if self.dtype not in _DTYPES:
             raise SnnConvertError(f"dtype={self.dtype!r} is not possible: choose float32 or float64")
-        _check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
 
     def percentile_value(self) -> float:
         """The percentile as a number (``"max"`` -> 100.0); raises on anything else."""
@@ -109,17 +110,6 @@ class RateConfig:
                 f"--percentile {self.percentile!r} is not possible: give 'max' or a number in (0, 100]"
             )
         return float(p)
-
-
-def _check_calibration(mode: object, seconds: object, images: object) -> None:
-    """The calibration options (:func:`snnconvert.calibrate.check_calibration`'s rules, written out
-    here: the torch-free usage check of ``to-snn`` runs this file's config from source)."""
-    if mode not in ("none", "bias", "layerwise"):
-        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose none, bias, layerwise")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
-        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
 
 
 def _rate_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:

@@ -39,6 +39,7 @@ from torch import fx, nn
 from snnconvert.calibrate import calibrate
 from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
+from snnconvert.codings.calibration_options import check_calibration
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
@@ -127,18 +128,7 @@ class SpQuantConfig:
                 raise SnnConvertError(f"--{name.replace('_', '-')} is not possible: give an energy >= 0 (pJ)")
         if self.dtype not in DTYPES:
             raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
-        _check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
-
-
-def _check_calibration(mode: object, seconds: object, images: object) -> None:
-    """The calibration options (:func:`snnconvert.calibrate.check_calibration`'s rules, written out
-    here: the torch-free usage check of ``to-snn`` runs this file's config from source)."""
-    if mode not in ("none", "bias", "layerwise"):
-        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose none, bias, layerwise")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
-        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
+        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
 
 
 def _rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
