@@ -605,6 +605,7 @@ def evaluations_beside(artifact_path: str | Path) -> list[dict[str, Any]]:
     skipped: they are reports, not inputs."""
     import json
     import stat as stat_module
+    from datetime import datetime
 
     artifact_path = Path(artifact_path)
     found = []
@@ -619,7 +620,9 @@ def evaluations_beside(artifact_path: str | Path) -> list[dict[str, Any]]:
                 continue
             data = json.loads(path.read_text())
             accuracy = data["accuracy"]
-            found.append({"report": path.name, "created": str(data.get("created", "")),
+            created = data.get("created") or datetime.fromtimestamp(info.st_mtime).astimezone().isoformat(
+                timespec="seconds")  # files of earlier releases kept the time in the artifact
+            found.append({"report": path.name, "created": str(created),
                           "data": str(accuracy.get("data", "")), "images": int(accuracy.get("images", 0)),
                           "top1": {str(s["model"]): float(s["top1"]) for s in accuracy.get("scores", [])}})
         except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):

@@ -269,3 +269,18 @@ def test_info_lists_evaluations_from_the_files_beside_the_artifact(tmp_path: Pat
     manifest = json.loads(runner.invoke(app, ["info", str(source), "--json"]).output)
     assert [e["report"] for e in manifest["evaluations"]] == [saved.name]
     assert manifest["evaluations"][0]["images"] == 12
+
+
+def test_evaluations_recorded_inside_older_artifacts_are_listed_once(tmp_path: Path) -> None:
+    """Earlier releases appended a record to the manifest and wrote the JSON beside the artifact."""
+    torch.manual_seed(0)
+    record = {"report": "evaluation-old-20260101-000000-000000.json", "created": "2026-01-01T00:00:00+00:00",
+              "data": "digits test", "images": 20, "top1": {"SNN": 0.5}, "reports": ["accuracy"]}
+    path = save_artifact(Artifact("quantized", {"evaluations": [record]}, {"float": fx.symbolic_trace(_Net())}),
+                         tmp_path / "old.snnc")
+    (tmp_path / record["report"]).write_text(json.dumps(  # the old JSON: no "created" of its own
+        {"artifact": str(path), "accuracy": {"data": "digits test", "images": 20,
+                                             "scores": [{"model": "SNN", "top1": 0.5, "top5": None}]}}))
+    result = runner.invoke(app, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [e["report"] for e in json.loads(result.output)["evaluations"]] == [record["report"]]

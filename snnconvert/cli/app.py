@@ -637,8 +637,10 @@ def info_cmd(
 
         loaded = load_artifact(artifact, allow_unchecked=_state.get("allow_unchecked", False))
         stored = loaded.manifest.get("evaluations")  # artifacts of earlier releases recorded them inside
-        loaded.manifest["evaluations"] = [*(stored if isinstance(stored, list) else []),
-                                          *evaluations_beside(artifact)]
+        stored = stored if isinstance(stored, list) else []
+        known = {e.get("report") for e in stored if isinstance(e, dict)}
+        loaded.manifest["evaluations"] = [*stored, *(e for e in evaluations_beside(artifact)
+                                                     if e["report"] not in known)]
         if as_json:
             _emit_json(loaded.manifest)
         else:
