@@ -57,7 +57,7 @@ from snnconvert.limits import (
     shorten,
 )
 from snnconvert.manifest_check import check_snn_info, validate_manifest
-from snnconvert.safe_zip import check_torch_zip
+from snnconvert.safe_zip import NotATorchFile, check_torch_zip
 from snnconvert.serialize import module_from_spec, module_spec
 
 FORMAT = "snnconvert-artifact"
@@ -184,7 +184,10 @@ def _damaged(path: Path, what: str) -> SnnConvertError:
 
 def _read_payload(path: Path) -> dict[str, Any]:
     require_regular_file(path, "artifact")
-    check_torch_zip(path, "artifact")  # sizes from the zip directory, before anything is inflated
+    try:
+        check_torch_zip(path, "artifact")  # sizes from the zip directory, before anything is inflated
+    except NotATorchFile:
+        raise SnnConvertError(f"{path} is not a readable snnconvert artifact (corrupt or truncated)") from None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

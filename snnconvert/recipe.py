@@ -273,6 +273,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise SnnConvertError(f"{path}{line}: not valid YAML ({problem})") from None
     except RecursionError:
         raise SnnConvertError(f"{path}: nested too deeply to read; a recipe is a few flat sections") from None
+    except (OverflowError, ValueError, UnicodeError) as exc:  # the YAML reader's own failures on odd bytes
+        raise SnnConvertError(f"{path}: not valid YAML ({shorten(str(exc) or type(exc).__name__)})") from None
     if root is None:
         raise SnnConvertError(f"{path}: the recipe is empty; it needs at least 'model'")
     _check_tree(path, root)

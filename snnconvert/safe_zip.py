@@ -9,7 +9,9 @@ the end of the file, a compressed member that would grow more than
 :data:`~snnconvert.limits.MAX_ZIP_RATIO` times (a zip bomb), a pickle record above
 :data:`~snnconvert.limits.MAX_PICKLE_BYTES`, and members that would need more memory than
 ``max_bytes`` (default: :data:`~snnconvert.limits.MEMORY_SHARE` of the available memory).
-Files of the legacy (pre-zip) torch format are only bounded by their size.
+Files of the legacy (pre-zip) torch format must start with its pickle header (protocol marker and
+torch's magic number) and are bounded by their size; any other bytes are refused before torch's
+unpickler could read a crafted length and allocate for it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from snnconvert.limits import (
 )
 
 _LOCAL_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+"""torch's magic number, pickled near the start of every legacy-format file."""
 _END = struct.Struct("<4s4H2LH")  # end of central directory record
 _END64_LOCATOR = struct.Struct("<4sLQL")
 _END64 = struct.Struct("<4sQ2H2L4Q")
@@ -61,6 +65,13 @@ class DamagedTorchFile(SnnConvertError):
     def __init__(self, what: str, path: Path, detail: str) -> None:
         super().__init__(f"{what} {shorten(str(path), 200)} is corrupt or truncated ({detail})")
         self.detail = detail
+
+
+class NotATorchFile(SnnConvertError):
+    """Bytes that are neither a torch zip file nor the legacy torch format."""
+
+    def __init__(self, what: str, path: Path) -> None:
+        super().__init__(f"{what} {shorten(str(path), 200)} is not a file written by torch.save")
 
 
 def _refuse(what: str, path: Path, problem: str) -> SnnConvertError:
@@ -103,11 +114,13 @@ def check_torch_zip(path: str | Path, what: str, max_bytes: int | None = None) -
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            head = handle.read(len(_LOCAL_MAGIC))
-            if head != _LOCAL_MAGIC:  # legacy torch format, or not a torch file: torch reads it whole
+            head = handle.read(32)
+            if not head.startswith(_LOCAL_MAGIC):  # legacy torch format, or not a torch file
                 if cap is not None and size > cap:
                     raise _refuse(what, path, f"is {size_text(size)}, more than the {size_text(cap)} of memory "
                                               "it may take to read")
+                if not head.startswith(b"\x80") or _LEGACY_MAGIC not in head:
+                    raise NotATorchFile(what, path)
                 return path
             members, cd_offset, cd_size = _directory_extent(path, handle, size, what)
     except OSError as exc:

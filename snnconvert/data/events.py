@@ -65,7 +65,12 @@ def load_event_frames(path: Path) -> Tensor:
             if array.dtype.kind not in "biuf":
                 raise ValueError(f"unsupported array dtype {array.dtype}")
             return torch.from_numpy(np.ascontiguousarray(array))
+        from snnconvert.safe_zip import check_torch_zip
+
+        check_torch_zip(path, "event file")  # sizes and format before torch allocates anything
         value = torch.load(path, map_location="cpu", weights_only=True)
+    except SnnConvertError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure to parse the bytes (struct.error, ...) is a bad file
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise SnnConvertError(f"cannot read event frames {path}: {reason}") from None

@@ -51,6 +51,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     and check every field's type and range (:func:`check_checkpoint`) before anything uses it."""
     if not path.is_file():
         raise SnnConvertError(f"no fine-tuning checkpoint to resume at {path}; run without --resume first")
+    from snnconvert.safe_zip import check_torch_zip
+
+    try:
+        check_torch_zip(path, "fine-tuning checkpoint")  # sizes and format before torch allocates anything
+    except SnnConvertError as exc:
+        raise SnnConvertError(f"{path} is not a readable fine-tuning checkpoint ({exc})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to parse the bytes (struct.error, ...) is a bad file

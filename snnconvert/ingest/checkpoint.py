@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import MAX_WEIGHT_MAGNITUDE, require_regular_file, shorten
-from snnconvert.safe_zip import DamagedTorchFile, check_torch_zip
+from snnconvert.safe_zip import DamagedTorchFile, NotATorchFile, check_torch_zip
 
 # Entries under which training scripts commonly nest the weights, in order of preference.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "ema", "model_ema")
@@ -94,6 +94,8 @@ def _torch_load(path: Path) -> object:
     except DamagedTorchFile as exc:
         raise SnnConvertError(f"checkpoint {path} is truncated or corrupt ({exc.detail}); check the file or "
                               "re-save it with torch.save(model.state_dict(), PATH)") from None
+    except NotATorchFile as exc:
+        raise _unreadable_error(path, exc) from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols; errors say enough
             warnings.simplefilter("ignore", UserWarning)

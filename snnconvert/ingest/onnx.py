@@ -281,7 +281,14 @@ def _fold_constants(model: Any, shapes: dict[str, tuple[int, ...]]) -> tuple[dic
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts: dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        try:
+            consts[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # dims that do not fit the data
+            raise SnnConvertError(f"ONNX initializer {shorten(str(t.name), 60)} is damaged "
+                                  f"({shorten(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})") \
+                from None
     qconsts: dict[str, QConst] = {}
     folded: set[str] = set()
     opset = default_opset(model)
@@ -450,7 +457,9 @@ class _Builder:
     # ---------------------------------------------------------------- helpers
 
     def add_module(self, base: str, module: nn.Module, args: tuple) -> fx.Node:
-        name = re.sub(r"\W+", "_", base).strip("_").lower() or "layer"
+        if isinstance(base, bytes):  # a node name that is not UTF-8 (a damaged or crafted file)
+            base = base.decode("utf-8", "replace")
+        name = re.sub(r"[^A-Za-z0-9_]+", "_", str(base)).strip("_").lower() or "layer"
         if name[0].isdigit():
             name = f"n_{name}"
         candidate, i = name, 1
