@@ -448,5 +448,5 @@ def test_export_out_that_is_a_directory_or_the_input(run: Path, tmp_path: Path) 
     snn = tmp_path / "copy.snnc"
     snn.write_bytes(_snn(run).read_bytes())
     before = snn.read_bytes()
-    cli_fails(["export", "--input", str(snn), "--out", str(snn)], "is the artifact being exported")
+    cli_fails(["export", "--input", str(snn), "--out", str(snn)], "commands never overwrite their input")
     assert snn.read_bytes() == before

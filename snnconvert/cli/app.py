@@ -178,17 +178,27 @@ def check_output_dir(path: Path | None, flag: str) -> None:
             from None
 
 
-def check_new_output_file(path: Path, flag: str, *inputs: Path) -> None:
-    """Fail before any work when ``path`` (a new output file) is a directory, is one of the
-    command's ``inputs`` (symlinks resolved), or lies in a folder that refuses new files."""
+def check_new_output_file(path: Path | None, flag: str, *inputs: Path, writable: bool = True) -> None:
+    """Fail before any work when ``path`` (a new output file) is a directory, has a name the file
+    system cannot hold, is one of the command's ``inputs`` (symlinks resolved), or (``writable``)
+    lies in a folder that refuses new files."""
+    if path is None:
+        return
     path = Path(path)
-    if path.is_dir():
-        raise SnnConvertError(f"{flag} {path} is a directory; give a file name")
-    for source in inputs:
-        with contextlib.suppress(OSError):
+    shown = shorten(str(path), 200)
+    if any(len(os.fsencode(part)) > 255 for part in path.parts):
+        raise SnnConvertError(f"file name too long: {shown}")
+    try:
+        if path.is_dir():
+            raise SnnConvertError(f"{flag} {shown} is a directory; give the name of a file to write (inside it)")
+        for source in inputs:
             if path.exists() and os.path.samefile(path, source):
-                raise SnnConvertError(f"{flag} {path} is the command's input; commands never overwrite their input")
-    check_output_dir(path.parent if str(path.parent) else Path("."), flag)
+                raise SnnConvertError(f"{flag} {shown} is the command's input; commands never overwrite their "
+                                      "input, give another file name")
+    except OSError as exc:
+        raise SnnConvertError(f"{flag} {shown} cannot be checked ({exc.strerror or type(exc).__name__})") from None
+    if writable:
+        check_output_dir(path.parent if str(path.parent) else Path("."), flag)
 
 
 def _emit_json(data: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -10,25 +9,6 @@ import typer
 from snnconvert.errors import SnnConvertError
 
 FORMATS = ("onnx", "nir")
-
-
-def check_export_target(target: Path | None, source: Path | None = None) -> None:
-    """Refuse, before any work, an export target that is a directory, a name the file system
-    cannot hold, or the artifact being exported (a command never overwrites its input)."""
-    if target is None:
-        return
-    from snnconvert.limits import shorten
-
-    shown = shorten(str(target), 200)
-    if any(len(os.fsencode(part)) > 255 for part in target.parts):
-        raise SnnConvertError(f"file name too long: {shown}")
-    try:
-        if target.is_dir():
-            raise SnnConvertError(f"--out {shown} is a directory; give the name of a file to write (inside it)")
-        if source is not None and target.exists() and os.path.samefile(target, source):
-            raise SnnConvertError(f"--out {shown} is the artifact being exported; give another file name")
-    except OSError as exc:
-        raise SnnConvertError(f"--out {shown} cannot be checked ({exc.strerror or type(exc).__name__})") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -56,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
           snnconvert export --format nir --out lenet.nir
         """
-        from snnconvert.cli.app import _emit_json, _guard, _load_input, console
+        from snnconvert.cli.app import _emit_json, _guard, _load_input, check_new_output_file, console
         from snnconvert.manifest_check import safe_text
 
         def body() -> None:
@@ -64,12 +44,12 @@ def register(app: typer.Typer) -> None:
 
             if fmt not in FORMATS:
                 raise SnnConvertError(f"--format {fmt!r} is not possible: use {' or '.join(FORMATS)}")
-            check_export_target(out)
+            check_new_output_file(out, "--out", writable=False)
             path, q, snn = _load_input(input_path, ("snn",), None)
             if snn is None:
                 raise SnnConvertError(f"{path.name} is a quantized artifact; convert it first (snnconvert to-snn)")
             target = out or path.with_suffix(f".{fmt}")
-            check_export_target(target, path)
+            check_new_output_file(target, "--out", path, writable=False)
             spec = q.info.input_spec
             if fmt == "onnx":
                 from snnconvert.export.onnx import export_onnx
