@@ -32,9 +32,9 @@ from typing import Any
 from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, write_json
 
 from snnconvert.atomic import write_atomically
-from snnconvert.codings.multibit_metrics import allocation
 from snnconvert.evaluate import EvaluateConfig, EvaluationReport, evaluate
 from snnconvert.finetune import FinetuneConfig, finetune
+from snnconvert.methods.multibit.metrics import allocation
 from snnconvert.pipeline import quantize, to_snn
 from snnconvert.quantize import QuantizeConfig
 

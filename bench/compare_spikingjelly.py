@@ -59,14 +59,15 @@ from torch import Tensor, nn
 
 import snnconvert
 from snnconvert.atomic import write_atomically
-from snnconvert.codings import get_coding, rate
+from snnconvert.codings import get_coding
 from snnconvert.codings.base import ConversionInputs
 from snnconvert.codings.common import activation_percentiles
-from snnconvert.codings.mlif import MLIFConfig
 from snnconvert.data import InputSpec, load_split, materialize
 from snnconvert.data.sampling import stratified_sample
 from snnconvert.evaluate import in_dtype
 from snnconvert.ingest import LoadedModel, load_model
+from snnconvert.methods.mlif.coding import MLIFConfig
+from snnconvert.methods.rate import coding as rate
 from snnconvert.pipeline import QuantizedModel, conversion_inputs
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.reports.plots import accuracy_latency_plot

@@ -22,7 +22,7 @@ Every fine-tuned SNN is evaluated on --limit (ResNet-20: --resnet-limit) stratif
 (the converted ones on an every-k-th subset of --converted-limit images): top-1, T_avg (eq 3), spikes per neuron
 per inference, and compute / memory / total energy per inference with the DTSS paper's energy
 model (1.8 pJ AC, 13.32 pJ MAC, first layer at MAC cost; 5 pJ per membrane access, T_l accesses
-x 2 per neuron; see snnconvert/reports/analyses/dtss.py), normalised to the DTSS network.
+x 2 per neuron; see snnconvert/methods/dtss/report.py), normalised to the DTSS network.
 Writes bench/results/dtss_spikformer[_<tag>].{json,md} and dtss_*.png.
 """
 
@@ -44,11 +44,8 @@ from snnconvert.data import load_split, materialize
 from snnconvert.finetune import FinetuneConfig, finetune
 from snnconvert.finetune.augment import apply, default_pad, draw
 from snnconvert.finetune.splits import stacked
-from snnconvert.models.registry import BUNDLED_MODELS
-from snnconvert.neurons.dtss import dtss_masks, t_avg
-from snnconvert.pipeline import eval_split, quantize, to_snn
-from snnconvert.quantize import QuantizeConfig
-from snnconvert.reports.analyses.dtss import (
+from snnconvert.methods.dtss.mask import dtss_masks, t_avg
+from snnconvert.methods.dtss.report import (
     E_MEM_PJ,
     ENERGY_MODELS,
     energy_breakdown,
@@ -57,6 +54,9 @@ from snnconvert.reports.analyses.dtss import (
     plot_steps,
     spikes_per_neuron,
 )
+from snnconvert.models.registry import BUNDLED_MODELS
+from snnconvert.pipeline import eval_split, quantize, to_snn
+from snnconvert.quantize import QuantizeConfig
 
 FULL_TRAIN = f"imagefolder:{SHARED / 'cifar10' / 'train'}"
 

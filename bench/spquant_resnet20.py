@@ -35,10 +35,10 @@ import torch
 from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, write_json
 
 from snnconvert.atomic import write_atomically
-from snnconvert.codings.spquant import add_pruning, energy, flops, memory
 from snnconvert.data import materialize
 from snnconvert.evaluate import EvaluateConfig
 from snnconvert.finetune import FinetuneConfig, finetune
+from snnconvert.methods.spquant.coding import add_pruning, energy, flops, memory
 from snnconvert.pipeline import eval_split, quantize, to_snn
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.reports.analyses import AnalysisContext

@@ -44,13 +44,13 @@ from torch import nn
 
 import snnconvert
 from snnconvert.atomic import write_atomically
-from snnconvert.codings.sws import neuron_modules
 from snnconvert.data import load_split, materialize
 from snnconvert.evaluate import in_dtype
 from snnconvert.ingest import LoadedModel, load_model
+from snnconvert.methods.sws.coding import neuron_modules
+from snnconvert.methods.sws.neuron import TSANeuron
 from snnconvert.models.cifar_resnet import BasicBlock
 from snnconvert.neurons.base import unfold_time
-from snnconvert.neurons.tsa import TSANeuron
 from snnconvert.pipeline import QuantizedModel, eval_split
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.quantize.modules import ActQuant

@@ -12,10 +12,10 @@ import time
 import torch
 import torchvision
 
-from snnconvert.codings.sws import SWSConfig, convert_sws
 from snnconvert.data import InputSpec
 from snnconvert.evaluate import in_dtype
 from snnconvert.graph import prepare
+from snnconvert.methods.sws.coding import SWSConfig, convert_sws
 from snnconvert.quantize import QuantizeConfig, quantize_graph
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
 
 import snnconvert
-from snnconvert.codings.sws import search_plot
 from snnconvert.evaluate import EvaluateConfig, evaluate
+from snnconvert.methods.sws.coding import search_plot
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.reports.plots import accuracy_latency_plot
 

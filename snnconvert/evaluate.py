@@ -16,18 +16,20 @@ import torch
 from torch import Tensor, nn
 
 from snnconvert.codings import codings, get_coding, parse_option
+from snnconvert.core import QuantizedModel, conversion_inputs, eval_split
 from snnconvert.data import materialize
 from snnconvert.device import resolve_device
 from snnconvert.distributed import DistContext
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import fit_simulation_batch
-from snnconvert.pipeline import QuantizedModel, conversion_inputs, convert_with, eval_split
 from snnconvert.progress import track
 from snnconvert.reports.analyses import AnalysisContext, analyses
 from snnconvert.reports.names import REPORTS
 from snnconvert.simulate.chunks import chunk_budget, chunkable
+from snnconvert.simulate.gating import gated_state_ops
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.probes import SynapseLoad, synapse_probe
+from snnconvert.stages import convert_with
 
 
 def report_names() -> tuple[str, ...]:
@@ -229,8 +231,6 @@ def _agreement(a: Tensor, b: Tensor) -> float:
 
 def ops_report(snn: SpikingNetwork, loads: dict[str, SynapseLoad], e_mac: float, e_ac: float) -> OpsReport:
     coding = get_coding(snn.coding)
-    from snnconvert.neurons.dtss import gated_state_ops  # DTSS-masked layers: only their kept steps
-
     state = sum(gated_state_ops(snn, coding.state_ops(snn)).values()) if coding.state_ops else 0.0
     layers = []
     first = next(iter(loads), None)

@@ -20,6 +20,7 @@ from torch import fx, nn
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.modules import conv_args
 from snnconvert.limits import shorten
+from snnconvert.registry import MODULE_CLASSES
 
 _FUNCTIONS: dict[str, Callable] = {
     "operator.add": operator.add,
@@ -109,34 +110,10 @@ def _torch_codecs() -> dict[str, ModuleCodec]:
     return codecs
 
 
-def _snnconvert_classes() -> list[type[nn.Module]]:
-    """Every module class of snnconvert an artifact may hold, then those the registered
-    codings declare (``Coding.modules``)."""
-    from snnconvert.codings import codings
-    from snnconvert.graph.modules import BoundedReLU, ChannelAffine, PadWithValues
-    from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool
-    from snnconvert.neurons.mlif import MLIFNeuron
-    from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
-    from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
-    from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
-    from snnconvert.simulate.encoders import RepeatEncoder
-    from snnconvert.simulate.network import SpikingNetwork
-    from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear, WeightedSumDecoder
-
-    own = [BoundedReLU, ChannelAffine, PadWithValues, ActQuant, QConv2d, QLinear, SynapseConv2d, SynapseLinear,
-           SynapseAffine, Gain, WeightedSumDecoder, SpikingNetwork, TSANeuron, SWSEncoder, SWSMaxPoolNeuron,
-           MultiBitNeuron, MultiBitEncoder, TemporalSqueeze, IFNeuron, RateMaxPool, RepeatEncoder, MLIFNeuron]
-    from snnconvert.graph.attention import SpikingAttention
-    from snnconvert.neurons.dtss import DTSSMask
-
-    own += [SpikingAttention, DTSSMask]
-    return own + [m for coding in codings().values() for m in coding.modules]
-
-
 def codec_table() -> dict[str, ModuleCodec]:
     """The one table of serializable module classes, by the name artifacts store."""
     table = _torch_codecs()
-    for cls in _snnconvert_classes():
+    for cls in MODULE_CLASSES.items().values():
         known = table.get(cls.__name__)
         if known is not None and known.cls is not cls:
             raise ValueError(f"serializable module name {cls.__name__!r} is taken by {known.cls.__module__}")

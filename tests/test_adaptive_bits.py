@@ -17,13 +17,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from snnconvert.codings import ConversionInputs, get_coding
-from snnconvert.codings.multibit import MultiBitConfig
-from snnconvert.codings.multibit_metrics import allocation, allocation_plot, metrics
 from snnconvert.data import InputSpec
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune import FinetuneConfig, finetune
 from snnconvert.finetune.methods import method_config
-from snnconvert.finetune.methods.adaptive_bits import (
+from snnconvert.graph import prepare as prepare_graph
+from snnconvert.methods.multibit.adaptive_bits import (
     averages,
     learned_latency,
     prepare,
@@ -31,11 +30,9 @@ from snnconvert.finetune.methods.adaptive_bits import (
     regulating_loss,
     renewal_step,
 )
-from snnconvert.graph import prepare as prepare_graph
-from snnconvert.neurons.adaptive import AdaptiveMultiBitNeuron
-from snnconvert.pipeline import quantize as quantize_model
-from snnconvert.pipeline import save, to_snn
-from snnconvert.quantize.learnable import (
+from snnconvert.methods.multibit.adaptive_neuron import AdaptiveMultiBitNeuron
+from snnconvert.methods.multibit.coding import MultiBitConfig
+from snnconvert.methods.multibit.learnable import (
     LN2,
     AdaptiveSynapseConv2d,
     grid_search,
@@ -43,6 +40,9 @@ from snnconvert.quantize.learnable import (
     quantize,
     width,
 )
+from snnconvert.methods.multibit.metrics import allocation, allocation_plot, metrics
+from snnconvert.pipeline import quantize as quantize_model
+from snnconvert.pipeline import save, to_snn
 
 CODING = get_coding("multibit")
 

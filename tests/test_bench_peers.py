@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from snnconvert.codings import rate
 from snnconvert.codings.common import activation_percentiles
 from snnconvert.data import InputSpec
 from snnconvert.graph import prepare
+from snnconvert.methods.rate import coding as rate
 from snnconvert.models.cifar_resnet import ShortcutA, cifar_resnet
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"

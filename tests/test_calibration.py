@@ -16,7 +16,7 @@ from snnconvert.codings import get_coding
 from snnconvert.codings.common import insert_neurons, replace_synapses
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.passes import recompile_graph
-from snnconvert.neurons.integrate_fire import IFNeuron
+from snnconvert.methods.rate.neuron import IFNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.synapse import Gain, SynapseConv2d, WeightedSumDecoder
 

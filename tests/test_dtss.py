@@ -9,11 +9,11 @@ import torch
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune import FinetuneConfig, finetune
 from snnconvert.finetune.methods import method_config
-from snnconvert.finetune.methods.dtss import insert_masks, kept_steps, mask_loss, record
-from snnconvert.neurons.dtss import DTSSMask, dtss_masks, initial_scores, mask_values, t_avg
+from snnconvert.methods.dtss.mask import DTSSMask, dtss_masks, initial_scores, mask_values, t_avg
+from snnconvert.methods.dtss.report import dtss_summary, energy_breakdown, masks_off, measured_run
+from snnconvert.methods.dtss.training import insert_masks, kept_steps, mask_loss, record
 from snnconvert.neurons.surrogates import get_surrogate
 from snnconvert.pipeline import load, quantize, save, to_snn
-from snnconvert.reports.analyses.dtss import dtss_summary, energy_breakdown, masks_off, measured_run
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear
 
 
@@ -310,7 +310,7 @@ def test_warmup_ramps_lambda_m(q_digits) -> None:
 
 def test_state_ops_count_only_kept_steps_hand_example(q_digits) -> None:
     from snnconvert.evaluate import ops_report
-    from snnconvert.neurons.dtss import gated_steps
+    from snnconvert.simulate.gating import gated_steps
 
     snn = _masked(q_digits, {0: 1, 1: 2})  # relu1 (and pool1 before its mask) 1 step, relu2 / pool2 2 steps
     _, loads = measured_run(snn, _images(6), 6)
@@ -346,7 +346,7 @@ def test_cli_dtss_flags(q_digits, snn4, tmp_path) -> None:
     from typer.testing import CliRunner
 
     from snnconvert.artifact import load_artifact
-    from snnconvert.finetune.methods.dtss import flag_options
+    from snnconvert.methods.dtss.training import flag_options
 
     assert flag_options(4, 1e-4, None, 2) == ["dtss.t_max=4", "dtss.lambda_m=0.0001", "dtss.min_steps=2"]
     source = save(tmp_path / "snn-rate-1.snnc", q_digits, snn4)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from snnconvert.codings import ConversionInputs, get_coding
-from snnconvert.codings.mlif import MLIFConfig
 from snnconvert.data import InputSpec, load_split, make_loader, materialize, parse_data_spec
 from snnconvert.data.events import multilevel_frames
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import prepare
 from snnconvert.ingest import load_model
+from snnconvert.methods.mlif.coding import MLIFConfig
 
 # Eight binary frames of a 1x1x3 sensor (T_F, C, H, W); columns are the pixels a, b, c.
 # A value > 0 is one event: the 3 in pixel c's first frame is a count frame, still one event.

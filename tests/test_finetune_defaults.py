@@ -19,7 +19,7 @@ from snnconvert.finetune import FinetuneConfig, finetune
 from snnconvert.finetune.loop import _stuck
 from snnconvert.finetune.model import TrainingMonitor, reinit_dead_layers
 from snnconvert.finetune.splits import training_data, validation_data
-from snnconvert.neurons.mlif import MLIFNeuron
+from snnconvert.methods.mlif.neuron import MLIFNeuron
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import SynapseLinear, WeightedSumDecoder
 

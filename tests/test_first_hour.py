@@ -474,7 +474,7 @@ def test_a_failed_or_interrupted_run_leaves_no_new_file(tmp_path: Path, monkeypa
                                                         fault: BaseException) -> None:
     import importlib
 
-    evaluate_module = importlib.import_module("snnconvert.evaluate")  # the module, not the API function
+    evaluate_module = importlib.import_module("snnconvert.pipeline")  # the orchestrator's name for the stage
 
     def broken(*args, **kwargs):
         raise fault
@@ -529,7 +529,7 @@ def test_residual_plot_names_its_layers_and_shows_all_data(tmp_path: Path, monke
     """19 layers (ResNet-20): first, middle and last are named in the legend, the rest are mapped by
     the colour bar, and the x range reaches the largest residual (3.0 here, beyond the old cut at 2)."""
     import snnconvert.reports.plots as plots
-    from snnconvert.codings.sws import residual_plot
+    from snnconvert.methods.sws.coding import residual_plot
 
     figures = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)

@@ -1,4 +1,5 @@
-"""Import layering: the lower packages never reach up into codings, pipeline, evaluate, cli or the
+"""Import layering: no core module names a method package; no import cycle; the lower packages never
+reach up into codings, pipeline, evaluate, cli or the
 package root, and ``data.specs`` / ``data.events`` import each other in one direction only.
 
 Every import counts, including those inside functions and ``importlib.import_module("...")``
@@ -135,3 +136,110 @@ def test_data_specs_and_events_have_no_import_cycle() -> None:
             path = PACKAGE_ROOT.parent.joinpath(*parts, "__init__.py")
         todo += sorted(internal_imports(path) - seen)
     assert "snnconvert.data.events" not in seen, "snnconvert.data.specs imports snnconvert.data.events"
+
+
+# --------------------------------------------------------------------------- methods and cycles
+
+METHODS = PACKAGE_ROOT / "methods"
+
+
+def test_core_never_imports_a_method_package() -> None:
+    """A method is one folder under snnconvert/methods: no module outside it names one (they reach
+    core code through the registries and the neuron protocol)."""
+    assert len([p for p in METHODS.iterdir() if (p / "__init__.py").is_file()]) >= 6
+    found = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        if METHODS in path.parents:
+            continue
+        for line, module, text in imported_modules(path):
+            if module.startswith("snnconvert.methods."):
+                found.append(f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}: {text}")
+    assert not found, "core modules import method packages:\n" + "\n".join(sorted(set(found)))
+
+
+def test_neurons_package_holds_only_the_protocol() -> None:
+    """The neuron modules left in snnconvert/neurons are the protocol and its helpers only."""
+    left = sorted(p.stem for p in (PACKAGE_ROOT / "neurons").glob("*.py"))
+    assert left == ["__init__", "base", "surrogates", "trainable"]
+
+
+def _import_graph() -> tuple[dict[str, set[str]], dict[str, list[tuple[int, str]]], dict[str, Path]]:
+    """Every snnconvert module's top-level imports and its function-level ones ``(line, module)``,
+    of snnconvert modules only (``if TYPE_CHECKING:`` blocks are annotations, not imports)."""
+    files = {module_name(p): p for p in PACKAGE_ROOT.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    top: dict[str, set[str]] = {}
+    nested: dict[str, list[tuple[int, str]]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        top[name], nested[name] = set(), []
+
+        def visit(node: ast.AST, in_function: bool, name: str = name, package: str = package) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                    continue
+                if isinstance(child, ast.Import | ast.ImportFrom):
+                    if isinstance(child, ast.Import):
+                        targets = [a.name for a in child.names]
+                    else:
+                        base = child.module or ""
+                        if child.level:
+                            parts = package.split(".")[: len(package.split(".")) - child.level + 1]
+                            base = ".".join(parts + ([child.module] if child.module else []))
+                        targets = [f"{base}.{a.name}" for a in child.names]
+                    for target in targets:
+                        found = resolve(target) if target.startswith("snnconvert") else None
+                        if found and found != name:
+                            if in_function:
+                                nested[name].append((child.lineno, found))
+                            else:
+                                top[name].add(found)
+                visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+        visit(tree, False)
+    return top, nested, files
+
+
+def _reachable(top: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += sorted(top.get(module, ()))
+    return seen
+
+
+def test_no_import_cycles_and_no_function_level_import_hides_one() -> None:
+    """No module reaches itself through top-level imports, and no import inside a function only
+    hides a cycle (moving it to the top would close one): 0 of each. Function-level imports that
+    stay are there to keep torch out of the CLI's start or to load optional extras."""
+    top, nested, files = _import_graph()
+    assert len(files) > 100 and sum(map(len, nested.values())) > 50  # the scan sees the real tree
+    cycles = sorted(f"{a} -> {b}" for a, deps in top.items() for b in deps if a in _reachable(top, b))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+    hiding = sorted(f"{files[a].relative_to(PACKAGE_ROOT.parent)}:{line}: {a} -> {b}"
+                    for a, found in nested.items() for line, b in found if a in _reachable(top, b))
+    assert not hiding, "function-level imports that hide a cycle:\n" + "\n".join(hiding)
+
+
+def test_pipeline_orchestrates_and_the_stages_are_peers() -> None:
+    """pipeline imports evaluate, finetune and recipe at the top; none of them imports pipeline."""
+    top, _, _ = _import_graph()
+    assert {"snnconvert.evaluate", "snnconvert.finetune", "snnconvert.recipe"} <= top["snnconvert.pipeline"]
+    for stage in ("snnconvert.evaluate", "snnconvert.finetune", "snnconvert.recipe", "snnconvert.stages",
+                  "snnconvert.core"):
+        assert "snnconvert.pipeline" not in _reachable(top, stage), stage
+
+
+def test_cycle_scan_finds_a_planted_cycle() -> None:
+    """The reachability the cycle test relies on: a -> b -> a is found, a -> b alone is not."""
+    assert "a" in _reachable({"a": {"b"}, "b": {"a"}}, "b")
+    assert "a" not in _reachable({"a": {"b"}, "b": set()}, "b")

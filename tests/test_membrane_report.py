@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from snnconvert.neurons.integrate_fire import IFNeuron, if_dynamics
-from snnconvert.neurons.mlif import MLIFNeuron, mlif_dynamics
-from snnconvert.neurons.spquant import SpQuantNeuron
-from snnconvert.neurons.tsa import TSANeuron
+from snnconvert.methods.mlif.neuron import MLIFNeuron, mlif_dynamics
+from snnconvert.methods.rate.neuron import IFNeuron, if_dynamics
+from snnconvert.methods.spquant.neuron import SpQuantNeuron
+from snnconvert.methods.sws.neuron import TSANeuron
 from snnconvert.reports.analyses import AnalysisContext, analyses, find_report
-from snnconvert.reports.analyses.membrane import compute, if_run, mlif_run, plot, probed, spquant_run, tables
+from snnconvert.reports.analyses.membrane import compute, plot, probed, tables
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import WeightedSumDecoder
@@ -24,13 +24,13 @@ def _dyadic(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def test_unclipped_runs_match_the_neurons_own_dynamics() -> None:
     x = _dyadic((6, 4, 10), 0)
-    spikes, _ = if_run(IFNeuron(6, init=0.5), x, None)
+    spikes, _ = IFNeuron(6, init=0.5).membrane_run(x, None)
     assert torch.equal(spikes, if_dynamics(x, init=0.5)[0])
-    spikes, _ = mlif_run(MLIFNeuron(6, 3, beta=0.5), x, None)
+    spikes, _ = MLIFNeuron(6, 3, beta=0.5).membrane_run(x, None)
     assert torch.equal(spikes, mlif_dynamics(x, S=3, beta=0.5))
     neuron = SpQuantNeuron(6, precision="none")
     with torch.no_grad():
-        spikes, first = spquant_run(neuron, x, None)
+        spikes, first = neuron.membrane_run(x, None)
         assert torch.equal(spikes, neuron.dynamics(x))
     s0 = (x[0] >= 1).double()
     assert torch.equal(first, x[0] * (1 - s0))  # hard reset: post-spike membrane at t=1
@@ -40,8 +40,8 @@ def test_clip_changes_if_dynamics_by_hand() -> None:
     # IF, init 0: inputs -3 then 2.5: unclipped u1 = -3, u2 = -0.5 (silent); clipped at -1: u2 = 1.5 fires
     x = torch.tensor([[-3.0], [2.5]], dtype=torch.float64)
     n = IFNeuron(2, init=0.0)
-    assert if_run(n, x, None)[0].view(-1).tolist() == [0.0, 0.0]
-    spikes, first = if_run(n, x, -1.0)
+    assert n.membrane_run(x, None)[0].view(-1).tolist() == [0.0, 0.0]
+    spikes, first = n.membrane_run(x, -1.0)
     assert spikes.view(-1).tolist() == [0.0, 1.0] and float(first) == -1.0
 
 

@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
 from snnconvert.codings import ConversionInputs, get_coding
-from snnconvert.codings.mlif import MLIFConfig, MLIFInputEncoder
 from snnconvert.data import load_split, make_loader
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import prepare
 from snnconvert.ingest import load_model
+from snnconvert.methods.mlif.coding import MLIFConfig, MLIFInputEncoder
+from snnconvert.methods.mlif.neuron import MLIFNeuron, fire_level, mlif_dynamics
 from snnconvert.neurons.base import fold_time
-from snnconvert.neurons.mlif import MLIFNeuron, fire_level, mlif_dynamics
 
 CODING = get_coding("mlif")
 

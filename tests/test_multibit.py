@@ -10,12 +10,12 @@ from torch import nn
 
 from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
 from snnconvert.codings import ConversionInputs, get_coding
-from snnconvert.codings.multibit import MultiBitConfig
 from snnconvert.data import InputSpec, load_split, make_loader
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import prepare
 from snnconvert.ingest import load_model
-from snnconvert.neurons.multibit import (
+from snnconvert.methods.multibit.coding import MultiBitConfig
+from snnconvert.methods.multibit.neuron import (
     MultiBitNeuron,
     TemporalSqueeze,
     multibit_dynamics,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from snnconvert.methods.rate.neuron import IFNeuron
+from snnconvert.methods.sws.neuron import TSANeuron
 from snnconvert.neurons.base import EXACT_COUNT, nonzero_per_row, nonzero_total, unfold_time
-from snnconvert.neurons.integrate_fire import IFNeuron
-from snnconvert.neurons.tsa import TSANeuron
 
 
 def test_nonzero_per_row_counts_by_hand() -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import quantize_random, randomize_batchnorm
 
-from snnconvert.codings.sws import SWSConfig, _predict, convert_sws, neuron_modules, set_silent_periods
 from snnconvert.data import InputSpec
+from snnconvert.methods.sws.coding import SWSConfig, _predict, convert_sws, neuron_modules, set_silent_periods
 from snnconvert.models.cifar_resnet import CifarResNet
 from snnconvert.simulate.prefix_cache import PrefixRunner, _pack
 

@@ -1,4 +1,4 @@
-"""Tests of the rate coding (snnconvert.codings.rate) and its IF neurons (neurons.integrate_fire)."""
+"""Tests of the rate coding (snnconvert.methods.rate.coding) and its IF neurons (neurons.integrate_fire)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from snnconvert.artifact import Artifact, load_artifact, save_artifact
-from snnconvert.codings import ConversionInputs, get_coding, rate
+from snnconvert.codings import ConversionInputs, get_coding
 from snnconvert.data import InputSpec, load_split, make_loader
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import prepare
 from snnconvert.graph.modules import BoundedReLU
 from snnconvert.ingest import load_model
-from snnconvert.neurons.integrate_fire import (
+from snnconvert.methods.rate import coding as rate
+from snnconvert.methods.rate.neuron import (
     IFNeuron,
     RateMaxPool,
     if_dynamics,

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from snnconvert.codings import ConversionInputs, rate
+from snnconvert.codings import ConversionInputs
 from snnconvert.data import InputSpec
 from snnconvert.evaluate import ops_report
 from snnconvert.graph import prepare
-from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool, running_max_pool, running_max_pool_chunk
+from snnconvert.methods.rate import coding as rate
+from snnconvert.methods.rate.neuron import IFNeuron, RateMaxPool, running_max_pool, running_max_pool_chunk
 from snnconvert.simulate.chunks import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_DEVICE_CHUNK_BYTES,

@@ -455,9 +455,10 @@ def test_image_that_is_a_named_pipe_is_refused_not_read(tmp_path: Path) -> None:
 
 def test_to_snn_checks_its_memory_estimate_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
     import snnconvert.limits as limits
-    import snnconvert.pipeline as pipeline
+    import snnconvert.stages as pipeline
+    from snnconvert.quantize import QuantizeConfig
 
-    q = pipeline.quantize("lenet5", weights="random", data="digits", config=pipeline.QuantizeConfig(calib_limit=32),
+    q = pipeline.quantize("lenet5", weights="random", data="digits", config=QuantizeConfig(calib_limit=32),
                           eval_limit=0)
     monkeypatch.setattr(limits, "available_memory_bytes", lambda: 10 * 2**20)  # 10 MiB
     started = []

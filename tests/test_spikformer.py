@@ -13,12 +13,12 @@ from snnconvert.graph.attention import SpikingAttention
 from snnconvert.graph.capture import capture
 from snnconvert.graph.ops import Kind, kind_of
 from snnconvert.graph.support import unsupported_nodes
+from snnconvert.methods.dtss.timestep_sensitivity import cosine_of_histograms, sensitivity
+from snnconvert.methods.rate.neuron import IFNeuron, if_dynamics_autograd
 from snnconvert.models.lenet import DIGITS_MEAN, DIGITS_STD
 from snnconvert.models.registry import BUNDLED_MODELS
 from snnconvert.models.spikformer import SPIKFORMER_CONFIGS, Spikformer, SpikformerSpec, layer_group
-from snnconvert.neurons.integrate_fire import IFNeuron, if_dynamics_autograd
 from snnconvert.pipeline import quantize, to_snn
-from snnconvert.reports.analyses.timestep_sensitivity import cosine_of_histograms, sensitivity
 from snnconvert.simulate.probes import synapse_probe
 
 DIGITS_SPEC = InputSpec(1, (8, 8), None, DIGITS_MEAN, DIGITS_STD)
@@ -114,7 +114,7 @@ def test_simulator_attention_equals_float_computation_on_the_same_spikes(tiny_sn
 
 def test_spikformer_through_rate_conversion_and_dtss(tiny_q, tiny_snn) -> None:
     from snnconvert.finetune import FinetuneConfig, finetune
-    from snnconvert.neurons.dtss import dtss_masks
+    from snnconvert.methods.dtss.mask import dtss_masks
 
     cfg = FinetuneConfig(epochs=1, batch_size=8, max_batches_per_epoch=2, val_limit=0, lr=1e-3,
                          methods={"dtss": {"lambda_m": 0.01, "order": "dtss"}})

@@ -12,12 +12,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from snnconvert.artifact import Artifact, load_artifact, save_artifact
 from snnconvert.codings import ConversionInputs, get_coding
-from snnconvert.codings.spquant import SpQuantConfig, energy, flops, memory
 from snnconvert.data import InputSpec
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import get_method, method_config
 from snnconvert.graph import prepare
-from snnconvert.neurons.spquant import (
+from snnconvert.methods.spquant.coding import SpQuantConfig, energy, flops, memory
+from snnconvert.methods.spquant.neuron import (
     ChannelGate,
     SpQuantNeuron,
     fire,
@@ -27,8 +27,8 @@ from snnconvert.neurons.spquant import (
     quantize_membrane_sgs,
     spatial_mask,
 )
+from snnconvert.methods.spquant.pot import PoTConv2d, pot_grid, pot_quantize, pot_round
 from snnconvert.neurons.surrogates import get_surrogate, stacked_grad
-from snnconvert.quantize.pot import PoTConv2d, pot_grid, pot_quantize, pot_round
 
 
 def _sig(x: float) -> float:
@@ -319,7 +319,7 @@ def test_pot_conv_skips_silent_input_channels() -> None:
 
 
 def test_add_pruning_copies_and_adds_gates() -> None:
-    from snnconvert.codings.spquant import add_pruning
+    from snnconvert.methods.spquant.coding import add_pruning
 
     snn, x = _tiny(SpQuantConfig(T=2, spatial=0.0, gate=False), _Tiny2)
     pruned = add_pruning(snn, spatial=0.25, gate=True, gate_bias=0.5)
@@ -373,7 +373,7 @@ def test_finetune_with_the_method_learns_lenet_digits() -> None:
 def test_pruned_conv_equals_dense_then_masked_and_counts_the_macs() -> None:
     # T = 3, B = 2, 3 -> 4 channels, 6x6, 3x3 kernel: sample 0 keeps channels {0, 2, 3}, sample 1 {1};
     # frame 0 at every position (the spatial prior), frames 1-2 at 36 - floor(0.35 * 36) = 24 positions
-    from snnconvert.neurons.spquant import spatial_keep
+    from snnconvert.methods.spquant.neuron import spatial_keep
 
     T, B = 3, 2
     torch.manual_seed(4)
@@ -457,7 +457,7 @@ def test_gate_reads_the_previous_layer_prior_and_the_conv_skips_masked_channels(
 def test_rounding_map_makes_a_t2_layer_round(precision: str) -> None:
     # tau = 0.5: full precision (2/3, 1/2), integer membrane (1, 1/4); constant activation x in
     # threshold units then gives round(2x) spikes (clipped to 0..2) where plain y = x floors
-    from snnconvert.neurons.spquant import rounding_map
+    from snnconvert.methods.spquant.neuron import rounding_map
 
     gain, offset = rounding_map(2, 0.5, precision)
     assert (gain, offset) == pytest.approx((2 / 3, 0.5) if precision == "none" else (1.0, 0.25))

@@ -9,9 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
-from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool
-from snnconvert.neurons.mlif import MLIFNeuron, fire_level
-from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron
+from snnconvert.methods.mlif.neuron import MLIFNeuron, fire_level
+from snnconvert.methods.multibit.neuron import MultiBitEncoder, MultiBitNeuron
+from snnconvert.methods.rate.neuron import IFNeuron, RateMaxPool
+from snnconvert.methods.sws.neuron import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
 from snnconvert.neurons.surrogates import (
     SURROGATES,
     MLIFWindow,
@@ -20,7 +21,6 @@ from snnconvert.neurons.surrogates import (
     register_surrogate,
     staircase_grad,
 )
-from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
 from snnconvert.simulate.synapse import SynapseLinear
 
 F64 = torch.float64

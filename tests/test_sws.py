@@ -8,14 +8,14 @@ import torch
 import torchvision
 from helpers import quantize_random, randomize_batchnorm
 
-from snnconvert.codings.sws import SWSConfig, convert_sws
 from snnconvert.data import InputSpec
 from snnconvert.errors import SnnConvertError
 from snnconvert.ingest import load_model
+from snnconvert.methods.sws.coding import SWSConfig, convert_sws
+from snnconvert.methods.sws.neuron import SWSEncoder, TSANeuron, held_at_clamp, tsa_dynamics
+from snnconvert.methods.sws.reference import reference_run
 from snnconvert.models import cifar_resnet
 from snnconvert.neurons.base import unfold_time
-from snnconvert.neurons.tsa import SWSEncoder, TSANeuron, held_at_clamp, tsa_dynamics
-from snnconvert.simulate.reference import reference_run
 
 CIFAR = InputSpec(3, (32, 32), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SMALL = InputSpec(3, (16, 16), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # deep nets: fewer pixels
@@ -196,7 +196,7 @@ def test_quantized_ann_is_required() -> None:
 
 @pytest.mark.slow
 def test_ts_auto_meets_its_agreement_target_at_the_smallest_uniform_period() -> None:
-    from snnconvert.codings.sws import _predict, auto_silent_periods
+    from snnconvert.methods.sws.coding import _predict, auto_silent_periods
 
     torch.manual_seed(0)
     model = randomize_batchnorm(cifar_resnet("resnet20", 10).eval())

@@ -7,11 +7,11 @@ import torch
 from helpers import quantize_random
 from torch import nn
 
-from snnconvert.codings.sws import SWSConfig, boost_silent_periods, convert_sws, neuron_modules
 from snnconvert.data import InputSpec
 from snnconvert.errors import SnnConvertError
+from snnconvert.methods.sws.coding import SWSConfig, boost_silent_periods, convert_sws, neuron_modules
+from snnconvert.methods.sws.neuron import TSANeuron
 from snnconvert.neurons.base import unfold_time
-from snnconvert.neurons.tsa import TSANeuron
 
 WEIGHTS8 = torch.tensor([2.0 ** (8 - k) for k in range(1, 9)], dtype=torch.float64)
 
@@ -84,7 +84,7 @@ def test_options_are_checked() -> None:
 
 def test_conversion_with_residual_tolerance_boosts_on_calibration_images() -> None:
     from snnconvert.codings.base import ConversionInputs
-    from snnconvert.codings.sws import convert
+    from snnconvert.methods.sws.coding import convert
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(),

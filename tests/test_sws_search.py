@@ -10,7 +10,8 @@ import pytest
 import torch
 from helpers import quantize_random, randomize_batchnorm
 
-from snnconvert.codings.sws import (
+from snnconvert.data import InputSpec
+from snnconvert.methods.sws.coding import (
     SWSConfig,
     _predict,
     auto_silent_periods,
@@ -19,7 +20,6 @@ from snnconvert.codings.sws import (
     search_plot,
     search_tables,
 )
-from snnconvert.data import InputSpec
 from snnconvert.models.cifar_resnet import CifarResNet
 
 SMALL = InputSpec(3, (16, 16), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -118,7 +118,7 @@ def test_repair_raises_the_layer_that_fixes_most_disagreeing_images(setup) -> No
         assert set(r["head_mismatches"]) == {n for n in names if n not in raised}
         raised[r["raised"]] = k_star
     if repairs:  # the last repaired setting, evaluated whole by hand, meets the target
-        from snnconvert.codings.sws import set_silent_periods
+        from snnconvert.methods.sws.coding import set_silent_periods
 
         set_silent_periods(check.body, {**dict.fromkeys(names, k_star - 1), **raised})
         agreement = float((_predict(check, images, torch.float32) == reference).float().mean())

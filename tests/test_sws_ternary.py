@@ -6,12 +6,12 @@ import pytest
 import torch
 from helpers import quantize_random, randomize_batchnorm
 
-from snnconvert.codings.sws import SWSConfig, convert_sws
 from snnconvert.data import InputSpec
 from snnconvert.ingest import load_model
+from snnconvert.methods.sws.coding import SWSConfig, convert_sws
+from snnconvert.methods.sws.neuron import SWSEncoder, tsa_dynamics
 from snnconvert.models import cifar_resnet
 from snnconvert.neurons.base import unfold_time
-from snnconvert.neurons.tsa import SWSEncoder, tsa_dynamics
 
 CIFAR = InputSpec(3, (32, 32), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SMALL = InputSpec(3, (16, 16), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

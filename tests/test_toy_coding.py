@@ -29,6 +29,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.registry import MODULE_CLASSES
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import WeightedSumDecoder
 
@@ -82,15 +83,16 @@ def layer_tables(data: dict[str, Any]) -> list[ReportTable]:
 
 ANALOG = Coding(name="analog", summary="toy: analog ReLU neurons, one step", config=AnalogConfig, convert=convert,
                 summary_rows=lambda info: [("note", info["note"])], sweep_keys=("gain",),
-                reports=(CodingReport("layers", "how many analog neuron layers", layer_count, layer_tables),),
-                modules=(AnalogNeuron,))
+                reports=(CodingReport("layers", "how many analog neuron layers", layer_count, layer_tables),))
 
 
 @pytest.fixture(scope="module")
 def registered() -> Iterator[Coding]:
     register_coding(ANALOG)
+    MODULE_CLASSES.register("AnalogNeuron", AnalogNeuron)  # what @serializable does at import
     yield ANALOG
     unregister_coding("analog")
+    MODULE_CLASSES.unregister("AnalogNeuron")
 
 
 def _ok(args: list[str]) -> str:

@@ -13,14 +13,14 @@ from torch import nn
 import snnconvert.serialize
 from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
 from snnconvert.codings import ConversionInputs, get_coding
-from snnconvert.codings.mlif import MLIFConfig
-from snnconvert.codings.rate import RateConfig
 from snnconvert.data import load_split, make_loader
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import prepare
 from snnconvert.ingest import load_model
-from snnconvert.neurons.integrate_fire import IFNeuron
-from snnconvert.neurons.mlif import MLIFNeuron
+from snnconvert.methods.mlif.coding import MLIFConfig
+from snnconvert.methods.mlif.neuron import MLIFNeuron
+from snnconvert.methods.rate.coding import RateConfig
+from snnconvert.methods.rate.neuron import IFNeuron
 from snnconvert.neurons.trainable import make_trainable, neuron_parameters
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear
 

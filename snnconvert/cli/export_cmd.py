@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
                 info = {"path": str(result.path), "format": "onnx", "mode": result.mode, "coding": result.coding,
                         "steps": result.steps, "inputs": result.inputs, "outputs": result.outputs,
                         "nodes": result.nodes}
+                if result.mode == "step":  # what a runtime needs to start the state
+                    info["initial_state"] = {name: {"shape": shape, "value": value}
+                                             for name, (shape, value) in result.initial_state.items()}
             else:
                 from snnconvert.export.nir import export_nir
 

@@ -144,7 +144,6 @@ def register(app: typer.Typer) -> None:
             from snnconvert.distributed import DistContext
             from snnconvert.finetune import FinetuneConfig, finetune
             from snnconvert.finetune.methods import methods_from_flags
-            from snnconvert.finetune.methods.dtss import flag_options
             from snnconvert.pipeline import save
             from snnconvert.workspace import new_artifact_path
 
@@ -162,7 +161,8 @@ def register(app: typer.Typer) -> None:
                                            + (["dtss"] if dtss else []),
                                            method_option + ([f"adaptive_bits.target_bits={target_bits}"]
                                                             if target_bits else [])
-                                           + flag_options(t_max, lambda_m, dtss_groups, dtss_min_steps)),
+                                           + _shortcut_options("dtss", t_max=t_max, lambda_m=lambda_m,
+                                                               groups=dtss_groups, min_steps=dtss_min_steps)),
             )
             config.validate()
             path, q, snn = _load_input(input_path, ("snn",), None)
@@ -196,3 +196,8 @@ def register(app: typer.Typer) -> None:
             finetune_summary(console, result, written)
 
         _guard(body)
+
+
+def _shortcut_options(method: str, **given: object) -> list[str]:
+    """Shortcut flags of a training method's options as ``--method-option`` texts (given ones only)."""
+    return [f"{method}.{key}={value}" for key, value in given.items() if value is not None]

@@ -29,6 +29,7 @@ from snnconvert.errors import SnnConvertError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CODINGS_DIR = PACKAGE_DIR / "codings"
+METHODS_DIR = PACKAGE_DIR / "methods"
 TORCH_FREE = frozenset({"snnconvert.errors", "snnconvert.limits"})
 """snnconvert modules a definition may import here (they never load torch)."""
 VALUE_OPTIONS = frozenset({"--input", "--coding", "--set", "--device", "--out"})
@@ -236,7 +237,7 @@ def static_codings(trees: dict[Path, ast.Module] | None = None) -> dict[str, Sta
     """Every coding the package's source declares, by name (nothing is imported or run)."""
     trees = {} if trees is None else trees
     table: dict[str, StaticCoding] = {}
-    for path in sorted(CODINGS_DIR.glob("*.py")):
+    for path in sorted(METHODS_DIR.glob("*/coding.py")):
         if path.stem.startswith("_") or "Coding(" not in path.read_text(encoding="utf-8"):
             continue  # no declaration (read without parsing: most of the time goes to parsing)
         tree = _tree(path, trees)

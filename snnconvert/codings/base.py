@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import fx
 from torch.utils.data import DataLoader
 
 from snnconvert.data.input_spec import InputSpec
@@ -113,9 +113,10 @@ class Coding:
       updates, e.g. SWS amplification), counted by the OPF report;
     * ``sweep_keys``: the options ``evaluate --sweep KEY=...`` may vary;
     * ``metrics(snn)``: coding-specific figures (e.g. bit budget) after a recorded evaluation;
-    * ``reports``: extra reports (tables, JSON, plots) the evaluation offers for this coding;
-    * ``modules``: module classes the coding introduces that artifacts must be able to store
-      (each declares ``serial_params``).
+    * ``reports``: extra reports (tables, JSON, plots) the evaluation offers for this coding.
+
+    Module classes a coding introduces declare themselves storable with
+    :func:`snnconvert.registry.serializable`.
     """
 
     name: str
@@ -129,7 +130,6 @@ class Coding:
     sweep_keys: tuple[str, ...] = ()
     metrics: Callable[[SpikingNetwork], dict[str, Any]] | None = None
     reports: tuple[CodingReport, ...] = ()
-    modules: tuple[type[nn.Module], ...] = ()
 
     def options(self) -> list[dataclasses.Field]:
         """The config fields the command line offers (in declaration order)."""

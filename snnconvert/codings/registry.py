@@ -1,29 +1,27 @@
 """The coding table: codings register themselves, keyed by their config type.
 
-Every module of the :mod:`snnconvert.codings` package is imported on first use, so a new
-coding is one new file that calls :func:`register_coding`. Codings that live outside the
-package (plugins, tests) register the same way once their module is imported; installed
-packages can also advertise modules in the ``snnconvert.codings`` entry-point group.
+Every method package under :mod:`snnconvert.methods` is imported on first use
+(:func:`snnconvert.registry.load_methods`), so a new coding is one call of
+:func:`register_coding` in its method's package. Codings that live outside (plugins, tests)
+register the same way once their module is imported; installed packages advertise their
+module in the ``snnconvert.methods`` entry-point group.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 import re
 import types
 import typing
-from importlib.metadata import entry_points
 from typing import Any
 
 from snnconvert.codings.base import Coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import shorten
+from snnconvert.registry import load_methods
 
 _BY_CONFIG: dict[type, Coding] = {}
 _BY_NAME: dict[str, Coding] = {}
-_loaded = False
 
 
 def register_coding(coding: Coding) -> Coding:
@@ -49,22 +47,14 @@ def unregister_coding(name: str) -> None:
 
 
 def _load_codings() -> None:
-    """Import every module of this package (each registers its coding) and entry points."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    package = importlib.import_module("snnconvert.codings")
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"snnconvert.codings.{module.name}")
-    for entry in entry_points(group="snnconvert.codings"):
-        entry.load()
+    """Import every method package (each registers its coding) and the entry-point plugins."""
+    load_methods()
 
 
 def codings() -> dict[str, Coding]:
-    """All registered codings by name, in registration order."""
+    """All registered codings by name, in name order."""
     _load_codings()
-    return dict(_BY_NAME)
+    return dict(sorted(_BY_NAME.items()))
 
 
 def get_coding(name: str) -> Coding:

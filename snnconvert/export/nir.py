@@ -24,7 +24,6 @@ from torch import fx, nn
 from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
 from snnconvert.neurons.base import SpikingNeuron
-from snnconvert.neurons.integrate_fire import IFNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import Gain, SynapseConv2d, SynapseLinear
@@ -54,28 +53,6 @@ def _bias(module: SynapseConv2d | SynapseLinear, name: str) -> np.ndarray:
     return _array(module.bias * gains[0])
 
 
-def _neuron(module: IFNeuron, shape: tuple[int, ...]) -> Any:
-    import nir
-
-    def per_neuron(param: torch.Tensor | None, default: float) -> np.ndarray:
-        value = torch.full(shape, default, dtype=torch.float64)
-        if param is not None:
-            view = param.detach().double().reshape((-1,) + (1,) * (len(shape) - 1)) if param.numel() > 1 \
-                else param.detach().double().reshape(())
-            value = value * 0 + view
-        return value.numpy().astype(np.float32)
-
-    threshold = per_neuron(module.threshold, 1.0)
-    meta = {"snnconvert": "IFNeuron", "soft_reset": True, "init": module.init, "T": module.T}
-    if module.leak is not None:
-        leak = per_neuron(module.leak, 1.0)  # u <- leak * u per step: tau = dt / (1 - leak), dt = 1
-        tau = np.where(leak < 1.0, 1.0 / np.maximum(1.0 - leak, 1e-12), np.inf).astype(np.float32)
-        return nir.LIF(tau=tau, r=np.ones(shape, np.float32), v_leak=np.zeros(shape, np.float32),
-                       v_threshold=threshold, v_reset=np.zeros(shape, np.float32), metadata=meta)
-    return nir.IF(r=np.ones(shape, np.float32), v_threshold=threshold, v_reset=np.zeros(shape, np.float32),
-                  metadata=meta)
-
-
 def _shape(node: fx.Node) -> tuple[int, ...]:
     meta = node.meta.get("tensor_meta")
     if meta is None:
@@ -93,7 +70,7 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int]) -> Any:
     if not isinstance(body, fx.GraphModule):
         raise SnnConvertError("NIR export needs a converted network (an fx body)")
     refused = sorted({type(m).__name__ for m in snn.modules()
-                      if isinstance(m, SpikingNeuron) and not isinstance(m, IFNeuron)})
+                      if isinstance(m, SpikingNeuron) and type(m).to_nir is SpikingNeuron.to_nir})
     if not isinstance(snn.encoder, RepeatEncoder) and type(snn.encoder).__name__ not in refused:
         refused.append(type(snn.encoder).__name__)
     if refused:
@@ -155,8 +132,11 @@ def _primitive(module: nn.Module | None, node: fx.Node, inputs: list[fx.Node], p
         if module.bias is None:
             return nir.Linear(weight=_array(module.weight))
         return nir.Affine(weight=_array(module.weight), bias=_bias(module, name))
-    if isinstance(module, IFNeuron):
-        return _neuron(module, _shape(node))
+    if isinstance(module, SpikingNeuron):
+        primitive = module.to_nir(_shape(node))
+        if primitive is None:
+            problems.append(f"{type(module).__name__} at {name}")
+        return primitive
     if isinstance(module, Gain):
         gain = module.gain.detach().double()
         shape = _shape(node)

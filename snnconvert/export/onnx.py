@@ -3,18 +3,19 @@
 ``unrolled`` (the default): one graph from the image to the logits over all the network's time
 steps, traced from the simulator itself (so the ONNX graph computes what ``snn(images)``
 computes, frame for frame), optionally with every neuron layer's spike frames as extra outputs.
-The batch axis stays dynamic. Neurons whose simulator code uses bit tricks ONNX cannot express
-(the M-LIF fast path) or in-place updates the tracer mis-records (the TSA fast path) are swapped
-for an export twin with the same dynamics in plain out-of-place ops.
+The batch axis stays dynamic. Every
+neuron runs its ``export_dynamics`` there: the same dynamics in plain out-of-place operations
+(fast paths with float bit tricks or in-place updates are not traced faithfully).
 
 ``step``: a stateful single-step graph, ``(images, state...) -> (logits, state...)``, for
 networks whose layers all run on one time base (each neuron layer consumes and emits one frame
-per step: rate/IF and M-LIF). The state is every neuron layer's membrane (plus, for rate
-max-pooling, its running sums and last pooled value; for M-LIF, its last output) and the running
-readout; ``OnnxExport.initial_state`` gives each state's shape (per image) and initial value.
-Running it T times from the initial state gives the simulator's logits. Codings whose layers are
-offset in time (SWS: silent periods on Tc-digit trains) and neurons without a one-frame update
-(multi-bit) are refused with the neuron type named; they export ``unrolled``.
+per step: rate/IF and M-LIF). The state is what each
+neuron layer declares (``step_states``: the membrane; for rate max-pooling its running sums and
+last pooled value; for M-LIF its last output) plus the running readout, and each layer's
+``step`` computes one frame; ``OnnxExport.initial_state`` gives each state's shape (per image)
+and initial value. Running it T times from the initial state gives the simulator's logits.
+Layers that say why they have no one-frame update (``step_refusal``: SWS trains offset in time,
+multi-bit neurons) are refused with the neuron type named; they export ``unrolled``.
 """
 
 from __future__ import annotations
@@ -32,15 +33,11 @@ from torch import Tensor, fx, nn
 from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
 from snnconvert.neurons.base import SpikingNeuron
-from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool
-from snnconvert.neurons.mlif import MLIFNeuron
-from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear, WeightedSumDecoder
 
 MODES = ("unrolled", "step")
-_OUT_OF_PLACE = (IFNeuron, RateMaxPool)
 DEFAULT_OPSET = 17
 
 
@@ -60,103 +57,16 @@ class OnnxExport:
     initial_state: dict[str, tuple[list[int], float]] = field(default_factory=dict)  # step: shape per image, value
 
 
-class _MLIFExport(MLIFNeuron):
-    """An M-LIF layer whose dynamics use comparisons instead of float bit tricks (same values:
-    the lane of ``r = u / theta`` is ``sum_s [r > 2^s] w_s`` with ``w_0 = 1, w_s = 2^(s-1)``)."""
-
-    def _level(self, ratio: Tensor) -> Tensor:
-        level = (ratio > 1.0).to(ratio.dtype)
-        for s in range(1, self.S):
-            level = level + (ratio > 2.0**s).to(ratio.dtype) * 2.0 ** (s - 1)
-        return level
-
-    def dynamics(self, inputs: Tensor) -> Tensor:
-        dims = inputs.dim() - 1
-        theta = self.per_channel(self.threshold, dims)
-        leak = self.per_channel(self.leak, dims)
-        beta = self.beta if leak is None else leak.to(inputs.dtype)
-        outputs: list[Tensor] = []
-        u = inputs[0]
-        for t in range(inputs.shape[0]):
-            if t > 0:
-                if isinstance(beta, Tensor) or beta != 1.0:
-                    u = u * beta
-                u = u + inputs[t]
-                u = u - outputs[-1] if theta is None else u - outputs[-1] * theta.to(inputs.dtype)
-            outputs.append(self._level(u if theta is None else u / theta.to(inputs.dtype)))
-        return torch.stack(outputs)
-
-
-def tsa_spikes(inputs: Tensor, *, Ts: int, beta: float, qmax: float | None, qmin: float | None) -> Tensor:
-    """The spikes of :func:`~snnconvert.neurons.tsa.tsa_dynamics` with out-of-place operations in
-    the same order (the same values, bit for bit), which the ONNX exporter traces faithfully."""
-    Tc = inputs.shape[0]
-    reset = beta**Ts
-    inverse = 1.0 / reset
-    weights = [beta ** (Tc - k) for k in range(1, Tc + 1)]
-    multiples = qmin == 0 and float(beta).is_integer()
-    u = torch.zeros_like(inputs[0])
-    emitted = torch.zeros_like(u)
-    spikes: list[Tensor] = []
-    for t in range(1, Ts + Tc + 1):
-        u = torch.add(inputs[t - 1], u, alpha=beta) if t <= Tc else u * beta
-        if t <= Ts:
-            continue
-        k = t - Ts
-        w = weights[k - 1]
-        a = torch.floor((u if reset == 1.0 else u * inverse) + 0.5).clamp(-1.0, 1.0)
-        if multiples:
-            a = torch.maximum(a, torch.clamp(emitted, max=w) / -w)
-        elif qmin is not None:
-            a = torch.maximum(a, -torch.floor(torch.clamp(emitted - qmin, max=w) / w))
-        if qmax is not None and sum(weights[:k]) > qmax:
-            a = torch.minimum(a, torch.floor(torch.clamp(qmax - emitted, max=w) / w))
-        u = torch.sub(u, a, alpha=reset)
-        emitted = torch.add(emitted, a, alpha=w)
-        spikes.append(a)
-    return torch.stack(spikes)
-
-
-class _TSAExport(TSANeuron):
-    def dynamics(self, inputs: Tensor) -> Tensor:
-        return tsa_spikes(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax, qmin=0.0)
-
-
-class _SWSMaxPoolExport(SWSMaxPoolNeuron):
-    def dynamics(self, inputs: Tensor) -> Tensor:
-        return tsa_spikes(self.increments(inputs), Ts=self.Ts, beta=self.beta, qmax=self.qmax, qmin=0.0)
-
-
-class _SWSEncoderExport(SWSEncoder):
-    def dynamics(self, inputs: Tensor) -> Tensor:
-        values = self.integers(inputs[0])
-        first = (values / self.beta ** (self.Tc - 1)).unsqueeze(0)
-        pulses = torch.cat([first, torch.zeros_like(first).expand(self.Tc - 1, *values.shape)])
-        return tsa_spikes(pulses, Ts=0, beta=self.beta, qmax=None, qmin=None)
-
-
-_TWINS: dict[type, type] = {MLIFNeuron: _MLIFExport, TSANeuron: _TSAExport, SWSMaxPoolNeuron: _SWSMaxPoolExport,
-                            SWSEncoder: _SWSEncoderExport}
-
-
 def exportable_copy(snn: SpikingNetwork) -> SpikingNetwork:
-    """A float32 eval copy of ``snn`` with export twins in place of neurons whose simulator code
-    (in-place fast paths, float bit tricks) the ONNX exporter cannot trace."""
+    """A float32 eval copy of ``snn`` whose neurons run their
+    :meth:`~snnconvert.neurons.base.SpikingNeuron.export_dynamics` (out-of-place operations the
+    ONNX exporter traces faithfully; the same values), not recording."""
     net = copy.deepcopy(snn).float().eval()
-    for module in list(net.modules()):
-        twin = _TWINS.get(type(module))
-        if twin is not None:
-            module.__class__ = twin  # same state, export-friendly dynamics
     for module in net.modules():
         if isinstance(module, SpikingNeuron):
             module.recording = False
-            if isinstance(module, _OUT_OF_PLACE):  # their fast paths write with out=, which ONNX lacks
-                module.needs_grad = _always  # type: ignore[method-assign]
+            module.exporting = True
     return net
-
-
-def _always(_inputs: Tensor) -> bool:
-    return True
 
 
 class _Unrolled(nn.Module):
@@ -245,13 +155,9 @@ class _StepNet(nn.Module):
         self.states: list[tuple[str, str, float]] = []  # (state name, neuron, initial value)
         for node in self.body.graph.nodes:
             module = self.body.get_submodule(node.target) if node.op == "call_module" else None
-            if isinstance(module, IFNeuron):
-                self.states.append((f"membrane_{node.target}", node.target, float(module.init)))
-            elif isinstance(module, MLIFNeuron):
-                self.states += [(f"membrane_{node.target}", node.target, 0.0),
-                                (f"output_{node.target}", node.target, 0.0)]
-            elif isinstance(module, RateMaxPool):
-                self.states += [(f"sums_{node.target}", node.target, 0.0), (f"pooled_{node.target}", node.target, 0.0)]
+            if isinstance(module, SpikingNeuron):
+                self.states += [(state_name(st.name, node.target), node.target, float(st.init))
+                                for st in module.step_states()]
         self.states.append(("readout", "output", 0.0))
         self.shapes = shapes
 
@@ -285,24 +191,11 @@ class _StepNet(nn.Module):
     @staticmethod
     def _module_step(module: nn.Module, name: str, x: Tensor, given: dict[str, Tensor],
                      new: dict[str, Tensor]) -> Tensor:
-        if isinstance(module, IFNeuron):  # u += z; s = [u >= 1]; u -= s (threshold units)
-            u = given[f"membrane_{name}"] + x
-            spikes = (u >= 1.0).to(x.dtype)
-            new[f"membrane_{name}"] = u - spikes
-            return spikes
-        if isinstance(module, MLIFNeuron):  # u = beta u + z - o_prev; o = lane of u (eqs 6-8)
-            u = given[f"membrane_{name}"]
-            if module.beta != 1.0:
-                u = u * module.beta
-            u = u + x - given[f"output_{name}"]
-            level = _MLIFExport._level(module, u)
-            new[f"membrane_{name}"], new[f"output_{name}"] = u, level
-            return level
-        if isinstance(module, RateMaxPool):  # increments of the max-pooled running sums
-            sums = given[f"sums_{name}"] + x
-            pooled = F.max_pool2d(sums, **module.pool)
-            new[f"sums_{name}"], new[f"pooled_{name}"] = sums, pooled
-            return pooled - given[f"pooled_{name}"]
+        if isinstance(module, SpikingNeuron):
+            mine = {st.name: given[state_name(st.name, name)] for st in module.step_states()}
+            out, after = module.step(x, mine)
+            new.update({state_name(key, name): value for key, value in after.items()})
+            return out
         if isinstance(module, (SynapseConv2d, SynapseLinear)):
             bias = None if module.bias is None else module.bias * module.frame_bias_gain[0]
             if isinstance(module, SynapseConv2d):
@@ -324,12 +217,8 @@ def _step_refusals(snn: SpikingNetwork) -> list[str]:
     if not isinstance(snn.decoder, WeightedSumDecoder) or not torch.all(snn.decoder.weights == snn.decoder.weights[0]):
         problems.append("a readout that weights the steps differently")
     for name, module in snn.body.named_modules():
-        if isinstance(module, SpikingNeuron):
-            plain = getattr(module, "threshold", None) is None and getattr(module, "leak", None) is None
-            if not isinstance(module, (IFNeuron, MLIFNeuron, RateMaxPool)) or not plain:
-                problems.append(f"{type(module).__name__} at {name}")
-            elif isinstance(module, IFNeuron) and module.order != "mlif":
-                problems.append(f"{type(module).__name__} at {name} (dtss order)")
+        if isinstance(module, SpikingNeuron) and (why := module.step_refusal()) is not None:
+            problems.append(f"{type(module).__name__} at {name} ({why})")
         gains = getattr(module, "frame_bias_gain", None)
         if gains is not None and not torch.all(gains == gains[0]):
             problems.append(f"{name} (a bias that changes from step to step)")
@@ -392,11 +281,13 @@ def _state_shapes(step: _StepNet, example: Tensor) -> dict[str, tuple[int, ...]]
             shapes["readout"] = tuple(node.args[0].meta["tensor_meta"].shape[1:])
         elif node.op == "call_module" and meta is not None:
             module = body.get_submodule(node.target)
-            out = tuple(meta.shape[1:])
-            if isinstance(module, (IFNeuron, MLIFNeuron)):
-                shapes[f"membrane_{node.target}"] = out
-                shapes[f"output_{node.target}"] = out
-            elif isinstance(module, RateMaxPool):
-                shapes[f"sums_{node.target}"] = tuple(node.args[0].meta["tensor_meta"].shape[1:])
-                shapes[f"pooled_{node.target}"] = out
+            if isinstance(module, SpikingNeuron):
+                frame = {"output": tuple(meta.shape[1:]), "input": tuple(node.args[0].meta["tensor_meta"].shape[1:])}
+                for st in module.step_states():
+                    shapes[state_name(st.name, node.target)] = frame[st.shape_of]
     return shapes
+
+
+def state_name(state: str, layer: str) -> str:
+    """The graph input / output name of a neuron layer's step state (``membrane_layer1.0.relu``)."""
+    return f"{state}_{layer}"

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from snnconvert.core import QuantizedModel
 from snnconvert.data.datasets import TensorImageDataset
 from snnconvert.device import resolve_device
 from snnconvert.distributed import DistContext
@@ -43,7 +44,6 @@ from snnconvert.finetune.model import TrainingMonitor, checkpointed_neurons, rei
 from snnconvert.finetune.optim import EpochSchedule, build_optimizer
 from snnconvert.finetune.report import LOG_NAME, PLOT_NAME, write_curves, write_log
 from snnconvert.finetune.splits import stacked, training_data, validation_data
-from snnconvert.pipeline import QuantizedModel
 from snnconvert.progress import Progress
 from snnconvert.simulate.network import SpikingNetwork
 

@@ -16,8 +16,6 @@ from torch.utils.checkpoint import checkpoint
 
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.neurons.base import SpikingNeuron
-from snnconvert.neurons.integrate_fire import IFNeuron
-from snnconvert.neurons.mlif import MLIFNeuron
 from snnconvert.neurons.trainable import make_trainable, neuron_parameters
 from snnconvert.simulate.network import SpikingNetwork
 
@@ -85,31 +83,26 @@ DEAD_QUANTILE = 0.99  # a re-initialised threshold lets the top 1 % of the posit
 
 
 def reinit_dead_layers(model: SpikingNetwork, images: Tensor, learn_threshold: bool) -> list[str]:
-    """Give every M-LIF / IF layer that emits no spike on ``images`` a threshold (threshold units)
-    at the 99th percentile of its positive inputs; returns one note per layer looked at.
+    """Give every layer with a movable threshold (``SpikingNeuron.reset_threshold``: M-LIF, IF)
+    that emits no spike on ``images`` a threshold (threshold units) at the 99th percentile of its
+    positive inputs; returns one note per layer looked at.
 
     The layer gets a ``threshold`` parameter if it has none (trained only with ``learn_threshold``);
     a layer whose inputs are never positive cannot fire at any threshold and is only reported."""
     notes = []
     for name, (rate, positive) in probe_neurons(model, images).items():
         neuron = model.neurons()[name]
-        if rate > 0 or not isinstance(neuron, (MLIFNeuron, IFNeuron)):
+        if rate > 0:
             continue
         if positive.numel() == 0:
-            notes.append(f"layer {name} never fired on the first {len(images)} training images and its input is "
-                         f"never positive: no threshold can wake it")
+            if type(neuron).reset_threshold is not SpikingNeuron.reset_threshold:
+                notes.append(f"layer {name} never fired on the first {len(images)} training images and its input "
+                             f"is never positive: no threshold can wake it")
             continue
         theta = float(torch.quantile(positive, DEAD_QUANTILE))
-        current = neuron.threshold
-        dtype = model.compute_dtype()
-        device = images.device
-        if current is None:
-            neuron.threshold = nn.Parameter(torch.full((neuron.channels,), theta, dtype=dtype, device=device),
-                                            requires_grad=learn_threshold)
-            neuron.learn_threshold = True
-        else:
-            with torch.no_grad():
-                current.fill_(theta)
+        if not neuron.reset_threshold(theta, trainable=learn_threshold, dtype=model.compute_dtype(),
+                                      device=images.device):
+            continue  # the layer has no threshold to move
         notes.append(f"layer {name} never fired on the first {len(images)} training images (largest input "
                      f"{float(positive.max()):.3g} below the threshold): threshold re-initialised to {theta:.3g} "
                      f"(99th percentile of its positive inputs)")

@@ -26,13 +26,13 @@ import torch
 from rich.markup import escape
 from torch import Tensor
 
+from snnconvert.core import QuantizedModel, check_data_matches, eval_split
 from snnconvert.data import DataSplit, load_split, materialize, needs_holdout, parse_data_spec, pool_key
 from snnconvert.data.cifar import batch_folder
 from snnconvert.data.datasets import TensorImageDataset
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.limits import shorten
-from snnconvert.pipeline import QuantizedModel, check_data_matches, eval_split
 
 
 @dataclass

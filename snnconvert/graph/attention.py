@@ -13,7 +13,7 @@ the spike frames, exactly as a spiking transformer does.
 Operation counts (:meth:`products`): the dense ANN layer needs ``2 * heads * N^2 * d`` MACs;
 with binary spikes ``Q K^T`` needs one addition per pair of coincident spikes, and
 ``A V`` one addition per non-zero ``A[n, m]`` times spike ``V[m, c]`` -- both are counted
-exactly from the frames. At inference a DTSS-masked input (see :mod:`snnconvert.neurons.dtss`)
+exactly from the frames. At inference a DTSS-masked input (see :mod:`snnconvert.methods.dtss.mask`)
 limits the work to its kept frames.
 """
 
@@ -24,7 +24,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from snnconvert.neurons.dtss import active_steps
+from snnconvert.registry import serializable
+from snnconvert.simulate.gating import active_steps
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -33,6 +34,7 @@ def _heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, heads, c // heads, -1).transpose(-1, -2)
 
 
+@serializable
 class SpikingAttention(nn.Module):
     """``(Q K^T) V * scale`` per head on (B, C, H, W) inputs (see the module docstring)."""
 

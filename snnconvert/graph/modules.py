@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnconvert.registry import serializable
 
+
+@serializable
 class BoundedReLU(nn.Module):
     """``clamp(x, 0, upper)``: the canonical form of ReLU6, ``Hardtanh(0, u)`` and ``clamp(0, u)``."""
 
@@ -24,6 +27,7 @@ class BoundedReLU(nn.Module):
         return f"upper={self.upper}"
 
 
+@serializable
 class ChannelAffine(nn.Module):
     """Per-channel ``x * scale + shift`` (channel axis 1): a batch-norm that follows no conv,
     or the input normalization when it cannot be folded into the first layer."""
@@ -48,6 +52,7 @@ class ChannelAffine(nn.Module):
         return x * self.scale.view(shape) + self.shift.view(shape)
 
 
+@serializable
 class PadWithValues(nn.Module):
     """Pad a (B, C, H, W) tensor with a per-channel constant.
 

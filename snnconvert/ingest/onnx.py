@@ -28,6 +28,8 @@ from snnconvert.data.input_spec import InputSpec
 from snnconvert.errors import SnnConvertError, UnsupportedGraphError
 from snnconvert.graph.capture import propagate_shapes
 from snnconvert.graph.modules import BoundedReLU, ChannelAffine
+from snnconvert.ingest.onnx_base import Grid, QConst, _attrs, _Pending, _Unsupported
+from snnconvert.ingest.onnx_qdq_ops import dequantize, pending_quant, quantized_layer
 from snnconvert.ingest.types import LoadedModel
 from snnconvert.limits import MAX_ONNX_BYTES, require_regular_file, shorten
 from snnconvert.safe_zip import memory_cap, size_text
@@ -60,10 +62,6 @@ def _class_name(stem: str) -> str:
     """An ASCII identifier for the imported GraphModule's class, from the file name."""
     name = re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_")
     return f"onnx_{name}" if not name or name[0].isdigit() else name
-
-
-class _Unsupported(Exception):
-    """A node the importer cannot map (the message says why)."""
 
 
 class _Poisoned(Exception):
@@ -265,16 +263,6 @@ def is_quantized(model: Any) -> bool:
 # --------------------------------------------------------------------------- constants
 
 
-@dataclass
-class QConst:
-    """A constant stored as integers with a scale and zero point (a dequantized initializer)."""
-
-    values: np.ndarray  # int64
-    scale: np.ndarray
-    zero_point: np.ndarray
-    axis: int | None  # None when per tensor
-
-
 def _fold_constants(model: Any, shapes: dict[str, tuple[int, ...]]) -> tuple[dict, dict, set]:
     """Evaluate every node whose inputs are all constant. Returns ``(consts, qconsts, folded
     node names)``; DequantizeLinear of a constant also records its integers in ``qconsts``."""
@@ -374,12 +362,6 @@ def _qconst(node: Any, consts: dict[str, np.ndarray]) -> QConst:
     return QConst(x, scale, zp.astype(np.int64), axis)
 
 
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _shapes(model: Any) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
@@ -390,26 +372,6 @@ def _shapes(model: Any) -> dict[str, tuple[int, ...]]:
 
 
 # --------------------------------------------------------------------------- graph builder
-
-
-@dataclass
-class Grid:
-    """Values on an activation quantizer's grid: ``(q - zero_point) * scale``, q in [0, 2^bits - 1]."""
-
-    scale: float
-    zero_point: int
-    bits: int
-
-
-@dataclass
-class _Pending:
-    """A QuantizeLinear output, waiting for its DequantizeLinear."""
-
-    source: str
-    scale: float
-    zero_point: int
-    bits: int
-    qmin: int
 
 
 @dataclass
@@ -574,8 +536,6 @@ class _Builder:
                   transpose: bool = False) -> nn.Module:
         if not self.quantized or qc is None:
             return float_layer
-        from snnconvert.ingest.onnx_qdq import quantized_layer
-
         layer, bits = quantized_layer(float_layer, qc, out_axis, transpose)
         self.weight_bits.append(bits)
         return layer
@@ -928,13 +888,9 @@ class _Builder:
     # ---------------------------------------------------------------- quantization
 
     def op_QuantizeLinear(self, node: Any) -> None:
-        from snnconvert.ingest.onnx_qdq import pending_quant
-
         self.pending[node.output[0]] = pending_quant(self, node)
 
     def op_DequantizeLinear(self, node: Any) -> None:
-        from snnconvert.ingest.onnx_qdq import dequantize
-
         pend = self.pending.get(node.input[0])
         if pend is None:
             if node.input[0] in self.poisoned:

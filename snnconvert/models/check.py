@@ -102,8 +102,8 @@ def check_model(name: str, codings: Iterable[str] = CHECK_CODINGS, *, size: int 
     from snnconvert.errors import SnnConvertError
     from snnconvert.graph import prepare
     from snnconvert.ingest import load_model
-    from snnconvert.pipeline import convert_with
     from snnconvert.quantize import QuantizeConfig, quantize_graph
+    from snnconvert.stages import convert_with
 
     start = time.perf_counter()
     codings = tuple(codings)

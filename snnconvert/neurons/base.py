@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -23,23 +22,6 @@ def time_chunks(frames: Tensor) -> tuple[Tensor, list[slice]]:
     n = flat.shape[1]
     size = TIME_LOOP_CHUNK if flat.device.type == "cpu" else max(n, 1)
     return flat, [slice(s, min(n, s + size)) for s in range(0, n, size)]
-
-
-@contextmanager
-def loop_threads(like: Tensor) -> Iterator[None]:
-    """Run the block's tensor operations on one CPU thread: the time loops issue many small,
-    memory-bound operations, and forking the thread pool for each costs more than it saves
-    (the TSA loop on ResNet-20's first layer: 13 ms on one thread, 18-48 ms on two; on a loaded
-    machine far worse). No change off the CPU or when torch already uses one thread."""
-    threads = torch.get_num_threads()
-    if like.device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 EXACT_COUNT = 2**24
@@ -77,6 +59,17 @@ def unfold_time(frames: Tensor, steps: int) -> Tensor:
 def fold_time(frames: Tensor) -> Tensor:
     """(T, B, ...) -> (T*B, ...)."""
     return frames.reshape(frames.shape[0] * frames.shape[1], *frames.shape[2:])
+
+
+@dataclass(frozen=True)
+class StepState:
+    """One state tensor of a neuron layer run one frame at a time (:meth:`SpikingNeuron.step`):
+    its ``name``, its initial value and whose per-image shape it has (``"output"`` or ``"input"``
+    frame)."""
+
+    name: str
+    init: float = 0.0
+    shape_of: str = "output"
 
 
 @dataclass
@@ -122,10 +115,15 @@ class SpikingNeuron(nn.Module):
     serial_params: ClassVar[tuple[str, ...]] = ()
     surrogate: str = "straight-through"  # spec of the surrogate gradient (neurons/surrogates.py)
 
+    # a pooling layer: no membrane of its own; it runs on the steps of the layer it pools (time
+    # gates, snnconvert.simulate.gating) and analyses of neuron inputs skip it
+    pools: ClassVar[bool] = False
+
     def __init__(self, steps_in: int, steps_out: int) -> None:
         super().__init__()
         self.steps_in = int(steps_in)
         self.steps_out = int(steps_out)
+        self.exporting = False  # True: forward runs export_dynamics (traced by the ONNX exporter)
         self.recording = False
         self.recording_detail = True  # with recording: also the per-coding extras (e.g. TSA residual histograms)
         # (start, stop) steps of the current time chunk while the engine runs the network in
@@ -179,13 +177,79 @@ class SpikingNeuron(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         window = self.time_window
-        out = self.dynamics(unfold_time(frames, self.steps_in if window is None else window[1] - window[0]))
+        run = self.export_dynamics if self.exporting else self.dynamics
+        out = run(unfold_time(frames, self.steps_in if window is None else window[1] - window[0]))
         if self.recording:
             self._record(out)
         return fold_time(out)
 
+    # ------------------------------------------------------------------ the neuron protocol
+    # Core code (export, training, reports, serialization) reaches a neuron only through these
+    # methods; a new neuron kind overrides the ones it supports (see docs/extend.md).
+
     def dynamics(self, inputs: Tensor) -> Tensor:  # (T_in, B, ...) -> (T_out, B, ...)
+        """The layer's equations on time-unfolded frames: the fast in-place path when no gradient
+        is needed (:meth:`needs_grad`), else the differentiable path with the same values."""
         raise NotImplementedError
+
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        """:meth:`dynamics` in operations the ONNX exporter traces faithfully (out of place, no
+        float bit tricks, no ``out=``). Default: :meth:`dynamics` itself."""
+        return self.dynamics(inputs)
+
+    def step_states(self) -> tuple[StepState, ...]:
+        """The state of one-frame-at-a-time execution (:meth:`step`), declared once; empty when
+        the neuron has no one-frame update."""
+        return ()
+
+    def step_refusal(self) -> str | None:
+        """Why this layer cannot run one frame at a time (None: it can, see :meth:`step`)."""
+        return None if self.step_states() else "no one-frame update"
+
+    def step(self, frame: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """One time step: the input frame (B, ...) and the state by :meth:`step_states` name ->
+        the output frame and the new state. Running it ``steps_in`` times from the initial state
+        gives :meth:`dynamics`' frames. Used by the ONNX step export and streaming runtimes."""
+        raise NotImplementedError(f"{type(self).__name__} has no one-frame update")
+
+    def make_trainable(self, *, learn_threshold: bool, learn_leak: bool, channels: Callable[[], int] | None,
+                       dtype: torch.dtype, device: torch.device) -> None:
+        """Add the parameters fine-tuning may learn (called on a copy by
+        :func:`snnconvert.neurons.trainable.make_trainable`). ``channels`` (given when
+        per-channel parameters are wanted) tells the layer's channel count (it raises when unknown). The
+        copy must compute what the original did until the parameters move. Default: nothing
+        learnable (the surrogate alone drives training)."""
+
+    def reset_threshold(self, theta: float, *, trainable: bool, dtype: torch.dtype, device: torch.device) -> bool:
+        """Set the firing threshold to ``theta`` (threshold units) on every channel, adding a
+        ``threshold`` parameter (trained when ``trainable``) if the layer has none; used to wake
+        a layer that never fires. False: the layer has no threshold to move (the default)."""
+        return False
+
+    def reset_learned_threshold(self, theta: float, *, trainable: bool, dtype: torch.dtype,
+                                device: torch.device) -> bool:
+        """:meth:`reset_threshold` of neurons built with :meth:`init_learnable`."""
+        if self.threshold is None:
+            self.threshold = nn.Parameter(torch.full((self.channels,), theta, dtype=dtype, device=device),
+                                          requires_grad=trainable)
+            self.learn_threshold = True
+        else:
+            with torch.no_grad():
+                self.threshold.fill_(theta)
+        return True
+
+    has_membrane: ClassVar[bool] = False  # True: membrane_run is implemented
+
+    def membrane_run(self, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
+        """The layer's recursion with the post-spike membrane clipped at ``clip`` (threshold
+        units; None: no clip): ``(spikes (T, B, ...), membrane after the first step (B, ...))``,
+        for the membrane analyses. Only for ``has_membrane`` neurons."""
+        raise NotImplementedError(f"{type(self).__name__} has no membrane recursion to probe")
+
+    def to_nir(self, shape: tuple[int, ...]) -> Any | None:
+        """The NIR node of this layer for frames of per-image ``shape``, or None when NIR has no
+        primitive for it (the export then refuses the network, naming the class)."""
+        return None
 
     def needs_grad(self, inputs: Tensor) -> bool:
         """Whether to take the differentiable path: grad mode is on and the input or one of the
@@ -201,6 +265,22 @@ class SpikingNeuron(nn.Module):
         self.register_parameter("threshold", nn.Parameter(torch.ones(self.channels)) if learn_threshold else None)
         self.register_parameter("leak", nn.Parameter(torch.full((self.channels,), float(leak)))
                                 if learn_leak else None)
+
+    def add_threshold_leak(self, *, learn_threshold: bool, learn_leak: bool, channels: Callable[[], int] | None,
+                           dtype: torch.dtype, device: torch.device, leak: float) -> None:
+        """:meth:`make_trainable` of neurons built with :meth:`init_learnable`: add ``threshold``
+        (ones) and ``leak`` (``leak``) parameters where missing, per layer or, when ``channels``
+        is given and the layer has neither yet, one per channel."""
+        count = self.channels
+        if self.threshold is None and self.leak is None and channels is not None:
+            count = channels()
+        if learn_threshold and self.threshold is None:
+            self.threshold = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
+            self.learn_threshold = True
+        if learn_leak and self.leak is None:
+            self.leak = nn.Parameter(torch.full((count,), leak, dtype=dtype, device=device))
+            self.learn_leak = True
+        self.channels = count
 
     @staticmethod
     def per_channel(param: Tensor | None, dims: int) -> Tensor | None:

@@ -6,15 +6,10 @@ into the weights), so a learnable threshold starts at 1 and a learnable leak at 
 does until its parameters move. The M-LIF paper learns both, with their own learning rate in
 some runs (000 A.3); :func:`neuron_parameters` groups them for the optimizer.
 
-Which neurons learn what:
-
-* :class:`~snnconvert.neurons.mlif.MLIFNeuron`, :class:`~snnconvert.neurons.integrate_fire.IFNeuron`:
-  threshold ``threshold`` and leak ``leak`` parameters (``learn_threshold`` / ``learn_leak``);
-* :class:`~snnconvert.neurons.multibit.MultiBitNeuron` (and its encoder): the existing
-  ``threshold`` (the spike amplitude, not 1) gets ``requires_grad``; it has no leak parameter
-  (``tau`` stays fixed);
-* TSA / SWS neurons and max-pool neurons: surrogate only (their ``beta`` is the coding's base,
-  not a leak, and their threshold is part of the exact coding).
+What each neuron learns is its own declaration
+(:meth:`~snnconvert.neurons.base.SpikingNeuron.make_trainable`): M-LIF and IF neurons add
+``threshold`` and ``leak`` parameters, multi-bit neurons train their spike amplitude, TSA / SWS
+and max-pool neurons train through their surrogate only.
 """
 
 from __future__ import annotations
@@ -25,10 +20,6 @@ import torch
 from torch import fx, nn
 
 from snnconvert.errors import SnnConvertError
-from snnconvert.neurons.base import SpikingNeuron
-from snnconvert.neurons.integrate_fire import IFNeuron
-from snnconvert.neurons.mlif import MLIFNeuron
-from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron
 from snnconvert.neurons.surrogates import get_surrogate
 from snnconvert.simulate.network import SpikingNetwork
 
@@ -60,24 +51,9 @@ def make_trainable(
             neuron.surrogate = spec
         if not (learn_threshold or learn_leak):
             continue
-        if isinstance(neuron, (MLIFNeuron, IFNeuron)):
-            channels = neuron.channels
-            if neuron.threshold is None and neuron.leak is None and per_channel:
-                channels = _channels(trainable, name, neuron)
-            beta = neuron.beta if isinstance(neuron, MLIFNeuron) else 1.0
-            if learn_threshold and neuron.threshold is None:
-                neuron.threshold = nn.Parameter(torch.ones(channels, dtype=dtype, device=device))
-                neuron.learn_threshold = True
-            if learn_leak and neuron.leak is None:
-                neuron.leak = nn.Parameter(torch.full((channels,), beta, dtype=dtype, device=device))
-                neuron.learn_leak = True
-            neuron.channels = channels
-        elif isinstance(neuron, MultiBitNeuron) and learn_threshold:
-            theta = neuron.threshold.detach()
-            if per_channel and theta.numel() == 1:
-                channels = _channels(trainable, name, neuron)
-                theta = theta.expand(channels).clone()
-            neuron.threshold = nn.Parameter(theta.clone(), requires_grad=True)
+        count = (lambda name=name: _channels(trainable, name)) if per_channel else None
+        neuron.make_trainable(learn_threshold=learn_threshold, learn_leak=learn_leak, channels=count,
+                              dtype=dtype, device=device)
     return trainable
 
 
@@ -95,11 +71,9 @@ def neuron_parameters(snn: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def _channels(snn: SpikingNetwork, name: str, neuron: SpikingNeuron) -> int:
-    """Channels of the frames ``neuron`` receives: from the synapse (or concatenation) that
-    feeds it in the body graph; an encoder's are its input channels."""
-    if isinstance(neuron, MultiBitEncoder):
-        return neuron.in_channels
+def _channels(snn: SpikingNetwork, name: str) -> int:
+    """Channels of the frames neuron layer ``name`` receives: from the synapse (or
+    concatenation) that feeds it in the body graph."""
     body = snn.body
     if isinstance(body, fx.GraphModule):
         for node in body.graph.nodes:

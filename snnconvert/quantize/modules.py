@@ -17,8 +17,10 @@ from snnconvert.quantize.fake_quant import (
     symmetric_weight_scale,
     to_integer,
 )
+from snnconvert.registry import serializable
 
 
+@serializable
 class ActQuant(nn.Module):
     """Unsigned n-bit activation fake-quantizer: ``Q = clamp(round(x / C) + Z, 0, 2^n - 1)``.
 
@@ -163,6 +165,7 @@ class _WeightQuant:
         return q.to(torch.int32)
 
 
+@serializable
 class QConv2d(nn.Conv2d, _WeightQuant):
     """Conv2d with per-output-channel symmetric fake-quantized weights."""
 
@@ -181,6 +184,7 @@ class QConv2d(nn.Conv2d, _WeightQuant):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
+@serializable
 class QLinear(nn.Linear, _WeightQuant):
     """Linear layer with per-output-channel symmetric fake-quantized weights."""
 

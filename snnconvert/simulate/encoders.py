@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.registry import serializable
 
 
+@serializable
 class RepeatEncoder(nn.Module):
     """Direct input encoding over ``T`` steps, time-folded and time-major:
 

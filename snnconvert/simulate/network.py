@@ -11,12 +11,14 @@ import torch
 from torch import Tensor, fx, nn
 
 from snnconvert.neurons.base import SpikeStats, SpikingNeuron
+from snnconvert.registry import serializable
 from snnconvert.simulate.chunks import chunked_forward
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 """Simulation precisions by name (``--dtype``, coding ``dtype`` options)."""
 
 
+@serializable
 class SpikingNetwork(nn.Module):
     """A converted SNN: ``encoder`` (image -> input frames), ``body`` (an fx graph of synapses,
     neurons and linear ops on time-folded frames) and ``decoder`` (output frames -> logits).

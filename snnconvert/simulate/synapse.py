@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from snnconvert.graph.modules import conv_args
-from snnconvert.neurons.dtss import active_steps, mark_active
+from snnconvert.registry import serializable
+from snnconvert.simulate.gating import active_steps, mark_active
 
 
 def _uniform_gain(gains: Tensor) -> float | None:
@@ -58,6 +59,7 @@ def _filled(syn: SynapseConv2d | SynapseLinear, weight: Tensor, bias: Tensor | N
     return syn
 
 
+@serializable
 class SynapseConv2d(nn.Conv2d):
     """Conv2d over folded frames with a per-frame bias gain."""
 
@@ -89,6 +91,7 @@ class SynapseConv2d(nn.Conv2d):
         return _add_frame_bias(y, self.bias, self.frame_bias_gain)
 
 
+@serializable
 class SynapseLinear(nn.Linear):
     """Linear layer over folded frames with a per-frame bias gain."""
 
@@ -121,6 +124,7 @@ class SynapseLinear(nn.Linear):
         return _add_frame_bias(F.linear(frames, self.weight), self.bias, self.frame_bias_gain)
 
 
+@serializable
 class SynapseAffine(nn.Module):
     """Per-channel ``x * scale + shift`` over folded frames (shift spread like a bias)."""
 
@@ -150,6 +154,7 @@ class SynapseAffine(nn.Module):
         return _add_frame_bias(frames * self.scale.view(shape), self.shift, self.frame_bias_gain)
 
 
+@serializable
 class Gain(nn.Module):
     """Multiply by a scalar or per-channel (axis 1) factor: the scale between spike units of two
     layers where it cannot be folded into a weight (e.g. an identity shortcut)."""
@@ -183,6 +188,7 @@ class Gain(nn.Module):
         return f"gain={float(g):.6g}" if g.numel() == 1 else f"channels={g.numel()}"
 
 
+@serializable
 class WeightedSumDecoder(nn.Module):
     """Read out the network: ``sum_k weights[k] * frame_k`` over the T output frames (SWS uses
     beta^(Tc-k), rate codings 1/T)."""

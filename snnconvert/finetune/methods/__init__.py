@@ -1,6 +1,6 @@
 """Training methods: plugins of the fine-tuning engine (adaptive bits, DTSS, SpQuant, ...).
 
-A method is one module of this package that declares itself once::
+A method declares itself once, in its package under :mod:`snnconvert.methods`::
 
     METHOD = register_method(TrainingMethod(name="toy", summary="...", config=ToyConfig, prepare=prepare))
 
@@ -22,12 +22,9 @@ Every hook but ``prepare`` is optional. Other packages can register methods thro
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from torch import Tensor, nn
@@ -54,7 +51,6 @@ class TrainingMethod:
 
 
 _METHODS: dict[str, TrainingMethod] = {}
-_loaded = False
 
 
 def register_method(method: TrainingMethod) -> TrainingMethod:
@@ -74,20 +70,16 @@ def unregister_method(name: str) -> None:
 
 
 def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    for entry in entry_points(group="snnconvert.methods"):
-        entry.load()
+    """Import every method package (each registers its training methods) and the plugins."""
+    from snnconvert.registry import load_methods
+
+    load_methods()
 
 
 def methods() -> dict[str, TrainingMethod]:
     """All registered training methods by name."""
     _load()
-    return dict(_METHODS)
+    return dict(sorted(_METHODS.items()))
 
 
 def get_method(name: str) -> TrainingMethod:

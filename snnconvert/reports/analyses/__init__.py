@@ -77,7 +77,10 @@ def analyses() -> dict[str, Analysis]:
         _loaded = True
         for module in pkgutil.iter_modules(__path__):
             importlib.import_module(f"{__name__}.{module.name}")
-    return dict(_ANALYSES)
+    from snnconvert.registry import load_methods
+
+    load_methods()  # methods register their own analyses
+    return dict(sorted(_ANALYSES.items()))
 
 
 def find_report(coding_name: str | None, name: str) -> CodingReport | Analysis | None:

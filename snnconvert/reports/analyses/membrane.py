@@ -29,90 +29,15 @@ from torch import Tensor
 
 from snnconvert.codings.base import ReportTable
 from snnconvert.neurons.base import SpikingNeuron
-from snnconvert.neurons.integrate_fire import IFNeuron
-from snnconvert.neurons.mlif import MLIFNeuron, fire_level
-from snnconvert.neurons.spquant import SpQuantNeuron
 from snnconvert.reports.analyses import Analysis, AnalysisContext, register_analysis
 from snnconvert.simulate.network import SpikingNetwork
 
 BOUNDS = (-5.0, -4.0, -3.0, -2.0, -1.0)
 """The clipping bounds c of the sweep (section 4.1: from -5 to -1)."""
 
-LIF_FAMILY = (IFNeuron, MLIFNeuron, SpQuantNeuron)
-
-
-def _scalar(param: Tensor | None, default: float, dims: int) -> float | Tensor:
-    if param is None:
-        return default
-    p = param.detach()
-    return p.reshape(()) if p.numel() == 1 else p.view((-1,) + (1,) * (dims - 2))
-
-
-def if_run(n: IFNeuron, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
-    """IF dynamics (soft reset, init, optional leak and threshold) with the clip; returns the
-    spikes and the post-spike membrane after the first step, in threshold units."""
-    dims = inputs.dim() - 1
-    theta = _scalar(n.threshold, 1.0, dims)
-    leak = _scalar(n.leak, 1.0, dims)
-    u = torch.full(inputs.shape[1:], n.init, dtype=inputs.dtype, device=inputs.device) * theta
-    spikes, first = [], None
-    for t in range(inputs.shape[0]):
-        u = u * leak + inputs[t]
-        s = (u / theta >= 1.0).to(inputs.dtype)
-        u = u - s * theta
-        if clip is not None:
-            u = torch.maximum(u, torch.as_tensor(clip, dtype=u.dtype) * theta)
-        spikes.append(s)
-        if t == 0:
-            first = u / theta
-    return torch.stack(spikes), first
-
-
-def mlif_run(n: MLIFNeuron, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
-    """M-LIF dynamics (eqs 6-8): u[t] = beta u[t-1] + x[t] - theta o[t-1]; the post-spike
-    membrane is u[t] - theta o[t], clipped at c theta (the next step then reads it back)."""
-    dims = inputs.dim() - 1
-    theta = _scalar(n.threshold, 1.0, dims)
-    beta = _scalar(n.leak, n.beta, dims)
-    post = torch.zeros(inputs.shape[1:], dtype=inputs.dtype, device=inputs.device)
-    o_prev = torch.zeros_like(post)
-    spikes, first = [], None
-    for t in range(inputs.shape[0]):
-        u = beta * (post + theta * o_prev) - theta * o_prev + inputs[t] if t > 0 else inputs[0]
-        o = fire_level(u / theta, n.S)
-        post = u - theta * o
-        if clip is not None:
-            post = torch.maximum(post, torch.as_tensor(clip, dtype=u.dtype) * theta)
-        spikes.append(o)
-        o_prev = o
-        if t == 0:
-            first = post / theta
-    return torch.stack(spikes), first
-
-
-def spquant_run(n: SpQuantNeuron, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
-    """The SpQuant neuron's own dynamics with its ``clip`` set; the post-spike membrane of the
-    first step recomputed from h_1 = y_1 (before quantization and masks)."""
-    saved = n.clip
-    n.clip = clip
-    try:
-        spikes = type(n).dynamics(n, inputs)
-    finally:
-        n.clip = saved
-    theta = 1.0 if n.threshold is None else n.threshold.detach().reshape(())
-    h = inputs[0]
-    s = (h >= theta).to(h.dtype)
-    first = h * (1 - s) if n.reset == "hard" else h - theta * s
-    return spikes, first / theta
-
-
-RUNS: dict[type, Callable[[Any, Tensor, float | None], tuple[Tensor, Tensor]]] = {
-    IFNeuron: if_run, MLIFNeuron: mlif_run, SpQuantNeuron: spquant_run,
-}
-
-
 def lif_layers(snn: SpikingNetwork) -> dict[str, SpikingNeuron]:
-    return {name: n for name, n in snn.neurons().items() if isinstance(n, LIF_FAMILY)}
+    """The layers with a membrane recursion to probe (``has_membrane``: LIF-family neurons)."""
+    return {name: n for name, n in snn.neurons().items() if n.has_membrane}
 
 
 def applies(snn: SpikingNetwork) -> bool:
@@ -127,10 +52,8 @@ def probed(snn: SpikingNetwork, clip: float | None, probe: Callable[[str, Tensor
     layers = lif_layers(snn)
 
     def make(name: str, neuron: SpikingNeuron) -> Callable[[Tensor], Tensor]:
-        run = RUNS[type(neuron)]
-
         def dynamics(inputs: Tensor) -> Tensor:
-            spikes, first = run(neuron, inputs, clip)
+            spikes, first = type(neuron).membrane_run(neuron, inputs, clip)
             if probe is not None:
                 probe(name, spikes, first)
             return spikes

@@ -5,17 +5,17 @@ Conversion of the prepared float graph (the same data-based normalisation as the
 codings), then BPTT fine-tuning (``snnconvert finetune --method spquant``) does what the paper
 trains from scratch:
 
-* input map (``rounding``, T = 2): each neuron sees ``a y + b`` (:func:`~snnconvert.neurons.spquant.
+* input map (``rounding``, T = 2): each neuron sees ``a y + b`` (:func:`~snnconvert.methods.spquant.neuron.
   rounding_map`), so a converted layer rounds its activation to {0, 1/2, 1} instead of flooring it;
 * thresholds: the ``percentile``-th percentile of each ReLU-type activation on the calibration
   data; ``Gain(1/theta) -> SpQuantNeuron -> Gain(theta)`` folded into the weights, so every
   neuron works in threshold units (threshold 1, integer membrane levels in threshold units);
-* neurons: :class:`~snnconvert.neurons.spquant.SpQuantNeuron`: LIF with ``tau`` (0.5), hard
+* neurons: :class:`~snnconvert.methods.spquant.neuron.SpQuantNeuron`: LIF with ``tau`` (0.5), hard
   (eq 1) or soft reset, membrane ``precision`` none / ternary / binary / <k>bit (eqs 7, 10,
   19-20), stacked gradient surrogate Q* of smoothness ``smoothness`` (eqs 11-13), optional
   negative clipping bound ``clip`` (section 4.1), spatial pruning ``spatial`` (eqs 21-22) and
   the channel gate ``gate`` with ``gate_threshold`` (eq 23) on every conv-fed neuron layer;
-* synapses: :class:`~snnconvert.quantize.pot.PoTConv2d` / ``PoTLinear``, with ``weight_bits``
+* synapses: :class:`~snnconvert.methods.spquant.pot.PoTConv2d` / ``PoTLinear``, with ``weight_bits``
   2 / 4 / 8 power-of-two weights and a learnable power-of-two scale (eqs 14-18) or float weights;
 * input: the analog image repeated for T steps (direct encoding, section 5.1); the classifier
   output is averaged over the T frames; max-pooling acts per step on the spike frames.
@@ -47,8 +47,8 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
-from snnconvert.neurons.spquant import ChannelGate, SpQuantNeuron, membrane_bits, membrane_range, rounding_map
-from snnconvert.quantize.pot import POT_BITS, PoTConv2d, PoTLinear
+from snnconvert.methods.spquant.neuron import ChannelGate, SpQuantNeuron, membrane_bits, membrane_range, rounding_map
+from snnconvert.methods.spquant.pot import POT_BITS, PoTConv2d, PoTLinear
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
@@ -547,7 +547,6 @@ CODING = register_coding(Coding(
         CodingReport("energy", "theoretical energy (eq 31, 7 nm FP16 add / multiply of BitNet table 2)", energy,
                      energy_tables),
     ),
-    modules=(SpQuantNeuron, PoTConv2d, PoTLinear, ChannelGate),
 ))
 
 __all__ = ["CODING", "SpQuantConfig", "add_pruning", "build", "convert", "energy", "eq30", "flops", "layer_table",

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from snnconvert.codings.base import ReportTable
-from snnconvert.neurons.dtss import DTSSMask, dtss_masks, t_avg
-from snnconvert.neurons.integrate_fire import RateMaxPool
+from snnconvert.methods.dtss.mask import DTSSMask, dtss_masks, t_avg
+from snnconvert.methods.rate.neuron import RateMaxPool
 from snnconvert.reports.analyses import Analysis, AnalysisContext, register_analysis
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.probes import SynapseLoad, synapse_probe

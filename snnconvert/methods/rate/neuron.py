@@ -29,13 +29,16 @@ T (and for analog inputs, e.g. pooling the constant input frames, the same ident
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snnconvert.neurons.base import SpikingNeuron, loop_threads, time_chunks
+from snnconvert.neurons.base import SpikingNeuron, StepState, time_chunks
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
+from snnconvert.registry import serializable
 
 
 def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0,
@@ -54,13 +57,12 @@ def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0,
         membrane = torch.full(flat.shape[1:], float(init), dtype=inputs.dtype, device=inputs.device)
     else:
         membrane = membrane.reshape(flat.shape[1:])
-    with loop_threads(flat):
-        for cols in chunks:
-            u, z, out = membrane[cols], flat[:, cols], spikes[:, cols]
-            for t in range(flat.shape[0]):
-                u.add_(z[t])
-                torch.ge(u, threshold, out=out[t])  # written straight into the output frame as 0/1
-                u.sub_(out[t], alpha=threshold)
+    for cols in chunks:
+        u, z, out = membrane[cols], flat[:, cols], spikes[:, cols]
+        for t in range(flat.shape[0]):
+            u.add_(z[t])
+            torch.ge(u, threshold, out=out[t])  # written straight into the output frame as 0/1
+            u.sub_(out[t], alpha=threshold)
     return spikes.view(inputs.shape), membrane.view(inputs.shape[1:])
 
 
@@ -188,11 +190,10 @@ def running_max_pool_chunk(inputs: Tensor, pool: dict,
     if carry is not None:
         sums[0].add_(carry[0])
     flat, chunks = time_chunks(sums)
-    with loop_threads(flat):
-        for cols in chunks:
-            running = flat[:, cols]
-            for t in range(1, flat.shape[0]):
-                running[t].add_(running[t - 1])
+    for cols in chunks:
+        running = flat[:, cols]
+        for t in range(1, flat.shape[0]):
+            running[t].add_(running[t - 1])
     steps, batch = sums.shape[:2]
     pooled = window_max(sums.reshape(steps * batch, *sums.shape[2:]), **pool)
     pooled = pooled.reshape(steps, batch, *pooled.shape[1:])
@@ -205,6 +206,7 @@ def running_max_pool_chunk(inputs: Tensor, pool: dict,
     return out, sums[-1].clone(), pooled[-1].clone()
 
 
+@serializable
 class IFNeuron(SpikingNeuron):
     """A layer of soft-reset integrate-and-fire neurons with threshold 1 (see module docstring).
 
@@ -247,22 +249,96 @@ class IFNeuron(SpikingNeuron):
         elif self.supports_chunks and not self.needs_grad(inputs):
             spikes, membrane = if_dynamics(inputs, init=self.init)
         else:
-            dims = inputs.dim() - 1
-            theta, leak = self.per_channel(self.threshold, dims), self.per_channel(self.leak, dims)
-            spikes, membrane = if_dynamics_autograd(
-                inputs, init=self.init, threshold=1.0 if theta is None else theta.to(inputs.dtype),
-                leak=1.0 if leak is None else leak.to(inputs.dtype), surrogate=self.surrogate, order=self.order,
-            )
-            membrane = membrane if theta is None else membrane / theta.to(inputs.dtype)
+            spikes, membrane = self._differentiable(inputs)
         if self.recording and last:
             with torch.no_grad():
                 self.saturated_count += (membrane >= 1.0).sum()
         return spikes
 
+    def _differentiable(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Spikes and final membrane (threshold units) by :func:`if_dynamics_autograd`."""
+        dims = inputs.dim() - 1
+        theta, leak = self.per_channel(self.threshold, dims), self.per_channel(self.leak, dims)
+        spikes, membrane = if_dynamics_autograd(
+            inputs, init=self.init, threshold=1.0 if theta is None else theta.to(inputs.dtype),
+            leak=1.0 if leak is None else leak.to(inputs.dtype), surrogate=self.surrogate, order=self.order,
+        )
+        return spikes, membrane if theta is None else membrane / theta.to(inputs.dtype)
+
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        """The differentiable path (out of place; the fast path writes with ``out=``)."""
+        return self._differentiable(inputs)[0]
+
+    def step_states(self) -> tuple[StepState, ...]:
+        return (StepState("membrane", self.init),)
+
+    def step_refusal(self) -> str | None:
+        if self.threshold is not None or self.leak is not None:
+            return "a learned threshold or leak"
+        return None if self.order == "mlif" else "dtss order"
+
+    def step(self, frame: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """u += z; s = [u >= 1]; u -= s (threshold units)."""
+        u = state["membrane"] + frame
+        spikes = (u >= 1.0).to(frame.dtype)
+        return spikes, {"membrane": u - spikes}
+
+    def make_trainable(self, *, learn_threshold: bool, learn_leak: bool, channels: Callable[[], int] | None,
+                       dtype: torch.dtype, device: torch.device) -> None:
+        """Threshold (init 1) and leak (init 1: IF has none), per layer or per channel."""
+        self.add_threshold_leak(learn_threshold=learn_threshold, learn_leak=learn_leak, channels=channels,
+                                dtype=dtype, device=device, leak=1.0)
+
+    def reset_threshold(self, theta: float, *, trainable: bool, dtype: torch.dtype, device: torch.device) -> bool:
+        return self.reset_learned_threshold(theta, trainable=trainable, dtype=dtype, device=device)
+
+    has_membrane = True
+
+    def membrane_run(self, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
+        """IF dynamics (soft reset, init, optional leak and threshold) with the clip."""
+        dims = inputs.dim() - 1
+        theta = self.per_channel(self.threshold.detach(), dims) if self.threshold is not None else 1.0
+        leak = self.per_channel(self.leak.detach(), dims) if self.leak is not None else 1.0
+        u = torch.full(inputs.shape[1:], self.init, dtype=inputs.dtype, device=inputs.device) * theta
+        spikes, first = [], u
+        for t in range(inputs.shape[0]):
+            u = u * leak + inputs[t]
+            s = (u / theta >= 1.0).to(inputs.dtype)
+            u = u - s * theta
+            if clip is not None:
+                u = torch.maximum(u, torch.as_tensor(clip, dtype=u.dtype) * theta)
+            spikes.append(s)
+            if t == 0:
+                first = u / theta
+        return torch.stack(spikes), first
+
+    def to_nir(self, shape: tuple[int, ...]) -> Any | None:
+        """``nir.IF`` (soft reset to 0, r = 1), or ``nir.LIF`` with a learned leak (tau = 1/(1 - leak), dt = 1)."""
+        import nir
+        import numpy as np
+
+        def per_neuron(param: Tensor | None, default: float) -> np.ndarray:
+            value = torch.full(shape, default, dtype=torch.float64)
+            if param is not None:
+                view = param.detach().double().reshape((-1,) + (1,) * (len(shape) - 1)) if param.numel() > 1 \
+                    else param.detach().double().reshape(())
+                value = value * 0 + view
+            return value.numpy().astype(np.float32)
+
+        threshold = per_neuron(self.threshold, 1.0)
+        meta = {"snnconvert": "IFNeuron", "soft_reset": True, "init": self.init, "T": self.T}
+        zeros, ones = np.zeros(shape, np.float32), np.ones(shape, np.float32)
+        if self.leak is not None:
+            leak = per_neuron(self.leak, 1.0)  # u <- leak * u per step
+            tau = np.where(leak < 1.0, 1.0 / np.maximum(1.0 - leak, 1e-12), np.inf).astype(np.float32)
+            return nir.LIF(tau=tau, r=ones, v_leak=zeros, v_threshold=threshold, v_reset=zeros, metadata=meta)
+        return nir.IF(r=ones, v_threshold=threshold, v_reset=zeros, metadata=meta)
+
     def extra_repr(self) -> str:
         return f"T={self.T}, init={self.init:g}, surrogate={self.surrogate!r}"
 
 
+@serializable
 class RateMaxPool(SpikingNeuron):
     """2-d max-pooling of rate-coded frames by the max of running sums (see module docstring).
 
@@ -273,6 +349,7 @@ class RateMaxPool(SpikingNeuron):
     """
 
     unit_spikes = True
+    pools = True
     serial_params = ("T", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "surrogate")
 
     def __init__(self, T: int, kernel_size, stride=None, padding=0, dilation=1,
@@ -303,6 +380,19 @@ class RateMaxPool(SpikingNeuron):
         self._buffers["chunk_state_sums"] = None if last else sums
         self._buffers["chunk_state_pooled"] = None if last else pooled
         return out
+
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        """The out-of-place path (the fast one writes with ``out=``)."""
+        return running_max_pool(inputs, self.pool, differentiable=True)
+
+    def step_states(self) -> tuple[StepState, ...]:
+        return (StepState("sums", 0.0, "input"), StepState("pooled"))
+
+    def step(self, frame: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The increment of the max-pooled running sums."""
+        sums = state["sums"] + frame
+        pooled = F.max_pool2d(sums, **self.pool)
+        return pooled - state["pooled"], {"sums": sums, "pooled": pooled}
 
     kernel_size = pool_property("kernel_size")
     stride = pool_property("stride")

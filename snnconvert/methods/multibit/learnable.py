@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from snnconvert.distributed import reduce_values
+from snnconvert.registry import serializable
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear
 
 LN2 = math.log(2.0)
@@ -227,6 +228,7 @@ class LearnableWeights:
         return {"bits_bound": self.bits_bound}
 
 
+@serializable
 class AdaptiveSynapseConv2d(SynapseConv2d, LearnableWeights):
     """A conv synapse with learnable per-layer weight width and step (eq 6, eqs 12, 19-20, A.9)."""
 
@@ -254,6 +256,7 @@ class AdaptiveSynapseConv2d(SynapseConv2d, LearnableWeights):
         return _add_frame_bias(y, self.bias, self.frame_bias_gain) if self.bias is not None else y
 
 
+@serializable
 class AdaptiveSynapseLinear(SynapseLinear, LearnableWeights):
     """A linear synapse with learnable per-layer weight width and step."""
 

@@ -25,13 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnconvert.methods.multibit.learnable import grad_scale, qrange, quantize, renew, width
+from snnconvert.methods.multibit.neuron import InputStage
 from snnconvert.neurons.base import SpikeStats, SpikingNeuron, nonzero_per_row
-from snnconvert.neurons.multibit import InputStage
-from snnconvert.quantize.learnable import grad_scale, qrange, quantize, renew, width
+from snnconvert.registry import serializable
 
 ROUNDINGS = ("round", "floor")
 
 
+@serializable
 class AdaptiveMultiBitNeuron(SpikingNeuron):
     """Learnable-width multi-bit neurons on squeezed frames (see the module docstring)."""
 
@@ -134,7 +136,7 @@ class AdaptiveMultiBitNeuron(SpikingNeuron):
         return out / t_l
 
     def _fire(self, u: Tensor, bits: int) -> Tensor:
-        from snnconvert.quantize.learnable import rounded
+        from snnconvert.methods.multibit.learnable import rounded
 
         qmin, qmax = qrange(bits, self.signed)
         return rounded(u, self.signed, self.floor).clamp_(qmin, qmax)
@@ -176,7 +178,7 @@ class AdaptiveMultiBitNeuron(SpikingNeuron):
     @classmethod
     def from_multibit(cls, neuron: Any, *, bits_bound: int, steps_bound: int, init_bits: float,
                       init_steps: float, rounding: str, tau: float | None = None) -> AdaptiveMultiBitNeuron:
-        """From a converted :class:`~snnconvert.neurons.multibit.MultiBitNeuron`: its threshold,
+        """From a converted :class:`~snnconvert.methods.multibit.neuron.MultiBitNeuron`: its threshold,
         rescaled to keep its clip range ``theta q_max`` at the initial width, on every step."""
         new = cls(bits_bound, steps_bound, neuron.signed, neuron.tau if tau is None else tau, rounding,
                   neuron.threshold.numel(), init_bits, init_steps).to(neuron.threshold.dtype)
@@ -188,6 +190,7 @@ class AdaptiveMultiBitNeuron(SpikingNeuron):
         return new
 
 
+@serializable
 class AdaptiveMultiBitEncoder(InputStage, AdaptiveMultiBitNeuron):
     """Input neurons (§5.2.6) with learnable widths: the padded, centred image (:class:`InputStage`)
     is the current."""

@@ -16,7 +16,7 @@ paper) forces the first steps on whatever the scores say, so no layer can learn 
 silence the network (what a heavy mask loss did to ResNet-20); the forced steps carry no
 gradient, and ``min_steps = 0`` is the paper's eq 5 alone. At inference (evaluation mode, or no
 gradient) the mask is fixed: it zeroes the skipped frames and marks its output with the
-number of kept steps (:data:`ACTIVE_ATTR`); synapses that read it run only on those frames
+number of kept steps (:func:`snnconvert.simulate.gating.mark_active`); synapses that read it run only on those frames
 (:mod:`snnconvert.simulate.synapse`), so the skipped work is never executed and the operation
 counts see zeros there.
 """
@@ -30,9 +30,8 @@ from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.neurons.surrogates import get_surrogate, spike
-
-ACTIVE_ATTR = "_snn_active_steps"
-"""Attribute a mask sets on its (time-folded) output at inference: frames ``>= k`` are zero."""
+from snnconvert.registry import serializable
+from snnconvert.simulate.gating import mark_active
 
 MASK_SURROGATE = "box:1"
 """Eq 6 as a surrogate of ``x = TS - 1``: 1 for ``0 < TS < 2``."""
@@ -83,18 +82,7 @@ def floored(mask: Tensor, min_steps: int) -> Tensor:
     return torch.where(floor, torch.ones_like(mask), mask)
 
 
-def active_steps(frames: Tensor) -> int | None:
-    """The number of leading frames a DTSS mask kept in ``frames`` (None: unknown, all may be live)."""
-    return getattr(frames, ACTIVE_ATTR, None)
-
-
-def mark_active(frames: Tensor, steps: int | None) -> Tensor:
-    """Tag ``frames`` with the kept step count (no-op for None)."""
-    if steps is not None:
-        setattr(frames, ACTIVE_ATTR, int(steps))
-    return frames
-
-
+@serializable
 class DTSSMask(nn.Module):
     """The DTSS layer of one neuron layer (see the module docstring): ``O = Y * TM``.
 
@@ -106,6 +94,7 @@ class DTSSMask(nn.Module):
     """
 
     snn_kind = "linear"
+    gates_steps = True  # a time gate (snnconvert.simulate.gating)
     serial_params: ClassVar[tuple[str, ...]] = ("steps", "group", "init_steps", "layer", "min_steps")
 
     def __init__(self, steps: int, group: str = "all", init_steps: int | None = None, layer: str = "",
@@ -158,49 +147,6 @@ class DTSSMask(nn.Module):
 def dtss_masks(model: nn.Module) -> dict[str, DTSSMask]:
     """Every DTSS mask of ``model`` by module path (``body.`` removed)."""
     return {name.removeprefix("body."): m for name, m in model.named_modules() if isinstance(m, DTSSMask)}
-
-
-def gated_steps(snn: nn.Module) -> dict[str, int]:
-    """Steps each neuron layer really needs in a masked SNN: ``T_l`` of the mask on its output
-    (a max-pool between them shares it), by the names of ``SpikingNetwork.neurons()``.
-    Layers without a mask are left out (they run every step)."""
-    from snnconvert.neurons.base import SpikingNeuron
-    from snnconvert.neurons.integrate_fire import RateMaxPool
-
-    body = getattr(snn, "body", None)
-    if not isinstance(body, torch.fx.GraphModule):
-        return {}
-    found: dict[str, int] = {}
-    for node in body.graph.nodes:
-        if node.op != "call_module" or not isinstance(mask := body.get_submodule(node.target), DTSSMask):
-            continue
-        kept = mask.kept_steps()
-        src = node.args[0] if node.args else None
-        while isinstance(src, torch.fx.Node) and src.op == "call_module":
-            mod = body.get_submodule(src.target)
-            if not isinstance(mod, SpikingNeuron):
-                break
-            found[str(src.target)] = kept
-            if not isinstance(mod, RateMaxPool) or not src.args:
-                break
-            src = src.args[0]
-    return found
-
-
-def gated_state_ops(snn: nn.Module, ops: dict[str, float]) -> dict[str, float]:
-    """Per-layer state operations (a coding's ``state_ops``, counted at every layer's
-    ``steps_out``) with each DTSS-masked layer's scaled to its kept steps ``T_l / steps_out``:
-    the skipped steps' membrane updates are not done."""
-    kept = gated_steps(snn)
-    if not kept:
-        return dict(ops)
-    neurons = {name: m for name, m in snn.named_modules() if hasattr(m, "steps_out")}
-    out = {}
-    for name, value in ops.items():
-        mod = neurons.get(name) or neurons.get(f"body.{name}")
-        total = getattr(mod, "steps_out", 0)
-        out[name] = value * kept[name] / total if name in kept and total else value
-    return out
 
 
 def t_avg(kept: list[int] | dict[str, Any]) -> float:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from snnconvert.graph.latency import attribute_delay, path_latency
-from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
+from snnconvert.methods.sws.neuron import SWSEncoder, SWSMaxPoolNeuron, TSANeuron
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, SynapseLinear
 

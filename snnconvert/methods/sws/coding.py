@@ -38,8 +38,8 @@ from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph, set_module
 from snnconvert.graph.support import check_supported
 from snnconvert.limits import MAX_RANGE_BITS, check_time_steps
+from snnconvert.methods.sws.neuron import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
-from snnconvert.neurons.tsa import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
 from snnconvert.progress import Progress
 from snnconvert.quantize.modules import ActQuant
 from snnconvert.quantize.quantizer import INPUT_QUANT

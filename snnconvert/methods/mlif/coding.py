@@ -1,7 +1,7 @@
 """One-hot multi-level LIF (M-LIF) coding: conversion of a float ANN (M-LIF paper, §3, §5.1.1).
 
 The network runs ``T`` time steps; every hidden neuron is an
-:class:`~snnconvert.neurons.mlif.MLIFNeuron` with ``S`` binary-weighted lanes (eqs 6-8), whose
+:class:`~snnconvert.methods.mlif.neuron.MLIFNeuron` with ``S`` binary-weighted lanes (eqs 6-8), whose
 frames carry the lane value ``2^s`` so the next synapse applies ``W * 2^s`` (a shift).
 
 Conversion follows the paper's initialisation recipe (§5.1.1), without the BPTT fine-tuning:
@@ -54,7 +54,7 @@ from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.limits import check_time_steps
-from snnconvert.neurons.mlif import MLIFNeuron
+from snnconvert.methods.mlif.neuron import MLIFNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import WeightedSumDecoder

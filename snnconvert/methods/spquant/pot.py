@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.registry import serializable
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, _add_frame_bias, _uniform_gain
 
 POT_BITS = (2, 4, 8)
@@ -122,13 +123,14 @@ class _PoTMixin:
         return w if self.bits is None else pot_quantize(w, self.log_scale, self.bits)
 
 
+@serializable
 class PoTConv2d(_PoTMixin, SynapseConv2d):
     """A conv synapse with b-bit PoT weights (``bits=None``: float). Records its output shape.
 
     Pruned work is not computed (paper 001, eqs 21-23): called with the (B, C_out) ``channel_mask``
     of its gate, it convolves only the kept output channels of each sample (the weight sliced to
     them); with ``prune_spatial`` > 0 it computes the first step at every position, takes the
-    spatial keep mask of eqs 21-22 from it (:func:`~snnconvert.neurons.spquant.spatial_keep`, the
+    spatial keep mask of eqs 21-22 from it (:func:`~snnconvert.methods.spquant.neuron.spatial_keep`, the
     same call its neuron layer makes) and computes the later steps only at the kept positions
     (im2col columns of those positions times the kept weight rows). Skipped outputs are 0 (no
     bias). While the kept share of the outputs is at least ``sparse_below`` (:data:`SPARSE_BELOW`)
@@ -187,7 +189,7 @@ class PoTConv2d(_PoTMixin, SynapseConv2d):
         return y
 
     def _pruned_forward(self, frames: Tensor, w: Tensor, channel_mask: Tensor | None, full_fan_in: int) -> Tensor:
-        from snnconvert.neurons.spquant import spatial_keep
+        from snnconvert.methods.spquant.neuron import spatial_keep
 
         steps = self.steps
         batch = frames.shape[0] // steps
@@ -271,6 +273,7 @@ class PoTConv2d(_PoTMixin, SynapseConv2d):
         return torch.cat(out)
 
 
+@serializable
 class PoTLinear(_PoTMixin, SynapseLinear):
     """A linear synapse with b-bit PoT weights (``bits=None``: float)."""
 

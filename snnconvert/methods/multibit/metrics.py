@@ -28,9 +28,9 @@ from torch import fx, nn
 from snnconvert.codings.base import ReportTable
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.graph.ops import module_of
-from snnconvert.neurons.adaptive import AdaptiveMultiBitNeuron
-from snnconvert.neurons.multibit import MultiBitNeuron
-from snnconvert.quantize.learnable import LearnableWeights
+from snnconvert.methods.multibit.adaptive_neuron import AdaptiveMultiBitNeuron
+from snnconvert.methods.multibit.learnable import LearnableWeights
+from snnconvert.methods.multibit.neuron import MultiBitNeuron
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, SynapseLinear
 

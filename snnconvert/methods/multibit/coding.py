@@ -1,6 +1,6 @@
 """Multi-bit spiking coding (adaptive-bit-allocation paper): B_s-bit integer spikes over T steps.
 
-Conversion (neuron dynamics in :mod:`snnconvert.neurons.multibit`, eqs 13-16):
+Conversion (neuron dynamics in :mod:`snnconvert.methods.multibit.neuron`, eqs 13-16):
 
 * every ReLU-type activation l becomes a :class:`MultiBitNeuron` with unsigned B_s,l-bit spikes
   (eq 15), T_l steps, ``tau`` (default 1) and threshold = spike amplitude = step size
@@ -30,7 +30,7 @@ Conversion (neuron dynamics in :mod:`snnconvert.neurons.multibit`, eqs 13-16):
 With T = 1, B_s equal to the quantized model's activation bits and its scales as thresholds, the
 SNN computes the quantized ANN (round half up in both; float summation order aside).
 
-Figures (bit budget, S-ACE, NS-ACE, model size): :mod:`snnconvert.codings.multibit_metrics`.
+Figures (bit budget, S-ACE, NS-ACE, model size): :mod:`snnconvert.methods.multibit.metrics`.
 
 Latency: all layers run step-synchronously, so the output is complete after T steps; every
 squeeze on the critical path waits for the last of its T_in input frames (+T_in - 1 steps).
@@ -49,7 +49,14 @@ from torch.utils.data import DataLoader
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, option
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, take_input_pad
 from snnconvert.codings.gains import fold_gains
-from snnconvert.codings.multibit_metrics import (
+from snnconvert.codings.registry import register_coding
+from snnconvert.data.input_spec import InputSpec
+from snnconvert.errors import SnnConvertError
+from snnconvert.graph.latency import path_latency
+from snnconvert.graph.modules import PadWithValues
+from snnconvert.graph.ops import Kind, kind_of, module_of
+from snnconvert.graph.passes import recompile_graph, unique_name
+from snnconvert.methods.multibit.metrics import (
     _SYNAPSES,
     ANALOG_BITS,
     ENCODER,
@@ -62,17 +69,8 @@ from snnconvert.codings.multibit_metrics import (
     metrics,
     state_ops,
 )
-from snnconvert.codings.registry import register_coding
-from snnconvert.data.input_spec import InputSpec
-from snnconvert.errors import SnnConvertError
-from snnconvert.graph.latency import path_latency
-from snnconvert.graph.modules import PadWithValues
-from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.graph.passes import recompile_graph, unique_name
-from snnconvert.neurons.adaptive import AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
-from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze, spike_range
+from snnconvert.methods.multibit.neuron import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze, spike_range
 from snnconvert.quantize.histogram import RangeDoublingHistogram
-from snnconvert.quantize.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear
 from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
 from snnconvert.quantize.quantizer import INPUT_QUANT
 from snnconvert.simulate.network import DTYPES as _DTYPES
@@ -490,7 +488,6 @@ CODING = register_coding(Coding(
              CodingReport("allocation", "learned per-layer W / S / T of adaptive bit allocation (fig 4)",
                           allocation, allocation_tables, allocation_plot)),
     # learnable widths (finetune --adaptive-bits) save and load with the artifact
-    modules=(AdaptiveMultiBitNeuron, AdaptiveMultiBitEncoder, AdaptiveSynapseConv2d, AdaptiveSynapseLinear),
 ))
 
 __all__ = ["ANALOG_BITS", "CODING", "FLOAT_BITS", "Config", "MultiBitConfig", "convert", "metrics", "state_ops"]

@@ -35,7 +35,7 @@ Pruning (eqs 21-23), per sample, decided from the first time step:
 
 In a converted network the graph wires both in (``codings.spquant._wire``): the gate runs on the
 previous neuron layer's input frames, its mask goes to the conv and to the neuron, and the conv's
-output goes to the neuron as ``conv_out``. The conv (:class:`~snnconvert.quantize.pot.PoTConv2d`)
+output goes to the neuron as ``conv_out``. The conv (:class:`~snnconvert.methods.spquant.pot.PoTConv2d`)
 then computes only the kept outputs (or the dense conv then the masks where that is cheaper);
 masked neurons never fire and hold no membrane; from step 2 on the time loop gathers the active
 neurons and updates only them (``membrane_updates`` counts the updates done). A bare layer (not
@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from snnconvert.errors import SnnConvertError
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.neurons.surrogates import get_surrogate, spike, stacked_grad
+from snnconvert.registry import serializable
 
 PRECISIONS = ("none", "ternary", "binary")
 """Membrane precisions besides ``"<k>bit"`` (k = 2..16)."""
@@ -167,6 +168,7 @@ def spatial_keep(first: Tensor, sparsity: float, precision: str) -> Tensor:
     return spatial_mask(prior, sparsity)
 
 
+@serializable
 class ChannelGate(nn.Module):
     """Eq 23: the channel mask of layer l+1 from the membrane prior of layer l: 2x2 average pool,
     pointwise conv (C_l -> C_(l+1) channels), softmax over (keep, skip) per channel (the keep
@@ -220,6 +222,7 @@ class ChannelGate(nn.Module):
         return hard + (p - p.detach())
 
 
+@serializable
 class SpQuantNeuron(SpikingNeuron):
     """A layer of SpQuant-SNN LIF neurons (see module docstring).
 
@@ -265,6 +268,23 @@ class SpQuantNeuron(SpikingNeuron):
                      "channel_count", "position_count"):
             self.register_stat(name)
         self.register_stat("shape", 3)
+
+    has_membrane = True
+
+    def membrane_run(self, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
+        """The neuron's own dynamics with its ``clip`` set; the post-spike membrane of the first
+        step recomputed from h_1 = y_1 (before quantization and masks)."""
+        saved = self.clip
+        self.clip = clip
+        try:
+            spikes = type(self).dynamics(self, inputs)
+        finally:
+            self.clip = saved
+        theta = 1.0 if self.threshold is None else self.threshold.detach().reshape(())
+        h = inputs[0]
+        s = (h >= theta).to(h.dtype)
+        first = h * (1 - s) if self.reset == "hard" else h - theta * s
+        return spikes, first / theta
 
     def enable_threshold(self) -> None:
         """Add the learnable threshold (init 1) if the layer has none (fine-tuning)."""

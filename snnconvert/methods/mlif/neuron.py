@@ -20,11 +20,14 @@ threshold (``theta = 1``); conversion puts ``Gain(1/theta)`` before and ``Gain(t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.neurons.base import SpikingNeuron, StepState
 from snnconvert.neurons.surrogates import Surrogate, as_window, get_surrogate, spike
+from snnconvert.registry import serializable
 
 
 def lane_boundaries(S: int, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
@@ -59,6 +62,15 @@ def fire_level(ratio: Tensor, S: int, out: Tensor | None = None) -> Tensor:
     level = torch.clamp(ratio, 1.0, 1.5 * 2.0 ** (S - 1), out=out)
     level.view(int_dtype).sub_(1).bitwise_and_(mask)
     return level.floor_()
+
+
+def compared_level(ratio: Tensor, S: int) -> Tensor:
+    """:func:`fire_level` with comparisons instead of float bit tricks (the same values: the
+    lane of ``r`` is ``sum_s [r > 2^s] w_s`` with ``w_0 = 1, w_s = 2^(s-1)``); what ONNX can hold."""
+    level = (ratio > 1.0).to(ratio.dtype)
+    for s in range(1, S):
+        level = level + (ratio > 2.0**s).to(ratio.dtype) * 2.0 ** (s - 1)
+    return level
 
 
 def mlif_dynamics(
@@ -127,6 +139,7 @@ def mlif_dynamics_autograd(
     return torch.stack(outputs) if outputs else torch.empty_like(inputs)
 
 
+@serializable
 class MLIFNeuron(SpikingNeuron):
     """A layer of one-hot M-LIF neurons in threshold units (see module docstring).
 
@@ -160,6 +173,70 @@ class MLIFNeuron(SpikingNeuron):
             inputs, S=self.S, beta=self.beta if leak is None else leak.to(inputs.dtype),
             theta=1.0 if theta is None else theta.to(inputs.dtype), surrogate=self.surrogate,
         )
+
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        """Eqs 6-8 out of place with :func:`compared_level` (the same values)."""
+        dims = inputs.dim() - 1
+        theta = self.per_channel(self.threshold, dims)
+        leak = self.per_channel(self.leak, dims)
+        beta = self.beta if leak is None else leak.to(inputs.dtype)
+        outputs: list[Tensor] = []
+        u = inputs[0]
+        for t in range(inputs.shape[0]):
+            if t > 0:
+                if isinstance(beta, Tensor) or beta != 1.0:
+                    u = u * beta
+                u = u + inputs[t]
+                u = u - outputs[-1] if theta is None else u - outputs[-1] * theta.to(inputs.dtype)
+            outputs.append(compared_level(u if theta is None else u / theta.to(inputs.dtype), self.S))
+        return torch.stack(outputs)
+
+    def step_states(self) -> tuple[StepState, ...]:
+        return (StepState("membrane"), StepState("output"))
+
+    def step_refusal(self) -> str | None:
+        return None if self.threshold is None and self.leak is None else "a learned threshold or leak"
+
+    def step(self, frame: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """u = beta u + z - o_prev; o = the lane of u (eqs 6-8, threshold units)."""
+        u = state["membrane"]
+        if self.beta != 1.0:
+            u = u * self.beta
+        u = u + frame - state["output"]
+        level = compared_level(u, self.S)
+        return level, {"membrane": u, "output": level}
+
+    def make_trainable(self, *, learn_threshold: bool, learn_leak: bool, channels: Callable[[], int] | None,
+                       dtype: torch.dtype, device: torch.device) -> None:
+        """Threshold (init 1) and leak (init ``beta``), per layer or per channel."""
+        self.add_threshold_leak(learn_threshold=learn_threshold, learn_leak=learn_leak, channels=channels,
+                                dtype=dtype, device=device, leak=self.beta)
+
+    def reset_threshold(self, theta: float, *, trainable: bool, dtype: torch.dtype, device: torch.device) -> bool:
+        return self.reset_learned_threshold(theta, trainable=trainable, dtype=dtype, device=device)
+
+    has_membrane = True
+
+    def membrane_run(self, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
+        """Eqs 6-8: u[t] = beta u[t-1] + x[t] - theta o[t-1]; the post-spike membrane is
+        u[t] - theta o[t], clipped at c theta (the next step then reads it back)."""
+        dims = inputs.dim() - 1
+        theta = self.per_channel(self.threshold.detach(), dims) if self.threshold is not None else 1.0
+        beta = self.per_channel(self.leak.detach(), dims) if self.leak is not None else self.beta
+        post = torch.zeros(inputs.shape[1:], dtype=inputs.dtype, device=inputs.device)
+        o_prev = torch.zeros_like(post)
+        spikes, first = [], post
+        for t in range(inputs.shape[0]):
+            u = beta * (post + theta * o_prev) - theta * o_prev + inputs[t] if t > 0 else inputs[0]
+            o = fire_level(u / theta, self.S)
+            post = u - theta * o
+            if clip is not None:
+                post = torch.maximum(post, torch.as_tensor(clip, dtype=u.dtype) * theta)
+            spikes.append(o)
+            o_prev = o
+            if t == 0:
+                first = post / theta
+        return torch.stack(spikes), first
 
     @torch.no_grad()
     def _record(self, out: Tensor) -> None:

@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 from snnconvert.graph.modules import PadWithValues
-from snnconvert.neurons.base import SpikingNeuron, loop_threads, time_chunks
-from snnconvert.neurons.integrate_fire import pool_property
+from snnconvert.methods.rate.neuron import pool_property
+from snnconvert.neurons.base import SpikingNeuron, time_chunks
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
+from snnconvert.registry import serializable
 
 
 def tsa_dynamics(
@@ -64,11 +65,10 @@ def tsa_dynamics(
     lower = torch.empty_like(membrane[chunks[0]]) if chunks else membrane
     upper = torch.empty_like(lower)
     plan = _StepPlan.make(inputs.shape[0], Ts, float(beta), qmax, qmin, membrane)
-    with loop_threads(flat):
-        for cols in chunks:
-            width = cols.stop - cols.start
-            _tsa_steps(plan, flat[:, cols], spikes[:, cols], membrane[cols], deficit[cols], lower[:width],
-                       upper[:width])
+    for cols in chunks:
+        width = cols.stop - cols.start
+        _tsa_steps(plan, flat[:, cols], spikes[:, cols], membrane[cols], deficit[cols], lower[:width],
+                   upper[:width])
     emitted = deficit.neg_().add_(0.0)  # (+0.0, not -0.0, where nothing was emitted)
     return spikes.view(inputs.shape), membrane.view(inputs.shape[1:]), emitted.view(inputs.shape[1:])
 
@@ -161,10 +161,11 @@ def tsa_dynamics_autograd(
     beta: float = 2.0,
     qmax: float | None = None,
     qmin: float | None = 0.0,
-    surrogate: Surrogate | str = "straight-through",
+    surrogate: Surrogate | str | None = "straight-through",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Differentiable :func:`tsa_dynamics`: the same operations out of place (the same values,
-    bit for bit), with the ternary firing as a spike function of ``r = u / beta^Ts``.
+    bit for bit), with the ternary firing as a spike function of ``r = u / beta^Ts``
+    (``surrogate=None``: the firing itself, no spike function; what the ONNX exporter traces).
 
     Its backward is ``surrogate`` at the two steps of ``clamp(floor(r + 1/2), -1, 1)``
     (``r = -1/2``: -1 -> 0, ``r = +1/2``: 0 -> 1), each counted only where the clamp of the
@@ -174,7 +175,7 @@ def tsa_dynamics_autograd(
     The clamp bounds come from the emitted value, which is not differentiated; the membrane
     and its reset keep their gradients (full BPTT).
     """
-    grad = get_surrogate(surrogate)
+    grad = get_surrogate(surrogate) if surrogate is not None else None
     Tc = inputs.shape[0]
     beta = float(beta)
     reset = beta ** Ts
@@ -208,6 +209,7 @@ def tsa_dynamics_autograd(
             return a
 
         def slope(r: Tensor, lower: Tensor | None = lower, upper: Tensor | None = upper) -> Tensor:
+            assert grad is not None
             down, up = grad.grad(r + 0.5), grad.grad(r - 0.5)
             if lower is not None:
                 down = down * (lower <= -1.0)
@@ -215,7 +217,8 @@ def tsa_dynamics_autograd(
                 up = up * (upper >= 1.0)
             return down + up
 
-        a = spike(u if reset == 1.0 else u * inverse, fire, slope)
+        ratio = u if reset == 1.0 else u * inverse
+        a = fire(ratio) if grad is None else spike(ratio, fire, slope)
         u = torch.sub(u, a, alpha=reset)
         emitted = torch.add(emitted, a.detach(), alpha=w)
         spikes.append(a)
@@ -234,6 +237,10 @@ def residual_units(membrane: Tensor, Ts: int, beta: float) -> Tensor:
     return membrane / float(beta) ** Ts
 
 
+OFFSET_IN_TIME = "Tc-digit trains offset in time (SWS layers start Ts steps after their input)"
+
+
+@serializable
 class TSANeuron(SpikingNeuron):
     """A layer of TSA neurons (see module docstring); ``qmax`` is 2^n - 1 of the n-bit ANN."""
 
@@ -270,10 +277,17 @@ class TSANeuron(SpikingNeuron):
                 self.clamped_count += clamped.sum()
         return spikes
 
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        return tsa_dynamics_autograd(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax, surrogate=None)[0]
+
+    def step_refusal(self) -> str | None:
+        return OFFSET_IN_TIME
+
     def extra_repr(self) -> str:
         return f"Tc={self.Tc}, Ts={self.Ts}, beta={self.beta}, qmax={self.qmax:g}"
 
 
+@serializable
 class SWSEncoder(SpikingNeuron):
     """Input layer of an SWS network: image -> Tc signed-digit frames of ``Q - Z``.
 
@@ -324,10 +338,21 @@ class SWSEncoder(SpikingNeuron):
     def forward(self, images: Tensor) -> Tensor:
         return super().forward(images)
 
+    def _pulses(self, images: Tensor) -> Tensor:
+        """The whole integer ``Q - Z`` of every pixel as one pulse at the first of Tc steps."""
+        values = self.integers(images)
+        first = (values / self.beta ** (self.Tc - 1)).unsqueeze(0)
+        return torch.cat([first, torch.zeros_like(first).expand(self.Tc - 1, *values.shape)])
+
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        return tsa_dynamics_autograd(self._pulses(inputs[0]), Ts=0, beta=self.beta, qmax=None, qmin=None,
+                                     surrogate=None)[0]
+
+    def step_refusal(self) -> str | None:
+        return "an encoder whose frames change from step to step"
+
     def dynamics(self, inputs: Tensor) -> Tensor:
-        values = self.integers(inputs[0])
-        pulses = torch.zeros((self.Tc, *values.shape), dtype=values.dtype, device=values.device)
-        pulses[0] = values / self.beta ** (self.Tc - 1)
+        pulses = self._pulses(inputs[0])
         if pulses.requires_grad and torch.is_grad_enabled():  # (the input quantization's floor passes none)
             spikes, _, _ = tsa_dynamics_autograd(pulses, Ts=0, beta=self.beta, qmax=None, qmin=None,
                                                  surrogate=self.surrogate)
@@ -339,6 +364,7 @@ class SWSEncoder(SpikingNeuron):
         return f"Tc={self.Tc}, beta={self.beta}, qmax={self.qmax}"
 
 
+@serializable
 class SWSMaxPoolNeuron(SpikingNeuron):
     """Max-pooling of SWS spike trains by a TSA neuron on the running maximum.
 
@@ -349,6 +375,7 @@ class SWSMaxPoolNeuron(SpikingNeuron):
     """
 
     unit_spikes = True
+    pools = True
     serial_params = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "Tc", "Ts", "beta", "qmax",
                      "surrogate")
     kernel_size = pool_property("kernel_size")
@@ -386,6 +413,13 @@ class SWSMaxPoolNeuron(SpikingNeuron):
         else:
             spikes, _, _ = tsa_dynamics(increments, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
         return spikes
+
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        return tsa_dynamics_autograd(self.increments(inputs), Ts=self.Ts, beta=self.beta, qmax=self.qmax,
+                                     surrogate=None)[0]
+
+    def step_refusal(self) -> str | None:
+        return OFFSET_IN_TIME
 
     def extra_repr(self) -> str:
         return f"Tc={self.Tc}, Ts={self.Ts}, pool={self.pool}"

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from snnconvert.codings.base import option
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import TrainingMethod, register_method
-from snnconvert.neurons.spquant import ChannelGate, SpQuantNeuron
-from snnconvert.quantize.pot import POT_BITS, PoTConv2d, PoTLinear
+from snnconvert.methods.spquant.neuron import ChannelGate, SpQuantNeuron
+from snnconvert.methods.spquant.pot import POT_BITS, PoTConv2d, PoTLinear
 
 
 @dataclass

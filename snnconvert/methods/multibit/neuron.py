@@ -32,12 +32,15 @@ eq 21) and the loop runs out of place with the same values; otherwise the loop i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import SpikingNeuron, fold_time, unfold_time
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike, staircase_grad
+from snnconvert.registry import serializable
 
 
 def spike_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -151,6 +154,7 @@ def _multibit_autograd(x: Tensor, *, steps_out: int, qmin: int, qmax: int, tau: 
     return torch.stack(spikes), v
 
 
+@serializable
 class MultiBitNeuron(SpikingNeuron):
     """A layer of multi-bit spiking neurons (eqs 13-16); ``threshold`` has one entry per layer
     or per channel (channel axis 1 of a frame). ``learn_threshold`` sets its ``requires_grad``
@@ -204,6 +208,17 @@ class MultiBitNeuron(SpikingNeuron):
                                       surrogate=self.surrogate)
         return spikes
 
+    def make_trainable(self, *, learn_threshold: bool, learn_leak: bool, channels: Callable[[], int] | None,
+                       dtype: torch.dtype, device: torch.device) -> None:
+        """The existing ``threshold`` (the spike amplitude) gets ``requires_grad``, expanded to
+        one entry per channel when ``channels`` is given; no leak (``tau`` stays fixed)."""
+        if not learn_threshold:
+            return
+        theta = self.threshold.detach()
+        if channels is not None and theta.numel() == 1:
+            theta = theta.expand(channels()).clone()
+        self.threshold = nn.Parameter(theta.clone(), requires_grad=True)
+
     def forward(self, frames: Tensor) -> Tensor:
         spikes = super().forward(frames)  # integer spikes, recorded as such
         theta = self._theta(spikes.dim(), 1).to(spikes.dtype)
@@ -238,6 +253,7 @@ class InputStage:
         return x - self.center.to(x.dtype).view((1, -1) + (1,) * (x.dim() - 2))
 
 
+@serializable
 class MultiBitEncoder(InputStage, MultiBitNeuron):
     """Input neurons (paper §5.2.6: spiking neurons before the first layer): the image, padded
     with ``pad`` and shifted by ``center`` (:class:`InputStage`), is a constant current for
@@ -256,7 +272,15 @@ class MultiBitEncoder(InputStage, MultiBitNeuron):
     def dynamics(self, inputs: Tensor) -> Tensor:
         return super().dynamics(self.centered(inputs[0]).unsqueeze(0))
 
+    def make_trainable(self, *, learn_threshold: bool, learn_leak: bool, channels: Callable[[], int] | None,
+                       dtype: torch.dtype, device: torch.device) -> None:
+        """As a multi-bit layer; per channel means per input channel (the image's)."""
+        super().make_trainable(learn_threshold=learn_threshold, learn_leak=learn_leak,
+                               channels=None if channels is None else (lambda: self.in_channels),
+                               dtype=dtype, device=device)
 
+
+@serializable
 class TemporalSqueeze(nn.Module):
     """Mean of ``steps_in`` frames, repeated ``steps_out`` times (eq 13): joins branches that
     ran different numbers of steps (e.g. at a residual add)."""

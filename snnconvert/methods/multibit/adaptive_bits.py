@@ -2,8 +2,8 @@
 
 ``prepare`` turns a converted multi-bit SNN into one with learnable per-layer widths:
 
-* every :class:`~snnconvert.neurons.multibit.MultiBitNeuron` (and the input encoder) becomes an
-  :class:`~snnconvert.neurons.adaptive.AdaptiveMultiBitNeuron`: per-time-step thresholds and
+* every :class:`~snnconvert.methods.multibit.neuron.MultiBitNeuron` (and the input encoder) becomes an
+  :class:`~snnconvert.methods.multibit.adaptive_neuron.AdaptiveMultiBitNeuron`: per-time-step thresholds and
   spike widths, a learnable ``T_l`` and temporal squeezing (eq 13) on one frame per layer;
 * every conv / linear synapse becomes an adaptive synapse with a learnable weight width and
   step (eq 6, initialised by Algorithm 2 on its weights);
@@ -35,13 +35,13 @@ import torch
 from torch import Tensor, fx, nn
 
 from snnconvert.codings.base import option
-from snnconvert.codings.multibit_metrics import allocation
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import TrainingMethod, register_method
 from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.neurons.adaptive import ROUNDINGS, AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
-from snnconvert.neurons.multibit import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
-from snnconvert.quantize.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear, LearnableWeights
+from snnconvert.methods.multibit.adaptive_neuron import ROUNDINGS, AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
+from snnconvert.methods.multibit.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear, LearnableWeights
+from snnconvert.methods.multibit.metrics import allocation
+from snnconvert.methods.multibit.neuron import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
 
 RENEWAL_MODES = ("none", "activations", "weights", "both")
@@ -208,7 +208,7 @@ def _synapses(model: nn.Module) -> list[LearnableWeights]:
 def averages(model: nn.Module) -> dict[str, Tensor]:
     """``W``: weight-count average of B_w; ``S`` / ``T``: feature-element averages of the mean
     spike width over the active steps and of T_l (eq 22's averages; differentiable)."""
-    from snnconvert.quantize.learnable import width
+    from snnconvert.methods.multibit.learnable import width
 
     neurons, synapses = _neurons(model), _synapses(model)
     out: dict[str, Tensor] = {}
@@ -301,7 +301,7 @@ def _record(model: nn.Module, config: AdaptiveBitsConfig) -> dict[str, Any]:
 def learned_latency(model: nn.Module) -> tuple[int, int]:
     """``(latency, squeeze wait)`` of the learned per-layer T: the steps the frame-by-frame network
     with these T and ``squeeze="always"`` needs until its output is complete (what
-    :func:`snnconvert.codings.multibit.convert` reports for it). Each neuron layer waits for the
+    :func:`snnconvert.methods.multibit.coding.convert` reports for it). Each neuron layer waits for the
     ``T_in`` frames of its input (eq 13), a join of branches with different T for the frames of the
     shorter ones; the output is complete ``T_out`` steps after its first frame."""
     body = model.body
@@ -334,7 +334,7 @@ def refresh_info(model: nn.Module) -> None:
     coding (``T``, ``bits_spike``, ``bits_weight`` and their per-layer lists), ``latency`` /
     ``latency_terms`` / ``squeeze_steps`` of the learned per-layer T (:func:`learned_latency`),
     ``frames`` (one squeezed frame per layer) and the learned allocation table."""
-    from snnconvert.codings.multibit import _latency_terms
+    from snnconvert.methods.multibit.coding import _latency_terms
 
     neurons = [n for n in model.neurons().values() if isinstance(n, AdaptiveMultiBitNeuron)]
     if not neurons:

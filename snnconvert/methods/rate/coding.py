@@ -2,7 +2,7 @@
 
 Conversion of the prepared float graph (data-based normalisation, Diehl et al. 2015; Rueckauer
 et al. 2017; neuron equations: M-LIF paper eqs 1-2 with leak 1, see
-:mod:`snnconvert.neurons.integrate_fire`):
+:mod:`snnconvert.methods.rate.neuron`):
 
 * thresholds: for every ReLU-type activation l, ``theta_l`` is the ``percentile``-th percentile
   of its output on the calibration data (``"max"`` = 100th), per layer or per channel. Each
@@ -18,7 +18,7 @@ et al. 2017; neuron equations: M-LIF paper eqs 1-2 with leak 1, see
   decoded output is at most theta; the threshold is ``min(percentile, u)`` (the percentile is
   measured on the clipped output, so it never exceeds u anyway) and the clip at u is realised
   by saturation. A plain ReLU is clipped at its percentile threshold the same way;
-* max-pooling: :class:`~snnconvert.neurons.integrate_fire.RateMaxPool`, the max over running
+* max-pooling: :class:`~snnconvert.methods.rate.neuron.RateMaxPool`, the max over running
   spike counts; its spike count is exactly the max of its inputs' counts (exact with respect to
   the decoded rates at every T; the only approximation left is in the IF layers). Positive gains
   in front of it are moved behind it so they fold into the next synapse;
@@ -55,7 +55,7 @@ from snnconvert.graph.ops import Kind, activation_of, kind_of, maxpool_params
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.limits import check_time_steps
-from snnconvert.neurons.integrate_fire import IFNeuron, RateMaxPool
+from snnconvert.methods.rate.neuron import IFNeuron, RateMaxPool
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES as _DTYPES
 from snnconvert.simulate.network import SpikingNetwork

@@ -1,6 +1,6 @@
 """Training method ``dtss``: dynamic per-layer time steps (DTSS paper §III, eqs 3-10).
 
-``prepare`` puts a :class:`~snnconvert.neurons.dtss.DTSSMask` after every firing neuron layer
+``prepare`` puts a :class:`~snnconvert.methods.dtss.mask.DTSSMask` after every firing neuron layer
 of a LIF-family SNN (rate / IF, M-LIF and the Spikformer converted with either; after the
 max-pool when a neuron feeds only a pool), each with ``T_max`` trainable scores initialised to
 keep ``init_steps`` steps and never fewer than ``min_steps`` (a floor, 1 by default, so no layer
@@ -30,10 +30,10 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import TrainingMethod, register_method
 from snnconvert.graph.attention import SpikingAttention
 from snnconvert.graph.passes import add_module_after, recompile_graph
+from snnconvert.methods.dtss.mask import DTSSMask, dtss_masks, t_avg
+from snnconvert.methods.rate.neuron import LEAK_ORDERS, IFNeuron, RateMaxPool
 from snnconvert.models.spikformer import layer_group
 from snnconvert.neurons.base import SpikingNeuron
-from snnconvert.neurons.dtss import DTSSMask, dtss_masks, t_avg
-from snnconvert.neurons.integrate_fire import LEAK_ORDERS, IFNeuron, RateMaxPool
 
 GROUPS = ("sps", "qkv", "attn", "mlp", "other")
 """Layer groups a mask can belong to (``other``: anything outside a Spikformer's four parts)."""

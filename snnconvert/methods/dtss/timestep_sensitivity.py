@@ -20,11 +20,10 @@ import torch
 from torch import Tensor
 
 from snnconvert.codings.base import ReportTable
+from snnconvert.methods.dtss.report import masks_off
 from snnconvert.models.spikformer import layer_group
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
-from snnconvert.neurons.integrate_fire import RateMaxPool
 from snnconvert.reports.analyses import Analysis, AnalysisContext, register_analysis
-from snnconvert.reports.analyses.dtss import masks_off
 from snnconvert.simulate.network import SpikingNetwork
 
 BINS = 50
@@ -34,7 +33,7 @@ SAMPLE = 200_000  # input values kept per layer and step (a seeded random subset
 
 def _layers(snn: SpikingNetwork) -> dict[str, SpikingNeuron]:
     return {name: n for name, n in snn.neurons().items()
-            if name != "encoder" and not isinstance(n, RateMaxPool) and n.steps_in >= 2}
+            if name != "encoder" and not n.pools and n.steps_in >= 2}
 
 
 def cosine_of_histograms(first: Tensor, last: Tensor, bins: int = BINS) -> tuple[float, list[float], list[float],
@@ -107,7 +106,7 @@ def _tables(data: dict[str, Any]) -> list[ReportTable]:
 def _plot(data: dict[str, Any], folder: Path, title: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from snnconvert.reports.analyses.dtss import GROUP_COLORS
+    from snnconvert.methods.dtss.report import GROUP_COLORS
     from snnconvert.reports.plots import save_figure
 
     layers = data["layers"]

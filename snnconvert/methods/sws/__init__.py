@@ -1,0 +1,5 @@
+"""SWS / TSA: exact conversion of a quantized ANN into signed, stepwise-weighted spike trains
+(``neuron``: TSA neurons, the SWS encoder and max-pool; ``coding``: conversion and ``--Ts auto``;
+``reference``: an independent step-by-step simulator that checks the engine)."""
+
+from snnconvert.methods.sws import coding  # noqa: F401  (registers the coding)
