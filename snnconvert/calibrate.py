@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from snnconvert.codings.calibration_options import check_calibration
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
+from snnconvert.options import check_calibration
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
 
 SCALE_GRID = tuple(2.0 ** (k / 2) for k in range(-10, 3))  # 1/32 .. 2 around the coding's threshold

@@ -1,10 +1,12 @@
 """One generic registry for everything snnconvert extends by declaration.
 
-A :class:`Registry` maps names to items (codings, training methods, analyses, serializable
-module classes, ...). Items register themselves when their module is imported; the registry
-fills itself on first read by importing every method package under :mod:`snnconvert.methods`
-and every module advertised in the ``snnconvert.methods`` entry-point group (what an installed
-plugin declares in its ``pyproject.toml``). Reading never runs anything else.
+A :class:`Registry` maps names to items (codings and their options, training methods, analyses,
+serializable module classes, ...). Items register themselves when their module is imported; a
+registry fills itself on first read by importing every method package under
+:mod:`snnconvert.methods` (each package's ``__init__`` is torch-free and lists the modules that
+register the rest in ``REGISTERS``) and every module advertised in the ``snnconvert.methods``
+entry-point group (what an installed plugin declares in its ``pyproject.toml``). Reading never
+runs anything else.
 
 Core modules create registries and read them; they never import a method package, so adding a
 method is one folder (see ``docs/extend.md``).
@@ -30,34 +32,50 @@ ENTRY_POINT_GROUP = "snnconvert.methods"
 
 
 class _Plugins:
-    """Loads the built-in method packages and the entry points once per process (a cache of
-    imports, which Python keeps process-wide anyway; nothing else is global)."""
+    """Loads the method packages and the entry points once per process (a cache of imports, which
+    Python keeps process-wide anyway; nothing else is global). ``packages``: the built-in packages
+    alone (torch-free: their ``config`` modules) and the entry-point plugins; ``everything``: also
+    each built-in package's ``REGISTERS`` modules (its coding, neurons, training hooks and
+    reports; these import torch)."""
 
     def __init__(self) -> None:
-        self.loading = False
-        self.loaded = False
+        self.loading: set[str] = set()
+        self.loaded: set[str] = set()
 
-    def load(self) -> None:
-        if self.loaded or self.loading:
+    def load(self, what: str) -> None:
+        if what in self.loaded or what in self.loading:
             return
-        self.loading = True
+        self.loading.add(what)
         try:
             package = importlib.import_module(METHODS_PACKAGE)
-            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-                importlib.import_module(f"{METHODS_PACKAGE}.{info.name}")
-            for entry in entry_points(group=ENTRY_POINT_GROUP):
-                entry.load()
-            self.loaded = True
+            names = sorted(info.name for info in pkgutil.iter_modules(package.__path__))
+            modules = [importlib.import_module(f"{METHODS_PACKAGE}.{name}") for name in names]
+            if what == "packages":
+                for entry in entry_points(group=ENTRY_POINT_GROUP):
+                    modules.append(entry.load())
+            else:
+                for module in modules:
+                    for part in getattr(module, "REGISTERS", ()):
+                        importlib.import_module(f"{module.__name__}.{part}")
+            self.loaded.add(what)
         finally:
-            self.loading = False
+            self.loading.discard(what)
 
 
 _PLUGINS = _Plugins()
 
 
+def load_method_packages() -> None:
+    """Import every built-in method package without its torch modules (what registers the codings'
+    options: each package's ``config`` module), and every entry-point plugin. Idempotent."""
+    _PLUGINS.load("packages")
+
+
 def load_methods() -> None:
-    """Import every built-in method package and every entry-point plugin (idempotent)."""
-    _PLUGINS.load()
+    """Import every method package with the modules it lists in ``REGISTERS``, and every
+    entry-point plugin (idempotent)."""
+    _PLUGINS.load("packages")
+    _PLUGINS.load("everything")
 
 
 class Registry(Generic[T]):
@@ -67,10 +85,12 @@ class Registry(Generic[T]):
     (``same(a, b)`` decides what counts as the same declaration; default: identity).
     """
 
-    def __init__(self, kind: str, *, same: Callable[[T, T], bool] | None = None) -> None:
+    def __init__(self, kind: str, *, same: Callable[[T, T], bool] | None = None,
+                 load: Callable[[], None] = load_methods) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
         self._same = same or (lambda a, b: a is b)
+        self._load = load
 
     def register(self, name: str, item: T) -> T:
         """Add ``item`` under ``name``; returns it (so it can be used as ``X = reg.register(...)``)."""
@@ -87,7 +107,7 @@ class Registry(Generic[T]):
 
     def items(self) -> dict[str, T]:
         """Every item by name, in registration order (after loading the method packages)."""
-        load_methods()
+        self._load()
         return dict(self._items)
 
     def get(self, name: str) -> T:

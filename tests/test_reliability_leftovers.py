@@ -302,17 +302,13 @@ def test_valid_arguments_pass_the_precheck(argv: list[str]) -> None:
     assert _full_path_error(argv) is None
 
 
-def test_what_cannot_be_decided_from_source_is_left_to_the_full_path(monkeypatch) -> None:
-    """Code that uses torch for real (a call on a torch name) or any unexpected failure makes the
-    pre-check return quietly: the regular path, with torch, decides."""
+def test_what_the_precheck_cannot_decide_is_left_to_the_full_path(monkeypatch) -> None:
+    """An argument form it does not read, or any unexpected failure inside it, makes the pre-check
+    return quietly: the regular path, with torch, decides."""
     from snnconvert.cli import usage
 
-    with pytest.raises(Exception, match="torch.zeros") as info:
-        usage._TorchName("torch").zeros(3)
-    assert type(info.value).__name__ == "_Undecided"
-    assert repr(usage._TorchName("torch").float32) == "torch.float32"
-    monkeypatch.setattr(usage, "_check", lambda *args: usage._TorchName("torch").zeros(1))
-    assert usage.precheck_to_snn(["--Tc", "100000"]) is None
+    assert usage.precheck_to_snn(["positional"]) is None
+    assert usage.precheck_to_snn(["--Tc"]) is None  # the value is missing: click says so
     monkeypatch.setattr(usage, "_check", lambda *args: {}["missing"])
     assert usage.precheck_to_snn(["--Tc", "100000"]) is None
 
@@ -329,18 +325,24 @@ def test_the_commands_own_options_come_from_its_signature() -> None:
     assert usage.precheck_to_snn(["--Tc", "100000"], value_options={"--input"}) is None
 
 
-def test_the_source_table_matches_the_loaded_coding_table() -> None:
-    from snnconvert.cli.usage import SOURCE_PREFIX, static_codings
+def test_the_torch_free_option_table_is_the_loaded_coding_table() -> None:
+    """The pre-check reads each coding's declared options (its method's config module): the same
+    config classes and parsers the loaded codings use, and every default config validates."""
+    from snnconvert.options import coding_options
 
     loaded = {name: c for name, c in snnconvert.codings().items() if c.config.__module__.startswith("snnconvert.")}
-    static = static_codings()
-    assert set(static) == set(loaded)
-    for name, coding in static.items():
-        real = {f.name: f.type for f in loaded[name].options()}
-        assert set(coding.flags) == set(real), name
-        assert {k for k, is_bool in coding.flags.items() if is_bool} == \
-            {k for k, t in real.items() if t in ("bool", bool)}, name
-        assert coding.build({}) and set(coding.parsers) == set(loaded[name].parsers), name
-        coding.config().validate()  # decided from source: a validate() that needs torch would raise here
-    for module in [m for m in sys.modules if m.startswith(SOURCE_PREFIX)]:
-        del sys.modules[module]
+    table = coding_options()
+    assert set(loaded) <= set(table) and len(loaded) >= 5
+    for name, coding in loaded.items():
+        assert table[name].config is coding.config and table[name].parsers == coding.parsers, name
+        assert coding.config.__module__ == f"snnconvert.methods.{name}.config", name
+        table[name].config().validate()
+
+
+def test_coding_options_import_without_torch() -> None:
+    code = ("import sys\nfrom snnconvert.options import coding_options\nnames = sorted(coding_options())\n"
+            "print(names, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("] ")[1].strip() == "False" and "'sws'" in done.stdout

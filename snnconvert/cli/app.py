@@ -16,8 +16,10 @@ try:  # only light modules here: torch and torchvision are imported inside the c
     from pathlib import Path
     from typing import TYPE_CHECKING, Any
 
+    import click
     import typer
     from rich.console import Console
+    from typer.core import TyperCommand, TyperGroup, TyperOption
 
     from snnconvert._version import __version__
     from snnconvert.allocator import tune_allocator
@@ -37,24 +39,45 @@ if TYPE_CHECKING:
     from snnconvert.simulate.network import SpikingNetwork
 
 
-def _hide_flag_types() -> None:
-    """Typer 0.29 shows ``<bool>`` after on/off flags in the help; a flag takes no value, so show none."""
-    from typer.core import TyperOption
-
-    shown = getattr(TyperOption, "display_type_rich", None)
-    if shown is None or getattr(shown, "hides_flags", False):
-        return
-
-    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag else shown(self, ctx)
-
-    display_type_rich.hides_flags = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+def _no_type(ctx: Any = None) -> None:
+    """An on/off flag takes no value: its help shows no type."""
+    return None
 
 
-_hide_flag_types()
+def _untyped_flags(command: click.Command, ctx: click.Context) -> None:
+    """Help without a type after on/off flags (Typer 0.29 shows ``<bool>``): only this command's
+    own option objects change, nothing in Typer itself."""
+    for param in command.get_params(ctx):
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.display_type_rich = _no_type  # type: ignore[method-assign]
 
-app = typer.Typer(
+
+class _FlagHelpCommand(TyperCommand):
+    """A command whose help shows no type after on/off flags."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _untyped_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class _FlagHelpGroup(TyperGroup):
+    """The command group, whose help shows no type after on/off flags."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _untyped_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class _Typer(typer.Typer):
+    """The snnconvert app: every command is a :class:`_FlagHelpCommand` unless it names its own class."""
+
+    def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
+                **kwargs: Any) -> Any:
+        return super().command(name, cls=cls or _FlagHelpCommand, **kwargs)
+
+
+app = _Typer(
+    cls=_FlagHelpGroup,
     name="snnconvert",
     help="Convert trained neural networks into accurate low-latency spiking neural networks.\n\n"
     "Pipeline: snnconvert quantize MODEL -> snnconvert to-snn -> snnconvert evaluate.\n"

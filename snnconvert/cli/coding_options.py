@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.options import CodingOptions, flag_name
 
 if typing.TYPE_CHECKING:
     from snnconvert.codings import Coding
@@ -37,7 +37,7 @@ def _is_bool(annotation: Any) -> bool:
     return annotation is bool
 
 
-def _flags(table: dict[str, Coding]) -> list[_Flag]:
+def _flags(table: dict[str, CodingOptions]) -> list[_Flag]:
     flags: dict[str, _Flag] = {}
     for coding in table.values():
         hints = typing.get_type_hints(coding.config)
@@ -53,8 +53,6 @@ def _flags(table: dict[str, Coding]) -> list[_Flag]:
 
 
 def _parameter(flag: _Flag) -> inspect.Parameter:
-    from snnconvert.codings.registry import flag_name
-
     owners = ", ".join(flag.owners)
     panel = f"{flag.owners[0]} options" if len(flag.owners) == 1 else "options of several codings"
     help_text = f"{flag.help} (codings: {owners})" if len(flag.owners) > 1 else flag.help
@@ -92,9 +90,9 @@ class DynamicCommand:
                if p.name != "coding_options"]
         if not self.generate:
             return inspect.Signature(own)
-        from snnconvert.codings import codings
+        from snnconvert.options import coding_options as table  # torch-free
 
-        generated = [_parameter(f) for f in _flags(codings())]
+        generated = [_parameter(f) for f in _flags(table())]
         return inspect.Signature(own + generated)
 
     def __call__(self, **kwargs: Any) -> None:
@@ -106,32 +104,4 @@ class DynamicCommand:
 def coding_options(coding: Coding, given: dict[str, Any], extra: list[str]) -> dict[str, Any]:
     """Typed options for ``coding`` from the generated flags (``given``) and ``--set KEY=VALUE``
     items; a flag of another coding is an error that lists this coding's options."""
-    from snnconvert.codings import parse_option
-    from snnconvert.codings.registry import flag_name
-
-    return merge_coding_options(coding, given, extra, parse_option, flag_name)
-
-
-def merge_coding_options(coding: Any, given: dict[str, Any], extra: list[str], parse_option: Callable[..., Any],
-                         flag_name: Callable[[str], str]) -> dict[str, Any]:
-    """:func:`coding_options` with the parser and flag naming passed in (the torch-free usage
-    check in :mod:`snnconvert.cli.usage` passes its own)."""
-    fields = {f.name for f in dataclasses.fields(coding.config)}
-    valid = ", ".join(f"--{flag_name(f.name)}" for f in coding.options())
-    options: dict[str, Any] = {}
-    for key, value in given.items():
-        if key not in fields:
-            raise SnnConvertError(f"--{flag_name(key)} is not an option of coding {coding.name} (its options: {valid})")
-        options[key] = value if isinstance(value, bool) else parse_option(coding, key, value)
-    for item in extra:
-        if "=" not in item:
-            raise SnnConvertError(f"--set {item!r}: write KEY=VALUE")
-        key, value = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in fields:
-            raise SnnConvertError(f"--set {key}: not an option of coding {coding.name} (its options: {valid})")
-        options[key] = parse_option(coding, key, value)
-    for f in dataclasses.fields(coding.config):  # to-snn's own defaults (e.g. calibration on)
-        if "cli_default" in f.metadata and f.name not in options:
-            options[f.name] = f.metadata["cli_default"]
-    return options
+    return coding.option_set().from_command_line(given, extra)

@@ -22,7 +22,10 @@ from torch import fx
 from torch.utils.data import DataLoader
 
 from snnconvert.data.input_spec import InputSpec
+from snnconvert.options import CodingOptions, option
 from snnconvert.simulate.network import SpikingNetwork
+
+__all__ = ["Coding", "CodingReport", "ConversionInputs", "ReportTable", "option"]
 
 
 @dataclass
@@ -45,19 +48,6 @@ class ConversionInputs:
     # ``calibration_sample(limit, seed)``: a seeded stratified sample of ``limit`` images of the same
     # calibration pool (may be larger than ``calibration``); None when only ``calibration`` exists
     calibration_sample: Callable[[int, int], DataLoader] | None = None
-
-
-def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
-           default_factory: Any = dataclasses.MISSING, cli_default: Any = dataclasses.MISSING) -> Any:
-    """A config field with its help text (shown by ``to-snn --help``); ``cli=False`` keeps it
-    out of the command line (recipes and the API still take it); ``cli_default`` is the value
-    ``to-snn`` uses when the flag is not given (the API keeps ``default``)."""
-    meta = {"help": help, "cli": cli}
-    if cli_default is not dataclasses.MISSING:
-        meta["cli_default"] = cli_default
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -130,6 +120,17 @@ class Coding:
     sweep_keys: tuple[str, ...] = ()
     metrics: Callable[[SpikingNetwork], dict[str, Any]] | None = None
     reports: tuple[CodingReport, ...] = ()
+
+    @classmethod
+    def of(cls, options: CodingOptions, **declaration: Any) -> Coding:
+        """The coding whose name, summary, config and parsers are ``options`` (declared in the
+        method's torch-free ``config`` module) and whose other fields are ``declaration``."""
+        return cls(name=options.name, summary=options.summary, config=options.config, parsers=dict(options.parsers),
+                   **declaration)
+
+    def option_set(self) -> CodingOptions:
+        """Name, summary, config and parsers as the torch-free :class:`CodingOptions`."""
+        return CodingOptions(self.name, self.summary, self.config, dict(self.parsers))
 
     def options(self) -> list[dataclasses.Field]:
         """The config fields the command line offers (in declaration order)."""

@@ -10,14 +10,11 @@ module in the ``snnconvert.methods`` entry-point group.
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
-import typing
 from typing import Any
 
 from snnconvert.codings.base import Coding
 from snnconvert.errors import SnnConvertError
-from snnconvert.limits import shorten
+from snnconvert.options import CODING_OPTIONS, flag_name, parse_typed
 from snnconvert.registry import load_methods
 
 _BY_CONFIG: dict[type, Coding] = {}
@@ -34,6 +31,7 @@ def register_coding(coding: Coding) -> Coding:
     owner = _BY_CONFIG.get(coding.config)
     if owner is not None and owner.name != coding.name:
         raise ValueError(f"config {coding.config.__name__} already belongs to coding {owner.name!r}")
+    CODING_OPTIONS.register(coding.name, coding.option_set())
     _BY_NAME[coding.name] = coding
     _BY_CONFIG[coding.config] = coding
     return coding
@@ -44,6 +42,7 @@ def unregister_coding(name: str) -> None:
     coding = _BY_NAME.pop(name, None)
     if coding is not None:
         _BY_CONFIG.pop(coding.config, None)
+        CODING_OPTIONS.unregister(name)
 
 
 def _load_codings() -> None:
@@ -76,85 +75,14 @@ def coding_for(config: Any) -> Coding:
 def build_config(coding: Coding, config: Any = None, **options: Any) -> Any:
     """A validated config of ``coding``: a copy of ``config`` (or the defaults) with ``options``
     applied. The caller's config object is never changed."""
-    names = {f.name for f in dataclasses.fields(coding.config)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise SnnConvertError(
-            f"unknown option(s) for coding {coding.name}: {', '.join(unknown)} (valid: {', '.join(sorted(names))})"
-        )
-    if config is None:
-        config = coding.config(**options)
-    elif not isinstance(config, coding.config):
-        raise SnnConvertError(f"coding {coding.name} takes a {coding.config.__name__}, not a {type(config).__name__}")
-    else:
-        config = dataclasses.replace(config, **options)
-    config.validate()
-    return config
-
-
-# ---------------------------------------------------------------------------- text -> value
-
-
-def _scalar(text: str, kind: Any) -> Any:
-    if kind is bool:
-        lowered = text.strip().lower()
-        if lowered in ("true", "yes", "1", "on"):
-            return True
-        if lowered in ("false", "no", "0", "off"):
-            return False
-        raise ValueError(text)
-    if kind is int:
-        return int(text)
-    if kind is float:
-        return float(text)
-    if kind is str:
-        return text
-    if kind is type(None):
-        if text.strip().lower() in ("none", "null"):
-            return None
-        raise ValueError(text)
-    raise ValueError(text)
-
-
-def parse_typed(text: str, annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        members = typing.get_args(annotation)
-        # str last: "3" is the int 3 for `int | str`; None first: "none" is None for `int | None`
-        ordered = sorted(members, key=lambda a: (a is not type(None), a is str))
-        for member in ordered:
-            try:
-                return parse_typed(text, member)
-            except ValueError:
-                continue
-        raise ValueError(text)
-    if origin in (list, tuple):
-        (item,) = typing.get_args(annotation)[:1] or (str,)
-        parts = [p.strip() for p in text.strip().strip("[]").split(",") if p.strip()]
-        if not parts:
-            raise ValueError(text)
-        return [parse_typed(p, item) for p in parts]
-    return _scalar(text, annotation)
+    return coding.option_set().build(config, **options)
 
 
 def parse_option(coding: Coding, name: str, text: str) -> Any:
     """Read the command-line text of config field ``name`` (a declared parser, else the field's
     type: ``int | list[int] | str`` reads ``3``, ``1,2,3`` and ``auto``)."""
-    if name in coding.parsers:
-        return coding.parsers[name](text)
-    hints = typing.get_type_hints(coding.config)
-    if name not in hints:
-        valid = ", ".join(f.name for f in coding.options())
-        raise SnnConvertError(f"{name} is not an option of coding {coding.name} (its options: {valid})")
-    try:
-        return parse_typed(text, hints[name])
-    except ValueError:
-        shown = re.sub(r"<class '(\w+)'>", r"\1", str(hints[name]).replace("typing.", "")).replace("NoneType", "none")
-        raise SnnConvertError(f"--{flag_name(name)} {shorten(text, 60)!r} is not possible for coding {coding.name}: "
-                              f"expected {shown}") from None
+    return coding.option_set().parse(name, text)
 
 
-def flag_name(field_name: str) -> str:
-    """``bits_spike`` -> ``bits-spike``; ``Tc`` stays ``Tc``."""
-    return field_name.replace("_", "-")
-
+__all__ = ["build_config", "coding_for", "codings", "flag_name", "get_coding", "parse_option", "parse_typed",
+           "register_coding", "unregister_coding"]

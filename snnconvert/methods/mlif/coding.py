@@ -36,7 +36,6 @@ enforced beyond the top lane (2^(S-1) theta per step). The network computes in f
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,8 +43,7 @@ from torch import Tensor, fx
 
 from snnconvert.calibrate import calibrate
 from snnconvert.calibrate import summary_rows as calibration_rows
-from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
-from snnconvert.codings.calibration_options import check_calibration
+from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
@@ -53,49 +51,11 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
-from snnconvert.limits import check_time_steps
+from snnconvert.methods.mlif.config import OPTIONS, MLIFConfig
 from snnconvert.methods.mlif.neuron import MLIFNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import WeightedSumDecoder
-
-MAX_LANES = 16
-ANCHORS = ("lowest", "highest")
-
-
-@dataclass
-class MLIFConfig:
-    """Options of the M-LIF coding: ``S`` lanes per neuron, ``T`` time steps, ``leak`` (beta of
-    eq 6) and the activation ``percentile`` that sets each layer's threshold."""
-
-    S: int = option(3, help="Spike lanes per neuron (binary-weighted levels 1, 2, ..., 2^(S-1)).")
-    T: int = option(1, help="Time steps.")
-    leak: float = option(1.0, help="Membrane leak beta of eq 6 in [0, 1] (1: integrate-and-fire).")
-    percentile: float = option(90.0, help="Activation percentile that sets each layer's threshold.")
-    anchor: str = option("lowest", help="lowest: the percentile is theta (paper); highest: it is 2^(S-1) theta.")
-    calibrate: str = option("none", cli_default="bias",
-                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
-                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
-    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
-    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
-
-    def validate(self) -> None:
-        def number(value: object) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-        if not (isinstance(self.S, int) and number(self.S) and 1 <= self.S <= MAX_LANES):
-            raise SnnConvertError(f"--S {self.S} is not possible: give an integer 1..{MAX_LANES} lanes")
-        if not (isinstance(self.T, int) and number(self.T) and self.T >= 1):
-            raise SnnConvertError(f"--T {self.T} is not possible: give an integer >= 1 time steps")
-        check_time_steps(self.T, "--T")
-        if not (number(self.leak) and 0.0 <= self.leak <= 1.0):
-            raise SnnConvertError(f"--leak {self.leak} is not possible: the leak beta must be in [0, 1]")
-        if not (number(self.percentile) and 0.0 < self.percentile <= 100.0):
-            raise SnnConvertError(f"--percentile {self.percentile} is not possible: give a value in (0, 100]")
-        if self.anchor not in ANCHORS:
-            raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
-        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
-
 
 MLIFInputEncoder = RepeatEncoder  # the name earlier releases used
 
@@ -276,10 +236,8 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-CODING = register_coding(Coding(
-    name="mlif",
-    summary="one-hot multi-level LIF neurons (S binary-weighted lanes)",
-    config=MLIFConfig,
+CODING = register_coding(Coding.of(
+    OPTIONS,
     convert=convert,
     needs_calibration=lambda _cfg: True,
     summary_rows=summary_rows,

@@ -29,6 +29,7 @@ from snnconvert.codings.base import ReportTable
 from snnconvert.data.input_spec import InputSpec
 from snnconvert.graph.ops import module_of
 from snnconvert.methods.multibit.adaptive_neuron import AdaptiveMultiBitNeuron
+from snnconvert.methods.multibit.config import FLOAT_BITS
 from snnconvert.methods.multibit.learnable import LearnableWeights
 from snnconvert.methods.multibit.neuron import MultiBitNeuron
 from snnconvert.simulate.network import SpikingNetwork
@@ -37,7 +38,6 @@ from snnconvert.simulate.synapse import SynapseAffine, SynapseConv2d, SynapseLin
 _SYNAPSES = (SynapseConv2d, SynapseLinear, SynapseAffine)
 _NEURONS = (MultiBitNeuron, AdaptiveMultiBitNeuron)
 ANALOG_BITS = 32  # marks float (unquantized) weights and analog (non-spike) inputs in ``analyse``
-FLOAT_BITS = 16  # bits counted per float weight, bias and analog value (paper 002 counts 16-bit floats)
 ENCODER = "encoder"
 
 

@@ -28,8 +28,6 @@ the simulator actually did, and the theoretical energy (eq 31).
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +36,7 @@ from torch import fx, nn
 
 from snnconvert.calibrate import calibrate
 from snnconvert.calibrate import summary_rows as calibration_rows
-from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable, option
-from snnconvert.codings.calibration_options import check_calibration
+from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
@@ -47,88 +44,12 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import Kind, kind_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
-from snnconvert.methods.spquant.neuron import ChannelGate, SpQuantNeuron, membrane_bits, membrane_range, rounding_map
-from snnconvert.methods.spquant.pot import POT_BITS, PoTConv2d, PoTLinear
+from snnconvert.methods.spquant.config import E_ADD_PJ, E_MUL_PJ, OPTIONS, SpQuantConfig
+from snnconvert.methods.spquant.neuron import ChannelGate, SpQuantNeuron, membrane_bits, rounding_map
+from snnconvert.methods.spquant.pot import PoTConv2d, PoTLinear
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
-
-E_ADD_PJ = 0.16
-E_MUL_PJ = 0.34
-"""Add / multiply energies (pJ) of eq 31. Section 5.6 adopts "7nm energy for add and multiplication
-from Table 2 of BitNet" without printing the numbers or the precision row. BitNet's 7 nm rows are
-INT8 0.007 / 0.07, FP16 0.16 / 0.34, FP32 0.38 / 1.31 pJ (add / mul). The paper's table 10 fixes the
-row: E_add / E_mul = (e_add / e_mul) (1 + T (1 - S_p) / k^2) does not depend on the network's
-channels or S_c; for ResNet-19 / CIFAR-10 (T = 4, S_p = 0.35, k = 3: factor 1.29) its 0.58 / 1.04 uJ
-give e_add / e_mul = 0.43, near FP16's 0.47 (INT8: 0.10, FP32: 0.29), and 1.04 uJ / 0.34 pJ = 3.1 M
-multiplies is 24 % of ResNet-19's dense sum of C W H k^2 (13.1 M), in line with its 5.1x FLOPs cut
-(INT8 would need 14.9 M, more than dense). So the defaults are BitNet's 7 nm FP16 energies."""
-
-
-@dataclass
-class SpQuantConfig:
-    """Options of the SpQuant-SNN coding (defaults: the paper's CIFAR SpQuant-SNN setting)."""
-
-    T: int = option(2, help="Time steps (the paper's CIFAR-10 setting: 2).")
-    percentile: float = option(99.7, help="Activation percentile that sets each layer's threshold (converted "
-                                     "T=2 ResNet-20 with rounding, 100 test images: 90 -> 10 %, 99 -> 24 %, 99.7 "
-                                     "-> 32 %, 99.9 -> 23 %; float ANN 83 %).")
-    tau: float = option(0.5, help="Membrane time constant tau of eqs 1 and 10.")
-    rounding: bool = option(True, help="T=2 only: feed each neuron a y + b (neurons.spquant.rounding_map) so the "
-                                       "converted layer rounds instead of floors (plain conversion: ResNet-20 at "
-                                       "chance); fine-tuning starts from there. False: the paper's neuron as is.")
-    reset: str = option("hard", help="hard (eq 1: the membrane is zeroed after a spike) or soft (subtract).")
-    precision: str = option("ternary", help="Membrane precision: none (32-bit), ternary, binary or <k>bit.")
-    smoothness: float = option(4.0, help="Smoothness T of the stacked gradient surrogate Q* (eq 11).")
-    weight_bits: int | None = option(4, help="Power-of-two weight bits: 2, 4, 8 or none (float weights).")
-    spatial: float = option(0.35, help="Share of positions pruned per layer by membrane importance (eqs 21-22).")
-    gate: bool = option(True, help="Channel masking from the membrane prior (eq 23).")
-    gate_threshold: float = option(0.47, help="Softmax threshold of the channel mask (eq 23).")
-    clip: float | None = option(None, help="Negative clipping bound c of the membrane (section 4.1), or none.")
-    e_add_pj: float = option(E_ADD_PJ, help="Energy of one add (pJ) in eq 31: BitNet table 2 at 7 nm, FP16 0.16 "
-                                            "(reproduces the paper's table 10); INT8 0.007, FP32 0.38.")
-    e_mul_pj: float = option(E_MUL_PJ, help="Energy of one multiply (pJ) in eq 31: BitNet table 2 at 7 nm, FP16 "
-                                            "0.34 (reproduces the paper's table 10); INT8 0.07, FP32 1.31.")
-    dtype: str = option("float32", help="Simulation precision: float32 or float64.")
-    calibrate: str = option("none", cli_default="bias",
-                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
-                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
-    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
-    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
-
-    def validate(self) -> None:
-        def number(v: object) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        if not (isinstance(self.T, int) and not isinstance(self.T, bool) and self.T >= 1):
-            raise SnnConvertError(f"--T {self.T!r} is not possible: give an integer >= 1")
-        if not (number(self.percentile) and 0 < self.percentile <= 100):
-            raise SnnConvertError(f"--percentile {self.percentile!r} is not possible: give a value in (0, 100]")
-        if not (number(self.tau) and 0 < self.tau <= 1):
-            raise SnnConvertError(f"--tau {self.tau!r} is not possible: give a value in (0, 1]")
-        if self.reset not in ("hard", "soft"):
-            raise SnnConvertError(f"--reset {self.reset!r} is not possible: choose hard or soft")
-        membrane_range(self.precision)
-        if not (number(self.smoothness) and self.smoothness > 0):
-            raise SnnConvertError(f"--smoothness {self.smoothness!r} is not possible: give a positive number")
-        if self.weight_bits is not None and self.weight_bits not in POT_BITS:
-            raise SnnConvertError(f"--weight-bits {self.weight_bits!r} is not possible: choose 2, 4, 8 or none")
-        if not (number(self.spatial) and 0 <= self.spatial < 1):
-            raise SnnConvertError(f"--spatial {self.spatial!r} is not possible: give a share in [0, 1)")
-        if not isinstance(self.rounding, bool):
-            raise SnnConvertError(f"--rounding {self.rounding!r} is not possible: give true or false")
-        if not isinstance(self.gate, bool):
-            raise SnnConvertError(f"--gate {self.gate!r} is not possible: give true or false")
-        if not (number(self.gate_threshold) and 0 < self.gate_threshold < 1):
-            raise SnnConvertError(f"--gate-threshold {self.gate_threshold!r} is not possible: give a value in (0, 1)")
-        if self.clip is not None and not (number(self.clip) and self.clip < 0):
-            raise SnnConvertError(f"--clip {self.clip!r} is not possible: give a negative bound or none")
-        for name in ("e_add_pj", "e_mul_pj"):
-            if not (number(getattr(self, name)) and getattr(self, name) >= 0):
-                raise SnnConvertError(f"--{name.replace('_', '-')} is not possible: give an energy >= 0 (pJ)")
-        if self.dtype not in DTYPES:
-            raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
-        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
 
 
 def _rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -520,23 +441,10 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
             *calibration_rows(info)]
 
 
-def _parse_bits(text: str) -> int | None:
-    t = text.strip().lower()
-    if t in ("none", "null", "float", "32"):
-        return None
-    try:
-        return int(t)
-    except ValueError:
-        raise SnnConvertError(f"--weight-bits {text!r} is not possible: choose 2, 4, 8 or none") from None
-
-
-CODING = register_coding(Coding(
-    name="spquant",
-    summary="SpQuant-SNN: LIF with ternary integer membrane, power-of-two weights, membrane-aware pruning",
-    config=SpQuantConfig,
+CODING = register_coding(Coding.of(
+    OPTIONS,
     convert=convert,
     needs_calibration=lambda _cfg: True,
-    parsers={"weight_bits": _parse_bits},
     summary_rows=summary_rows,
     state_ops=membrane_updates,
     sweep_keys=("T", "precision", "spatial", "gate_threshold", "clip", "weight_bits"),

@@ -52,28 +52,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.methods.spquant.config import membrane_range
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.neurons.surrogates import get_surrogate, spike, stacked_grad
 from snnconvert.registry import serializable
-
-PRECISIONS = ("none", "ternary", "binary")
-"""Membrane precisions besides ``"<k>bit"`` (k = 2..16)."""
-
-
-def membrane_range(precision: str) -> tuple[int, int] | None:
-    """Integer levels ``(lo, hi)`` of a membrane precision; None for ``"none"`` (full precision)."""
-    p = str(precision).strip().lower()
-    if p == "none":
-        return None
-    if p == "ternary":
-        return (-1, 1)
-    if p == "binary":
-        return (0, 1)
-    if p.endswith("bit") and p[:-3].isdigit() and 2 <= int(p[:-3]) <= 16:
-        k = int(p[:-3])
-        return (-(2 ** (k - 1)), 2 ** (k - 1) - 1)
-    raise SnnConvertError(f"membrane precision {precision!r} is not possible: choose none, ternary, binary or "
-                          "<k>bit with k in 2..16 (e.g. 4bit)")
 
 
 def membrane_bits(precision: str) -> float:

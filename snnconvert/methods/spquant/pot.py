@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.methods.spquant.config import POT_BITS
 from snnconvert.registry import serializable
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, _add_frame_bias, _uniform_gain
 
-POT_BITS = (2, 4, 8)
 SPARSE_BELOW = 0.1
 """Kept share of a pruned conv's outputs below which it computes only the kept ones (per sample:
 the kept weight rows times the im2col columns of the kept positions); at or above it, the dense

@@ -1,0 +1,54 @@
+"""The mlif coding's options (torch-free: the CLI checks them before torch loads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snnconvert.errors import SnnConvertError
+from snnconvert.limits import check_time_steps
+from snnconvert.options import CODING_OPTIONS, CodingOptions, check_calibration, option
+
+MAX_LANES = 16
+ANCHORS = ("lowest", "highest")
+
+
+@dataclass
+class MLIFConfig:
+    """Options of the M-LIF coding: ``S`` lanes per neuron, ``T`` time steps, ``leak`` (beta of
+    eq 6) and the activation ``percentile`` that sets each layer's threshold."""
+
+    S: int = option(3, help="Spike lanes per neuron (binary-weighted levels 1, 2, ..., 2^(S-1)).")
+    T: int = option(1, help="Time steps.")
+    leak: float = option(1.0, help="Membrane leak beta of eq 6 in [0, 1] (1: integrate-and-fire).")
+    percentile: float = option(90.0, help="Activation percentile that sets each layer's threshold.")
+    anchor: str = option("lowest", help="lowest: the percentile is theta (paper); highest: it is 2^(S-1) theta.")
+    calibrate: str = option("none", cli_default="bias",
+                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
+                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
+    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
+    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
+
+    def validate(self) -> None:
+        def number(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if not (isinstance(self.S, int) and number(self.S) and 1 <= self.S <= MAX_LANES):
+            raise SnnConvertError(f"--S {self.S} is not possible: give an integer 1..{MAX_LANES} lanes")
+        if not (isinstance(self.T, int) and number(self.T) and self.T >= 1):
+            raise SnnConvertError(f"--T {self.T} is not possible: give an integer >= 1 time steps")
+        check_time_steps(self.T, "--T")
+        if not (number(self.leak) and 0.0 <= self.leak <= 1.0):
+            raise SnnConvertError(f"--leak {self.leak} is not possible: the leak beta must be in [0, 1]")
+        if not (number(self.percentile) and 0.0 < self.percentile <= 100.0):
+            raise SnnConvertError(f"--percentile {self.percentile} is not possible: give a value in (0, 100]")
+        if self.anchor not in ANCHORS:
+            raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
+        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+
+
+OPTIONS = CODING_OPTIONS.register("mlif", CodingOptions(
+    name="mlif",
+    summary="one-hot multi-level LIF neurons (S binary-weighted lanes)",
+    config=MLIFConfig,
+    parsers={},
+))

@@ -1,0 +1,68 @@
+"""The rate coding's options (torch-free: the CLI checks them before torch loads)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from snnconvert.errors import SnnConvertError
+from snnconvert.limits import check_time_steps
+from snnconvert.options import CODING_OPTIONS, DTYPE_NAMES, CodingOptions, check_calibration, option
+
+
+@dataclass
+class RateConfig:
+    """Options of the rate coding.
+
+    ``percentile``: ``"max"`` (100th) or a number in (0, 100], e.g. 99.9 or 99.99;
+    ``per_channel``: one threshold per channel instead of per layer; ``half_init``: start every
+    membrane at theta/2; ``dtype``: simulation precision (float32 suffices for rate coding).
+    """
+
+    T: int = option(64, help="Time steps.")
+    percentile: float | str = option(99.99, help="Activation percentile that sets each threshold, or max.")
+    per_channel: bool = option(False, help="One threshold per channel instead of per layer.")
+    half_init: bool = option(True, help="Start every membrane at theta/2 (round to nearest instead of down).")
+    dtype: str = option("float32", help="Simulation precision: float32 or float64.")
+    calibrate: str = option("none", cli_default="bias",
+                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
+                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
+    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
+    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
+
+    def validate(self) -> None:
+        if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
+            raise SnnConvertError(f"--T {self.T!r} is not possible: rate coding needs an integer T >= 1")
+        check_time_steps(self.T, "--T")
+        self.percentile_value()
+        if not isinstance(self.per_channel, bool):
+            raise SnnConvertError(f"per_channel={self.per_channel!r} is not possible: give true or false")
+        if not isinstance(self.half_init, bool):
+            raise SnnConvertError(f"half_init={self.half_init!r} is not possible: give true or false")
+        if self.dtype not in DTYPE_NAMES:
+            raise SnnConvertError(f"dtype={self.dtype!r} is not possible: choose float32 or float64")
+        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+
+    def percentile_value(self) -> float:
+        """The percentile as a number (``"max"`` -> 100.0); raises on anything else."""
+        p = self.percentile
+        if isinstance(p, str):
+            if p.strip().lower() == "max":
+                return 100.0
+            try:
+                p = float(p)
+            except ValueError:
+                p = math.nan
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
+            raise SnnConvertError(
+                f"--percentile {self.percentile!r} is not possible: give 'max' or a number in (0, 100]"
+            )
+        return float(p)
+
+
+OPTIONS = CODING_OPTIONS.register("rate", CodingOptions(
+    name="rate",
+    summary="classic rate coding with integrate-and-fire neurons (baseline)",
+    config=RateConfig,
+    parsers={},
+))

@@ -1,0 +1,197 @@
+"""Options as data, without torch: config fields, their text form, and each coding's options.
+
+A coding's options are a dataclass whose fields are made with :func:`option` (help text, CLI
+visibility, a CLI-only default). :class:`CodingOptions` names the dataclass, the coding and its
+text parsers; each method package declares one in its torch-free ``config`` module, so the CLI
+can build and check a config (``to-snn --Tc 0`` answers in a fraction of a second) before torch
+loads, with the very ``validate()`` the conversion runs. The rest of a coding (its conversion,
+reports, ...) is declared in :mod:`snnconvert.codings` with the same ``CodingOptions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from snnconvert.errors import SnnConvertError
+from snnconvert.limits import shorten
+from snnconvert.registry import Registry, load_method_packages
+
+DTYPE_NAMES = ("float32", "float64")
+"""Simulation precisions a coding's ``dtype`` option takes."""
+
+CALIBRATION_MODES = ("none", "bias", "layerwise")
+"""none: no calibration; bias: threshold scale and bias correction; layerwise: also a weight fit."""
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
+           default_factory: Any = dataclasses.MISSING, cli_default: Any = dataclasses.MISSING) -> Any:
+    """A config field with its help text (shown by ``--help``); ``cli=False`` keeps it out of the
+    command line (recipes and the API still take it); ``cli_default`` is the value the command
+    line uses when the flag is not given (the API keeps ``default``)."""
+    meta = {"help": help, "cli": cli}
+    if cli_default is not dataclasses.MISSING:
+        meta["cli_default"] = cli_default
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_calibration(mode: object, seconds: object, images: object) -> None:
+    """Raise a one-line error for an impossible calibration mode, time budget or image count."""
+    if mode not in CALIBRATION_MODES:
+        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose {', '.join(CALIBRATION_MODES)}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
+        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
+
+
+# ---------------------------------------------------------------------------- text -> value
+
+
+def flag_name(field_name: str) -> str:
+    """``bits_spike`` -> ``bits-spike``; ``Tc`` stays ``Tc``."""
+    return field_name.replace("_", "-")
+
+
+def _scalar(text: str, kind: Any) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise ValueError(text)
+    if kind is int:
+        return int(text)
+    if kind is float:
+        return float(text)
+    if kind is str:
+        return text
+    if kind is type(None):
+        if text.strip().lower() in ("none", "null"):
+            return None
+        raise ValueError(text)
+    raise ValueError(text)
+
+
+def parse_typed(text: str, annotation: Any) -> Any:
+    """``text`` read as ``annotation`` (``int | list[int] | str`` reads ``3``, ``1,2,3`` and
+    ``auto``); ValueError when it cannot be."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = typing.get_args(annotation)
+        # str last: "3" is the int 3 for `int | str`; None first: "none" is None for `int | None`
+        ordered = sorted(members, key=lambda a: (a is not type(None), a is str))
+        for member in ordered:
+            try:
+                return parse_typed(text, member)
+            except ValueError:
+                continue
+        raise ValueError(text)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(annotation)[:1] or (str,)
+        parts = [p.strip() for p in text.strip().strip("[]").split(",") if p.strip()]
+        if not parts:
+            raise ValueError(text)
+        return [parse_typed(p, item) for p in parts]
+    return _scalar(text, annotation)
+
+
+# ---------------------------------------------------------------------------- a coding's options
+
+
+def _same_options(a: CodingOptions, b: CodingOptions) -> bool:
+    return a.config is b.config
+
+
+@dataclass(frozen=True)
+class CodingOptions:
+    """A coding's name and summary, its config dataclass (with a ``validate()`` that raises
+    :class:`~snnconvert.errors.SnnConvertError`) and the parsers of fields whose type alone does
+    not say how to read them (e.g. SWS ``--Ts 1,2,2`` or ``auto``)."""
+
+    name: str
+    summary: str
+    config: type
+    parsers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
+
+    def options(self) -> list[dataclasses.Field]:
+        """The config fields the command line offers (in declaration order)."""
+        return [f for f in dataclasses.fields(self.config) if f.metadata.get("cli", True)]
+
+    def parse(self, name: str, text: str) -> Any:
+        """Read the command-line text of config field ``name`` (a declared parser, else the
+        field's type)."""
+        if name in self.parsers:
+            return self.parsers[name](text)
+        hints = typing.get_type_hints(self.config)
+        if name not in hints:
+            valid = ", ".join(f.name for f in self.options())
+            raise SnnConvertError(f"{name} is not an option of coding {self.name} (its options: {valid})")
+        try:
+            return parse_typed(text, hints[name])
+        except ValueError:
+            shown = re.sub(r"<class '(\w+)'>", r"\1", str(hints[name]).replace("typing.", "")).replace("NoneType",
+                                                                                                         "none")
+            raise SnnConvertError(f"--{flag_name(name)} {shorten(text, 60)!r} is not possible for coding "
+                                  f"{self.name}: expected {shown}") from None
+
+    def build(self, config: Any = None, **options: Any) -> Any:
+        """A validated config: a copy of ``config`` (or the defaults) with ``options`` applied.
+        The caller's config object is never changed."""
+        names = {f.name for f in dataclasses.fields(self.config)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise SnnConvertError(f"unknown option(s) for coding {self.name}: {', '.join(unknown)} "
+                                  f"(valid: {', '.join(sorted(names))})")
+        if config is None:
+            config = self.config(**options)
+        elif not isinstance(config, self.config):
+            raise SnnConvertError(f"coding {self.name} takes a {self.config.__name__}, not a "
+                                  f"{type(config).__name__}")
+        else:
+            config = dataclasses.replace(config, **options)
+        config.validate()
+        return config
+
+    def from_command_line(self, given: dict[str, Any], extra: list[str]) -> dict[str, Any]:
+        """Typed options from flags (``given``: field name -> the text, or a bool for on/off
+        flags) and ``--set KEY=VALUE`` items, with the command line's own defaults
+        (``cli_default``) for fields not given; a field of another coding is an error that lists
+        this coding's options."""
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        valid = ", ".join(f"--{flag_name(f.name)}" for f in self.options())
+        options: dict[str, Any] = {}
+        for key, value in given.items():
+            if key not in fields:
+                raise SnnConvertError(f"--{flag_name(key)} is not an option of coding {self.name} "
+                                      f"(its options: {valid})")
+            options[key] = value if isinstance(value, bool) else self.parse(key, value)
+        for item in extra:
+            if "=" not in item:
+                raise SnnConvertError(f"--set {item!r}: write KEY=VALUE")
+            key, value = item.split("=", 1)
+            key = key.strip().replace("-", "_")
+            if key not in fields:
+                raise SnnConvertError(f"--set {key}: not an option of coding {self.name} (its options: {valid})")
+            options[key] = self.parse(key, value)
+        for f in dataclasses.fields(self.config):
+            if "cli_default" in f.metadata and f.name not in options:
+                options[f.name] = f.metadata["cli_default"]
+        return options
+
+
+CODING_OPTIONS: Registry[CodingOptions] = Registry("coding", same=_same_options, load=load_method_packages)
+"""Every coding's options by coding name; filled by importing the method packages, without torch."""
+
+
+def coding_options() -> dict[str, CodingOptions]:
+    """Every coding's options by name (name order), torch-free."""
+    return dict(sorted(CODING_OPTIONS.items().items()))
