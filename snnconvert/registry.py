@@ -106,9 +106,9 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
 
     def items(self) -> dict[str, T]:
-        """Every item by name, in registration order (after loading the method packages)."""
+        """Every item by name, in name order (after loading the method packages)."""
         self._load()
-        return dict(self._items)
+        return dict(sorted(self._items.items()))
 
     def get(self, name: str) -> T:
         """The item ``name``, or a one-line error listing the choices."""

@@ -8,8 +8,6 @@ import typer
 
 from snnconvert.errors import SnnConvertError
 
-FORMATS = ("onnx", "nir")
-
 
 def register(app: typer.Typer) -> None:
     """Add the ``export`` command to ``app``."""
@@ -40,38 +38,23 @@ def register(app: typer.Typer) -> None:
         from snnconvert.manifest_check import safe_text
 
         def body() -> None:
-            import torch
+            from snnconvert.export import EXPORT_FORMATS, ExportRequest
 
-            if fmt not in FORMATS:
-                raise SnnConvertError(f"--format {fmt!r} is not possible: use {' or '.join(FORMATS)}")
+            formats = EXPORT_FORMATS.items()
+            if fmt not in formats:
+                raise SnnConvertError(f"--format {fmt!r} is not possible: use {' or '.join(formats)}")
             check_new_output_file(out, "--out", writable=False)
             path, q, snn = _load_input(input_path, ("snn",), None)
             if snn is None:
                 raise SnnConvertError(f"{path.name} is a quantized artifact; convert it first (snnconvert to-snn)")
             target = out or path.with_suffix(f".{fmt}")
             check_new_output_file(target, "--out", path, writable=False)
-            spec = q.info.input_spec
-            if fmt == "onnx":
-                from snnconvert.export.onnx import export_onnx
-
-                result = export_onnx(snn, target, mode=mode, example=torch.zeros(spec.example_shape(1)),
-                                     spikes=spikes)
-                info = {"path": str(result.path), "format": "onnx", "mode": result.mode, "coding": result.coding,
-                        "steps": result.steps, "inputs": result.inputs, "outputs": result.outputs,
-                        "nodes": result.nodes}
-                if result.mode == "step":  # what a runtime needs to start the state
-                    info["initial_state"] = {name: {"shape": shape, "value": value}
-                                             for name, (shape, value) in result.initial_state.items()}
-            else:
-                from snnconvert.export.nir import export_nir
-
-                nir_result = export_nir(snn, target, spec.example_shape(1)[1:])
-                info = {"path": str(nir_result.path), "format": "nir", "coding": nir_result.coding,
-                        "nodes": nir_result.nodes, "edges": [list(e) for e in nir_result.edges]}
+            request = ExportRequest(tuple(q.info.input_spec.example_shape(1)[1:]), mode=mode, spikes=spikes)
+            info = formats[fmt].write(snn, target, request)
             if as_json:
                 _emit_json(info)
                 return
-            what = f"{info['nodes']} nodes" if fmt == "onnx" else f"{len(info['nodes'])} NIR nodes"
-            console.print(f"wrote {safe_text(info['path'])} ({fmt}, {safe_text(snn.coding)}, {what})", highlight=False)
+            console.print(f"wrote {safe_text(info['path'])} ({fmt}, {safe_text(snn.coding)}, "
+                          f"{formats[fmt].describe(info)})", highlight=False)
 
         _guard(body)

@@ -15,58 +15,43 @@ from typing import Any
 from snnconvert.codings.base import Coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.options import CODING_OPTIONS, flag_name, parse_typed
-from snnconvert.registry import load_methods
+from snnconvert.registry import Registry
 
-_BY_CONFIG: dict[type, Coding] = {}
-_BY_NAME: dict[str, Coding] = {}
+CODINGS: Registry[Coding] = Registry("coding", same=lambda a, b: a.config is b.config)
+"""Every coding by name (filled by the method packages and plugins on first read)."""
 
 
 def register_coding(coding: Coding) -> Coding:
     """Add ``coding`` to the table (idempotent for the same declaration); returns it."""
     if not dataclasses.is_dataclass(coding.config):
         raise TypeError(f"coding {coding.name}: config must be a dataclass, not {coding.config!r}")
-    known = _BY_NAME.get(coding.name)
-    if known is not None and known.config is not coding.config:
-        raise ValueError(f"coding name {coding.name!r} is taken by {known.config.__module__}")
-    owner = _BY_CONFIG.get(coding.config)
+    owner = next((c for c in CODINGS._items.values() if c.config is coding.config), None)
     if owner is not None and owner.name != coding.name:
         raise ValueError(f"config {coding.config.__name__} already belongs to coding {owner.name!r}")
+    CODINGS.register(coding.name, coding)
     CODING_OPTIONS.register(coding.name, coding.option_set())
-    _BY_NAME[coding.name] = coding
-    _BY_CONFIG[coding.config] = coding
     return coding
 
 
 def unregister_coding(name: str) -> None:
     """Remove a coding (tests that register toys clean up with this)."""
-    coding = _BY_NAME.pop(name, None)
-    if coding is not None:
-        _BY_CONFIG.pop(coding.config, None)
-        CODING_OPTIONS.unregister(name)
-
-
-def _load_codings() -> None:
-    """Import every method package (each registers its coding) and the entry-point plugins."""
-    load_methods()
+    CODINGS.unregister(name)
+    CODING_OPTIONS.unregister(name)
 
 
 def codings() -> dict[str, Coding]:
     """All registered codings by name, in name order."""
-    _load_codings()
-    return dict(sorted(_BY_NAME.items()))
+    return CODINGS.items()
 
 
 def get_coding(name: str) -> Coding:
-    table = codings()
-    if name not in table:
-        raise SnnConvertError(f"unknown coding {name!r}: choose one of {', '.join(sorted(table))}")
-    return table[name]
+    """The coding ``name``, or a one-line error listing the choices."""
+    return CODINGS.get(name)
 
 
 def coding_for(config: Any) -> Coding:
     """The coding a config object belongs to."""
-    _load_codings()
-    coding = _BY_CONFIG.get(type(config))
+    coding = next((c for c in codings().values() if c.config is type(config)), None)
     if coding is None:
         raise SnnConvertError(f"{type(config).__name__} is not the config of any registered coding")
     return coding

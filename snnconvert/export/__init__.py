@@ -1,2 +1,57 @@
-"""Export of converted networks: ONNX (:func:`~snnconvert.export.onnx.export_onnx`) and NIR
-(:func:`~snnconvert.export.nir.export_nir`)."""
+"""Export of converted networks: one registry of formats, ONNX
+(:func:`~snnconvert.export.onnx.export_onnx`) and NIR (:func:`~snnconvert.export.nir.export_nir`).
+
+A format is an :class:`ExportFormat` registered with :func:`register_export_format` (the two
+built-in modules register on first use; a plugin registers the same way from its method
+package); ``snnconvert export --format NAME`` looks it up and prints what ``write`` returns."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snnconvert.registry import Registry, load_methods
+
+BUILT_IN = ("onnx", "nir")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the command line asks of a format: the per-image input shape and the ONNX options
+    (a format ignores what it has no use for)."""
+
+    image_shape: tuple[int, ...]
+    mode: str = "unrolled"
+    spikes: bool = False
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """``write(snn, path, request)`` writes ``path`` atomically and returns a JSON-compatible
+    summary with at least ``path`` and ``nodes``; ``describe(info)`` is the terminal's short
+    account of it (e.g. ``"42 nodes"``)."""
+
+    name: str
+    summary: str
+    write: Callable[[Any, Path, ExportRequest], dict[str, Any]]
+    describe: Callable[[dict[str, Any]], str]
+
+
+@functools.cache
+def _load_formats() -> None:
+    for name in BUILT_IN:
+        importlib.import_module(f"{__name__}.{name}")
+    load_methods()
+
+
+EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", load=_load_formats)
+"""Every export format by name."""
+
+
+def register_export_format(fmt: ExportFormat) -> ExportFormat:
+    """Add ``fmt`` to the table; returns it."""
+    return EXPORT_FORMATS.register(fmt.name, fmt)

@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
+from snnconvert.export import ExportFormat, ExportRequest, register_export_format
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
@@ -177,3 +178,13 @@ def export_nir(snn: SpikingNetwork, path: str | Path, image_shape: tuple[int, in
     blob = buffer.getvalue()
     write_atomically(path, lambda handle: handle.write(blob))
     return NirExport(path, snn.coding, {k: type(v).__name__ for k, v in graph.nodes.items()}, list(graph.edges))
+
+
+def _write_for_cli(snn: SpikingNetwork, path: Path, request: ExportRequest) -> dict:
+    result = export_nir(snn, path, request.image_shape)
+    return {"path": str(result.path), "format": "nir", "coding": result.coding, "nodes": result.nodes,
+            "edges": [list(e) for e in result.edges]}
+
+
+register_export_format(ExportFormat("nir", "NIR graph (neuromorphic toolchains; rate/IF and LIF-family networks)",
+                                    _write_for_cli, lambda info: f"{len(info['nodes'])} NIR nodes"))

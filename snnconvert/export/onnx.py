@@ -32,6 +32,7 @@ from torch import Tensor, fx, nn
 
 from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
+from snnconvert.export import ExportFormat, ExportRequest, register_export_format
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
@@ -291,3 +292,18 @@ def _state_shapes(step: _StepNet, example: Tensor) -> dict[str, tuple[int, ...]]
 def state_name(state: str, layer: str) -> str:
     """The graph input / output name of a neuron layer's step state (``membrane_layer1.0.relu``)."""
     return f"{state}_{layer}"
+
+
+def _write_for_cli(snn: SpikingNetwork, path: Path, request: ExportRequest) -> dict:
+    result = export_onnx(snn, path, mode=request.mode, example=torch.zeros((1, *request.image_shape)),
+                         spikes=request.spikes)
+    info = {"path": str(result.path), "format": "onnx", "mode": result.mode, "coding": result.coding,
+            "steps": result.steps, "inputs": result.inputs, "outputs": result.outputs, "nodes": result.nodes}
+    if result.mode == "step":  # what a runtime needs to start the state
+        info["initial_state"] = {name: {"shape": shape, "value": value}
+                                 for name, (shape, value) in result.initial_state.items()}
+    return info
+
+
+register_export_format(ExportFormat("onnx", "ONNX graph (onnxruntime, any ONNX tool)", _write_for_cli,
+                                    lambda info: f"{info['nodes']} nodes"))

@@ -30,6 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -50,51 +51,40 @@ class TrainingMethod:
         return dataclasses.fields(self.config)
 
 
-_METHODS: dict[str, TrainingMethod] = {}
+METHODS: Registry[TrainingMethod] = Registry("training method", same=lambda a, b: a.config is b.config)
+"""Every training method by name (filled by the method packages and plugins on first read)."""
 
 
 def register_method(method: TrainingMethod) -> TrainingMethod:
     """Add ``method`` to the table (idempotent for the same declaration); returns it."""
     if not dataclasses.is_dataclass(method.config):
         raise TypeError(f"method {method.name}: config must be a dataclass, not {method.config!r}")
-    known = _METHODS.get(method.name)
-    if known is not None and known.config is not method.config:
-        raise ValueError(f"training method name {method.name!r} is taken by {known.config.__module__}")
-    _METHODS[method.name] = method
-    return method
+    return METHODS.register(method.name, method)
 
 
 def unregister_method(name: str) -> None:
     """Remove a method (tests that register toys clean up with this)."""
-    _METHODS.pop(name, None)
-
-
-def _load() -> None:
-    """Import every method package (each registers its training methods) and the plugins."""
-    from snnconvert.registry import load_methods
-
-    load_methods()
+    METHODS.unregister(name)
 
 
 def methods() -> dict[str, TrainingMethod]:
     """All registered training methods by name."""
-    _load()
-    return dict(sorted(_METHODS.items()))
+    return METHODS.items()
 
 
 def get_method(name: str) -> TrainingMethod:
+    """The method ``name`` (``-`` and ``_`` alike), or a one-line error listing the choices."""
     table = methods()
     key = name.replace("-", "_")
     if key not in table:
-        known = ", ".join(sorted(table)) or "none"
-        raise SnnConvertError(f"unknown training method {name!r}: choose one of {known}")
+        raise SnnConvertError(f"unknown training method {name!r}: choose one of {', '.join(table) or 'none'}")
     return table[key]
 
 
 def method_config(name: str, overrides: dict[str, Any] | None) -> Any:
     """The config of method ``name`` with ``overrides`` (values as given, or text read by each
     option's type); validated by its ``validate()`` when it has one."""
-    from snnconvert.codings.registry import parse_typed
+    from snnconvert.options import parse_typed
 
     method = get_method(name)
     overrides = dict(overrides or {})

@@ -13,6 +13,7 @@ tables are rendered at the edge and its ``plot`` writes PNGs with ``--plots``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from snnconvert.codings.base import CodingReport, ReportTable
+from snnconvert.registry import Registry, load_methods
 from snnconvert.simulate.network import SpikingNetwork
 
 
@@ -56,31 +58,30 @@ class Analysis:
     needs: str = "an SNN"  # what `applies` asks for, for the error message
 
 
-_ANALYSES: dict[str, Analysis] = {}
-_loaded = False
+@functools.cache
+def _load_analyses() -> None:
+    """This package's analyses, then the method packages' (each registers its own)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    load_methods()
+
+
+ANALYSES: Registry[Analysis] = Registry("analysis", load=_load_analyses)
+"""Every analysis by name."""
 
 
 def register_analysis(analysis: Analysis) -> Analysis:
     """Add ``analysis`` to the table; returns it."""
-    _ANALYSES[analysis.name] = analysis
-    return analysis
+    return ANALYSES.register(analysis.name, analysis)
 
 
 def unregister_analysis(name: str) -> None:
-    _ANALYSES.pop(name, None)
+    ANALYSES.unregister(name)
 
 
 def analyses() -> dict[str, Analysis]:
-    """Every registered analysis by name (the modules of this package register on first use)."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
-    from snnconvert.registry import load_methods
-
-    load_methods()  # methods register their own analyses
-    return dict(sorted(_ANALYSES.items()))
+    """Every registered analysis by name (this package's modules and the methods register on first use)."""
+    return ANALYSES.items()
 
 
 def find_report(coding_name: str | None, name: str) -> CodingReport | Analysis | None:
