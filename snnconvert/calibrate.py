@@ -246,6 +246,7 @@ class CalibrationResult:
     after: dict[str, float] = field(default_factory=dict)
     layer_error: dict[str, list[float]] = field(default_factory=dict)  # name -> [mse before, after]
     stopped: bool = False  # the time budget ran out before the last layer
+    reverted: bool = False  # the held-out agreement with the ANN fell: the conversion was kept as it was
 
     def as_info(self) -> dict[str, Any]:
         return {
@@ -253,7 +254,7 @@ class CalibrationResult:
             "holdout_images": self.holdout_images, "layers": self.layers, "calibrated": self.calibrated,
             "skipped": self.skipped, "before": self.before, "after": self.after,
             "layer_mse": {k: [float(f"{v:.4g}") for v in pair] for k, pair in self.layer_error.items()},
-            "stopped_by_budget": self.stopped,
+            "stopped_by_budget": self.stopped, "reverted": self.reverted,
         }
 
 
@@ -424,6 +425,7 @@ def calibrate(gm: fx.GraphModule, encoder: nn.Module, decoder: nn.Module, refere
     result.fit_images = sum(len(b[0]) for b in fit)
     result.holdout_images = sum(len(b[0]) for b in holdout)
     result.before = proxy(run, reference, holdout or fit)
+    saved = {name: value.detach().clone() for name, value in gm.state_dict().items()}
     ref_nodes = {n.name: n for n in reference.graph.nodes}
     with torch.no_grad():
         snn_steps = [_Stepper(work, enc(x.to(dtype))) for x, _ in fit]
@@ -456,8 +458,23 @@ def calibrate(gm: fx.GraphModule, encoder: nn.Module, decoder: nn.Module, refere
         del currents, targets, data
     del snn_steps, ann_steps
     result.after = proxy(run, reference, holdout or fit)
+    if result.after["agreement"] < result.before["agreement"]:  # worse on the held-out images: keep the conversion
+        _restore(gm, saved)
+        result.reverted = True
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _restore(gm: fx.GraphModule, saved: dict[str, Tensor]) -> None:
+    """Put back every parameter and buffer of ``gm`` as ``saved`` (a state dict taken before the
+    calibration; shapes may have changed since: a per-layer gain became per-channel)."""
+    for name, value in saved.items():
+        owner, _, leaf = name.rpartition(".")
+        module = gm.get_submodule(owner) if owner else gm
+        if leaf in module._parameters and module._parameters[leaf] is not None:
+            module._parameters[leaf] = nn.Parameter(value, requires_grad=module._parameters[leaf].requires_grad)
+        else:
+            module._buffers[leaf] = value
 
 
 def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
@@ -468,6 +485,10 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     if not cal.get("before"):
         return [("calibration", f"{cal['mode']}: not run ({'; '.join(cal.get('skipped', [])) or 'no data'})")]
     b, a = cal["before"], cal["after"]
+    if cal.get("reverted"):
+        return [("calibration", f"{cal['mode']}: undone (the held-out agreement with the ANN fell from "
+                                f"{100 * b['agreement']:.1f}% to {100 * a['agreement']:.1f}%); the network is "
+                                "the plain conversion")]
     rows = [("calibration", f"{cal['mode']}: {cal['calibrated']} of {cal['layers']} neuron layers on "
                             f"{cal['fit_images']} calibration images, {cal['seconds']:.1f} s"
                             + (" (time budget reached)" if cal.get("stopped_by_budget") else "")),

@@ -30,13 +30,17 @@ CALIBRATION_MODES = ("none", "bias", "layerwise")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
-           default_factory: Any = dataclasses.MISSING, cli_default: Any = dataclasses.MISSING) -> Any:
+           default_factory: Any = dataclasses.MISSING, cli_default: Any = dataclasses.MISSING,
+           flag: str | None = None) -> Any:
     """A config field with its help text (shown by ``--help``); ``cli=False`` keeps it out of the
     command line (recipes and the API still take it); ``cli_default`` is the value the command
-    line uses when the flag is not given (the API keeps ``default``)."""
-    meta = {"help": help, "cli": cli}
+    line uses when the flag is not given (the API keeps ``default``); ``flag`` names its flag
+    when the field's own name is not the one (``--t-max`` for a method's ``t_max``)."""
+    meta: dict[str, Any] = {"help": help, "cli": cli}
     if cli_default is not dataclasses.MISSING:
         meta["cli_default"] = cli_default
+    if flag is not None:
+        meta["flag"] = flag
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -195,3 +199,26 @@ CODING_OPTIONS: Registry[CodingOptions] = Registry("coding", same=_same_options,
 def coding_options() -> dict[str, CodingOptions]:
     """Every coding's options by name (name order), torch-free."""
     return dict(sorted(CODING_OPTIONS.items().items()))
+
+
+# ---------------------------------------------------------------------------- a training method's options
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """A training method's name, summary and config dataclass (torch-free: the ``finetune``
+    command generates the method's flags from it before torch loads)."""
+
+    name: str
+    summary: str
+    config: type
+
+
+TRAINING_OPTIONS: Registry[MethodOptions] = Registry("training method", same=lambda a, b: a.config is b.config,
+                                                     load=load_method_packages)
+"""Every training method's options by name; filled by importing the method packages, without torch."""
+
+
+def training_options() -> dict[str, MethodOptions]:
+    """Every training method's options by name (name order), torch-free."""
+    return TRAINING_OPTIONS.items()

@@ -167,3 +167,32 @@ def test_calibration_is_on_in_to_snn_for_inexact_codings_only() -> None:
         assert coding_options(get_coding(name), {"calibrate": "none"}, [])["calibrate"] == "none", name
     assert "calibrate" not in {f.name for f in dataclasses.fields(get_coding("sws").config)}  # exact
     assert "calibrate" not in coding_options(get_coding("sws"), {}, [])
+
+
+def test_a_calibration_that_lowers_held_out_agreement_is_undone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy says the calibrated network agrees less with the ANN on held-out images: every
+    parameter and buffer goes back (gains that became per-channel included), and to-snn says so."""
+    import snnconvert.calibrate as cal
+
+    ann, loader = _ann(), _images()
+    gm = _unfolded(ann)
+    before = {k: v.clone() for k, v in gm.state_dict().items()}
+    readings = iter([{"top1": 0.5, "agreement": 0.9, "images": 48}, {"top1": 0.4, "agreement": 0.8, "images": 48}])
+    monkeypatch.setattr(cal, "proxy", lambda *args: next(readings))
+    result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "bias", images=48)
+    assert result.reverted and result.calibrated == 1
+    after = gm.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before), [k for k in before if not torch.equal(after[k],
+                                                                                                        before[k])]
+    rows = cal.summary_rows({"calibration": result.as_info()})
+    assert rows == [("calibration", "bias: undone (the held-out agreement with the ANN fell from 90.0% to 80.0%); "
+                                    "the network is the plain conversion")]
+
+
+def test_a_calibration_that_helps_is_kept() -> None:
+    ann, loader = _ann(), _images()
+    gm = _unfolded(ann)
+    result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "bias", images=48)
+    assert not result.reverted and result.after["agreement"] >= result.before["agreement"]
+    assert not torch.equal(gm.conv.bias, _unfolded(ann).conv.bias)  # the offset correction stayed

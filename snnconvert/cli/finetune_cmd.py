@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from snnconvert.cli.config_flags import ConfigCommand, ConfigFlag, config_flags, config_from_flags
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.config import FinetuneConfig
-
-_DEFAULTS = FinetuneConfig()
-
-
-def _milestones(text: str | None) -> list[int]:
-    if not text:
-        return []
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SnnConvertError(f"--milestones {text!r} is not possible: give epochs as N,N,...") from None
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+from snnconvert.options import flag_name, training_options
 
 
 def register(app: typer.Typer) -> None:
@@ -53,79 +42,20 @@ def register(app: typer.Typer) -> None:
 
         _guard(body)
 
-    @app.command("finetune")
     def finetune_cmd(
         input_path: Path | None = typer.Option(None, "--input", help="SNN artifact, or a run directory to take the "
                                                "latest from (default: the latest SNN artifact)."),
         data: str = typer.Option(..., "--data", help="Training data: digits, imagefolder:PATH, cifar10:PATH, ..."),
         val_data: str | None = typer.Option(None, "--val-data", help="Validation data (default: the held-out part "
                                                                      "of the calibration data)."),
-        epochs: int = typer.Option(..., "--epochs", help="Training epochs."),
-        lr: float = typer.Option(_DEFAULTS.lr, "--lr", help="Learning rate of weights and biases."),
-        optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd."),
-        momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum."),
-        weight_decay: float = typer.Option(0.0, "--weight-decay", help="Weight decay."),
-        schedule: str = typer.Option(_DEFAULTS.schedule, "--schedule", help="none, step or cosine."),
-        milestones: str | None = typer.Option(None, "--milestones", help="Step-schedule epochs N,N,..."),
-        gamma: float = typer.Option(0.2, "--gamma", help="Step-schedule factor."),
-        warmup_epochs: int = typer.Option(_DEFAULTS.warmup_epochs, "--warmup-epochs",
-                                          help="Linear warm-up epochs (per step; at most half the run)."),
-        grad_clip: float = typer.Option(_DEFAULTS.grad_clip or 0.0, "--grad-clip",
-                                        help="Clip the global gradient norm of each step (0: no clipping)."),
-        distill: str = typer.Option(_DEFAULTS.distill, "--distill", help="float: distil the logits of the "
-                                    "artifact's float ANN (when it has trained weights); none: CE only. LeNet-5 "
-                                    "on digits, M-LIF S=3 T=1, 5 epochs: 97.8% with it, 96.9% without."),
-        distill_temperature: float = typer.Option(_DEFAULTS.distill_temperature, "--distill-temperature",
-                                                  help="Distillation temperature."),
-        distill_weight: float = typer.Option(_DEFAULTS.distill_weight, "--distill-weight",
-                                             help="Share of the distillation term in the loss (0..1)."),
-        distill_standardize: str = typer.Option(_DEFAULTS.distill_standardize, "--distill-standardize",
-                                                help="auto, on or off: z-score both logit vectors before the "
-                                                "temperature (auto: when the SNN's logit scale is over 4x off "
-                                                "the ANN's, e.g. after --calibrate none)."),
-        reinit_dead: bool = typer.Option(_DEFAULTS.reinit_dead, "--reinit-dead/--no-reinit-dead",
-                                         help="Re-initialise the threshold of a layer that never fires on the "
-                                         "first training images."),
-        threshold_lr: float | None = typer.Option(None, "--threshold-lr", help="Fixed lr of the thresholds."),
-        leak_lr: float | None = typer.Option(None, "--leak-lr", help="Fixed lr of the leaks."),
-        surrogate: str | None = typer.Option(None, "--surrogate", help="Surrogate gradient NAME[:PARAM] "
-                                             "(default: each neuron's own; M-LIF: the 000 A.1 window)."),
-        learn_threshold: bool = typer.Option(False, "--learn-threshold", help="Train the firing thresholds."),
-        learn_leak: bool = typer.Option(False, "--learn-leak", help="Train the membrane leaks."),
-        per_channel: bool = typer.Option(False, "--per-channel", help="Per-channel thresholds / leaks."),
-        loss: str = typer.Option("ce", "--loss", help="ce or tet."),
-        augment: bool = typer.Option(False, "--augment", help="Random crop with padding and horizontal flip."),
-        batch_size: int = typer.Option(64, "--batch-size", help="Global batch size."),
-        seed: int = typer.Option(0, "--seed", help="Seed of data order, augmentation and torch."),
-        val_limit: int = typer.Option(1000, "--val-limit", help="Validation images per epoch (0: none)."),
-        max_batches: int | None = typer.Option(None, "--max-batches", help="Batches per epoch at most."),
-        time_budget: float | None = typer.Option(None, "--time-budget", help="Stop after the epoch that passes "
-                                                                            "this many seconds."),
-        checkpoint_time: bool = typer.Option(False, "--checkpoint-time", help="Recompute neuron time loops in the "
-                                                                             "backward pass (less memory)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run from its checkpoint."),
-        allow_class_mismatch: bool = typer.Option(False, "--allow-class-mismatch", help="Train on class folders "
-                                                  "that differ from the model's classes (a note says how labelled)."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         method: list[str] = typer.Option([], "--method", help="Training method to apply (repeatable); "
                                          "`snnconvert methods` lists them."),
         method_option: list[str] = typer.Option([], "--method-option", help="A method's option, "
                                                 "NAME.KEY=VALUE (repeatable; switches the method on)."),
-        adaptive_bits: bool = typer.Option(False, "--adaptive-bits", help="Learn per-layer weight / spike widths "
-                                           "and T (multi-bit SNNs; same as --method adaptive-bits)."),
-        target_bits: str | None = typer.Option(None, "--target-bits", help="Target average widths W/S/T of "
-                                               "--adaptive-bits, e.g. 2/2/1 (switches it on)."),
-        dtss: bool = typer.Option(False, "--dtss", help="Learn per-layer time steps (same as --method dtss)."),
-        t_max: int | None = typer.Option(None, "--t-max", help="DTSS: maximum steps per layer (the SNN's T; "
-                                         "switches --dtss on)."),
-        lambda_m: float | None = typer.Option(None, "--lambda-m", help="DTSS: weight of the mask loss "
-                                              "(switches --dtss on)."),
-        dtss_groups: str | None = typer.Option(None, "--dtss-groups", help="DTSS: layer groups in the mask loss, "
-                                               "e.g. qkv,mlp or all (switches --dtss on)."),
-        dtss_min_steps: int | None = typer.Option(None, "--dtss-min-steps", help="DTSS: steps every layer keeps "
-                                                  "at least (default 1; switches --dtss on)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default: the input's directory)."),
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+        given: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Fine-tune the SNN with backpropagation through time and surrogate gradients; writes a new
         SNN artifact plus a checkpoint, a JSON log and a PNG of the curves in finetune-<input>/.
@@ -142,28 +72,15 @@ def register(app: typer.Typer) -> None:
 
         def body() -> None:
             from snnconvert.distributed import DistContext
-            from snnconvert.finetune import FinetuneConfig, finetune
+            from snnconvert.finetune import finetune
             from snnconvert.finetune.methods import methods_from_flags
             from snnconvert.pipeline import save
             from snnconvert.workspace import new_artifact_path
 
-            config = FinetuneConfig(
-                epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-                weight_decay=weight_decay, schedule=schedule, milestones=_milestones(milestones), gamma=gamma,
-                warmup_epochs=warmup_epochs, threshold_lr=threshold_lr, leak_lr=leak_lr, surrogate=surrogate,
-                learn_threshold=learn_threshold, learn_leak=learn_leak, per_channel=per_channel, loss=loss,
-                augment=augment, seed=seed, val_limit=val_limit, checkpoint_time=checkpoint_time, device=device,
-                max_batches_per_epoch=max_batches, time_budget_s=time_budget, allow_class_mismatch=allow_class_mismatch,
-                grad_clip=grad_clip if grad_clip != 0 else None, distill=distill,
-                distill_temperature=distill_temperature, distill_weight=distill_weight,
-                distill_standardize=distill_standardize, reinit_dead=reinit_dead,
-                methods=methods_from_flags(method + (["adaptive_bits"] if adaptive_bits or target_bits else [])
-                                           + (["dtss"] if dtss else []),
-                                           method_option + ([f"adaptive_bits.target_bits={target_bits}"]
-                                                            if target_bits else [])
-                                           + _shortcut_options("dtss", t_max=t_max, lambda_m=lambda_m,
-                                                               groups=dtss_groups, min_steps=dtss_min_steps)),
-            )
+            flags = command.flags()
+            config = config_from_flags(
+                FinetuneConfig, flags["finetune"], (given or {}).get("finetune", {}),
+                methods=methods_from_flags(*_method_flags(flags, given or {}, method, method_option)))
             config.validate()
             path, q, snn = _load_input(input_path, ("snn",), None)
             if snn is None:
@@ -197,7 +114,61 @@ def register(app: typer.Typer) -> None:
 
         _guard(body)
 
+    command = ConfigCommand(finetune_cmd, _sources, FINETUNE_PANELS)
+    app.command("finetune")(command)
 
-def _shortcut_options(method: str, **given: object) -> list[str]:
-    """Shortcut flags of a training method's options as ``--method-option`` texts (given ones only)."""
-    return [f"{method}.{key}={value}" for key, value in given.items() if value is not None]
+
+def _finetune_flags() -> list[ConfigFlag]:
+    return config_flags(FinetuneConfig)
+
+
+def _method_source(name: str) -> Callable[[], list[ConfigFlag]]:
+    """A training method's flags: ``--<method>`` switches it on, ``--<method>-<option>`` (or the
+    option's own flag) sets an option and switches it on."""
+    def flags() -> list[ConfigFlag]:
+        options = training_options().get(name)
+        if options is None:  # unregistered since the CLI was built
+            return []
+        switch = ConfigFlag("on", f"--{flag_name(name)}", True, f"Apply the {name} training method: "
+                            f"{options.summary}.", False, False, bool)
+        return [switch, *config_flags(options.config, f"{flag_name(name)}-")]
+    return flags
+
+
+def _sources() -> dict[str, Callable[[], list[ConfigFlag]]]:
+    return {"finetune": _finetune_flags, **{f"method_{name}": _method_source(name) for name in training_options()}}
+
+
+def _method_flags(flags: dict[str, list[ConfigFlag]], given: dict[str, dict[str, Any]], method: list[str],
+                  method_option: list[str]) -> tuple[list[str], list[str]]:
+    """``--method`` names and ``NAME.KEY=VALUE`` items from the generic flags plus each method's
+    own switch and option flags (given ones only)."""
+    names, items = list(method), list(method_option)
+    for source, values in given.items():
+        if not source.startswith("method_"):
+            continue
+        name = source.removeprefix("method_")
+        by_field = {f.field: f for f in flags.get(source, [])}
+        for field, value in values.items():
+            if value is None or field not in by_field:
+                continue
+            if field == "on":
+                if value:
+                    names.append(name)
+                continue
+            shown = str(value).lower() if isinstance(value, bool) else value
+            items.append(f"{name}.{field}={shown}")
+    return names, items
+
+
+class _Panels(dict):
+    """Help panels: the training options, then one per training method."""
+
+    def get(self, name: str, default: object = None) -> str:  # type: ignore[override]
+        if name == "finetune":
+            return "Training options (FinetuneConfig)"
+        method = name.removeprefix("method_")
+        return f"{method} training method (or --method {method} --method-option {method}.KEY=VALUE)"
+
+
+FINETUNE_PANELS = _Panels()

@@ -22,6 +22,17 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _clip_norm(text: str) -> float | None:
+    """``--grad-clip`` text: a norm, or ``none`` / ``0`` for no clipping."""
+    if text.strip().lower() in ("none", "0", "0.0"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise SnnConvertError(f"--grad-clip {shorten(text, 40)!r} is not possible: give a norm > 0, or none") \
+            from None
+
+
 def _int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -30,7 +41,8 @@ def _int(value: object) -> bool:
 class FinetuneConfig:
     """Options of BPTT fine-tuning of a converted SNN (M-LIF paper 000, §5.1 and A.3)."""
 
-    epochs: int = field(default=1, metadata={"help": "Training epochs (0 returns the converted SNN unchanged)."})
+    epochs: int = field(default=1, metadata={"help": "Training epochs (0 returns the converted SNN unchanged).",
+                                             "cli_required": True})
     batch_size: int = field(default=64, metadata={
         "help": "Global batch size; under torchrun each of the W ranks takes batch_size // W images."})
     lr: float = field(default=1e-3, metadata={
@@ -79,14 +91,17 @@ class FinetuneConfig:
         "help": "Train and validate on data whose class folders differ from the model's classes (labelled by "
                 "name where they are among the model's, else by folder order; a note says which)."})
     max_batches_per_epoch: int | None = field(default=None, metadata={
-        "help": "Stop each epoch after this many batches (for budgets)."})
+        "help": "Stop each epoch after this many batches (for budgets).", "flag": "--max-batches"})
     time_budget_s: float | None = field(default=None, metadata={
-        "help": "Wall-clock budget: stop after the epoch that exceeds it (recorded in the history)."})
+        "help": "Wall-clock budget in seconds: stop after the epoch that exceeds it (recorded in the history).",
+        "flag": "--time-budget"})
     methods: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
         "help": "Training methods to apply, by name, with their option overrides, e.g. "
-                "{'adaptive_bits': {'target_bits': '2/2/1'}} (see snnconvert.finetune.methods)."})
+                "{'adaptive_bits': {'target_bits': '2/2/1'}} (see snnconvert.finetune.methods).",
+        "cli": False})  # the command line: --method, --method-option and each method's own flags
     grad_clip: float | None = field(default=1.0, metadata={
-        "help": "Clip the global gradient norm of each step to this value (None: no clipping)."})
+        "help": "Clip the global gradient norm of each step to this value (none or 0: no clipping).",
+        "parse": lambda text: _clip_norm(text)})
     distill: str = field(default="float", metadata={
         "help": "float: distil the logits of the float ANN the artifact holds (when it has trained weights); "
                 "none: cross-entropy only. Bundled LeNet-5 on digits, M-LIF S=3 T=1 after to-snn's calibration, "

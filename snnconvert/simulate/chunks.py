@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 """Default target bytes (CPU) of the largest folded activation of one time chunk. Long runs
 folded whole are memory-bound (ResNet-20 at T=256: 512 MiB per layer); 32 MiB chunks (16 steps of
-ResNet-20 at batch 32) measured faster than 4 MiB ones at every T once the neuron loops ran on
-one thread (``bench/compare_spikingjelly.py --engine-table``)."""
+ResNet-20 at batch 32) measured faster than 4 MiB ones at every T (``bench/compare_spikingjelly.py
+--engine-table``, measured when the neuron loops still forced one CPU thread; they no longer do)."""
 WEIGHT_REUSE = 4
 """A chunk's frames write at least this many times the bytes of the weights it reads (on the CPU,
 a 44 MB ResNet-18 at 64x64 ran 5.3 ms per image-step in chunks of 16 frames, 3.9 in chunks of 256)."""

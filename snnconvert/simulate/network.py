@@ -32,8 +32,9 @@ class SpikingNetwork(nn.Module):
 
     Rate-type networks run in time chunks (:mod:`snnconvert.simulate.chunks`): the body sees a
     few steps at a time, the largest folded activation of a chunk at most ``time_chunk_bytes``
-    bytes (None: 4 MiB on the CPU, 256 MiB on accelerators; 0 folds all T frames at once), with
-    the same results.
+    bytes (None: :data:`~snnconvert.simulate.chunks.DEFAULT_CHUNK_BYTES`, 32 MiB, on the CPU and
+    :data:`~snnconvert.simulate.chunks.DEFAULT_DEVICE_CHUNK_BYTES`, 256 MiB, on accelerators; 0
+    folds all T frames at once), with the same results.
     """
 
     serial_children = ("encoder", "body", "decoder")

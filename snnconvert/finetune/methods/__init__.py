@@ -30,6 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.options import TRAINING_OPTIONS, MethodOptions
 from snnconvert.registry import Registry
 
 
@@ -47,6 +48,12 @@ class TrainingMethod:
     record: Callable[[nn.Module, Any], dict[str, Any]] | None = None
     parameter_groups: Callable[[nn.Module, Any], list[tuple[list[nn.Parameter], float]]] | None = None
 
+    @classmethod
+    def of(cls, options: MethodOptions, **hooks: Any) -> TrainingMethod:
+        """The method whose name, summary and config are ``options`` (declared in the method
+        package's torch-free ``config`` module) and whose hooks are ``hooks``."""
+        return cls(name=options.name, summary=options.summary, config=options.config, **hooks)
+
     def options(self) -> tuple[dataclasses.Field, ...]:
         return dataclasses.fields(self.config)
 
@@ -59,12 +66,15 @@ def register_method(method: TrainingMethod) -> TrainingMethod:
     """Add ``method`` to the table (idempotent for the same declaration); returns it."""
     if not dataclasses.is_dataclass(method.config):
         raise TypeError(f"method {method.name}: config must be a dataclass, not {method.config!r}")
-    return METHODS.register(method.name, method)
+    METHODS.register(method.name, method)
+    TRAINING_OPTIONS.register(method.name, MethodOptions(method.name, method.summary, method.config))
+    return method
 
 
 def unregister_method(name: str) -> None:
     """Remove a method (tests that register toys clean up with this)."""
     METHODS.unregister(name)
+    TRAINING_OPTIONS.unregister(name)
 
 
 def methods() -> dict[str, TrainingMethod]:

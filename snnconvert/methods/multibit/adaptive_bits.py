@@ -28,90 +28,22 @@ T = 1 in every layer (then both are the same).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 
-from snnconvert.codings.base import option
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import TrainingMethod, register_method
 from snnconvert.graph.ops import Kind, kind_of, module_of
-from snnconvert.methods.multibit.adaptive_neuron import ROUNDINGS, AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
+from snnconvert.methods.multibit.adaptive_neuron import AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
+from snnconvert.methods.multibit.config import ADAPTIVE_BITS, AdaptiveBitsConfig
 from snnconvert.methods.multibit.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear, LearnableWeights
 from snnconvert.methods.multibit.metrics import allocation
 from snnconvert.methods.multibit.neuron import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
 
-RENEWAL_MODES = ("none", "activations", "weights", "both")
 SHUTTING_SHARE = 0.24  # §4.4.2 / A.9: renewal stops within 24 % of the initial gap
-
-
-def parse_bits(text: str, flag: str) -> tuple[float, float, float]:
-    """``"W/S/T"`` as three positive numbers."""
-    parts = str(text).replace(",", "/").split("/")
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(v >= 1 for v in values):
-        raise SnnConvertError(f"{flag} {text!r} is not possible: give W/S/T widths >= 1, e.g. 2/2/1")
-    return values  # type: ignore[return-value]
-
-
-@dataclass
-class AdaptiveBitsConfig:
-    """Options of adaptive bit allocation (paper 002; defaults from A.5.1)."""
-
-    target_bits: str = option("2/2/1", help="Target average widths W/S/T of eq 22.")
-    init_bits: str = option("4/4/2", help="Initial widths W/S/T (A.5.1: 4/4/2).")
-    bounds: str = option("6/6/3", help="Upper bounds B_w,bound / B_s,bound / T_bound (A.5.1: 6/6/3).")
-    lambda_w: float = option(4e-2, help="lambda_1 of eq 22 (weight widths).")
-    lambda_t: float = option(4e-2, help="lambda_2 of eq 22 (time steps).")
-    lambda_s: float = option(1e-2, help="lambda_3 of eq 22 (spike widths).")
-    learn_bits: bool = option(True, help="Learn the widths (false: uniform quantization at init_bits).")
-    bits_lr: float = option(1e-2, help="Fixed lr of the width parameters B^_w, B^_s, T^.")
-    renewal: str = option("activations", help="Step-size renewal: none, activations, weights or both.")
-    grid_iterations: int = option(100, help="K of Algorithm 2.")
-    grid_power: float = option(2.0, help="pow of Algorithm 2.")
-    rounding: str = option("round", help="Spike rounding: round (eq 15) or floor (eqs 3-5, table 4 baseline).")
-    tau: float | None = option(None, help="Membrane time constant (None keeps the converted one; table 4: 2).")
-    quantize_weights: bool = option(True, help="Quantize the synapse weights with learnable widths.")
-
-    def validate(self) -> None:
-        self.targets()
-        self.inits()
-        bounds = self.bound_values()
-        for name, value in (("lambda_w", self.lambda_w), ("lambda_t", self.lambda_t), ("lambda_s", self.lambda_s)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise SnnConvertError(f"adaptive_bits {name} {value!r} is not possible: give a number >= 0")
-        if not (isinstance(self.bits_lr, (int, float)) and self.bits_lr > 0):
-            raise SnnConvertError(f"adaptive_bits bits_lr {self.bits_lr!r} is not possible: give an lr > 0")
-        if self.renewal not in RENEWAL_MODES:
-            raise SnnConvertError(f"adaptive_bits renewal {self.renewal!r} is not possible: choose "
-                                  f"{', '.join(RENEWAL_MODES)}")
-        if self.rounding not in ROUNDINGS:
-            raise SnnConvertError(f"adaptive_bits rounding {self.rounding!r} is not possible: choose round or floor")
-        if not (isinstance(self.grid_iterations, int) and self.grid_iterations >= 1):
-            raise SnnConvertError(f"adaptive_bits grid_iterations {self.grid_iterations!r}: give an integer >= 1")
-        if self.tau is not None and not (isinstance(self.tau, (int, float)) and self.tau >= 1):
-            raise SnnConvertError(f"adaptive_bits tau {self.tau!r} is not possible: give a number >= 1")
-        for name, value, bound in zip(("W", "S", "T"), self.inits(), bounds, strict=True):
-            if value > bound:
-                raise SnnConvertError(f"adaptive_bits init_bits: {name} = {value:g} exceeds its bound {bound}")
-
-    def targets(self) -> tuple[float, float, float]:
-        return parse_bits(self.target_bits, "adaptive_bits target_bits")
-
-    def inits(self) -> tuple[float, float, float]:
-        return parse_bits(self.init_bits, "adaptive_bits init_bits")
-
-    def bound_values(self) -> tuple[int, int, int]:
-        values = parse_bits(self.bounds, "adaptive_bits bounds")
-        if not all(float(v).is_integer() for v in values):
-            raise SnnConvertError(f"adaptive_bits bounds {self.bounds!r}: give integers W/S/T")
-        return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------ prepare
@@ -362,10 +294,8 @@ def _groups(model: nn.Module, config: AdaptiveBitsConfig) -> list[tuple[list[nn.
     return [(params, float(config.bits_lr))] if params else []
 
 
-METHOD = register_method(TrainingMethod(
-    name="adaptive_bits",
-    summary="learnable per-layer weight / spike widths and T with step-size renewal (paper 002)",
-    config=AdaptiveBitsConfig,
+METHOD = register_method(TrainingMethod.of(
+    ADAPTIVE_BITS,
     prepare=prepare,
     loss=_loss,
     before_step=_before_step,

@@ -25,12 +25,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnconvert.methods.multibit.config import ROUNDINGS
 from snnconvert.methods.multibit.learnable import grad_scale, qrange, quantize, renew, width
 from snnconvert.methods.multibit.neuron import InputStage
 from snnconvert.neurons.base import SpikeStats, SpikingNeuron, nonzero_per_row
 from snnconvert.registry import serializable
-
-ROUNDINGS = ("round", "floor")
 
 
 @serializable

@@ -66,3 +66,8 @@ OPTIONS = CODING_OPTIONS.register("rate", CodingOptions(
     config=RateConfig,
     parsers={},
 ))
+
+
+LEAK_ORDERS = ("mlif", "dtss")
+"""Leak/reset orders of :func:`if_dynamics_autograd`: the M-LIF paper's (reset not leaked, fire
+at ``>=``) and the DTSS paper's eqs 1-2 (reset, then leak; fire at ``>``)."""

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from snnconvert.methods.rate.config import LEAK_ORDERS
 from snnconvert.neurons.base import SpikingNeuron, StepState, time_chunks
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 from snnconvert.registry import serializable
@@ -116,11 +117,6 @@ def if_dynamics_autograd(
     if spikes:
         u = _reset(u, spikes[-1], threshold)
     return (torch.stack(spikes) if spikes else torch.empty_like(inputs)), u
-
-
-LEAK_ORDERS = ("mlif", "dtss")
-"""Leak/reset orders of :func:`if_dynamics_autograd`: the M-LIF paper's (reset not leaked, fire
-at ``>=``) and the DTSS paper's eqs 1-2 (reset, then leak; fire at ``>``)."""
 
 
 def _reset(u: Tensor, o: Tensor, threshold: float | Tensor) -> Tensor:

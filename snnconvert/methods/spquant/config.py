@@ -6,7 +6,15 @@ import math
 from dataclasses import dataclass
 
 from snnconvert.errors import SnnConvertError
-from snnconvert.options import CODING_OPTIONS, DTYPE_NAMES, CodingOptions, check_calibration, option
+from snnconvert.options import (
+    CODING_OPTIONS,
+    DTYPE_NAMES,
+    TRAINING_OPTIONS,
+    CodingOptions,
+    MethodOptions,
+    check_calibration,
+    option,
+)
 
 PRECISIONS = ("none", "ternary", "binary")
 """Membrane precisions besides ``"<k>bit"`` (k = 2..16)."""
@@ -124,4 +132,33 @@ OPTIONS = CODING_OPTIONS.register("spquant", CodingOptions(
     summary="SpQuant-SNN: LIF with ternary integer membrane, power-of-two weights, membrane-aware pruning",
     config=SpQuantConfig,
     parsers={"weight_bits": _parse_bits},
+))
+
+
+@dataclass
+class SpQuantMethodConfig:
+    """Options of the ``spquant`` training method."""
+
+    learn_threshold: bool = option(True, help="Learnable layer thresholds with the separate gradient path.")
+    weight_bits: int | None = option(None, help="Switch synapses to 2/4/8-bit PoT weights before training.")
+    channel_sparsity: float = option(0.8, help="Target share of masked channels of the gated layers.")
+    mask_weight: float = option(1.0, help="Weight of the channel-sparsity loss.")
+    gate_lr: float = option(1e-2, help="Learning rate of the channel gates.")
+    scale_lr: float = option(1e-3, help="Learning rate of the PoT log2 scales.")
+
+    def validate(self) -> None:
+        if self.weight_bits is not None and self.weight_bits not in POT_BITS:
+            raise SnnConvertError(f"spquant weight_bits {self.weight_bits!r} is not possible: choose 2, 4, 8 or none")
+        if not (0 <= self.channel_sparsity < 1):
+            raise SnnConvertError(f"spquant channel_sparsity {self.channel_sparsity!r} is not possible: give [0, 1)")
+        for name in ("mask_weight", "gate_lr", "scale_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise SnnConvertError(f"spquant {name} {value!r} is not possible: give a number >= 0")
+
+
+TRAINING = TRAINING_OPTIONS.register("spquant", MethodOptions(
+    name="spquant",
+    summary="SpQuant-SNN training: SGP thresholds, PoT weights with learnable scale, channel-mask sparsity",
+    config=SpQuantMethodConfig,
 ))
