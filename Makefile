@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint docs bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke clean
+.PHONY: install demo test test-fast lint docs bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,9 @@ fuzz: install
 
 gpu-smoke: install
 	$(BIN)/python bench/gpu_smoke.py
+
+gpu-check: install  # the prepared GPU script (about 8 minutes on one H100): smoke checks + short M-LIF and SWS runs
+	$(BIN)/python bench/gpu_check.py
 
 bench: bench-sws bench-codings
 

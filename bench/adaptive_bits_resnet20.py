@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--expected-ips", type=float, default=40.0, help="training images/s assumed to size the "
                                                                            "cosine schedule to the budget")
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, auto, cuda or cuda:N")
     args = parser.parse_args()
     if not 0 < args.budget_min <= 30:
         parser.error("--budget-min must be in (0, 30]")
@@ -153,7 +154,8 @@ def main() -> None:
     q = quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN, config=QuantizeConfig(bits=8, calib_limit=1000),
                  eval_limit=0)
     snn = to_snn(q, "multibit", T=1, bits_spike=4, float_bits=16)
-    eval_cfg = EvaluateConfig(data=TEST, limit=args.limit, reports=("accuracy", "bits", "allocation"))
+    eval_cfg = EvaluateConfig(data=TEST, limit=args.limit, reports=("accuracy", "bits", "allocation"),
+                              device=args.device)
     before = evaluate(q, snn, eval_cfg)
     float_top1 = next(s.top1 for s in before.accuracy.scores if s.model == "float ANN")
     converted = measures(before)
@@ -165,7 +167,7 @@ def main() -> None:
         method = {"init_bits": "4/4/1", "bits_lr": args.bits_lr, **options}
         config = FinetuneConfig(
             epochs=epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam", schedule="cosine", loss="ce",
-            augment=True, seed=0, train_split=0.98, val_limit=args.val_limit, device="cpu",
+            augment=True, seed=0, train_split=0.98, val_limit=args.val_limit, device=args.device,
             max_batches_per_epoch=max(1, args.epoch_images // args.batch_size), time_budget_s=60 * args.budget_min,
             methods={"adaptive_bits": method})
         t0 = time.perf_counter()

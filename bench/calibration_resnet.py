@@ -41,7 +41,7 @@ def markdown(model: str, rows: list[dict], float_top1: float, n: int) -> str:
     for r in rows:
         cal = r.get("calibration") or {}
         proxy = (f"{100 * cal['before']['top1']:.1f}% -> {100 * cal['after']['top1']:.1f}%"
-                 if cal.get("before") else "-")
+                 if cal.get("before") else "-") + (" (undone: agreement fell)" if cal.get("reverted") else "")
         seconds = f"{cal['seconds']:.1f} s" if cal.get("seconds") is not None else "-"
         lines.append(f"| {r['label']} | {r['mode']} | {100 * r['top1']:.2f}% | {100 * r['agreement']:.2f}% | "
                      f"{seconds} | {proxy} |")
@@ -56,7 +56,17 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(CASES))
     parser.add_argument("--calib-limit", type=int, default=1000)
     parser.add_argument("--suffix", default="")
+    parser.add_argument("--from-json", action="store_true", help="only rewrite the .md from the saved .json")
     args = parser.parse_args()
+    name = f"calibration_{args.model}{args.suffix}"
+    if args.from_json:
+        import json
+
+        saved = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+        text = markdown(args.model, saved["rows"], saved["float_top1"], saved["n_test"])
+        (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
+        print(text)
+        return
     checkpoint = SHARED / f"{args.model}-cifar10.th"
     if not checkpoint.is_file():
         raise SystemExit(f"benchmark data not found: {checkpoint} (set SNNCONVERT_SHARED_DATA)")
@@ -83,7 +93,6 @@ def main() -> None:
             rows.append(row)
             print({k: v for k, v in row.items() if k != "calibration"},
                   (row["calibration"] or {}).get("seconds"), flush=True)
-    name = f"calibration_{args.model}{args.suffix}"
     write_json(f"{name}.json", {"machine": machine(), "model": args.model, "n_test": args.n,
                                 "calib_limit": args.calib_limit, "float_top1": float_top1, "rows": rows})
     text = markdown(args.model, rows, float_top1, args.n)

@@ -71,7 +71,8 @@ from snnconvert.methods.rate import coding as rate
 from snnconvert.pipeline import QuantizedModel, conversion_inputs
 from snnconvert.quantize import QuantizeConfig
 from snnconvert.reports.plots import accuracy_latency_plot
-from snnconvert.simulate.chunks import DEFAULT_CHUNK_BYTES, steps_per_chunk
+from snnconvert.simulate.chunks import steps_per_chunk
+from snnconvert.simulate.memory import CHUNK_BYTES as DEFAULT_CHUNK_BYTES
 
 T_GRID = (8, 16, 32, 64, 128, 256)
 SWS_TS: tuple[int | str, ...] = (0, 1, 2, 3, "auto")

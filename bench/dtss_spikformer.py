@@ -114,7 +114,7 @@ def run_case(q, network: str, label: str, coding_opts: dict, method: dict | None
                          augment=True, val_limit=0, train_split=args.train_share,
                          max_batches_per_epoch=args.epoch_batches,
                          time_budget_s=seconds, methods={"dtss": method} if method is not None else {},
-                         device="cpu")
+                         device=args.device)
     start = time.perf_counter()
     result = finetune(q, snn, cfg, data=FULL_TRAIN)
     wall = time.perf_counter() - start
@@ -206,6 +206,7 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("--finish-by", default=None, help="UTC time HH:MM by which to finish: shrinks the budget "
                         "when the run starts late (e.g. after waiting for the bench lock).")
+    parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, auto, cuda or cuda:N")
     args = parser.parse_args()
     args.argv = __import__("sys").argv[1:]
     require_shared_data()

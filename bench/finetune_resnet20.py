@@ -97,13 +97,15 @@ def main() -> None:
                         help="surrogate spec for every neuron (default: each neuron's own, e.g. the M-LIF window)")
     parser.add_argument("--expected-ips", type=float, default=180.0,
                         help="training images/s assumed to size the cosine schedule to the budget (T=1)")
+    parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, auto, cuda or cuda:N")
     args = parser.parse_args()
     if not 0 < args.budget_min <= 30:
         parser.error("--budget-min must be in (0, 30]")
     require_shared_data()
     q = snnconvert.quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN,
                             config=QuantizeConfig(bits=8, calib_limit=1000), eval_limit=0)
-    eval_cfg = EvaluateConfig(data=TEST, limit=args.limit, reports=("accuracy", "opf", "energy", "rates"))
+    eval_cfg = EvaluateConfig(data=TEST, limit=args.limit, reports=("accuracy", "opf", "energy", "rates"),
+                              device=args.device)
     rows, float_top1 = [], float("nan")
     for key in args.cases.split(","):
         label, coding, options = CASES[key]
@@ -116,7 +118,7 @@ def main() -> None:
             epochs=epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam", surrogate=args.surrogate,
             schedule="cosine", learn_threshold=coding != "sws", learn_leak=coding == "mlif", loss="ce", augment=True,
             seed=0,
-            train_split=0.98, val_limit=args.val_limit, device="cpu",
+            train_split=0.98, val_limit=args.val_limit, device=args.device,
             max_batches_per_epoch=max(1, args.epoch_images // args.batch_size), time_budget_s=60 * args.budget_min,
         )
         start = time.perf_counter()

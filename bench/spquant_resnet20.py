@@ -68,7 +68,7 @@ def tune(q: Any, snn: Any, args: argparse.Namespace, methods: dict[str, Any]) ->
     epochs = max(2, int(60 * args.budget_min * args.expected_ips / args.epoch_images))
     config = FinetuneConfig(
         epochs=epochs, batch_size=64, lr=args.lr, optimizer="adam", schedule="cosine", loss="tet",
-        augment=True, seed=0, val_limit=0, device="cpu", max_batches_per_epoch=max(1, args.epoch_images // 64),
+        augment=True, seed=0, val_limit=0, device=args.device, max_batches_per_epoch=max(1, args.epoch_images // 64),
         time_budget_s=60 * args.budget_min, methods=methods)
     start = time.perf_counter()
     result = finetune(q, snn, config, data=args.train_data, show_progress=False)
@@ -207,6 +207,7 @@ def main() -> None:
                         help="minutes assumed for evaluations and the sweep when fitting the deadline")
     parser.add_argument("--tag", default="")
     parser.add_argument("--render", default="", help="only re-render the .md / .png (and claims) of this JSON")
+    parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, auto, cuda or cuda:N")
     args = parser.parse_args()
     if args.render:
         import json
@@ -300,7 +301,7 @@ def main() -> None:
         idx = torch.linspace(0, len(images) - 1, n).long()  # spread over the stratified sample
         snn = tuned["a"].eval()
         ctx = AnalysisContext(q, snn, images[idx], labels[idx], torch.zeros(0), torch.zeros(0),
-                              torch.device("cpu"), torch.float32, args.batch)
+                              torch.device("cpu"), torch.float32, args.batch)  # (the analysis runs on the CPU)
         clip = membrane_analysis(ctx)
         print(f"d: clipping sweep {clip['clipped_top1']} (unclipped {clip['baseline_top1']})", flush=True)
     claims = claims_of(rows)

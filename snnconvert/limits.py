@@ -253,11 +253,6 @@ def _gib(n: float) -> str:
 
 TIME_KEYS = ("T", "Tc", "Ts", "steps", "steps_in", "steps_out")
 """Config fields that count time steps (in coding configs and stored module configs)."""
-ACTIVATION_COPIES = 3
-"""Frames alive at once in the time-folded engine, in units of the largest layer's frames
-(its input and output plus a residual branch)."""
-
-
 def time_steps_of(config: Any) -> int:
     """Time steps a coding config asks for: the sum, over its time fields (``T``, ``Tc``, ``Ts``...),
     of the largest value each gives (an integer or a per-layer list); 1 when none is set."""
@@ -268,61 +263,3 @@ def time_steps_of(config: Any) -> int:
         ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
         total += max(ints, default=0)
     return max(total, 1)
-
-
-def largest_activation(model: Any, example: Any) -> int:
-    """Elements of the largest input or output of any leaf module in one forward pass of ``example``."""
-    import torch
-
-    largest = int(example.numel())
-    hooks = []
-
-    def record(module: Any, inputs: Any, output: Any) -> None:
-        nonlocal largest
-        for value in (*inputs, output):
-            if isinstance(value, torch.Tensor):
-                largest = max(largest, int(value.numel()))
-
-    for module in model.modules():
-        if not list(module.children()):
-            hooks.append(module.register_forward_hook(record))
-    try:
-        with torch.no_grad():
-            model(example)
-    except Exception:  # noqa: BLE001 - an estimate only: a model that cannot run this example is checked later
-        pass
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return largest
-
-
-def check_simulation_memory(model: Any, example: Any, steps: int, *, batch: int = 1, element_size: int = 8,
-                            what: str = "the spiking network", available: int | None = None) -> int:
-    """Refuse ``steps`` time steps whose frames would not fit in memory: ``steps`` x ``batch`` x the
-    largest activation of ``model`` (one forward of the single ``example``) x ``element_size`` x
-    :data:`ACTIVATION_COPIES`. Returns the estimate in bytes."""
-    per_image = largest_activation(model, example) // max(int(example.shape[0]), 1)
-    needed = steps * batch * per_image * element_size * ACTIVATION_COPIES
-    check_memory_estimate(needed, f"{what} with {steps} time steps", "use fewer time steps (or a smaller batch)",
-                          available)
-    return needed
-
-
-def fit_simulation_batch(model: Any, example: Any, steps: int, batch: int, *, element_size: int = 8,
-                         what: str = "the spiking network", option: str = "--batch-size",
-                         available: int | None = None) -> int:
-    """The largest batch, at most ``batch``, whose :func:`check_simulation_memory` estimate fits in
-    :data:`MEMORY_SHARE` of the available memory (``batch`` itself where memory cannot be read).
-    When not even one image fits, a one-line error names ``option`` and the time steps."""
-    per_image = largest_activation(model, example) // max(int(example.shape[0]), 1)
-    per_image_bytes = max(steps * per_image * element_size * ACTIVATION_COPIES, 1)
-    available = available_memory_bytes() if available is None else available
-    if available is None:
-        return batch
-    fits = int(MEMORY_SHARE * available // per_image_bytes)
-    if fits < 1:
-        raise SnnConvertError(f"{what} with {steps} time steps needs about {_gib(per_image_bytes)} per image but "
-                              f"{_gib(available)} is available: even {option} 1 does not fit; use fewer time steps "
-                              "or a machine with more memory")
-    return max(1, min(batch, fits))

@@ -31,16 +31,19 @@ CALIBRATION_MODES = ("none", "bias", "layerwise")
 
 def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
            default_factory: Any = dataclasses.MISSING, cli_default: Any = dataclasses.MISSING,
-           flag: str | None = None) -> Any:
+           flag: str | None = None, parse: Callable[[str], Any] | None = None) -> Any:
     """A config field with its help text (shown by ``--help``); ``cli=False`` keeps it out of the
     command line (recipes and the API still take it); ``cli_default`` is the value the command
     line uses when the flag is not given (the API keeps ``default``); ``flag`` names its flag
-    when the field's own name is not the one (``--t-max`` for a method's ``t_max``)."""
+    when the field's own name is not the one (``--t-max`` for a method's ``t_max``); ``parse``
+    reads its command-line text when the field's type alone does not say how."""
     meta: dict[str, Any] = {"help": help, "cli": cli}
     if cli_default is not dataclasses.MISSING:
         meta["cli_default"] = cli_default
     if flag is not None:
         meta["flag"] = flag
+    if parse is not None:
+        meta["parse"] = parse
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -54,6 +57,22 @@ def check_calibration(mode: object, seconds: object, images: object) -> None:
         raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
     if isinstance(images, bool) or not isinstance(images, int) or images < 2:
         raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
+
+
+@dataclass
+class CalibrationOptions:
+    """The layer-wise calibration options of a coding's config (mixed into it: ``class
+    MLIFConfig(CalibrationOptions)``); :mod:`snnconvert.calibrate` reads them."""
+
+    calibrate: str = option("none", cli_default="bias",
+                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
+                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
+    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
+    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
+
+    def check_calibration(self) -> None:
+        """One-line errors for impossible calibration options."""
+        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
 
 
 # ---------------------------------------------------------------------------- text -> value
@@ -111,6 +130,14 @@ def parse_typed(text: str, annotation: Any) -> Any:
 # ---------------------------------------------------------------------------- a coding's options
 
 
+def cli_fields(config: type) -> list[dataclasses.Field]:
+    """The fields of ``config`` the command line offers: its own in declaration order, then those it
+    inherits (a mixin such as :class:`CalibrationOptions`)."""
+    own = config.__dict__.get("__annotations__", {})
+    offered = [f for f in dataclasses.fields(config) if f.metadata.get("cli", True)]
+    return [f for f in offered if f.name in own] + [f for f in offered if f.name not in own]
+
+
 def _same_options(a: CodingOptions, b: CodingOptions) -> bool:
     return a.config is b.config
 
@@ -127,8 +154,8 @@ class CodingOptions:
     parsers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
 
     def options(self) -> list[dataclasses.Field]:
-        """The config fields the command line offers (in declaration order)."""
-        return [f for f in dataclasses.fields(self.config) if f.metadata.get("cli", True)]
+        """The config fields the command line offers (:func:`cli_fields`)."""
+        return cli_fields(self.config)
 
     def parse(self, name: str, text: str) -> Any:
         """Read the command-line text of config field ``name`` (a declared parser, else the

@@ -26,13 +26,14 @@ from snnconvert.data.classes import ClassCheck, known_class_names
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import PrepareConfig, prepare
 from snnconvert.ingest import LoadedModel, load_model
-from snnconvert.limits import check_simulation_memory, shorten, time_steps_of
+from snnconvert.limits import shorten, time_steps_of
 from snnconvert.manifest_check import MAX_CLASSES
 from snnconvert.quantize import (
     QuantizeConfig,
     layer_records,
     quantize_graph,
 )
+from snnconvert.simulate.memory import check_simulation_memory
 from snnconvert.simulate.network import SpikingNetwork
 
 

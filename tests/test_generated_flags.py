@@ -47,6 +47,34 @@ def test_every_finetune_field_is_a_flag_and_no_flag_is_hand_written() -> None:
     assert primary == FINETUNE_OWN | set(generated) | methods | method_flags  # nothing else, nothing missing
 
 
+COMMANDS = {  # command -> (its configs, its own options: what to read and where to write)
+    "quantize": ("QuantizeConfig", {"model", "--weights", "--data", "--resize-data", "--allow-class-mismatch",
+                                    "--calib-split", "--num-classes", "--eval-limit", "--out", "--json"}),
+    "evaluate": ("EvaluateConfig", {"--input", "--sweep", "--plots", "--json", "--out"}),
+    "export": ("ExportRequest", {"--input", "--format", "--out", "--json"}),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_config_field_of_a_command_is_a_flag(command: str) -> None:
+    from snnconvert.configs.evaluate import EvaluateConfig
+    from snnconvert.configs.quantize import QuantizeConfig
+    from snnconvert.export import ExportRequest
+
+    config = {"QuantizeConfig": QuantizeConfig, "EvaluateConfig": EvaluateConfig, "ExportRequest": ExportRequest}[
+        COMMANDS[command][0]]
+    options = _options(command)
+    generated = {flag.flag: flag for flag in config_flags(config)}
+    for flag, entry in generated.items():
+        help_text = dataclasses.fields(config)[[f.name for f in dataclasses.fields(config)].index(entry.field)] \
+            .metadata["help"]
+        assert flag in options and options[flag].help.startswith(help_text), flag
+    primary = {param.opts[0] for param in {id(p): p for p in options.values()}.values()}
+    assert primary == COMMANDS[command][1] | set(generated)
+    skipped = {f.name for f in dataclasses.fields(config) if not f.metadata.get("cli", True)}
+    assert skipped <= {"sweep", "image_shape"}  # --sweep KEY=V1,V2 (repeatable); the shape comes from the model
+
+
 def test_every_coding_option_is_a_to_snn_flag() -> None:
     options = _options("to-snn")
     for name, coding in coding_options().items():
@@ -72,15 +100,22 @@ def test_method_flags_switch_their_method_on() -> None:
     assert names == ["adaptive_bits"] and items == ["spquant.gate_lr=0.1", "dtss.t_max=3"]
 
 
-def test_recipe_sections_take_the_config_fields(tmp_path: Path) -> None:
+@pytest.mark.parametrize("section", ["quantize", "finetune", "evaluate"])
+def test_recipe_sections_take_the_config_fields(tmp_path: Path, section: str) -> None:
+    """Every field of the section's config, at its default, loads; any other key is refused."""
+    from snnconvert.configs.evaluate import EvaluateConfig
+    from snnconvert.configs.quantize import QuantizeConfig
     from snnconvert.recipe import load_recipe
 
-    finetune = {k: v for k, v in dataclasses.asdict(FinetuneConfig()).items()}
-    recipe = {"model": "lenet5", "data": "digits", "finetune": {"data": "digits", **finetune}}
+    config = {"quantize": QuantizeConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig}[section]()
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    body = {"data": "digits", **fields} if section == "finetune" else fields
+    recipe = {"model": "lenet5", "data": "digits", section: body}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    assert load_recipe(path).finetune.config == FinetuneConfig()
-    recipe["finetune"]["not_a_field"] = 1
+    loaded = load_recipe(path)
+    assert (loaded.finetune.config if section == "finetune" else getattr(loaded, section)) == config
+    recipe[section]["not_a_field"] = 1
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     with pytest.raises(SnnConvertError, match="not_a_field"):
         load_recipe(path)

@@ -19,14 +19,14 @@ from snnconvert.graph import prepare
 from snnconvert.methods.rate import coding as rate
 from snnconvert.methods.rate.neuron import IFNeuron, RateMaxPool, running_max_pool, running_max_pool_chunk
 from snnconvert.simulate.chunks import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_DEVICE_CHUNK_BYTES,
-    chunk_budget,
     chunkable,
     chunked_forward,
     run_in_chunks,
     steps_per_chunk,
 )
+from snnconvert.simulate.memory import CHUNK_BYTES as DEFAULT_CHUNK_BYTES
+from snnconvert.simulate.memory import DEVICE_CHUNK_BYTES as DEFAULT_DEVICE_CHUNK_BYTES
+from snnconvert.simulate.memory import chunk_budget
 from snnconvert.simulate.probes import synapse_probe
 
 T = 8
@@ -203,7 +203,8 @@ def test_max_pool_chunk_continues_running_sums() -> None:
 
 
 def test_min_chunk_frames_is_weight_reuse_times_weights_over_activation_bytes() -> None:
-    from snnconvert.simulate.chunks import WEIGHT_REUSE, min_chunk_frames
+    from snnconvert.simulate.chunks import min_chunk_frames
+    from snnconvert.simulate.memory import WEIGHT_REUSE
 
     body = nn.Linear(100, 50)  # 5,050 floats = 20,200 bytes of weights
     # 1,000 activation elements (4,000 bytes) per frame: 4 x 20,200 / 4,000 = 20.2 -> 21 frames
@@ -305,16 +306,18 @@ def test_affine_synapse_with_one_shift_runs_any_number_of_frames() -> None:
 
 
 def test_evaluate_batches_by_one_frame_per_image_when_the_network_runs_in_chunks() -> None:
-    from snnconvert.evaluate import SNN_BATCH_BYTES, runs_in_chunks, snn_batch_size
+    from snnconvert.evaluate import runs_in_chunks
+    from snnconvert.simulate.memory import BATCH_BYTES as SNN_BATCH_BYTES
+    from snnconvert.simulate.memory import snn_batch_size
 
     snn, x = _snn(steps=256), _images(2, 3)
     assert runs_in_chunks(snn, x[:1], torch.device("cpu"))
     snn.info["frames"] = 256
     elements = 4 * 6 * 6  # the largest activation per image and step (c1/c2: 4 x 6 x 6)
     # all 256 frames folded: 256 x 144 x 4 bytes = 147,456 per image -> 56 images in 8 MiB
-    assert snn_batch_size(snn, 1000, elements) == SNN_BATCH_BYTES // (256 * elements * 4) == 56
+    assert snn_batch_size(256, 1000, elements) == SNN_BATCH_BYTES // (256 * elements * 4) == 56
     # in chunks only one step per image must fit: 8 MiB / 576 bytes, capped by the batch size
-    assert snn_batch_size(snn, 1000, elements, chunked=True) == 1000
-    assert snn_batch_size(snn, 100_000, elements, chunked=True) == SNN_BATCH_BYTES // (elements * 4)
+    assert snn_batch_size(256, 1000, elements, chunked=True) == 1000
+    assert snn_batch_size(256, 100_000, elements, chunked=True) == SNN_BATCH_BYTES // (elements * 4)
     snn.time_chunk_bytes = 0
     assert not runs_in_chunks(snn, x[:1], torch.device("cpu"))

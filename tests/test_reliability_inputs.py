@@ -27,12 +27,12 @@ from snnconvert.ingest.checkpoint import read_checkpoint
 from snnconvert.ingest.loader import load_model
 from snnconvert.limits import (
     MAX_TIME_STEPS,
-    check_simulation_memory,
     require_regular_file,
     shorten,
     time_steps_of,
 )
 from snnconvert.recipe import load_recipe
+from snnconvert.simulate.memory import check_simulation_memory
 from snnconvert.workspace import latest_artifact, new_artifact_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ from snnconvert.atomic import RESERVED_SUFFIX, remove_stale_temporaries, reserve
 from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import EvaluateConfig, evaluate
 from snnconvert.quantize import QuantizeConfig
+from snnconvert.simulate import memory
 from snnconvert.workspace import latest_artifact, new_artifact_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +49,8 @@ def _per_image_bytes(q: snnconvert.QuantizedModel) -> int:
     padding); SWS with Tc=8 folds 8 frames; float32 (4 bytes); 3 copies alive (limits)."""
     conv1 = q.model.get_submodule("conv1")
     largest = conv1.out_channels * 8 * 8
-    assert largest == limits.largest_activation(q.model, torch.zeros(1, 1, 8, 8))
-    return 8 * largest * 4 * limits.ACTIVATION_COPIES
+    assert largest == memory.largest_activation(q.model, torch.zeros(1, 1, 8, 8))
+    return 8 * largest * 4 * memory.ACTIVATION_COPIES
 
 
 def test_evaluate_shrinks_a_batch_that_does_not_fit_and_says_so(lenet_sws, monkeypatch, capsys) -> None:
@@ -74,7 +75,7 @@ def test_evaluate_batch_sizes_chosen_from_the_estimate(lenet_sws, monkeypatch) -
     example = torch.zeros(1, 1, 8, 8)
     for available, batch, expected in ((10**12, 100, 100), (int(40 * per_image / 0.8), 100, 40),
                                        (int(40 * per_image / 0.8), 25, 25), (per_image * 2, 100, 1)):
-        assert limits.fit_simulation_batch(q.model, example, 8, batch, element_size=4, available=available) \
+        assert memory.fit_simulation_batch(q.model, example, 8, batch, element_size=4, available=available) \
             == expected
 
 

@@ -24,10 +24,12 @@ try:  # only light modules here: torch and torchvision are imported inside the c
     from snnconvert._version import __version__
     from snnconvert.allocator import tune_allocator
     from snnconvert.cli.coding_options import DynamicCommand
+    from snnconvert.cli.config_flags import ConfigCommand, config_flags, config_from_flags
+    from snnconvert.configs.evaluate import EvaluateConfig
+    from snnconvert.configs.quantize import QuantizeConfig
     from snnconvert.errors import SnnConvertError, UnsupportedGraphError
     from snnconvert.limits import shorten
     from snnconvert.manifest_check import safe_text
-    from snnconvert.reports.names import REPORTS
 except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: no traceback
     sys.stderr.write("interrupted: nothing was written\n")
     raise SystemExit(130) from None
@@ -231,7 +233,6 @@ def _emit_json(data: Any) -> None:
 # ------------------------------------------------------------------------------------- quantize
 
 
-@app.command("quantize")
 def quantize_cmd(
     model: str = typer.Argument(..., help="Model name (see `snnconvert models`)."),
     weights: str | None = typer.Option(None, "--weights", help="DEFAULT / an enum name / random / a checkpoint FILE."),
@@ -242,24 +243,14 @@ def quantize_cmd(
                                      "the model's input, resized to it (otherwise an error)."),
     allow_class_mismatch: bool = typer.Option(False, "--allow-class-mismatch", help="Calibrate on class folders "
                                               "that differ from the model's classes (otherwise an error)."),
-    bits: int = typer.Option(8, "--bits", help="Activation bits (8, 6, 4, ...)."),
-    weight_bits: int | None = typer.Option(None, "--weight-bits", help="Weight bits (default: --bits)."),
-    method: str = typer.Option("percentile", "--method", help="Clip range: max, percentile or mse."),
-    percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
-    per_channel: bool = typer.Option(False, "--per-channel", help="Per-channel activation ranges."),
-    calib_limit: int = typer.Option(1024, "--calib-limit", help="Calibration images (stratified sample)."),
     calib_split: float = typer.Option(0.2, "--calib-split", help="Share of a single-folder data set used "
                                                                  "for calibration (the rest stays for evaluation)."),
-    qat_epochs: int = typer.Option(0, "--qat-epochs", help="Quantization-aware fine-tuning epochs."),
-    qat_batches: int | None = typer.Option(None, "--qat-batches", help="Batches per QAT epoch (default: all)."),
-    qat_lr: float = typer.Option(1e-4, "--qat-lr", help="QAT learning rate (SGD, momentum 0.9)."),
-    device: str = typer.Option("auto", "--device", help="Calibration and QAT device: auto (CUDA when "
-                                                        "available), cpu, cuda or cuda:N."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Build the model with this many classes."),
     eval_limit: int = typer.Option(1000, "--eval-limit", help="Held-out images for the float vs quantized check "
                                                               "(0 skips it)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default ./snnconvert-runs/<model>/)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+    given: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Calibrate and quantize MODEL; writes a quantized artifact.
 
@@ -275,13 +266,10 @@ def quantize_cmd(
 
     def body() -> None:
         from snnconvert.pipeline import quantize, save
-        from snnconvert.quantize import QuantizeConfig
         from snnconvert.workspace import DEFAULT_ROOT, run_dir, save_new_artifact
 
         check_output_dir(out or DEFAULT_ROOT, "--out")
-        config = QuantizeConfig(bits=bits, weight_bits=weight_bits, method=method, percentile=percentile,
-                                per_channel=per_channel, calib_limit=calib_limit, qat_epochs=qat_epochs,
-                                qat_batches_per_epoch=qat_batches, qat_lr=qat_lr, device=device)
+        config = config_from_flags(QuantizeConfig, config_flags(QuantizeConfig), (given or {}).get("quantize", {}))
         q = quantize(model, data=data, config=config, weights=weights, num_classes=num_classes,
                      calib_split=calib_split, eval_limit=eval_limit or 0, show_progress=not as_json,
                      resize_data=resize_data, allow_class_mismatch=allow_class_mismatch)
@@ -289,7 +277,7 @@ def quantize_cmd(
 
         if not DistContext.from_env().is_main:  # under torchrun (QAT) only rank 0 writes
             return
-        path = wrote(save_new_artifact(run_dir(q.info.name, out), "quantized", f"{bits}bit",
+        path = wrote(save_new_artifact(run_dir(q.info.name, out), "quantized", f"{config.bits}bit",
                                        lambda target: save(target, q)))
         if as_json:
             from snnconvert.pipeline import quantized_manifest
@@ -301,6 +289,11 @@ def quantize_cmd(
             quantize_tables(console, q, path)
 
     _guard(body)
+
+
+QUANTIZE = ConfigCommand(quantize_cmd, lambda: {"quantize": lambda: config_flags(QuantizeConfig)},
+                         {"quantize": "Quantization options (QuantizeConfig)"})
+app.command("quantize")(QUANTIZE)
 
 
 # ------------------------------------------------------------------------------------- to-snn
@@ -410,14 +403,6 @@ def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
     return sweep
 
 
-def _parse_reports(text: str) -> tuple[str, ...]:
-    reports = tuple(r.strip() for r in text.split(",") if r.strip())
-    if not reports:
-        raise SnnConvertError(f"--report {shorten(text, 60)!r} names no report; give all or a comma list of "
-                              f"{', '.join(REPORTS)}")
-    return reports
-
-
 def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None, saved: Path | None = None) -> None:
     """Print an evaluation (tables or JSON) and write its plots; ``saved`` is its JSON file."""
     written = []
@@ -445,27 +430,15 @@ def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None, 
             console.print(f"[green]wrote[/green] {safe_text(p)}")
 
 
-@app.command("evaluate")
 def evaluate_cmd(
     input_path: Path | None = typer.Option(None, "--input", help="SNN or quantized artifact, or a run directory "
                                            "(default: the latest)."),
-    data: str | None = typer.Option(None, "--data", help="Evaluation data (default: the held-out part of the "
-                                                         "calibration data)."),
-    limit: int | None = typer.Option(None, "--limit", help="Evaluate on a stratified sample of N images."),
-    report: str = typer.Option("all", "--report", help=f"Comma list of {', '.join(REPORTS)}, a coding's own "
-                               "report (e.g. residual for sws; see `snnconvert codings`) or all."),
     sweep: list[str] = typer.Option([], "--sweep", help="KEY=V1,V2,... re-converts and evaluates each setting."),
     plots: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this directory."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or float64 simulation."),
-    batch_size: int = typer.Option(100, "--batch-size", help="Images per batch."),
-    e_mac: float = typer.Option(4.6, "--e-mac", help="Energy per MAC in pJ."),
-    e_ac: float = typer.Option(0.9, "--e-ac", help="Energy per accumulate in pJ."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
-    allow_class_mismatch: bool = typer.Option(False, "--allow-class-mismatch", help="Score data whose class "
-                                              "folders differ from the model's classes (otherwise an error)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     out: Path | None = typer.Option(None, "--out", help="Write the evaluation JSON to this new file (default: "
                                     "evaluation-<artifact>-<time>.json beside the artifact, which is never modified)."),
+    given: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Accuracy of the float ANN, the quantized ANN and the SNN on the same images, plus latency,
     OPF, energy, spike rates and residuals.
@@ -481,7 +454,6 @@ def evaluate_cmd(
 
     def body() -> None:
         from snnconvert.evaluate import (
-            EvaluateConfig,
             evaluate,
             evaluation_input,
             require_snn_reports,
@@ -490,9 +462,8 @@ def evaluate_cmd(
         from snnconvert.pipeline import load
 
         check_output_dir(plots, "--plots")
-        config = EvaluateConfig(data=data, limit=limit, reports=_parse_reports(report), sweep=_parse_sweep(sweep),
-                                dtype=dtype, batch_size=batch_size, e_mac_pj=e_mac, e_ac_pj=e_ac, device=device,
-                                allow_class_mismatch=allow_class_mismatch)
+        config = config_from_flags(EvaluateConfig, config_flags(EvaluateConfig), (given or {}).get("evaluate", {}),
+                                   sweep=_parse_sweep(sweep))
         config.validate()
         chosen = evaluation_input(input_path)
         if out is None:
@@ -521,6 +492,11 @@ def evaluate_cmd(
             raise
 
     _guard(body)
+
+
+EVALUATE = ConfigCommand(evaluate_cmd, lambda: {"evaluate": lambda: config_flags(EvaluateConfig)},
+                         {"evaluate": "Evaluation options (EvaluateConfig)"})
+app.command("evaluate")(EVALUATE)
 
 
 # ------------------------------------------------------------------------------------- run / demo

@@ -22,7 +22,7 @@ import typer
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import shorten
-from snnconvert.options import flag_name, parse_typed
+from snnconvert.options import cli_fields, flag_name, parse_typed
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _shown(value: Any) -> str:
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -64,9 +64,7 @@ def config_flags(config: type, flag_prefix: str = "") -> list[ConfigFlag]:
     unless the field names its own flag)."""
     hints = typing.get_type_hints(config)
     flags = []
-    for f in dataclasses.fields(config):
-        if not f.metadata.get("cli", True):
-            continue
+    for f in cli_fields(config):
         is_bool = hints[f.name] is bool
         flags.append(ConfigFlag(f.name, f.metadata.get("flag") or f"--{flag_prefix}{flag_name(f.name)}", is_bool,
                                 f.metadata.get("help", ""), _default(f), bool(f.metadata.get("cli_required")),

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from snnconvert.cli.config_flags import ConfigCommand, config_flags, config_from_flags
 from snnconvert.errors import SnnConvertError
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``export`` command to ``app``."""
 
-    @app.command("export")
     def export_cmd(
         input_path: Path | None = typer.Option(None, "--input", help="SNN artifact, or a run directory to take the "
                                                "latest from (default: the latest SNN artifact)."),
         fmt: str = typer.Option("onnx", "--format", help="onnx or nir."),
-        mode: str = typer.Option("unrolled", "--mode", help="ONNX: unrolled (one graph over all time steps) or "
-                                                            "step (one time step, state in and state out; rate/IF "
-                                                            "and M-LIF)."),
-        spikes: bool = typer.Option(False, "--spikes", help="ONNX: add every neuron layer's spike frames as outputs."),
         out: Path | None = typer.Option(None, "--out", help="Output file (default: next to the artifact, "
                                                             "<artifact>.onnx / .nir)."),
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+        given: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Export the spiking network for other runtimes: ONNX (onnxruntime, any ONNX tool) or NIR
         (neuromorphic toolchains; rate/IF and LIF-family networks).
@@ -38,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from snnconvert.manifest_check import safe_text
 
         def body() -> None:
-            from snnconvert.export import EXPORT_FORMATS, ExportRequest
+            from snnconvert.export import EXPORT_FORMATS
 
             formats = EXPORT_FORMATS.items()
             if fmt not in formats:
@@ -49,7 +47,8 @@ def register(app: typer.Typer) -> None:
                 raise SnnConvertError(f"{path.name} is a quantized artifact; convert it first (snnconvert to-snn)")
             target = out or path.with_suffix(f".{fmt}")
             check_new_output_file(target, "--out", path, writable=False)
-            request = ExportRequest(tuple(q.info.input_spec.example_shape(1)[1:]), mode=mode, spikes=spikes)
+            request = config_from_flags(ExportRequest, config_flags(ExportRequest), (given or {}).get("export", {}),
+                                        image_shape=tuple(q.info.input_spec.example_shape(1)[1:]))
             info = formats[fmt].write(snn, target, request)
             if as_json:
                 _emit_json(info)
@@ -58,3 +57,8 @@ def register(app: typer.Typer) -> None:
                           f"{formats[fmt].describe(info)})", highlight=False)
 
         _guard(body)
+
+    from snnconvert.export import ExportRequest
+
+    app.command("export")(ConfigCommand(export_cmd, lambda: {"export": lambda: config_flags(ExportRequest)},
+                                        {"export": "Export options"}))

@@ -22,7 +22,7 @@ from torch import fx
 from torch.utils.data import DataLoader
 
 from snnconvert.data.input_spec import InputSpec
-from snnconvert.options import CodingOptions, option
+from snnconvert.options import CodingOptions, cli_fields, option
 from snnconvert.simulate.network import SpikingNetwork
 
 __all__ = ["Coding", "CodingReport", "ConversionInputs", "ReportTable", "option"]
@@ -133,8 +133,8 @@ class Coding:
         return CodingOptions(self.name, self.summary, self.config, dict(self.parsers))
 
     def options(self) -> list[dataclasses.Field]:
-        """The config fields the command line offers (in declaration order)."""
-        return [f for f in dataclasses.fields(self.config) if f.metadata.get("cli", True)]
+        """The config fields the command line offers (:func:`snnconvert.options.cli_fields`)."""
+        return cli_fields(self.config)
 
     def report(self, name: str) -> CodingReport | None:
         return next((r for r in self.reports if r.name == name), None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snnconvert.options import option
 from snnconvert.registry import Registry, load_methods
 
 BUILT_IN = ("onnx", "nir")
@@ -22,11 +23,12 @@ BUILT_IN = ("onnx", "nir")
 @dataclass(frozen=True)
 class ExportRequest:
     """What the command line asks of a format: the per-image input shape and the ONNX options
-    (a format ignores what it has no use for)."""
+    (a format ignores what it has no use for); ``export``'s flags are generated from the options."""
 
-    image_shape: tuple[int, ...]
-    mode: str = "unrolled"
-    spikes: bool = False
+    image_shape: tuple[int, ...] = option((), cli=False, help="Per-image input shape (C, H, W).")
+    mode: str = option("unrolled", help="ONNX: unrolled (one graph over all time steps) or step (one time step, "
+                                        "state in and state out; rate/IF, M-LIF and neurons with a one-step update).")
+    spikes: bool = option(False, help="ONNX: add every neuron layer's spike frames as outputs.")
 
 
 @dataclass(frozen=True)

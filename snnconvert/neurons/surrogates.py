@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.registry import Registry
 
 
 def _fmt(value: float) -> str:
@@ -263,8 +264,14 @@ def spike(x: Tensor, fire: Callable[[Tensor], Tensor], slope: Callable[[Tensor],
 # ---------------------------------------------------------------------------- registry
 
 SurrogateFactory = Callable[..., Surrogate]
-_FACTORIES: dict[str, SurrogateFactory] = {}
-SURROGATES: list[str] = []  # registered names, in registration order
+
+
+def _no_loading() -> None:
+    """The built-in shapes register below, at import; others register where they are defined."""
+
+
+SURROGATES: Registry[SurrogateFactory] = Registry("surrogate gradient", same=lambda _a, _b: True, load=_no_loading)
+"""Every surrogate shape by name (a later registration of a name replaces the earlier one)."""
 
 
 def register_surrogate(name: str, factory: SurrogateFactory) -> None:
@@ -272,9 +279,7 @@ def register_surrogate(name: str, factory: SurrogateFactory) -> None:
     parameters as strings and returns a :class:`Surrogate` (raise ``SnnConvertError`` on bad ones)."""
     if not name or ":" in name:
         raise ValueError(f"bad surrogate name {name!r}")
-    if name not in _FACTORIES:
-        SURROGATES.append(name)
-    _FACTORIES[name] = factory
+    SURROGATES.register(name, factory)
 
 
 def get_surrogate(spec: str | Surrogate) -> Surrogate:
@@ -282,9 +287,10 @@ def get_surrogate(spec: str | Surrogate) -> Surrogate:
     if isinstance(spec, Surrogate):
         return spec
     name, *params = str(spec).strip().split(":")
-    if name not in _FACTORIES:
-        raise SnnConvertError(f"unknown surrogate gradient {name!r} in {spec!r}; known: {', '.join(SURROGATES)}")
-    return _FACTORIES[name](*params)
+    factories = SURROGATES.items()
+    if name not in factories:
+        raise SnnConvertError(f"unknown surrogate gradient {name!r} in {spec!r}; known: {', '.join(factories)}")
+    return factories[name](*params)
 
 
 def _positive(value: float | str, name: str, what: str) -> float:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader
 
+from snnconvert.configs.quantize import QuantizeConfig
 from snnconvert.device import resolve_device
 from snnconvert.distributed import DistContext
 from snnconvert.errors import SnnConvertError
@@ -18,76 +18,11 @@ from snnconvert.graph.capture import propagate_shapes
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.graph.ops import Kind, activation_of, kind_of, module_of
 from snnconvert.graph.passes import add_module_after, bn_as_affine, recompile_graph, set_module
-from snnconvert.limits import shorten
 from snnconvert.progress import track
-from snnconvert.quantize.histogram import CLIP_METHODS, ClipStats, RangeDoublingHistogram
+from snnconvert.quantize.histogram import ClipStats, RangeDoublingHistogram
 from snnconvert.quantize.modules import ActQuant, QConv2d, QConvBn2d, QLinear
 
 INPUT_QUANT = "input_quant"
-
-
-@dataclass
-class QuantizeConfig:
-    """How to quantize: bit widths, calibration and optional quantization-aware training."""
-
-    bits: int = 8
-    weight_bits: int | None = None  # defaults to ``bits``
-    method: str = "percentile"  # max | percentile | mse
-    percentile: float = 99.99
-    per_channel: bool = False  # per-channel activation ranges
-    calib_limit: int | None = 1024
-    qat_epochs: int = 0
-    qat_batches_per_epoch: int | None = None  # None: a full pass over the training split
-    qat_lr: float = 1e-4
-    qat_momentum: float = 0.9
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"  # calibration and QAT: auto (CUDA when available) | cpu | cuda | cuda:N
-
-    def validate(self) -> None:
-        """One-line :class:`SnnConvertError` naming the option (as its flag) on the first bad value:
-        integers in range, finite numbers, seeds in [0, 2^64), a percentile in [50, 100] (below the
-        median a clip range cuts most of every layer's activations: never a calibration)."""
-        from snnconvert.manifest_check import MAX_BATCH, MAX_COUNT, MAX_EPOCHS, MAX_SEED, MIN_PERCENTILE
-
-        def integer(flag: str, value: object, low: int, high: int, hint: str = "") -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise SnnConvertError(f"{flag} {shorten(value, 40)} is not possible: use an integer {low}..{high}"
-                                      + hint)
-
-        def number(flag: str, value: object, ok: Callable[[float], bool], expected: str) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not ok(value):
-                raise SnnConvertError(f"{flag} {shorten(value, 40)} is not possible: give {expected}")
-
-        integer("--bits", self.bits, 2, 16, " (typically 8, 6 or 4)")
-        if self.weight_bits is not None:
-            integer("--weight-bits", self.weight_bits, 2, 16)
-        if self.method not in CLIP_METHODS:
-            raise SnnConvertError(f"unknown calibration method {shorten(self.method, 40)}: use "
-                                  f"{', '.join(CLIP_METHODS)}")
-        number("--percentile", self.percentile, lambda v: MIN_PERCENTILE <= v <= 100,
-               f"a percentile in [{MIN_PERCENTILE:g}, 100] (99.99 clips the top 0.01 % of activations)")
-        if not isinstance(self.per_channel, bool):
-            raise SnnConvertError(f"per_channel {shorten(self.per_channel, 40)} is not possible: give true or false")
-        integer("--qat-epochs", self.qat_epochs, 0, MAX_EPOCHS)
-        if self.calib_limit is not None:
-            integer("--calib-limit", self.calib_limit, 1, MAX_COUNT)
-        if self.qat_batches_per_epoch is not None:
-            integer("--qat-batches", self.qat_batches_per_epoch, 1, MAX_COUNT)
-        number("--qat-lr", self.qat_lr, lambda v: v > 0, "a positive finite learning rate")
-        number("qat_momentum", self.qat_momentum, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
-        integer("batch_size", self.batch_size, 1, MAX_BATCH)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < MAX_SEED:
-            raise SnnConvertError(f"seed {shorten(self.seed, 40)} is not possible: give an integer in [0, 2^64)")
-        if not isinstance(self.device, str):
-            raise SnnConvertError(f"--device {shorten(self.device, 40)} is not possible: give auto, cpu, cuda or "
-                                  "cuda:N")
-        resolve_device(self.device)
-
-    @property
-    def w_bits(self) -> int:
-        return self.weight_bits or self.bits
 
 
 @dataclass

@@ -7,11 +7,11 @@ body runs on ``k`` steps at a time instead: the encoder emits frames ``start..st
 and linear op processes them folded as before (they are per-frame), and every neuron layer
 continues from the state the previous chunk left (IF membrane, max-pool running sums) through
 its ``time_window``. ``k`` is chosen so that the largest folded activation of a chunk holds at
-most ``SpikingNetwork.time_chunk_bytes`` bytes (None: :data:`DEFAULT_CHUNK_BYTES` on the CPU,
-:data:`DEFAULT_DEVICE_CHUNK_BYTES` on accelerators; 0: off, all T frames folded at once), but a
+most ``SpikingNetwork.time_chunk_bytes`` bytes (None: :data:`~snnconvert.simulate.memory.CHUNK_BYTES` on the CPU,
+:data:`~snnconvert.simulate.memory.DEVICE_CHUNK_BYTES` on accelerators; 0: off, all T frames folded at once), but a
 chunk holds at least enough frames that the body's weights, which every chunk reads again, are
-at most 1/:data:`WEIGHT_REUSE` of the activation bytes it writes (a net with large weights and
-small maps, like ResNet-18, gets long chunks or none; ResNet-20's 1 MB of weights do not bind).
+at most 1/:data:`~snnconvert.simulate.memory.WEIGHT_REUSE` of the activation bytes it writes (a net
+with large weights and small maps, like ResNet-18, gets long chunks or none; ResNet-20's 1 MB of weights do not bind).
 
 The neuron updates are the same float operations in the same order and the decoder runs once
 on all output frames (they are small). In float64 the logits, spike counts and synapse loads are
@@ -39,31 +39,11 @@ from torch import Tensor, fx, nn
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
+from snnconvert.simulate.memory import WEIGHT_REUSE, chunk_budget
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
 
 if TYPE_CHECKING:
     from snnconvert.simulate.network import SpikingNetwork
-
-DEFAULT_CHUNK_BYTES = 32 * 2**20
-"""Default target bytes (CPU) of the largest folded activation of one time chunk. Long runs
-folded whole are memory-bound (ResNet-20 at T=256: 512 MiB per layer); 32 MiB chunks (16 steps of
-ResNet-20 at batch 32) measured faster than 4 MiB ones at every T (``bench/compare_spikingjelly.py
---engine-table``, measured when the neuron loops still forced one CPU thread; they no longer do)."""
-WEIGHT_REUSE = 4
-"""A chunk's frames write at least this many times the bytes of the weights it reads (on the CPU,
-a 44 MB ResNet-18 at 64x64 ran 5.3 ms per image-step in chunks of 16 frames, 3.9 in chunks of 256)."""
-DEFAULT_DEVICE_CHUNK_BYTES = 256 * 2**20
-"""Default on accelerators (CUDA, MPS): large chunks keep their kernels busy; chunking there only
-bounds memory."""
-
-
-def chunk_budget(setting: int | None, device: torch.device) -> int:
-    """Bytes per chunk for ``SpikingNetwork.time_chunk_bytes`` = ``setting`` on ``device``: None
-    picks the default for the device, 0 turns chunking off."""
-    if setting is None:
-        return DEFAULT_CHUNK_BYTES if device.type == "cpu" else DEFAULT_DEVICE_CHUNK_BYTES
-    return max(0, int(setting))
-
 
 CHUNK_AWARE = "_snnconvert_chunk_aware"
 
@@ -161,7 +141,8 @@ def steps_per_chunk(T: int, batch: int, elements: int, itemsize: int, chunk_byte
 
 def min_chunk_frames(body: nn.Module, activation_elements: int, itemsize: int) -> int:
     """Frames per chunk at which the bytes of the body's weights (read once per chunk) are at most
-    1/:data:`WEIGHT_REUSE` of the activations the chunk writes (``activation_elements`` per frame)."""
+    1/:data:`~snnconvert.simulate.memory.WEIGHT_REUSE` of the activations the chunk writes
+    (``activation_elements`` per frame)."""
     tensors = [*body.parameters()] + [b for m in body.modules() if not isinstance(m, SpikingNeuron)
                                       for b in m.buffers(recurse=False)]  # not the neurons' state
     weight_bytes = sum(t.numel() * t.element_size() for t in tensors)

@@ -32,8 +32,8 @@ class SpikingNetwork(nn.Module):
 
     Rate-type networks run in time chunks (:mod:`snnconvert.simulate.chunks`): the body sees a
     few steps at a time, the largest folded activation of a chunk at most ``time_chunk_bytes``
-    bytes (None: :data:`~snnconvert.simulate.chunks.DEFAULT_CHUNK_BYTES`, 32 MiB, on the CPU and
-    :data:`~snnconvert.simulate.chunks.DEFAULT_DEVICE_CHUNK_BYTES`, 256 MiB, on accelerators; 0
+    bytes (None: :data:`~snnconvert.simulate.memory.CHUNK_BYTES`, 32 MiB, on the CPU and
+    :data:`~snnconvert.simulate.memory.DEVICE_CHUNK_BYTES`, 256 MiB, on accelerators; 0
     folds all T frames at once), with the same results.
     """
 

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import check_time_steps
-from snnconvert.options import CODING_OPTIONS, CodingOptions, check_calibration, option
+from snnconvert.options import CODING_OPTIONS, CalibrationOptions, CodingOptions, option
 
 MAX_LANES = 16
 ANCHORS = ("lowest", "highest")
 
 
 @dataclass
-class MLIFConfig:
+class MLIFConfig(CalibrationOptions):
     """Options of the M-LIF coding: ``S`` lanes per neuron, ``T`` time steps, ``leak`` (beta of
     eq 6) and the activation ``percentile`` that sets each layer's threshold."""
 
@@ -22,11 +22,6 @@ class MLIFConfig:
     leak: float = option(1.0, help="Membrane leak beta of eq 6 in [0, 1] (1: integrate-and-fire).")
     percentile: float = option(90.0, help="Activation percentile that sets each layer's threshold.")
     anchor: str = option("lowest", help="lowest: the percentile is theta (paper); highest: it is 2^(S-1) theta.")
-    calibrate: str = option("none", cli_default="bias",
-                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
-                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
-    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
-    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
 
     def validate(self) -> None:
         def number(value: object) -> bool:
@@ -43,7 +38,7 @@ class MLIFConfig:
             raise SnnConvertError(f"--percentile {self.percentile} is not possible: give a value in (0, 100]")
         if self.anchor not in ANCHORS:
             raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
-        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+        self.check_calibration()
 
 
 OPTIONS = CODING_OPTIONS.register("mlif", CodingOptions(

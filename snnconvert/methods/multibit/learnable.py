@@ -37,21 +37,11 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from snnconvert.distributed import reduce_values
+from snnconvert.methods.multibit.neuron import spike_range as qrange  # (q_min, q_max) of B bits
 from snnconvert.registry import serializable
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear
 
 LN2 = math.log(2.0)
-
-
-def qrange(bits: int, signed: bool) -> tuple[int, int]:
-    """``(q_min, q_max)``: unsigned ``0..2^B - 1`` (eq 15); signed ``+-(2^(B-1) - 1)`` (eqs 6, 16),
-    ``+-1`` at ``B = 1``."""
-    if not signed:
-        return 0, 2**bits - 1
-    if bits == 1:
-        return -1, 1
-    q = 2 ** (bits - 1) - 1
-    return -q, q
 
 
 def width(raw: Tensor, bound: int) -> Tensor:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import check_time_steps
-from snnconvert.options import CODING_OPTIONS, DTYPE_NAMES, CodingOptions, check_calibration, option
+from snnconvert.options import CODING_OPTIONS, DTYPE_NAMES, CalibrationOptions, CodingOptions, option
 
 
 @dataclass
-class RateConfig:
+class RateConfig(CalibrationOptions):
     """Options of the rate coding.
 
     ``percentile``: ``"max"`` (100th) or a number in (0, 100], e.g. 99.9 or 99.99;
@@ -24,11 +24,6 @@ class RateConfig:
     per_channel: bool = option(False, help="One threshold per channel instead of per layer.")
     half_init: bool = option(True, help="Start every membrane at theta/2 (round to nearest instead of down).")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
-    calibrate: str = option("none", cli_default="bias",
-                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
-                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
-    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
-    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
 
     def validate(self) -> None:
         if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
@@ -41,7 +36,7 @@ class RateConfig:
             raise SnnConvertError(f"half_init={self.half_init!r} is not possible: give true or false")
         if self.dtype not in DTYPE_NAMES:
             raise SnnConvertError(f"dtype={self.dtype!r} is not possible: choose float32 or float64")
-        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+        self.check_calibration()
 
     def percentile_value(self) -> float:
         """The percentile as a number (``"max"`` -> 100.0); raises on anything else."""

@@ -10,9 +10,9 @@ from snnconvert.options import (
     CODING_OPTIONS,
     DTYPE_NAMES,
     TRAINING_OPTIONS,
+    CalibrationOptions,
     CodingOptions,
     MethodOptions,
-    check_calibration,
     option,
 )
 
@@ -52,7 +52,7 @@ multiplies is 24 % of ResNet-19's dense sum of C W H k^2 (13.1 M), in line with 
 
 
 @dataclass
-class SpQuantConfig:
+class SpQuantConfig(CalibrationOptions):
     """Options of the SpQuant-SNN coding (defaults: the paper's CIFAR SpQuant-SNN setting)."""
 
     T: int = option(2, help="Time steps (the paper's CIFAR-10 setting: 2).")
@@ -76,11 +76,6 @@ class SpQuantConfig:
     e_mul_pj: float = option(E_MUL_PJ, help="Energy of one multiply (pJ) in eq 31: BitNet table 2 at 7 nm, FP16 "
                                             "0.34 (reproduces the paper's table 10); INT8 0.07, FP32 1.31.")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
-    calibrate: str = option("none", cli_default="bias",
-                            help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
-                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
-    calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
-    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
 
     def validate(self) -> None:
         def number(v: object) -> bool:
@@ -114,7 +109,7 @@ class SpQuantConfig:
                 raise SnnConvertError(f"--{name.replace('_', '-')} is not possible: give an energy >= 0 (pJ)")
         if self.dtype not in DTYPE_NAMES:
             raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
-        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+        self.check_calibration()
 
 
 def _parse_bits(text: str) -> int | None:

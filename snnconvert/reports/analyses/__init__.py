@@ -93,3 +93,12 @@ def find_report(coding_name: str | None, name: str) -> CodingReport | Analysis |
         if own is not None:
             return own
     return analyses().get(name)
+
+
+def report_names() -> tuple[str, ...]:
+    """The generic reports, then every registered coding's own reports and every analysis."""
+    from snnconvert.codings import codings
+    from snnconvert.reports.names import REPORTS
+
+    extra = [r.name for c in codings().values() for r in c.reports] + list(analyses())
+    return REPORTS + tuple(dict.fromkeys(n for n in extra if n not in REPORTS))
