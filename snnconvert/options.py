@@ -31,12 +31,14 @@ CALIBRATION_MODES = ("none", "bias", "layerwise")
 
 def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
            default_factory: Any = dataclasses.MISSING, cli_default: Any = dataclasses.MISSING,
-           flag: str | None = None, parse: Callable[[str], Any] | None = None) -> Any:
+           flag: str | None = None, parse: Callable[[str], Any] | None = None,
+           aliases: tuple[str, ...] = ()) -> Any:
     """A config field with its help text (shown by ``--help``); ``cli=False`` keeps it out of the
     command line (recipes and the API still take it); ``cli_default`` is the value the command
     line uses when the flag is not given (the API keeps ``default``); ``flag`` names its flag
     when the field's own name is not the one (``--t-max`` for a method's ``t_max``); ``parse``
-    reads its command-line text when the field's type alone does not say how."""
+    reads its command-line text when the field's type alone does not say how; ``aliases`` are
+    older flag names the command line still accepts."""
     meta: dict[str, Any] = {"help": help, "cli": cli}
     if cli_default is not dataclasses.MISSING:
         meta["cli_default"] = cli_default
@@ -44,6 +46,8 @@ def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  
         meta["flag"] = flag
     if parse is not None:
         meta["parse"] = parse
+    if aliases:
+        meta["aliases"] = tuple(aliases)
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)

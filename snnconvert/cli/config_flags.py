@@ -37,6 +37,7 @@ class ConfigFlag:
     required: bool
     annotation: Any  # the field's type
     parse: Callable[[str], Any] | None = None
+    aliases: tuple[str, ...] = ()  # older names the flag still answers to
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -68,7 +69,7 @@ def config_flags(config: type, flag_prefix: str = "") -> list[ConfigFlag]:
         is_bool = hints[f.name] is bool
         flags.append(ConfigFlag(f.name, f.metadata.get("flag") or f"--{flag_prefix}{flag_name(f.name)}", is_bool,
                                 f.metadata.get("help", ""), _default(f), bool(f.metadata.get("cli_required")),
-                                hints[f.name], f.metadata.get("parse")))
+                                hints[f.name], f.metadata.get("parse"), tuple(f.metadata.get("aliases", ()))))
     return flags
 
 
@@ -84,8 +85,8 @@ def parameters(flags: list[ConfigFlag], prefix: str, panel: str | None = None) -
                                   show_default=False)
             annotation: Any = bool | None
         else:
-            option = typer.Option(... if flag.required else None, flag.flag, help=text, rich_help_panel=panel,
-                                  show_default=False, metavar="VALUE")
+            option = typer.Option(... if flag.required else None, flag.flag, *flag.aliases, help=text,
+                                  rich_help_panel=panel, show_default=False, metavar="VALUE")
             annotation = str if flag.required else str | None
         params.append(inspect.Parameter(prefix + flag.field, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=annotation))

@@ -18,8 +18,10 @@ class QuantizeConfig:
 
     bits: int = option(8, help="Activation bits (8, 6, 4, ...).")
     weight_bits: int | None = option(None, help="Weight bits (none: --bits).")
-    method: str = option("percentile", help="Clip range of the activation quantizers: max, percentile or mse.")
-    percentile: float = option(99.99, help="Percentile for --method percentile.")
+    method: str = option("percentile", flag="--clip-method", aliases=("--method",),
+                         help="Clip range of the activation quantizers: max, percentile or mse (--method: the "
+                              "older name of this flag).")
+    percentile: float = option(99.99, help="Percentile for --clip-method percentile.")
     per_channel: bool = option(False, help="Per-channel activation ranges.")
     calib_limit: int | None = option(1024, help="Calibration images (stratified sample; none: all).")
     qat_epochs: int = option(0, help="Quantization-aware fine-tuning epochs.")
@@ -52,7 +54,7 @@ class QuantizeConfig:
         if self.weight_bits is not None:
             integer("--weight-bits", self.weight_bits, 2, 16)
         if self.method not in CLIP_METHODS:
-            raise SnnConvertError(f"unknown calibration method {shorten(self.method, 40)}: use "
+            raise SnnConvertError(f"--clip-method {shorten(self.method, 40)} is not possible: use "
                                   f"{', '.join(CLIP_METHODS)}")
         number("--percentile", self.percentile, lambda v: MIN_PERCENTILE <= v <= 100,
                f"a percentile in [{MIN_PERCENTILE:g}, 100] (99.99 clips the top 0.01 % of activations)")
