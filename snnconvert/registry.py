@@ -112,13 +112,15 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The item ``name``, or a one-line error listing the choices."""
-        table = self.items()
-        if name not in table:
-            raise SnnConvertError(f"unknown {self.kind} {name!r}: choose one of {', '.join(sorted(table)) or 'none'}")
-        return table[name]
+        self._load()
+        item = self._items.get(name)
+        if item is None:
+            raise SnnConvertError(f"unknown {self.kind} {name!r}: choose one of {', '.join(self.items()) or 'none'}")
+        return item
 
     def __contains__(self, name: object) -> bool:
-        return name in self.items()
+        self._load()
+        return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.items())

@@ -51,3 +51,14 @@ def reference_session(model: str | Path | bytes):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def cli_ok(args: list[str]) -> str:
+    """Run ``snnconvert ARGS`` in process (wide columns); assert it succeeded; its output."""
+    from typer.testing import CliRunner
+
+    from snnconvert.cli.app import app
+
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output

@@ -22,8 +22,8 @@ def test_chunks_cover_every_column_once_on_the_cpu_and_are_one_chunk_elsewhere(m
 
 def test_neuron_loops_never_change_torchs_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch's thread count is process-wide: the time loops (fast and differentiable paths, time
-    chunks) never set it. (Forcing one thread was slower on this 2-core machine: TSA 27 vs 19 ms,
-    IF 42 vs 35 ms on an 8x64x16x32x32 frame.)"""
+    chunks) never set it. (Forcing one thread was slower on this 2-core machine:
+    bench/neuron_loop_threads.py.)"""
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     frames = torch.rand(6, 2, 3, 4, 4)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import cli_ok
 from torch import Tensor
 from typer.testing import CliRunner
 
@@ -95,32 +96,28 @@ def registered() -> Iterator[Coding]:
     MODULE_CLASSES.unregister("AnalogNeuron")
 
 
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, args, env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def test_a_coding_declared_in_one_file_runs_through_the_cli(registered: Coding, tmp_path: Path) -> None:
-    assert "--gain" in _ok(["to-snn", "--help"])  # its flag, generated from the config field
-    assert "analog" in _ok(["codings"])
-    _ok(["quantize", "lenet5", "--data", "digits", "--calib-limit", "64", "--eval-limit", "0", "--out", str(tmp_path)])
-    converted = json.loads(_ok(["to-snn", "--input", str(tmp_path), "--coding", "analog", "--gain", "1",
+    assert "--gain" in cli_ok(["to-snn", "--help"])  # its flag, generated from the config field
+    assert "analog" in cli_ok(["codings"])
+    cli_ok(["quantize", "lenet5", "--data", "digits", "--calib-limit", "64", "--eval-limit", "0",
+            "--out", str(tmp_path)])
+    converted = json.loads(cli_ok(["to-snn", "--input", str(tmp_path), "--coding", "analog", "--gain", "1",
                                 "--note", "hello", "--json"]))
     assert converted["info"]["note"] == "hello" and converted["info"]["config"] == {"gain": 1.0, "note": "hello"}
-    report = json.loads(_ok(["evaluate", "--input", str(tmp_path), "--limit", "50", "--report", "accuracy,layers",
+    report = json.loads(cli_ok(["evaluate", "--input", str(tmp_path), "--limit", "50", "--report", "accuracy,layers",
                              "--sweep", "gain=1,2", "--json"]))
     scores = {s["model"]: s["top1"] for s in report["accuracy"]["scores"]}
     assert scores["SNN"] == scores["float ANN"]  # gain 1: the float ANN exactly (from a saved artifact)
     assert report["accuracy"]["agreement_snn_float"] == 1.0
     assert report["coding_reports"] == {"layers": {"layers": 4}}  # LeNet-5's four ReLUs
     assert [row["setting"] for row in report["sweep"]] == [{"gain": 1.0}, {"gain": 2.0}]
-    tables = _ok(["evaluate", "--input", str(tmp_path), "--limit", "20", "--report", "latency,layers"])
+    tables = cli_ok(["evaluate", "--input", str(tmp_path), "--limit", "20", "--report", "latency,layers"])
     assert "analog neurons" in tables and "one analog step" in tables and "hello" in tables
 
 
 def test_its_options_are_checked_like_any_coding(registered: Coding, tmp_path: Path) -> None:
-    _ok(["quantize", "lenet5", "--data", "digits", "--calib-limit", "64", "--eval-limit", "0", "--out", str(tmp_path)])
+    cli_ok(["quantize", "lenet5", "--data", "digits", "--calib-limit", "64", "--eval-limit", "0",
+            "--out", str(tmp_path)])
     result = runner.invoke(app, ["to-snn", "--input", str(tmp_path), "--coding", "analog", "--gain", "-1"])
     assert result.exit_code == 1 and "--gain -1" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["to-snn", "--input", str(tmp_path), "--coding", "analog", "--Tc", "8"])

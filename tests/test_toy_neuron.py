@@ -13,16 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import reference_session
-from typer.testing import CliRunner
+from helpers import cli_ok, reference_session
 
-from snnconvert.cli.app import app
 from snnconvert.codings.registry import unregister_coding
 from snnconvert.data import make_loader, materialize
 from snnconvert.pipeline import eval_split, load
 from snnconvert.registry import MODULE_CLASSES
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +32,6 @@ def toy() -> Iterator[object]:
     yield package
     unregister_coding("toy-lif")
     MODULE_CLASSES.unregister("HardResetLIF")
-
-
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, args, env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_toy_dynamics_by_hand(toy: object) -> None:
@@ -61,16 +51,16 @@ def test_toy_dynamics_by_hand(toy: object) -> None:
 
 
 def test_a_new_neuron_kind_runs_through_every_command(toy: object, tmp_path: Path) -> None:
-    _ok(["quantize", "lenet5", "--data", "digits", "--calib-limit", "128", "--eval-limit", "0", "--out",
+    cli_ok(["quantize", "lenet5", "--data", "digits", "--calib-limit", "128", "--eval-limit", "0", "--out",
          str(tmp_path)])
-    assert "--decay" in _ok(["to-snn", "--help"])  # its flags come from its config
-    converted = json.loads(_ok(["to-snn", "--input", str(tmp_path), "--coding", "toy-lif", "--T", "6", "--json"]))
+    assert "--decay" in cli_ok(["to-snn", "--help"])  # its flags come from its config
+    converted = json.loads(cli_ok(["to-snn", "--input", str(tmp_path), "--coding", "toy-lif", "--T", "6", "--json"]))
     artifact = Path(converted["artifact"])
     _, snn = load(artifact)
     assert snn is not None and [type(n).__name__ for n in snn.neurons().values()] == ["HardResetLIF"] * 4
 
     # fine-tuning, one optimizer step: the neuron's own make_trainable adds a learnable threshold
-    tuned = json.loads(_ok(["finetune", "--input", str(artifact), "--data", "digits", "--epochs", "1",
+    tuned = json.loads(cli_ok(["finetune", "--input", str(artifact), "--data", "digits", "--epochs", "1",
                             "--max-batches", "1", "--batch-size", "16", "--learn-threshold", "--val-limit", "64",
                             "--json"]))
     tuned_path = Path(tuned["artifact"])
@@ -80,7 +70,7 @@ def test_a_new_neuron_kind_runs_through_every_command(toy: object, tmp_path: Pat
     assert any(float(t) != 1.0 for t in thresholds)  # one Adam step moved them off their start (1)
 
     # evaluation of the saved artifact: the CLI's top-1 is what the loaded network computes
-    report = json.loads(_ok(["evaluate", "--input", str(tuned_path), "--limit", "200", "--json"]))
+    report = json.loads(cli_ok(["evaluate", "--input", str(tuned_path), "--limit", "200", "--json"]))
     snn_score = next(s for s in report["accuracy"]["scores"] if s["model"] == "SNN")
     quantized, _ = load(tuned_path)
     batches = list(make_loader(materialize(eval_split(quantized, None, limit=200)), 200))
@@ -94,7 +84,7 @@ def test_a_new_neuron_kind_runs_through_every_command(toy: object, tmp_path: Pat
 
     # one-step ONNX export: T runs of the step graph give the simulator's logits
     out = tmp_path / "toy-step.onnx"
-    exported = json.loads(_ok(["export", "--input", str(tuned_path), "--format", "onnx", "--mode", "step",
+    exported = json.loads(cli_ok(["export", "--input", str(tuned_path), "--format", "onnx", "--mode", "step",
                                "--out", str(out), "--json"]))
     assert exported["inputs"][1:] == [f"membrane_{name}" for name in trained.neurons()] + ["readout"]
     session = reference_session(out)

@@ -209,3 +209,19 @@ def rewrite_maxpools(gm: fx.GraphModule,
         feeding = source.target if moves and source.op == "call_module" else None
         done.append((name, feeding))
     return done
+
+
+def float_graph_rule(coding: str) -> Callable[[fx.GraphModule, fx.Node], str | None]:
+    """The support rule (:func:`~snnconvert.graph.support.check_supported`) of codings that convert
+    the prepared float graph: no batch-norm left, not the quantized graph, no max-pool that
+    returns indices."""
+    def rule(gm: fx.GraphModule, node: fx.Node) -> str | None:
+        kind = kind_of(gm, node)
+        if kind is Kind.NORM:
+            return "batch-norm left in the graph: convert the prepared float model (snnconvert prepare)"
+        if kind is Kind.QUANT:
+            return f"{coding} converts the float model, not the quantized one"
+        if kind is Kind.MAXPOOL and maxpool_params(gm, node).get("return_indices", False):
+            return "max-pooling with indices has no spiking equivalent"
+        return None
+    return rule

@@ -287,10 +287,9 @@ def get_surrogate(spec: str | Surrogate) -> Surrogate:
     if isinstance(spec, Surrogate):
         return spec
     name, *params = str(spec).strip().split(":")
-    factories = SURROGATES.items()
-    if name not in factories:
-        raise SnnConvertError(f"unknown surrogate gradient {name!r} in {spec!r}; known: {', '.join(factories)}")
-    return factories[name](*params)
+    if name not in SURROGATES:
+        raise SnnConvertError(f"unknown surrogate gradient {name!r} in {spec!r}; known: {', '.join(SURROGATES)}")
+    return SURROGATES.get(name)(*params)
 
 
 def _positive(value: float | str, name: str, what: str) -> float:

@@ -44,11 +44,17 @@ from torch import Tensor, fx
 from snnconvert.calibrate import calibrate
 from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable
-from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
+from snnconvert.codings.common import (
+    calibration_percentiles,
+    float_graph_rule,
+    insert_neurons,
+    replace_synapses,
+    rewrite_maxpools,
+)
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
-from snnconvert.graph.ops import Kind, kind_of, module_of
+from snnconvert.graph.ops import Kind, kind_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.methods.mlif.config import OPTIONS, MLIFConfig
@@ -77,19 +83,6 @@ class _StaticImages:
             yield images, labels
 
 
-def _mlif_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    kind = kind_of(gm, node)
-    if kind is Kind.NORM:
-        return "batch-norm left in the graph: run the prepare pipeline first"
-    if kind is Kind.QUANT:
-        return "M-LIF converts the float model; give the prepared float graph, not the quantized one"
-    if kind is Kind.MAXPOOL and module_of(gm, node) is None and node.kwargs.get("return_indices"):
-        return "max-pooling with indices has no spiking equivalent"
-    if kind is Kind.MAXPOOL and getattr(module_of(gm, node), "return_indices", False):
-        return "max-pooling with indices has no spiking equivalent"
-    return None
-
-
 def _thresholds(
     stats: dict[str, dict[float, Tensor]], names: list[str], percentile: float
 ) -> tuple[dict[str, float], list[str]]:
@@ -115,7 +108,7 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
             "M-LIF conversion sets its thresholds from activations: give calibration data (--data)"
         )
     float_gm = inputs.float_model
-    check_supported(float_gm, (_mlif_rules,), stage="M-LIF conversion")
+    check_supported(float_gm, (float_graph_rule("M-LIF"),), stage="M-LIF conversion")
     acts = {n.name: n.target for n in float_gm.graph.nodes if kind_of(float_gm, n) is Kind.ACTIVATION}
     stats = calibration_percentiles(inputs, (float(cfg.percentile), 100.0), loader=_StaticImages(inputs.calibration))
     thresholds, fallbacks = _thresholds(stats, list(acts), float(cfg.percentile))

@@ -41,6 +41,7 @@ from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, Repo
 from snnconvert.codings.common import (
     activation_percentiles,
     calibration_percentiles,
+    float_graph_rule,
     insert_neurons,
     replace_synapses,
     rewrite_maxpools,
@@ -48,7 +49,7 @@ from snnconvert.codings.common import (
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
-from snnconvert.graph.ops import Kind, activation_of, kind_of, maxpool_params
+from snnconvert.graph.ops import Kind, activation_of, kind_of
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.methods.rate.config import OPTIONS, RateConfig
@@ -57,17 +58,6 @@ from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES as _DTYPES
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import WeightedSumDecoder
-
-
-def _rate_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    kind = kind_of(gm, node)
-    if kind is Kind.NORM:
-        return "batch-norm left in the graph: convert the prepared float model (snnconvert prepare)"
-    if kind is Kind.QUANT:
-        return "rate coding converts the float model, not the quantized one"
-    if kind is Kind.MAXPOOL and (maxpool_params(gm, node).pop("return_indices", False)):
-        return "max-pooling with indices has no spiking equivalent"
-    return None
 
 
 def thresholds(float_gm: fx.GraphModule, loader, cfg: RateConfig, *,
@@ -112,7 +102,7 @@ def convert(inputs: ConversionInputs, cfg: RateConfig) -> SpikingNetwork:
     if inputs.calibration is None:
         raise SnnConvertError("rate coding needs calibration data (the quantize step's --data) for its thresholds")
     float_gm = inputs.float_model
-    check_supported(float_gm, (_rate_rules,), stage="rate conversion")
+    check_supported(float_gm, (float_graph_rule("rate coding"),), stage="rate conversion")
     # one calibration pass per (percentile, per_channel), cached in inputs: sweeps over T reuse it
     stats = calibration_percentiles(inputs, (cfg.percentile_value(),), per_channel=cfg.per_channel)
     return build(float_gm, thresholds_from(float_gm, stats, cfg), cfg, inputs.calibration)

@@ -37,7 +37,13 @@ from torch import fx, nn
 from snnconvert.calibrate import calibrate
 from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable
-from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, rewrite_maxpools
+from snnconvert.codings.common import (
+    calibration_percentiles,
+    float_graph_rule,
+    insert_neurons,
+    replace_synapses,
+    rewrite_maxpools,
+)
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
@@ -50,15 +56,6 @@ from snnconvert.methods.spquant.pot import PoTConv2d, PoTLinear
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
-
-
-def _rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    kind = kind_of(gm, node)
-    if kind is Kind.NORM:
-        return "batch-norm left in the graph: convert the prepared float model"
-    if kind is Kind.QUANT:
-        return "SpQuant converts the float model, not the quantized one"
-    return None
 
 
 def _thresholds(stats: dict[str, dict[float, torch.Tensor]], names: list[str], p: float) -> dict[str, float]:
@@ -77,7 +74,7 @@ def convert(inputs: ConversionInputs, cfg: SpQuantConfig) -> SpikingNetwork:
     if inputs.calibration is None:
         raise SnnConvertError("SpQuant conversion sets its thresholds from activations: give calibration data (--data)")
     float_gm = inputs.float_model
-    check_supported(float_gm, (_rules,), stage="SpQuant conversion")
+    check_supported(float_gm, (float_graph_rule("SpQuant"),), stage="SpQuant conversion")
     acts = {n.name: str(n.target) for n in float_gm.graph.nodes if kind_of(float_gm, n) is Kind.ACTIVATION}
     stats = calibration_percentiles(inputs, (float(cfg.percentile),))
     return build(float_gm, _thresholds(stats, list(acts), float(cfg.percentile)), cfg, inputs.calibration)
