@@ -34,7 +34,7 @@ import json
 import os
 import pickle
 import platform
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,6 +66,38 @@ OLDEST_VERSION = 1
 _BUILD_ERRORS = (TypeError, ValueError, RuntimeError, KeyError, AttributeError, IndexError, OverflowError,
                  AssertionError, NotImplementedError, RecursionError)
 SUFFIX = ".snnc"
+
+
+def _renamed_types(names: dict[str, str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A model-structure migration that renames stored module types."""
+
+    def migrate(spec: dict[str, Any]) -> dict[str, Any]:
+        stack = [spec]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                if isinstance(item.get("type"), str):
+                    item["type"] = names.get(item["type"], item["type"])
+                for field_name in ("children", "modules"):
+                    children = item.get(field_name)
+                    if isinstance(children, dict):
+                        stack.extend(children.values())
+        return spec
+
+    return migrate
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _renamed_types({"MLIFInputEncoder": "RepeatEncoder"}),  # v1 -> v2: the M-LIF input encoder's new name
+}
+"""How a model structure of format version v becomes one of version v + 1 (applied in order on read)."""
+
+
+def migrate_spec(spec: dict[str, Any], version: int) -> dict[str, Any]:
+    """A model structure stored at format ``version``, brought to :data:`FORMAT_VERSION`."""
+    for step in range(version, FORMAT_VERSION):
+        spec = MIGRATIONS[step](spec)
+    return spec
 
 
 class UncheckedArtifactError(SnnConvertError):
@@ -306,6 +338,7 @@ def load_artifact(path: str | Path, *, allow_unchecked: bool = False) -> Artifac
              for name, text in payload["models"].items()}
     for name, spec in specs.items():
         _check_specs(path, name, spec)
+    specs = {name: migrate_spec(spec, payload["version"]) for name, spec in specs.items()}
     models = {}
     for name, spec in specs.items():
         prefix = f"{name}/"

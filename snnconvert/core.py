@@ -22,6 +22,7 @@ from snnconvert.data.classes import ClassCheck, validate_class_names
 from snnconvert.device import resolve_device
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import shorten
+from snnconvert.options import config_from_stored, opt, stored_config
 from snnconvert.quantize import (
     ClipStats,
     LayerQuantRecord,
@@ -146,7 +147,7 @@ def check_data_matches(model: str, input_spec: InputSpec, data: str, *, calibrat
     wrong_channels, too_small = _mismatch(input_spec, channels, size)
     if not (wrong_channels or too_small):
         return
-    hint = "(or --resize-data to resize these anyway)"
+    hint = f"(or {opt('quantize', 'resize_data')} to resize these anyway)"
     if calibrated_on is not None:
         try:
             ref_channels, ref_size = data_geometry(calibrated_on)
@@ -158,8 +159,9 @@ def check_data_matches(model: str, input_spec: InputSpec, data: str, *, calibrat
         hint = f"(it was calibrated on {shorten(calibrated_on, 120)})"
     want = f"{input_spec.channels}x{input_spec.size[0]}x{input_spec.size[1]}"
     have = f"{channels if channels is not None else '?'}x{size[0]}x{size[1]}" if size else f"{channels}-channel"
-    raise SnnConvertError(f"--data {shorten(data, 200)} has {have} images but {model} takes {want} input; give "
-                          f"--data with the images the model was trained on {hint}")
+    data_option = opt("quantize", "data")
+    raise SnnConvertError(f"{data_option} {shorten(data, 200)} has {have} images but {model} takes {want} input; "
+                          f"give {data_option} with the images the model was trained on {hint}")
 
 
 @dataclass
@@ -248,7 +250,7 @@ def conversion_inputs(quantized: QuantizedModel, *, need_calibration: bool,
 def quantized_manifest(q: QuantizedModel) -> dict[str, Any]:
     return {
         "model": q.info.as_dict(),
-        "quantize": asdict(q.config),
+        "quantize": stored_config(q.config),
         "calibration": asdict(q.calibration),
         "layers": [r.as_dict() for r in q.layers],
         "clip_stats": [asdict(s) for s in q.clip_stats],
@@ -273,7 +275,7 @@ def save(path: str | Path, quantized: QuantizedModel, snn: SpikingNetwork | None
 def from_artifact(artifact: Artifact) -> tuple[QuantizedModel, SpikingNetwork | None]:
     m = artifact.manifest
     try:
-        config = QuantizeConfig(**m["quantize"])
+        config = config_from_stored(QuantizeConfig, m["quantize"], "the artifact's quantize config")
         q = QuantizedModel(
             float_model=artifact.models["float"], model=artifact.models["quantized"],
             info=ModelInfo.from_dict(m["model"]), config=config,

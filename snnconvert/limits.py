@@ -209,11 +209,13 @@ def check_config_values(value: Any, what: str) -> None:
                                   "the artifact is damaged or not from snnconvert")
 
 
-def check_time_steps(value: Any, flag: str, *, minimum: int = 1) -> int:
-    """An integer number of time steps in ``[minimum, MAX_TIME_STEPS]``."""
+def check_time_steps(value: Any, owner: object, field: str, *, minimum: int = 1) -> int:
+    """An integer number of time steps in ``[minimum, MAX_TIME_STEPS]`` (else a
+    :class:`~snnconvert.errors.ConfigError` for ``owner.field``)."""
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_TIME_STEPS:
-        raise SnnConvertError(f"{flag} {shorten(value, 40)} is not possible: give an integer "
-                              f"{minimum}..{MAX_TIME_STEPS} time steps")
+        from snnconvert.errors import ConfigError
+
+        raise ConfigError(owner, field, value, f"give an integer {minimum}..{MAX_TIME_STEPS} time steps")
     return value
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import shorten
 
 MAX_SEED = 1 << 64
@@ -243,7 +243,9 @@ def _quantize(c: _Checker, q: Any) -> None:
     _each(q, {
         "bits": lambda v: c.integer("quantize.bits", v, low, high),
         "weight_bits": lambda v: c.integer("quantize.weight_bits", v, low, high, none=True),
-        "method": lambda v: c.text("quantize.method", v, choices=CLIP_METHODS),
+        "version": lambda v: c.integer("quantize.version", v, 1, 1000),
+        "method": lambda v: c.text("quantize.method", v, choices=CLIP_METHODS),  # version 1
+        "clip_method": lambda v: c.text("quantize.clip_method", v, choices=CLIP_METHODS),
         "percentile": lambda v: c.number("quantize.percentile", v, MIN_PERCENTILE, MAX_PERCENTILE),
         "per_channel": lambda v: c.boolean("quantize.per_channel", v),
         "calib_limit": lambda v: c.integer("quantize.calib_limit", v, 1, MAX_COUNT, none=True),
@@ -471,12 +473,13 @@ def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_options(config: object, spec: dict[str, tuple[str, str]]) -> None:
-    """Check the attributes of ``config`` named in ``spec`` (``{attribute: (flag, kind)}``, kinds
-    of ``_OPTION_KINDS``): a one-line error such as ``--e-ac nan is not possible: give a finite
-    energy in pJ, > 0 ...`` naming the flag (the CLI's spelling) on the first bad value."""
-    for attribute, (flag, kind) in spec.items():
+def check_options(config: object, spec: dict[str, str]) -> None:
+    """Check the attributes of ``config`` named in ``spec`` (``{attribute: kind}``, kinds of
+    ``_OPTION_KINDS``): a :class:`~snnconvert.errors.ConfigError` such as ``e_ac_pj nan is not
+    possible: give a finite energy in pJ, > 0 ...`` on the first bad value."""
+    for attribute, kind in spec.items():
         value = getattr(config, attribute)
         expected, ok = _OPTION_KINDS[kind]
         if not ok(value):
-            raise SnnConvertError(f"{flag} {one_line(shorten(value, 40))} is not possible: give {expected}")
+            raise ConfigError(config, attribute, value if isinstance(value, (int, float, str)) else one_line(
+                shorten(value, 40)), f"give {expected}")

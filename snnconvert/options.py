@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError, option_ref
 from snnconvert.limits import shorten
 from snnconvert.registry import Registry, load_method_packages
 
@@ -53,14 +53,57 @@ def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  
     return field(default=default, metadata=meta)
 
 
-def check_calibration(mode: object, seconds: object, images: object) -> None:
+def config_version(config: type) -> int:
+    """A config class's ``VERSION`` (1 when it declares none)."""
+    return int(getattr(config, "VERSION", 1))
+
+
+def renamed_fields(config: type) -> dict[str, str]:
+    """Every older field name of ``config`` and the field it is now (its ``RENAMED``: ``{version:
+    {old: new}}``, the renames that took version ``v`` to ``v + 1``, followed through to today)."""
+    names: dict[str, str] = {}
+    for version in sorted(getattr(config, "RENAMED", {}), reverse=True):
+        for old, new in config.RENAMED[version].items():
+            names[old] = names.get(new, new)
+    return names
+
+
+def stored_config(config: Any) -> dict[str, Any]:
+    """A config as stored (artifacts, checkpoints, logs): its fields and its ``version``."""
+    return {**dataclasses.asdict(config), "version": config_version(type(config))}
+
+
+def config_from_stored(config: type, data: dict[str, Any], where: str = "") -> Any:
+    """``config`` built from stored values of any version up to its own: the ``RENAMED`` fields of
+    each older version are migrated in order; a newer version or an unknown field is a one-line
+    error naming ``where``."""
+    data = dict(data)
+    version = data.pop("version", 1)
+    current = config_version(config)
+    prefix = f"{where}: " if where else ""
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= current:
+        raise SnnConvertError(f"{prefix}{config.__name__} version {shorten(version, 20)} is not one this snnconvert "
+                              f"reads (1..{current}); upgrade snnconvert")
+    renames = getattr(config, "RENAMED", {})
+    for step in range(version, current):
+        for old, new in renames.get(step, {}).items():
+            if old in data:
+                data[new] = data.pop(old)
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SnnConvertError(f"{prefix}{config.__name__} has no field(s) {shorten(', '.join(unknown), 80)}")
+    return config(**data)
+
+
+def check_calibration(mode: object, seconds: object, images: object, owner: object = None) -> None:
     """Raise a one-line error for an impossible calibration mode, time budget or image count."""
     if mode not in CALIBRATION_MODES:
-        raise SnnConvertError(f"--calibrate {mode!r} is not possible: choose {', '.join(CALIBRATION_MODES)}")
+        raise ConfigError(owner or CalibrationOptions, "calibrate", mode, f"choose {', '.join(CALIBRATION_MODES)}")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise SnnConvertError(f"--calibrate-seconds {seconds!r} is not possible: give a number of seconds > 0")
+        raise ConfigError(owner or CalibrationOptions, "calibrate_seconds", seconds, "give a number of seconds > 0")
     if isinstance(images, bool) or not isinstance(images, int) or images < 2:
-        raise SnnConvertError(f"--calibrate-images {images!r} is not possible: give an integer >= 2")
+        raise ConfigError(owner or CalibrationOptions, "calibrate_images", images, "give an integer >= 2")
 
 
 @dataclass
@@ -76,7 +119,7 @@ class CalibrationOptions:
 
     def check_calibration(self) -> None:
         """One-line errors for impossible calibration options."""
-        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images)
+        check_calibration(self.calibrate, self.calibrate_seconds, self.calibrate_images, self)
 
 
 # ---------------------------------------------------------------------------- text -> value
@@ -253,3 +296,23 @@ TRAINING_OPTIONS: Registry[MethodOptions] = Registry("training method", same=lam
 def training_options() -> dict[str, MethodOptions]:
     """Every training method's options by name (name order), torch-free."""
     return TRAINING_OPTIONS.items()
+
+
+def cli_flag(config: type, field_name: str) -> str:
+    """The command-line flag of ``config.field_name``: its ``flag`` metadata, else ``--field-name``
+    (``--<method>-field-name`` for a training method's option), as the generated flags name it."""
+    known = {f.name: f for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else {}
+    f = known.get(field_name)
+    if f is not None and f.metadata.get("flag"):
+        return str(f.metadata["flag"])
+    prefix = next((f"{flag_name(name)}-" for name, m in training_options().items() if m.config is config), "")
+    return f"--{prefix}{flag_name(field_name)}"
+
+
+def opt(owner: type | str, field_name: str, *, assign: bool = False) -> str:
+    """An option named in an error message: the API reads ``field_name``, the command line its
+    flag. ``owner`` is the config class of the field, or the name of the API function whose
+    parameter it is (``opt("quantize", "data")`` reads ``data`` / ``--data``). With ``assign``
+    a value follows: ``weights=`` / ``--weights `` (write ``{opt(..., assign=True)}FILE``)."""
+    cli = cli_flag(owner, field_name) if isinstance(owner, type) else f"--{flag_name(field_name)}"
+    return option_ref(f"{field_name}=", f"{cli} ") if assign else option_ref(field_name, cli)

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from snnconvert.codings import build_config, codings, get_coding
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.evaluate import EvaluateConfig
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.limits import (
@@ -43,6 +43,7 @@ from snnconvert.limits import (
     require_regular_file,
     shorten,
 )
+from snnconvert.options import renamed_fields
 from snnconvert.quantize import QuantizeConfig
 
 
@@ -113,6 +114,25 @@ def _where(path: Path, node: yaml.Node) -> str:
     return f"{path}:{node.start_mark.line + 1}"
 
 
+def _located(path: Path, node: yaml.Node, section: str, exc: SnnConvertError) -> SnnConvertError:
+    """A section's validation error with its line: a config error names its key (``finetune.lr``,
+    ``finetune.methods.dtss.t_max``) at the line of the key's value when the recipe sets it."""
+    if not isinstance(exc, ConfigError):
+        return SnnConvertError(f"{_where(path, node)}: {exc}")
+    from snnconvert.options import training_options
+
+    method = next((name for name, m in training_options().items() if m.config is exc.config), None)
+    keys = ["methods", method, exc.field] if method else [exc.field]
+    where = node
+    for key in keys:
+        child = next((v for k, v in where.value if k.value == key), None) \
+            if isinstance(where, yaml.MappingNode) else None
+        if child is None:
+            break
+        where = child
+    return SnnConvertError(f"{_where(path, where)}: {exc.render('.'.join([section, *keys]))}")
+
+
 def _matches(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if annotation is Any:
@@ -145,8 +165,9 @@ def _section(path: Path, node: yaml.Node, cls: type, name: str, *, skip: tuple[s
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
     values: dict[str, Any] = {}
+    renamed = renamed_fields(cls)
     for key_node, value_node in node.value:
-        key = key_node.value
+        key = renamed.get(key_node.value, key_node.value)  # an older name of a field reads as the field
         if key not in names:
             raise SnnConvertError(f"{_where(path, key_node)}: unknown key '{name}.{shorten(key)}' "
                                   f"({_valid_keys(str(key), names)})")
@@ -300,7 +321,7 @@ def load_recipe(path: str | Path) -> Recipe:
         try:
             recipe.quantize.validate()
         except SnnConvertError as exc:
-            raise SnnConvertError(f"{_where(path, nodes['quantize'])}: {exc}") from exc
+            raise _located(path, nodes["quantize"], "quantize", exc) from exc
     if "convert" in nodes:
         recipe.convert = _convert_section(path, nodes["convert"])
     if "finetune" in nodes:
@@ -326,7 +347,7 @@ def _finetune_section(path: Path, node: yaml.Node) -> FinetuneSection | None:
     try:
         config.validate()
     except SnnConvertError as exc:
-        raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
+        raise _located(path, node, "finetune", exc) from exc
     data = {k: _value(path, v) for k, v in data_nodes.items()}
     for key, value in data.items():
         if value is not None and not isinstance(value, str):
@@ -354,7 +375,7 @@ def _convert_section(path: Path, node: yaml.Node) -> ConvertSection | None:
     try:
         build_config(entry, **options)
     except SnnConvertError as exc:
-        raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
+        raise _located(path, node, "convert", exc) from exc
     return ConvertSection(coding, options)
 
 
@@ -371,5 +392,5 @@ def _evaluate_section(path: Path, node: yaml.Node) -> EvaluateConfig | None:
     try:
         config.validate()
     except SnnConvertError as exc:
-        raise SnnConvertError(f"{_where(path, node)}: {exc}") from exc
+        raise _located(path, node, "evaluate", exc) from exc
     return config

@@ -118,13 +118,7 @@ def codec_table() -> dict[str, ModuleCodec]:
         if known is not None and known.cls is not cls:
             raise ValueError(f"serializable module name {cls.__name__!r} is taken by {known.cls.__module__}")
         table[cls.__name__] = _declared_codec(cls)
-    for old, new in _RENAMED.items():
-        table.setdefault(old, table[new])
     return table
-
-
-_RENAMED = {"MLIFInputEncoder": "RepeatEncoder"}
-"""Class names earlier releases stored, and the class that reads them now."""
 
 
 def _codec_name(module: nn.Module, table: dict[str, ModuleCodec]) -> str:

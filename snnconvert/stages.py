@@ -28,6 +28,7 @@ from snnconvert.graph import PrepareConfig, prepare
 from snnconvert.ingest import LoadedModel, load_model
 from snnconvert.limits import shorten, time_steps_of
 from snnconvert.manifest_check import MAX_CLASSES
+from snnconvert.options import opt
 from snnconvert.quantize import (
     QuantizeConfig,
     layer_records,
@@ -71,8 +72,8 @@ def data_for(loaded: LoadedModel, data: str | None, *, resize_data: bool = False
     want = f"{spec.channels}x{spec.size[0]}x{spec.size[1]}"
     if data is None:
         if not loaded.default_data:
-            raise SnnConvertError(f"{loaded.name} takes {want} images and has no default data; give --data "
-                                  "(imagefolder:PATH, cifar10:PATH or imagenet:PATH)")
+            raise SnnConvertError(f"{loaded.name} takes {want} images and has no default data; give "
+                                  f"{opt('quantize', 'data')} (imagefolder:PATH, cifar10:PATH or imagenet:PATH)")
         return loaded.default_data, None
     random = loaded.source.endswith("/random")
     if resize_data or random:
@@ -132,12 +133,13 @@ def quantize(
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or not 1 <= num_classes <= MAX_CLASSES):
         raise SnnConvertError(f"num_classes {shorten(num_classes, 30)} is not possible: give 1..{MAX_CLASSES:,}")
-    if isinstance(model, (str, Path)) and str(model).strip().lower().endswith(".onnx"):
-        from snnconvert.ingest.onnx_qdq import is_qdq_file
+    if isinstance(model, (str, Path)):
+        from snnconvert.ingest.formats import format_for
 
-        if is_qdq_file(str(model).strip()):  # already quantized (QDQ): its own scales, no re-calibration
+        _, fmt = format_for(str(model))
+        if fmt.prequantized is not None and fmt.prequantized(str(model)):  # its own scales: no re-calibration
             if data is None:
-                raise SnnConvertError(f"{model}: give --data (an ONNX model has no default data)")
+                raise SnnConvertError(f"{model}: give {opt('quantize', 'data')} (an ONNX model has no default data)")
             return quantized_from_onnx(str(model).strip(), data=data, eval_limit=eval_limit,
                                        show_progress=show_progress)
     loaded = _as_loaded(model, weights, input_spec, num_classes)
@@ -188,7 +190,8 @@ def quantized_from_onnx(path: str | Path, *, data: str = "digits", eval_limit: i
     from snnconvert.ingest.onnx_qdq import import_qdq
 
     imported = import_qdq(path)
-    config = QuantizeConfig(bits=imported.act_bits, weight_bits=imported.weight_bits, method="max", calib_limit=None)
+    config = QuantizeConfig(bits=imported.act_bits, weight_bits=imported.weight_bits, clip_method="max",
+                            calib_limit=None)
     record = CalibrationRecord(data, None, 0, 0.2, 0,
                                f"the data {Path(path).name} was quantized with, outside snnconvert", "")
     q = QuantizedModel(float_model=imported.float_model, model=imported.model,
@@ -222,7 +225,8 @@ def convert_with(inputs: ConversionInputs, coding: str, config: Any) -> SpikingN
     :func:`to_snn` and evaluation sweeps share)."""
     entry = get_coding(coding)
     if entry.needs_calibration(config) and inputs.calibration is None:
-        raise SnnConvertError(f"coding {coding} with these options needs calibration data (the quantize step's --data)")
+        raise SnnConvertError(f"coding {coding} with these options needs calibration data (the quantize step's "
+                              f"{opt('quantize', 'data')})")
     snn = entry.convert(inputs, config)
     snn.info.setdefault("coding", coding)
     snn.info["config"] = _jsonable_config(config)

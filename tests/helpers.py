@@ -33,7 +33,7 @@ def quantize_random(model: nn.Module, spec, bits: int = 8, images: int = 32, see
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(images, *spec.example_shape(1)[1:], generator=g)
     calib = [(x[i:i + 16], torch.zeros(len(x[i:i + 16]), dtype=torch.long)) for i in range(0, images, 16)]
-    return quantize_graph(prepare(model, spec), calib, QuantizeConfig(bits=bits, method="max"),
+    return quantize_graph(prepare(model, spec), calib, QuantizeConfig(bits=bits, clip_method="max"),
                           example_shape=spec.example_shape(2)).model
 
 

@@ -475,4 +475,4 @@ def test_cli_adaptive_bits_flags(q_digits, tmp_path: Path) -> None:
     assert "avg_W" in summary["history"][0]
     bad = CliRunner().invoke(_cli_app(), ["finetune", "--input", str(source), "--data", "digits", "--epochs", "1",
                                           "--target-bits", "2/2"])
-    assert bad.exit_code == 1 and "target_bits" in bad.output
+    assert bad.exit_code == 1 and "--target-bits '2/2' is not possible" in bad.output

@@ -95,3 +95,43 @@ def test_unknown_module_types_are_rejected_on_save(tmp_path: Path) -> None:
     with pytest.raises(SnnConvertError, match="Custom"):
         save_artifact(Artifact("quantized", {}, {"m": Custom()}), tmp_path / "c.snnc")
     assert not (tmp_path / "c.snnc").exists()
+
+
+def _renamed_encoder_payload(tmp_path: Path, version: int) -> Path:
+    """An SNN artifact whose encoder is stored under its v1 name, MLIFInputEncoder."""
+    import json
+
+    from snnconvert.simulate.encoders import RepeatEncoder
+    from snnconvert.simulate.network import SpikingNetwork
+
+    snn = SpikingNetwork("mlif", {"T": 2})
+    snn.encoder, snn.body, snn.decoder = RepeatEncoder(2), _graph(), nn.Identity()
+    path = save_artifact(Artifact("snn", new_manifest("snn"), {"snn": snn}), tmp_path / "enc.snnc")
+    payload = torch.load(path, weights_only=True)
+    text = payload["models"]["snn"]
+    assert text.count('"RepeatEncoder"') == 1
+    payload["models"]["snn"] = text.replace('"RepeatEncoder"', '"MLIFInputEncoder"')
+    payload["version"] = version
+    if version == 1:  # v1 files had no checksums
+        manifest = json.loads(payload["manifest"])
+        del manifest["tensors_sha256"], manifest["models_sha256"]
+        payload["manifest"] = json.dumps(manifest)
+    torch.save(payload, path)
+    return path
+
+
+def test_a_v1_structure_is_migrated_on_read(tmp_path: Path) -> None:
+    from snnconvert.simulate.encoders import RepeatEncoder
+
+    loaded = load_artifact(_renamed_encoder_payload(tmp_path, 1), allow_unchecked=True).models["snn"]
+    assert type(loaded.encoder) is RepeatEncoder and loaded.encoder(torch.ones(1, 2)).shape == (2, 2)
+
+
+def test_a_v2_file_gets_no_v1_migration(tmp_path: Path) -> None:
+    # the v2 checksum covers the structure, so the renamed text is first refused as damaged;
+    # the migration table is what maps the old name, and it starts at v1 only
+    with pytest.raises(SnnConvertError, match="checksum"):
+        load_artifact(_renamed_encoder_payload(tmp_path, 2))
+    assert artifact_module.migrate_spec({"type": "MLIFInputEncoder"}, 2) == {"type": "MLIFInputEncoder"}
+    assert artifact_module.migrate_spec({"type": "X", "children": {"e": {"type": "MLIFInputEncoder"}}}, 1) == \
+        {"type": "X", "children": {"e": {"type": "RepeatEncoder"}}}

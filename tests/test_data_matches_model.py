@@ -244,7 +244,7 @@ def test_gray_data_a_colour_model_was_calibrated_on_can_be_evaluated(tmp_path: P
     rgb8 = InputSpec(3, (8, 8))
     loaded = LoadedModel(LeNet5(2, in_channels=3).eval(), "rgbnet", "file:rgbnet.pt", rgb8, 2)
     calib = _folder(tmp_path / "calib", ["a", "b"])
-    with pytest.raises(SnnConvertError, match=r"has 1x8x8 images but rgbnet takes 3x8x8 input; .*--resize-data"):
+    with pytest.raises(SnnConvertError, match=r"has 1x8x8 images but rgbnet takes 3x8x8 input; .*resize_data"):
         quantize(loaded, data=calib, config=QuantizeConfig(calib_limit=4), eval_limit=0)
     q = quantize(loaded, data=calib, config=QuantizeConfig(calib_limit=4), eval_limit=0, resize_data=True)
     assert q.info.class_names == ["a", "b"]

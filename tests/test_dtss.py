@@ -365,4 +365,4 @@ def test_cli_dtss_flags(q_digits, snn4, tmp_path) -> None:
     assert min(summary["history"][0]["T_per_layer"].values()) >= 2
     bad = CliRunner().invoke(_cli_app(), ["finetune", "--input", str(source), "--data", "digits", "--epochs", "1",
                                           "--t-max", "3", "--val-limit", "0", "--max-batches", "1"])
-    assert bad.exit_code == 1 and "t_max" in bad.output
+    assert bad.exit_code == 1 and "--t-max 3 but the SNN runs T=4 steps" in bad.output

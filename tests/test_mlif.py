@@ -12,14 +12,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from snnconvert.artifact import Artifact, load_artifact, new_manifest, save_artifact
+from snnconvert.cli.config_flags import cli_message
 from snnconvert.codings import ConversionInputs, get_coding
 from snnconvert.data import load_split, make_loader
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.graph import prepare
 from snnconvert.ingest import load_model
-from snnconvert.methods.mlif.coding import MLIFConfig, MLIFInputEncoder
+from snnconvert.methods.mlif.coding import MLIFConfig
 from snnconvert.methods.mlif.neuron import MLIFNeuron, fire_level, mlif_dynamics
 from snnconvert.neurons.base import fold_time
+from snnconvert.simulate.encoders import RepeatEncoder
 
 CODING = get_coding("mlif")
 
@@ -308,7 +310,7 @@ def test_artifact_round_trip_gives_identical_logits(lenet: tuple, tmp_path: Path
 
 
 def test_sequence_input_feeds_one_frame_per_step() -> None:
-    enc = MLIFInputEncoder(3)
+    enc = RepeatEncoder(3)
     seq = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 1, 2, 2)  # (B, T, C, H, W)
     frames = enc(seq)
     assert frames.shape == (6, 1, 2, 2)
@@ -316,7 +318,7 @@ def test_sequence_input_feeds_one_frame_per_step() -> None:
         assert torch.equal(frames[2 * k : 2 * k + 2], seq[:, k])
     image = torch.rand(2, 1, 2, 2)
     assert torch.equal(enc(image), torch.cat([image] * 3))
-    with pytest.raises(SnnConvertError, match="convert it with --T 2") as info:
+    with pytest.raises(SnnConvertError, match="convert it with T 2") as info:
         enc(seq[:, :2])
     assert "\n" not in str(info.value)
 
@@ -324,23 +326,26 @@ def test_sequence_input_feeds_one_frame_per_step() -> None:
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"S": 0}, "--S 0"),
-        ({"S": 17}, "--S 17"),
-        ({"S": 2.5}, "--S 2.5"),
-        ({"S": True}, "--S True"),
-        ({"T": 0}, "--T 0"),
-        ({"T": 1.5}, "--T 1.5"),
-        ({"leak": 1.5}, "--leak 1.5"),
-        ({"leak": -0.1}, "--leak -0.1"),
-        ({"percentile": 0.0}, "--percentile 0.0"),
-        ({"percentile": 101}, "--percentile 101"),
-        ({"anchor": "middle"}, "--anchor 'middle'"),
+        ({"S": 0}, "^S 0"),
+        ({"S": 17}, "^S 17"),
+        ({"S": 2.5}, "^S 2.5"),
+        ({"S": True}, "^S True"),
+        ({"T": 0}, "^T 0"),
+        ({"T": 1.5}, "^T 1.5"),
+        ({"leak": 1.5}, "^leak 1.5"),
+        ({"leak": -0.1}, "^leak -0.1"),
+        ({"percentile": 0.0}, "^percentile 0.0"),
+        ({"percentile": 101}, "^percentile 101"),
+        ({"anchor": "middle"}, "^anchor 'middle'"),
     ],
 )
 def test_invalid_options_raise_one_line(options: dict, fragment: str) -> None:
     with pytest.raises(SnnConvertError, match=fragment) as info:
         MLIFConfig(**options).validate()
     assert "\n" not in str(info.value)
+    (key,) = options
+    assert isinstance(info.value, ConfigError) and (info.value.config, info.value.field) == (MLIFConfig, key)
+    assert cli_message(info.value).startswith(f"--{key} ")  # the command line names the flag
 
 
 def test_conversion_needs_calibration(lenet: tuple) -> None:

@@ -137,7 +137,7 @@ def test_ptq_records_table3_parameters() -> None:
 def test_quantized_output_is_close_to_float() -> None:
     torch.manual_seed(0)
     prepared = prepare(Small().eval(), SPEC)
-    result = quantize_graph(prepared, _data(256), QuantizeConfig(bits=8, method="max"), example_shape=(2, 1, 6, 6))
+    result = quantize_graph(prepared, _data(256), QuantizeConfig(bits=8, clip_method="max"), example_shape=(2, 1, 6, 6))
     x = _data(64, seed=1)[0][0]
     with torch.no_grad():
         ref, got = prepared(x), result.model(x)
@@ -178,9 +178,10 @@ def test_qat_runs_the_schedule_and_freezes() -> None:
     assert all(not q.scale.requires_grad for q in result.model.modules() if isinstance(q, ActQuant))
 
 
-@pytest.mark.parametrize("bad", [dict(bits=0), dict(bits=1), dict(method="kl"), dict(percentile=0.0),
+@pytest.mark.parametrize("bad", [dict(bits=0), dict(bits=1), dict(clip_method="kl"), dict(percentile=0.0),
                                  dict(qat_epochs=-1), dict(weight_bits=40)])
 def test_impossible_options_are_one_line_errors(bad: dict) -> None:
     with pytest.raises(SnnConvertError) as err:
         QuantizeConfig(**bad).validate()
     assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{next(iter(bad))} ")  # names the field

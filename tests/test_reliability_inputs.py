@@ -356,16 +356,16 @@ def test_a_good_recipe_still_loads() -> None:
 
 
 @pytest.mark.parametrize("coding,items,needle", [
-    ("sws", ["beta=nan"], "--beta"),
-    ("sws", ["beta=inf"], "--beta"),
+    ("sws", ["beta=nan"], "beta"),
+    ("sws", ["beta=inf"], "beta"),
     ("sws", ["beta=../../x"], "expected float"),
-    ("sws", ["Tc=100000"], "--Tc 100000"),
-    ("sws", ["Ts=100000"], "--Ts 100000"),
+    ("sws", ["Tc=100000"], "Tc 100000"),
+    ("sws", ["Ts=100000"], "Ts 100000"),
     ("sws", ["Tc=100", "Ts=100"], "2^120"),
-    ("rate", ["T=100000"], "--T 100000"),
+    ("rate", ["T=100000"], "T 100000"),
     ("rate", ["T=abc"], "expected int"),
     ("rate", ["T=1.5"], "expected int"),
-    ("mlif", ["T=100000"], "--T 100000"),
+    ("mlif", ["T=100000"], "T 100000"),
     ("mlif", ["S=three"], "expected int"),
 ])
 def test_impossible_coding_options_are_one_line_errors(coding: str, items: list[str], needle: str) -> None:

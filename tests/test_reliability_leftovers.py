@@ -192,7 +192,7 @@ USAGE_ERRORS = [
     (["--coding", "mlif", "--T", "0"], "--T 0 is not possible", 1),
     (["--coding", "multibit", "--T", "1,x"], "--T '1,x' is not possible", 1),
     (["--coding", "multibit", "--tau", "0.5"], "tau 0.5 is not possible", 1),
-    (["--coding", "rate", "--dtype", "float16"], "dtype='float16' is not possible", 1),
+    (["--coding", "rate", "--dtype", "float16"], "--dtype 'float16' is not possible", 1),
     (["--coding", "spquant", "--weight-bits", "3"], "--weight-bits 3 is not possible", 1),
     (["--coding", "sws", "--Ts", "two"], "--Ts 'two' is not possible", 1),
     (["--set", "Tc"], "--set 'Tc': write KEY=VALUE", 1),

@@ -24,7 +24,7 @@ try:  # only light modules here: torch and torchvision are imported inside the c
     from snnconvert._version import __version__
     from snnconvert.allocator import tune_allocator
     from snnconvert.cli.coding_options import DynamicCommand
-    from snnconvert.cli.config_flags import ConfigCommand, config_flags, config_from_flags
+    from snnconvert.cli.config_flags import ConfigCommand, cli_message, config_flags, config_from_flags
     from snnconvert.configs.evaluate import EvaluateConfig
     from snnconvert.configs.quantize import QuantizeConfig
     from snnconvert.errors import SnnConvertError, UnsupportedGraphError
@@ -165,7 +165,8 @@ def _guard(fn: Callable[[], None]) -> None:
     except SnnConvertError as exc:
         if _state["verbose"]:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/red] {safe_text(exc)}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {safe_text(cli_message(exc))}", markup=True, highlight=False,
+                          soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as exc:  # a path the file system cannot even look up (Path.exists raises for these)
         import errno
@@ -690,7 +691,8 @@ def _precheck_to_snn(argv: list[str]) -> None:
     try:
         precheck_to_snn(argv[argv.index("to-snn") + 1:], value_options=values, flag_options=flags)
     except SnnConvertError as exc:
-        err_console.print(f"[red]error:[/red] {safe_text(exc)}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {safe_text(cli_message(exc))}", markup=True, highlight=False,
+                          soft_wrap=True)
         raise SystemExit(getattr(exc, "exit_code", 1)) from None
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import typer
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import shorten
-from snnconvert.options import cli_fields, flag_name, parse_typed
+from snnconvert.options import cli_fields, cli_flag, flag_name, parse_typed
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,13 @@ def parameters(flags: list[ConfigFlag], prefix: str, panel: str | None = None) -
         params.append(inspect.Parameter(prefix + flag.field, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=annotation))
     return params
+
+
+def cli_message(exc: Exception) -> str:
+    """An error as the command line shows it: a config error names the field by its flag."""
+    if isinstance(exc, ConfigError):
+        return exc.render(cli_flag(exc.config, exc.field), cli=True)
+    return str(getattr(exc, "cli_text", exc))
 
 
 def read_flag(flag: ConfigFlag, text: str) -> Any:

@@ -42,8 +42,9 @@ def sparkline(values: list[float], width: int = 24) -> str:
 
 def quantize_tables(console: Console, q: QuantizedModel, path: Path | None, *, verb: str = "wrote") -> None:
     stats = {s.name: s for s in q.clip_stats}
+    clip = q.config.clip_method + (f" {q.config.percentile:g}" if q.config.clip_method == "percentile" else "")
     table = Table(title=f"{safe_text(q.info.name)}: {q.config.bits}-bit activations, {q.config.w_bits}-bit weights "
-                        f"({q.config.method}{f' {q.config.percentile:g}' if q.config.method == 'percentile' else ''})")
+                        f"({clip})")
     for col in ("layer", "bits (w/a)", "C_w (min..max)", "C_i", "C_o", "clip range", "clipped"):
         table.add_column(col, justify="left" if col == "layer" else "right")
     for r in q.layers:

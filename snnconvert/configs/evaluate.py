@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import shorten
 from snnconvert.options import DTYPE_NAMES, option
 from snnconvert.reports.names import REPORTS
@@ -50,12 +50,11 @@ class EvaluateConfig:
         if unknown:
             raise SnnConvertError(f"unknown report(s) {', '.join(unknown)}: choose from {', '.join(names)}, all")
         if self.dtype not in DTYPE_NAMES:
-            raise SnnConvertError(f"--dtype {self.dtype} is not supported: use float32 or float64")
-        check_options(self, {"limit": ("--limit", "count"), "batch_size": ("--batch-size", "batch"),
-                             "seed": ("seed", "seed"), "e_mac_pj": ("--e-mac", "energy"),
-                             "e_ac_pj": ("--e-ac", "energy")})
+            raise ConfigError(self, "dtype", self.dtype, "use float32 or float64")
+        check_options(self, {"limit": "count", "batch_size": "batch", "seed": "seed", "e_mac_pj": "energy",
+                             "e_ac_pj": "energy"})
         if not isinstance(self.allow_class_mismatch, bool):
-            raise SnnConvertError(f"allow_class_mismatch {self.allow_class_mismatch!r} is not possible: "
+            raise ConfigError(self, "allow_class_mismatch", self.allow_class_mismatch, ""
                                   "give true or false")
         resolve_device(self.device)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
-from snnconvert.errors import SnnConvertError
-from snnconvert.limits import shorten
+from snnconvert.errors import ConfigError
 from snnconvert.manifest_check import CLIP_METHODS
 from snnconvert.options import option
 
@@ -16,11 +16,14 @@ from snnconvert.options import option
 class QuantizeConfig:
     """How to quantize: bit widths, calibration and optional quantization-aware training."""
 
+    VERSION: ClassVar[int] = 2
+    RENAMED: ClassVar[dict[int, dict[str, str]]] = {1: {"method": "clip_method"}}  # v1 -> v2
+
     bits: int = option(8, help="Activation bits (8, 6, 4, ...).")
     weight_bits: int | None = option(None, help="Weight bits (none: --bits).")
-    method: str = option("percentile", flag="--clip-method", aliases=("--method",),
-                         help="Clip range of the activation quantizers: max, percentile or mse (--method: the "
-                              "older name of this flag).")
+    clip_method: str = option("percentile", aliases=("--method",),
+                              help="Clip range of the activation quantizers: max, percentile or mse (--method: the "
+                                   "older name of this flag).")
     percentile: float = option(99.99, help="Percentile for --clip-method percentile.")
     per_channel: bool = option(False, help="Per-channel activation ranges.")
     calib_limit: int | None = option(1024, help="Calibration images (stratified sample; none: all).")
@@ -40,38 +43,39 @@ class QuantizeConfig:
         median a clip range cuts most of every layer's activations: never a calibration)."""
         from snnconvert.manifest_check import MAX_BATCH, MAX_COUNT, MAX_EPOCHS, MAX_SEED, MIN_PERCENTILE
 
-        def integer(flag: str, value: object, low: int, high: int, hint: str = "") -> None:
+        def integer(name: str, low: int, high: int, hint: str = "") -> None:
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise SnnConvertError(f"{flag} {shorten(value, 40)} is not possible: use an integer {low}..{high}"
-                                      + hint)
+                raise ConfigError(self, name, value, f"use an integer {low}..{high}{hint}")
 
-        def number(flag: str, value: object, ok: Callable[[float], bool], expected: str) -> None:
+        def number(name: str, ok: Callable[[float], bool], expected: str) -> None:
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not ok(value):
-                raise SnnConvertError(f"{flag} {shorten(value, 40)} is not possible: give {expected}")
+                raise ConfigError(self, name, value, f"give {expected}")
 
-        integer("--bits", self.bits, 2, 16, " (typically 8, 6 or 4)")
+        integer("bits", 2, 16, " (typically 8, 6 or 4)")
         if self.weight_bits is not None:
-            integer("--weight-bits", self.weight_bits, 2, 16)
-        if self.method not in CLIP_METHODS:
-            raise SnnConvertError(f"--clip-method {shorten(self.method, 40)} is not possible: use "
+            integer("weight_bits", 2, 16)
+        if self.clip_method not in CLIP_METHODS:
+            raise ConfigError(self, "clip_method", self.clip_method, "use "
                                   f"{', '.join(CLIP_METHODS)}")
-        number("--percentile", self.percentile, lambda v: MIN_PERCENTILE <= v <= 100,
+        number("percentile", lambda v: MIN_PERCENTILE <= v <= 100,
                f"a percentile in [{MIN_PERCENTILE:g}, 100] (99.99 clips the top 0.01 % of activations)")
         if not isinstance(self.per_channel, bool):
-            raise SnnConvertError(f"per_channel {shorten(self.per_channel, 40)} is not possible: give true or false")
-        integer("--qat-epochs", self.qat_epochs, 0, MAX_EPOCHS)
+            raise ConfigError(self, "per_channel", self.per_channel, "give true or false")
+        integer("qat_epochs", 0, MAX_EPOCHS)
         if self.calib_limit is not None:
-            integer("--calib-limit", self.calib_limit, 1, MAX_COUNT)
+            integer("calib_limit", 1, MAX_COUNT)
         if self.qat_batches_per_epoch is not None:
-            integer("--qat-batches", self.qat_batches_per_epoch, 1, MAX_COUNT)
-        number("--qat-lr", self.qat_lr, lambda v: v > 0, "a positive finite learning rate")
-        number("qat_momentum", self.qat_momentum, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
-        integer("batch_size", self.batch_size, 1, MAX_BATCH)
+            integer("qat_batches_per_epoch", 1, MAX_COUNT)
+        number("qat_lr", lambda v: v > 0, "a positive finite learning rate")
+        number("qat_momentum", lambda v: 0 <= v < 1, "a momentum in [0, 1)")
+        integer("batch_size", 1, MAX_BATCH)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < MAX_SEED:
-            raise SnnConvertError(f"seed {shorten(self.seed, 40)} is not possible: give an integer in [0, 2^64)")
+            raise ConfigError(self, "seed", self.seed, "give an integer in [0, 2^64)")
         if not isinstance(self.device, str):
-            raise SnnConvertError(f"--device {shorten(self.device, 40)} is not possible: give auto, cpu, cuda or "
+            raise ConfigError(self, "device", self.device, "give auto, cpu, cuda or "
                                   "cuda:N")
         from snnconvert.device import resolve_device  # (torch: only when a run checks its config)
 

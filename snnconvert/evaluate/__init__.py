@@ -41,6 +41,7 @@ from snnconvert.evaluate.run import (
     wants_coding_reports,
 )
 from snnconvert.evaluate.sweep import run_sweep, sweep_grid
+from snnconvert.options import opt
 from snnconvert.reports.analyses import AnalysisContext, analyses
 from snnconvert.simulate.memory import largest_activation
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
@@ -208,6 +209,7 @@ def require_snn_reports(config: EvaluateConfig, snn: SpikingNetwork | None, sour
     asked = [r for r in config.reports if r not in ("accuracy", "all")]
     if asked:
         raise SnnConvertError(f"report {', '.join(asked)} needs a spiking network and {source} has only the "
-                              "quantized ANN: convert it first (`snnconvert to-snn`) or ask for --report accuracy")
+                              f"quantized ANN: convert it first (`snnconvert to-snn`) or ask for "
+                              f"{opt(EvaluateConfig, 'reports')} accuracy")
 
 

@@ -25,6 +25,7 @@ from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
 from snnconvert.export import ExportFormat, ExportRequest, register_export_format
 from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.options import opt
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import Gain, SynapseConv2d, SynapseLinear
@@ -77,7 +78,7 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int]) -> Any:
     if refused:
         raise SnnConvertError(
             f"NIR has no primitive for {', '.join(refused)} (the {snn.coding} coding's neurons): NIR export covers "
-            "rate/IF and LIF-family networks; export this network with --format onnx")
+            f"rate/IF and LIF-family networks; export this network with {opt('export', 'format')} onnx")
     steps = snn.encoder.T if hasattr(snn.encoder, "T") else 1
     body = propagate_shapes(_float_copy(body), (steps, *image_shape))
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(image_shape)})}
@@ -107,7 +108,8 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int]) -> Any:
         edges += [(s, name) for a in inputs for s in sources.get(a, [])]
         sources[node] = [name]
     if problems:
-        raise SnnConvertError(f"NIR has no primitive for {'; '.join(problems)}; export with --format onnx")
+        raise SnnConvertError(f"NIR has no primitive for {'; '.join(problems)}; export with "
+                              f"{opt('export', 'format')} onnx")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"snnconvert.coding": snn.coding, "T": steps,
                                                              "decoder": "mean of the output current over T steps"})
 

@@ -34,6 +34,7 @@ from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
 from snnconvert.export import ExportFormat, ExportRequest, register_export_format
 from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.options import opt
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear, WeightedSumDecoder
@@ -237,8 +238,10 @@ def _export_step(snn: SpikingNetwork, path: Path, example: Tensor | None, opset:
         raise SnnConvertError("step export needs a converted network (an fx body)")
     problems = _step_refusals(snn)
     if problems:
-        raise SnnConvertError(f"--mode step needs every layer on one time base with a one-frame update; the "
-                              f"{snn.coding} network has {'; '.join(problems[:4])}; export --mode unrolled")
+        raise SnnConvertError(f"{opt(ExportRequest, 'mode')} step needs every layer on one time base with a one-frame "
+                              f"update; the "
+                              f"{snn.coding} network has {'; '.join(problems[:4])}; export "
+                              f"with {opt(ExportRequest, 'mode')} unrolled")
     net = exportable_copy(snn)
     step = _StepNet(net, {}).eval()
     example = example.float()

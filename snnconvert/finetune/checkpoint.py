@@ -19,6 +19,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.config import RESUMABLE_CHANGES
 from snnconvert.limits import shorten
 from snnconvert.manifest_check import MAX_EPOCHS, MAX_TEXT_CHARS, one_line
+from snnconvert.options import opt
 
 CHECKPOINT_NAME = "finetune-checkpoint.pt"
 FORMAT = "snnconvert-finetune-checkpoint"
@@ -50,7 +51,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain containers only)
     and check every field's type and range (:func:`check_checkpoint`) before anything uses it."""
     if not path.is_file():
-        raise SnnConvertError(f"no fine-tuning checkpoint to resume at {path}; run without --resume first")
+        raise SnnConvertError(f"no fine-tuning checkpoint to resume at {path}; run without {opt('finetune', 'resume')} "
+                              "first")
     from snnconvert.safe_zip import check_torch_zip
 
     try:
@@ -70,7 +72,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def _bad(path: Path, field: str, value: Any, expected: str) -> SnnConvertError:
     shown = one_line(shorten(repr(value) if isinstance(value, str) else value, 60))
     return SnnConvertError(f"{shorten(str(path), 200)}: checkpoint field {field} = {shown} is not possible: "
-                           f"expected {expected}; run without --resume to start again")
+                           f"expected {expected}; run without {opt('finetune', 'resume')} to start again")
 
 
 def _check_tensor(path: Path, field: str, value: Tensor, *, finite: bool = True) -> None:
@@ -202,7 +204,7 @@ def restore_training(state: dict[str, Any], path: Path, model: nn.Module, optimi
         restore_rng(state["rng"], generator)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise SnnConvertError(f"{shorten(str(path), 200)} cannot be resumed: {one_line(shorten(str(exc), 120))}; "
-                              "run without --resume to start again") from None
+                              f"run without {opt('finetune', 'resume')} to start again") from None
     return int(state["epoch"]), [dict(r) for r in state["history"]]
 
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import shorten
 from snnconvert.manifest_check import MAX_BATCH, MAX_COUNT, MAX_EPOCHS, MAX_SEED
 
@@ -29,7 +29,7 @@ def _clip_norm(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise SnnConvertError(f"--grad-clip {shorten(text, 40)!r} is not possible: give a norm > 0, or none") \
+        raise ConfigError(FinetuneConfig, "grad_clip", text, "give a norm > 0, or none") \
             from None
 
 
@@ -121,80 +121,78 @@ class FinetuneConfig:
     def validate(self) -> None:
         """Raise ``SnnConvertError`` (one line) on the first invalid option."""
         if not (_int(self.epochs) and 0 <= self.epochs <= MAX_EPOCHS):
-            raise SnnConvertError(f"epochs {shorten(self.epochs, 40)} is not possible: give an integer "
+            raise ConfigError(self, "epochs", self.epochs, "give an integer "
                                   f"0..{MAX_EPOCHS}")
         if not (_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH):
-            raise SnnConvertError(f"batch_size {shorten(self.batch_size, 40)} is not possible: give an integer "
+            raise ConfigError(self, "batch_size", self.batch_size, "give an integer "
                                   f"1..{MAX_BATCH}")
         for name in ("lr", "threshold_lr", "leak_lr"):
             value = getattr(self, name)
             if value is None and name != "lr":
                 continue
             if not (_number(value) and value > 0):
-                raise SnnConvertError(f"{name} {shorten(value, 40)} is not possible: give a positive finite "
+                raise ConfigError(self, name, value, "give a positive finite "
                                       "learning rate")
         if self.optimizer not in OPTIMIZERS:
-            raise SnnConvertError(f"optimizer {self.optimizer!r} is not possible: choose {' or '.join(OPTIMIZERS)}")
+            raise ConfigError(self, "optimizer", self.optimizer, f"choose {' or '.join(OPTIMIZERS)}")
         if not (_number(self.momentum) and 0.0 <= self.momentum < 1.0):
-            raise SnnConvertError(f"momentum {self.momentum!r} is not possible: give a value in [0, 1)")
+            raise ConfigError(self, "momentum", self.momentum, "give a value in [0, 1)")
         if not (_number(self.weight_decay) and self.weight_decay >= 0.0):
-            raise SnnConvertError(f"weight_decay {self.weight_decay!r} is not possible: give a value >= 0")
+            raise ConfigError(self, "weight_decay", self.weight_decay, "give a value >= 0")
         if self.schedule not in SCHEDULES:
-            raise SnnConvertError(f"schedule {self.schedule!r} is not possible: choose {', '.join(SCHEDULES)}")
+            raise ConfigError(self, "schedule", self.schedule, f"choose {', '.join(SCHEDULES)}")
         if not (isinstance(self.milestones, (list, tuple)) and len(self.milestones) <= MAX_EPOCHS
                 and all(_int(m) and 0 <= m <= MAX_EPOCHS for m in self.milestones)):
-            raise SnnConvertError(f"milestones {shorten(self.milestones, 60)} are not possible: give epochs as "
+            raise ConfigError(self, "milestones", self.milestones, "give epochs as "
                                   f"integers 0..{MAX_EPOCHS}")
         if list(self.milestones) != sorted(self.milestones):
             raise SnnConvertError(f"milestones {shorten(list(self.milestones), 60)} must be increasing")
         if not (_number(self.gamma) and 0.0 < self.gamma <= 1.0):
-            raise SnnConvertError(f"gamma {self.gamma!r} is not possible: give a factor in (0, 1]")
+            raise ConfigError(self, "gamma", self.gamma, "give a factor in (0, 1]")
         if not (_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= MAX_EPOCHS):
-            raise SnnConvertError(f"warmup_epochs {self.warmup_epochs!r} is not possible: give an integer >= 0")
+            raise ConfigError(self, "warmup_epochs", self.warmup_epochs, "give an integer >= 0")
         if not (_number(self.warmup_factor) and 0.0 < self.warmup_factor <= 1.0):
-            raise SnnConvertError(f"warmup_factor {self.warmup_factor!r} is not possible: give a value in (0, 1]")
+            raise ConfigError(self, "warmup_factor", self.warmup_factor, "give a value in (0, 1]")
         if self.surrogate is not None and not (isinstance(self.surrogate, str) and self.surrogate):
-            raise SnnConvertError(f"surrogate {self.surrogate!r} is not possible: give a spec such as triangular:0.3")
+            raise ConfigError(self, "surrogate", self.surrogate, "give a spec such as triangular:0.3")
         for name in ("learn_threshold", "learn_leak", "per_channel", "augment", "checkpoint_time",
                      "allow_class_mismatch"):
             if not isinstance(getattr(self, name), bool):
-                raise SnnConvertError(f"{name} {getattr(self, name)!r} is not possible: give true or false")
+                raise ConfigError(self, name, getattr(self, name), "give true or false")
         if self.loss not in LOSSES:
-            raise SnnConvertError(f"loss {self.loss!r} is not possible: choose {' or '.join(LOSSES)}")
+            raise ConfigError(self, "loss", self.loss, f"choose {' or '.join(LOSSES)}")
         if self.augment_pad is not None and not (_int(self.augment_pad) and 0 <= self.augment_pad <= 4096):
-            raise SnnConvertError(f"augment_pad {self.augment_pad!r} is not possible: give an integer >= 0")
+            raise ConfigError(self, "augment_pad", self.augment_pad, "give an integer >= 0")
         if not (_int(self.seed) and 0 <= self.seed < MAX_SEED):
-            raise SnnConvertError(f"seed {shorten(self.seed, 40)} is not possible: give an integer in [0, 2^64)")
+            raise ConfigError(self, "seed", self.seed, "give an integer in [0, 2^64)")
         if not (_number(self.train_split) and 0.0 < self.train_split <= 1.0):
-            raise SnnConvertError(f"train_split {self.train_split!r} is not possible: give a share in (0, 1]")
+            raise ConfigError(self, "train_split", self.train_split, "give a share in (0, 1]")
         if self.val_limit is not None and not (_int(self.val_limit) and 0 <= self.val_limit <= MAX_COUNT):
-            raise SnnConvertError(f"val_limit {self.val_limit!r} is not possible: give an integer >= 0 or none")
+            raise ConfigError(self, "val_limit", self.val_limit, "give an integer >= 0 or none")
         if not (isinstance(self.device, str) and self.device):
-            raise SnnConvertError(f"device {self.device!r} is not possible: give auto, cpu, cuda or cuda:N")
+            raise ConfigError(self, "device", self.device, "give auto, cpu, cuda or cuda:N")
         if self.max_batches_per_epoch is not None and not (
                 _int(self.max_batches_per_epoch) and 1 <= self.max_batches_per_epoch <= MAX_COUNT):
-            raise SnnConvertError(
-                f"max_batches_per_epoch {self.max_batches_per_epoch!r} is not possible: give an integer >= 1")
+            raise ConfigError(self, "max_batches_per_epoch", self.max_batches_per_epoch, "give an integer >= 1")
         if self.time_budget_s is not None and not (_number(self.time_budget_s) and self.time_budget_s > 0):
-            raise SnnConvertError(f"time_budget_s {self.time_budget_s!r} is not possible: give seconds > 0")
+            raise ConfigError(self, "time_budget_s", self.time_budget_s, "give seconds > 0")
         if not (isinstance(self.methods, dict) and all(
                 isinstance(k, str) and (v is None or isinstance(v, dict)) for k, v in self.methods.items())):
             raise SnnConvertError("methods must map training-method names to option mappings")
         if self.grad_clip is not None and not (_number(self.grad_clip) and math.isfinite(self.grad_clip)
                                                and self.grad_clip > 0):
-            raise SnnConvertError(f"grad_clip {self.grad_clip!r} is not possible: give a norm > 0 or none")
+            raise ConfigError(self, "grad_clip", self.grad_clip, "give a norm > 0 or none")
         if self.distill not in DISTILL:
-            raise SnnConvertError(f"distill {self.distill!r} is not possible: choose {' or '.join(DISTILL)}")
+            raise ConfigError(self, "distill", self.distill, f"choose {' or '.join(DISTILL)}")
         if not (_number(self.distill_temperature) and 0.0 < self.distill_temperature < math.inf):
-            raise SnnConvertError(
-                f"distill_temperature {self.distill_temperature!r} is not possible: give a value > 0")
+            raise ConfigError(self, "distill_temperature", self.distill_temperature, "give a value > 0")
         if not (_number(self.distill_weight) and 0.0 <= self.distill_weight <= 1.0):
-            raise SnnConvertError(f"distill_weight {self.distill_weight!r} is not possible: give a share in [0, 1]")
+            raise ConfigError(self, "distill_weight", self.distill_weight, "give a share in [0, 1]")
         if self.distill_standardize not in STANDARDIZE:
-            raise SnnConvertError(f"distill_standardize {shorten(self.distill_standardize, 40)} is not possible: "
+            raise ConfigError(self, "distill_standardize", self.distill_standardize, ""
                                   f"choose {', '.join(STANDARDIZE)}")
         if not isinstance(self.reinit_dead, bool):
-            raise SnnConvertError(f"reinit_dead {self.reinit_dead!r} is not possible: give true or false")
+            raise ConfigError(self, "reinit_dead", self.reinit_dead, "give true or false")
         from snnconvert.finetune.methods import active_methods
 
         active_methods(self.methods)  # unknown methods or options fail here, before any work

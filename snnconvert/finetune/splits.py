@@ -33,6 +33,7 @@ from snnconvert.data.datasets import TensorImageDataset
 from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.limits import shorten
+from snnconvert.options import opt
 
 
 @dataclass
@@ -85,12 +86,14 @@ def validation_data(quantized: QuantizedModel, data: str, val_data: str | None, 
         if val_data is not None:
             raise SnnConvertError(
                 f"validation data {escape(repr(shorten(val_data)))} shares {len(shared):,} of its {len(split):,} "
-                f"images with the training data {escape(repr(shorten(data)))} (e.g. {example}): give --val-data "
+                f"images with the training data {escape(repr(shorten(data)))} (e.g. {example}): give "
+                f"{opt('finetune', 'val_data')} "
                 f"images outside the training data, or leave it out to validate on images taken out of training")
         train.split = _without(train.split, split)
         if len(train.split) == 0:
             raise SnnConvertError(
-                f"every training image of {escape(repr(shorten(data)))} is also a validation image: give --val-data or "
+                f"every training image of {escape(repr(shorten(data)))} is also a validation image: give "
+                f"{opt('finetune', 'val_data')} or "
                 f"other training data")
         train.notes.append(
             f"the {len(shared):,} validation images of {escape(repr(shorten(target)))} that are also training images "

@@ -8,6 +8,7 @@ from pathlib import Path
 from snnconvert.assets import asset_path, assets_dir
 from snnconvert.errors import SnnConvertError
 from snnconvert.models.registry import BundledArch
+from snnconvert.options import opt
 
 MODELS_DIR_ENV = "SNNCONVERT_MODELS_DIR"
 
@@ -36,14 +37,15 @@ def require_bundled_weights(arch: BundledArch) -> Path:
     path = bundled_weights_path(arch)
     if path is None:
         example = "../shared/data/resnet20-cifar10.th" if arch.name == "resnet20" else "FILE"
+        weights = opt("quantize", "weights", assign=True)
         raise SnnConvertError(
-            f"{arch.name} has no bundled weights; pass a checkpoint with --weights FILE "
-            f"(e.g. --weights {example}) or use --weights random"
+            f"{arch.name} has no bundled weights; pass a checkpoint with {weights}FILE "
+            f"(e.g. {weights}{example}) or use {weights}random"
         )
     if not path.is_file():
         how = arch.train_command or f"set ${MODELS_DIR_ENV} to the directory holding it"
         raise SnnConvertError(
             f"bundled weights {path} for {arch.name} are missing; run `{how}` from the "
-            "repository root (or pass --weights FILE)"
+            f"repository root (or pass {opt('quantize', 'weights', assign=True)}FILE)"
         )
     return path

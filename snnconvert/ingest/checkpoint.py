@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import MAX_WEIGHT_MAGNITUDE, require_regular_file, shorten
+from snnconvert.options import opt
 from snnconvert.safe_zip import DamagedTorchFile, NotATorchFile, check_torch_zip
 
 # Entries under which training scripts commonly nest the weights, in order of preference.
@@ -85,7 +86,7 @@ def check_weight_values(state_dict: Mapping[str, Tensor], source: str) -> None:
 
 def _torch_load(path: Path) -> object:
     if not path.exists():
-        raise SnnConvertError(f"checkpoint {path} does not exist; check the --weights path")
+        raise SnnConvertError(f"checkpoint {path} does not exist; check the {opt('quantize', 'weights')} path")
     if path.is_dir():
         raise SnnConvertError(f"checkpoint {path} is a directory; pass the checkpoint file itself")
     require_regular_file(path, "checkpoint")
@@ -249,7 +250,7 @@ def apply_state_dict(
         model_name = name or type(module).__name__
         raise SnnConvertError(
             f"{source} does not match {model_name}: {'; '.join(problems)}; pass weights saved "
-            "from this architecture (and --num-classes if the head differs)"
+            f"from this architecture (and {opt('quantize', 'num_classes')} if the head differs)"
         )
     module.load_state_dict(state_dict, strict=False)
 

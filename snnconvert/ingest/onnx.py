@@ -32,6 +32,7 @@ from snnconvert.ingest.onnx_base import Grid, QConst, _attrs, _Pending, _Unsuppo
 from snnconvert.ingest.onnx_qdq_ops import dequantize, pending_quant, quantized_layer
 from snnconvert.ingest.types import LoadedModel
 from snnconvert.limits import MAX_ONNX_BYTES, require_regular_file, shorten
+from snnconvert.options import opt
 from snnconvert.safe_zip import memory_cap, size_text
 
 MIN_OPSET = 11
@@ -988,7 +989,8 @@ def load_onnx(path: str | Path, *, mean: tuple[float, ...] | None = None, std: t
     spec, notes = input_spec_of(model, imported.input_shape, mean, std)
     classes = int(imported.output_shape[-1]) if imported.output_shape else None
     if num_classes is not None and classes is not None and num_classes != classes:
-        raise SnnConvertError(f"{path.name} outputs {classes} classes, not --num-classes {num_classes}")
+        raise SnnConvertError(f"{path.name} outputs {classes} classes, not {opt('quantize', 'num_classes')} "
+                              f"{num_classes}")
     if imported.output_shape and len(imported.output_shape) != 2:
         raise SnnConvertError(
             f"{path.name} outputs shape {list(imported.output_shape)}; a classifier outputs N x classes")

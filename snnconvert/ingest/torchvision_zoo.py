@@ -17,6 +17,7 @@ from torchvision.models import WeightsEnum
 from snnconvert.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from snnconvert.errors import SnnConvertError
 from snnconvert.ingest.checkpoint import load_state_dict_file
+from snnconvert.options import opt
 
 RANDOM_SPEC = InputSpec(3, (224, 224), 256, IMAGENET_MEAN, IMAGENET_STD)
 
@@ -132,7 +133,8 @@ def offline_weights_error(name: str, weights: WeightsEnum, label: str) -> SnnCon
     """The one-line error for weights that are not in the local cache."""
     return SnnConvertError(
         f"weights {label} for {name} are not in the local cache {cache_path(weights)} and this "
-        "machine is offline; pass --weights FILE or --weights random"
+        f"machine is offline; pass {opt('quantize', 'weights', assign=True)}FILE or "
+        f"{opt('quantize', 'weights', assign=True)}random"
     )
 
 

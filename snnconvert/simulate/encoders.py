@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import SnnConvertError, option_ref
 from snnconvert.registry import serializable
 
 
@@ -27,7 +27,7 @@ class RepeatEncoder(nn.Module):
             if images.shape[1] != self.T:
                 raise SnnConvertError(
                     f"the input holds {images.shape[1]} frames per sample but this network runs T = {self.T} "
-                    f"steps; convert it with --T {images.shape[1]}"
+                    f"steps; convert it with {option_ref('T', '--T')} {images.shape[1]}"
                 )
             return images.transpose(0, 1).reshape(-1, *images.shape[2:])
         frames = images.unsqueeze(0).expand(self.T, *images.shape)

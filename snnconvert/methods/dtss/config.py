@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError
 from snnconvert.methods.rate.config import LEAK_ORDERS
 from snnconvert.options import TRAINING_OPTIONS, MethodOptions, option
 
@@ -31,19 +31,20 @@ class DTSSConfig:
     warmup_steps: int = option(0, help="Optimizer steps over which lambda_m ramps linearly from 0 (0: none).")
 
     def validate(self) -> None:
-        if self.t_max < 0 or self.init_steps < 0:
-            raise SnnConvertError("dtss.t_max and dtss.init_steps must be >= 0 (0: automatic)")
+        for name in ("t_max", "init_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(self, name, getattr(self, name), "give a count >= 0 (0: automatic)")
         if self.min_steps < 0 or (self.t_max and self.min_steps > self.t_max):
-            raise SnnConvertError(f"dtss.min_steps={self.min_steps} is not possible: give 0..T_max")
+            raise ConfigError(self, "min_steps", self.min_steps, "give 0..T_max")
         if self.warmup_steps < 0:
-            raise SnnConvertError(f"dtss.warmup_steps={self.warmup_steps} is not possible: give a count >= 0")
+            raise ConfigError(self, "warmup_steps", self.warmup_steps, "give a count >= 0")
         if not (math.isfinite(self.lambda_m) and self.lambda_m >= 0):
-            raise SnnConvertError(f"dtss.lambda_m={self.lambda_m} is not possible: give a number >= 0")
+            raise ConfigError(self, "lambda_m", self.lambda_m, "give a number >= 0")
         if not (math.isfinite(self.score_lr) and self.score_lr > 0):
-            raise SnnConvertError(f"dtss.score_lr={self.score_lr} is not possible: give a positive number")
+            raise ConfigError(self, "score_lr", self.score_lr, "give a positive number")
         self.group_set(("qkv",))
         if self.order not in ("keep", *LEAK_ORDERS):
-            raise SnnConvertError(f"dtss.order={self.order!r} is not possible: choose keep, {', '.join(LEAK_ORDERS)}")
+            raise ConfigError(self, "order", self.order, f"choose keep, {', '.join(LEAK_ORDERS)}")
 
     def group_set(self, present: tuple[str, ...]) -> set[str]:
         """The groups the mask loss covers, given the groups the network's masks have."""
@@ -56,7 +57,7 @@ class DTSSConfig:
         chosen = {g.strip() for g in text.split(",") if g.strip()}
         bad = chosen - set(GROUPS)
         if bad or not chosen:
-            raise SnnConvertError(f"dtss.groups={self.groups!r} is not possible: choose from "
+            raise ConfigError(self, "groups", self.groups, "choose from "
                                   f"{', '.join(GROUPS)}, all or auto")
         return chosen
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import SnnConvertError, option_ref
 from snnconvert.finetune.methods import TrainingMethod, register_method
 from snnconvert.graph.attention import SpikingAttention
 from snnconvert.graph.passes import add_module_after, recompile_graph
@@ -33,6 +33,7 @@ from snnconvert.methods.dtss.mask import DTSSMask, dtss_masks, t_avg
 from snnconvert.methods.rate.neuron import IFNeuron, RateMaxPool
 from snnconvert.models.spikformer import layer_group
 from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.options import opt
 
 
 def steps_of(snn: nn.Module) -> int:
@@ -60,7 +61,8 @@ def insert_masks(snn: nn.Module, steps: int, init_steps: int, min_steps: int = 1
     if not isinstance(gm, fx.GraphModule):
         raise SnnConvertError("dtss needs an SNN with an fx body (a converted network)")
     if dtss_masks(snn):
-        raise SnnConvertError("this SNN already has DTSS masks; fine-tune it without --method dtss again")
+        raise SnnConvertError(f"this SNN already has DTSS masks; fine-tune it without {opt('finetune', 'method')} dtss "
+                              "again")
     layers = []
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
@@ -87,7 +89,8 @@ def prepare(model: nn.Module, config: DTSSConfig) -> nn.Module:
     steps = steps_of(model)
     t_max = config.t_max or steps
     if t_max != steps:
-        raise SnnConvertError(f"dtss.t_max={t_max} but the SNN runs T={steps} steps: convert with --T {t_max}")
+        raise SnnConvertError(f"{opt(DTSSConfig, 't_max')} {t_max} but the SNN runs T={steps} steps: convert with "
+                              f"{option_ref('T', '--T')} {t_max}")
     init = config.init_steps or math.ceil(t_max / 2)
     if init > t_max:
         raise SnnConvertError(f"dtss.init_steps={init} is more than T_max={t_max}")

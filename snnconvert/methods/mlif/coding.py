@@ -59,11 +59,10 @@ from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.methods.mlif.config import OPTIONS, MLIFConfig
 from snnconvert.methods.mlif.neuron import MLIFNeuron
+from snnconvert.options import opt
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import WeightedSumDecoder
-
-MLIFInputEncoder = RepeatEncoder  # the name earlier releases used
 
 
 class _StaticImages:
@@ -105,7 +104,7 @@ def convert(inputs: ConversionInputs, cfg: MLIFConfig) -> SpikingNetwork:
     cfg.validate()
     if inputs.calibration is None:
         raise SnnConvertError(
-            "M-LIF conversion sets its thresholds from activations: give calibration data (--data)"
+            f"M-LIF conversion sets its thresholds from activations: give calibration data ({opt('quantize', 'data')})"
         )
     float_gm = inputs.float_model
     check_supported(float_gm, (float_graph_rule("M-LIF"),), stage="M-LIF conversion")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError
 from snnconvert.limits import check_time_steps
 from snnconvert.options import CODING_OPTIONS, CalibrationOptions, CodingOptions, option
 
@@ -28,16 +28,16 @@ class MLIFConfig(CalibrationOptions):
             return isinstance(value, (int, float)) and not isinstance(value, bool)
 
         if not (isinstance(self.S, int) and number(self.S) and 1 <= self.S <= MAX_LANES):
-            raise SnnConvertError(f"--S {self.S} is not possible: give an integer 1..{MAX_LANES} lanes")
+            raise ConfigError(self, "S", self.S, f"give an integer 1..{MAX_LANES} lanes")
         if not (isinstance(self.T, int) and number(self.T) and self.T >= 1):
-            raise SnnConvertError(f"--T {self.T} is not possible: give an integer >= 1 time steps")
-        check_time_steps(self.T, "--T")
+            raise ConfigError(self, "T", self.T, "give an integer >= 1 time steps")
+        check_time_steps(self.T, self, "T")
         if not (number(self.leak) and 0.0 <= self.leak <= 1.0):
-            raise SnnConvertError(f"--leak {self.leak} is not possible: the leak beta must be in [0, 1]")
+            raise ConfigError(self, "leak", self.leak, "the leak beta must be in [0, 1]")
         if not (number(self.percentile) and 0.0 < self.percentile <= 100.0):
-            raise SnnConvertError(f"--percentile {self.percentile} is not possible: give a value in (0, 100]")
+            raise ConfigError(self, "percentile", self.percentile, "give a value in (0, 100]")
         if self.anchor not in ANCHORS:
-            raise SnnConvertError(f"--anchor {self.anchor!r} is not possible: choose {' or '.join(ANCHORS)}")
+            raise ConfigError(self, "anchor", self.anchor, f"choose {' or '.join(ANCHORS)}")
         self.check_calibration()
 
 

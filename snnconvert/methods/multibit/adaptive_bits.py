@@ -37,10 +37,11 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.methods import TrainingMethod, register_method
 from snnconvert.graph.ops import Kind, kind_of, module_of
 from snnconvert.methods.multibit.adaptive_neuron import AdaptiveMultiBitEncoder, AdaptiveMultiBitNeuron
-from snnconvert.methods.multibit.config import ADAPTIVE_BITS, AdaptiveBitsConfig
+from snnconvert.methods.multibit.config import ADAPTIVE_BITS, AdaptiveBitsConfig, MultiBitConfig
 from snnconvert.methods.multibit.learnable import AdaptiveSynapseConv2d, AdaptiveSynapseLinear, LearnableWeights
 from snnconvert.methods.multibit.metrics import allocation
 from snnconvert.methods.multibit.neuron import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze
+from snnconvert.options import opt
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
 
 SHUTTING_SHARE = 0.24  # §4.4.2 / A.9: renewal stops within 24 % of the initial gap
@@ -60,8 +61,8 @@ def _check_squeezable(model: nn.Module) -> None:
         raise SnnConvertError("adaptive_bits needs a multi-bit SNN: convert with `to-snn --coding multibit`")
     steps = [n.steps_out for n in model.neurons().values() if isinstance(n, MultiBitNeuron)]
     if info.get("squeeze") != "always" and any(s != 1 for s in steps):
-        raise SnnConvertError("adaptive_bits trains squeezed layers (eq 13): convert with --squeeze always "
-                              "(or T = 1)")
+        raise SnnConvertError(f"adaptive_bits trains squeezed layers (eq 13): convert with "
+                              f"{opt(MultiBitConfig, 'squeeze')} always (or T = 1)")
 
 
 def prepare(model: nn.Module, config: AdaptiveBitsConfig) -> nn.Module:

@@ -70,6 +70,7 @@ from snnconvert.methods.multibit.metrics import (
     state_ops,
 )
 from snnconvert.methods.multibit.neuron import MultiBitEncoder, MultiBitNeuron, TemporalSqueeze, spike_range
+from snnconvert.options import opt
 from snnconvert.quantize.histogram import RangeDoublingHistogram
 from snnconvert.quantize.modules import ActQuant, QConv2d, QLinear
 from snnconvert.quantize.quantizer import INPUT_QUANT
@@ -185,13 +186,15 @@ def _thresholds(inputs: ConversionInputs, cfg: MultiBitConfig, acts: list[fx.Nod
             bad = next(k for k, v in scales.items() if v is None)
             raise SnnConvertError(
                 f"thresholds=quantized: layer {bad} has no {bits[bad]}-bit activation quantizer to take its "
-                f"scale from; use --bits-spike equal to the quantized bits or thresholds=percentile")
+                f"scale from; use {opt(MultiBitConfig, 'bits_spike')} equal to the quantized bits or "
+                f"{opt(MultiBitConfig, 'thresholds')} percentile")
     elif source == "auto":
         source = "quantized" if matched and quantized_weights else "percentile"
     result: dict[str, Tensor] = {}
     needs_data = source == "percentile" or center is not None
     if needs_data and inputs.calibration is None:
-        raise SnnConvertError("multi-bit conversion needs calibration data to set its thresholds (--data)")
+        raise SnnConvertError(f"multi-bit conversion needs calibration data to set its thresholds "
+                              f"({opt('quantize', 'data')})")
     p = float(cfg.percentile)
     if source == "percentile":
         stats = calibration_percentiles(inputs, (p, 100.0), per_channel=cfg.per_channel)

@@ -5,25 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.options import CODING_OPTIONS, DTYPE_NAMES, TRAINING_OPTIONS, CodingOptions, MethodOptions, option
 
 
-def _int_or_list(value: Any, flag: str, low: int, high: int) -> int | list[int]:
+def _int_or_list(value: Any, owner: object, field: str, low: int, high: int) -> int | list[int]:
     """An int or a non-empty list of ints in [low, high]; ``"2,4,4"`` / ``"[2, 4]"`` are lists."""
     if isinstance(value, str):
         parts = [p.strip() for p in value.strip().strip("[]").split(",") if p.strip()]
         try:
             value = [int(p) for p in parts]
         except ValueError:
-            raise SnnConvertError(f"{flag} {value!r} is not possible: give an integer or a list N,N,...") \
-                from None
+            raise ConfigError(owner, field, value, "give an integer or a list N,N,...") from None
         value = value[0] if len(value) == 1 else value
     values = value if isinstance(value, list) else [value]
     ok = bool(values) and all(type(v) is int and low <= v <= high for v in values)
     if not ok:
-        raise SnnConvertError(
-            f"{flag} {value!r} is not possible: give integers in {low}..{high} (one, or one per layer)")
+        raise ConfigError(owner, field, value, f"give integers in {low}..{high} (one, or one per layer)")
     return value
 
 
@@ -58,31 +56,28 @@ class MultiBitConfig:
         self.steps()
         self.spike_bits()
         if not _is_number(self.percentile) or not 0 < self.percentile <= 100:
-            raise SnnConvertError(
-                f"--percentile {self.percentile!r} is not possible: give a number in (0, 100]")
+            raise ConfigError(self, "percentile", self.percentile, "give a number in (0, 100]")
         for name, choices in (("thresholds", ("auto", "percentile", "quantized")),
                               ("weights", ("auto", "quantized", "float")),
                               ("squeeze", ("changes", "always")), ("dtype", tuple(DTYPE_NAMES))):
             if getattr(self, name) not in choices:
-                raise SnnConvertError(
-                    f"{name} {getattr(self, name)!r} is not possible: choose {', '.join(choices)}")
+                raise ConfigError(self, name, getattr(self, name), f"choose {', '.join(choices)}")
         if not _is_number(self.tau) or not self.tau >= 1:
-            raise SnnConvertError(
-                f"tau {self.tau!r} is not possible: the time constant must be >= 1 (1: no leak)")
+            raise ConfigError(self, "tau", self.tau, "the time constant must be >= 1 (1: no leak)")
         for name in ("per_channel", "encode_input", "signed_first"):
             if not isinstance(getattr(self, name), bool):
-                raise SnnConvertError(f"{name} {getattr(self, name)!r} is not possible: give true or false")
+                raise ConfigError(self, name, getattr(self, name), "give true or false")
         if not (type(self.float_bits) is int and 1 <= self.float_bits <= 64):
-            raise SnnConvertError(f"float_bits {self.float_bits!r} is not possible: give an integer in 1..64")
+            raise ConfigError(self, "float_bits", self.float_bits, "give an integer in 1..64")
         if self.signed_first and not self.encode_input:
             raise SnnConvertError(
                 "signed_first needs encode_input (the signed neuron is the input layer, eq 16)")
 
     def steps(self) -> int | list[int]:
-        return _int_or_list(self.T, "--T", 1, 4096)
+        return _int_or_list(self.T, self, "T", 1, 4096)
 
     def spike_bits(self) -> int | list[int]:
-        return _int_or_list(self.bits_spike, "--bits-spike", 1, 16)
+        return _int_or_list(self.bits_spike, self, "bits_spike", 1, 16)
 
 
 Config = MultiBitConfig
@@ -103,15 +98,15 @@ OPTIONS = CODING_OPTIONS.register("multibit", CodingOptions(
 RENEWAL_MODES = ("none", "activations", "weights", "both")
 
 
-def parse_bits(text: str, flag: str) -> tuple[float, float, float]:
-    """``"W/S/T"`` as three positive numbers."""
+def parse_bits(text: str, owner: object, field: str) -> tuple[float, float, float]:
+    """``"W/S/T"`` as three positive numbers (else a ``ConfigError`` for ``owner.field``)."""
     parts = str(text).replace(",", "/").split("/")
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
         values = ()
     if len(values) != 3 or not all(v >= 1 for v in values):
-        raise SnnConvertError(f"{flag} {text!r} is not possible: give W/S/T widths >= 1, e.g. 2/2/1")
+        raise ConfigError(owner, field, text, "give W/S/T widths >= 1, e.g. 2/2/1")
     return values  # type: ignore[return-value]
 
 
@@ -140,32 +135,31 @@ class AdaptiveBitsConfig:
         bounds = self.bound_values()
         for name, value in (("lambda_w", self.lambda_w), ("lambda_t", self.lambda_t), ("lambda_s", self.lambda_s)):
             if not (isinstance(value, (int, float)) and value >= 0):
-                raise SnnConvertError(f"adaptive_bits {name} {value!r} is not possible: give a number >= 0")
+                raise ConfigError(self, name, value, "give a number >= 0")
         if not (isinstance(self.bits_lr, (int, float)) and self.bits_lr > 0):
-            raise SnnConvertError(f"adaptive_bits bits_lr {self.bits_lr!r} is not possible: give an lr > 0")
+            raise ConfigError(self, "bits_lr", self.bits_lr, "give an lr > 0")
         if self.renewal not in RENEWAL_MODES:
-            raise SnnConvertError(f"adaptive_bits renewal {self.renewal!r} is not possible: choose "
-                                  f"{', '.join(RENEWAL_MODES)}")
+            raise ConfigError(self, "renewal", self.renewal, f"choose {', '.join(RENEWAL_MODES)}")
         if self.rounding not in ROUNDINGS:
-            raise SnnConvertError(f"adaptive_bits rounding {self.rounding!r} is not possible: choose round or floor")
+            raise ConfigError(self, "rounding", self.rounding, "choose round or floor")
         if not (isinstance(self.grid_iterations, int) and self.grid_iterations >= 1):
-            raise SnnConvertError(f"adaptive_bits grid_iterations {self.grid_iterations!r}: give an integer >= 1")
+            raise ConfigError(self, "grid_iterations", self.grid_iterations, "give an integer >= 1")
         if self.tau is not None and not (isinstance(self.tau, (int, float)) and self.tau >= 1):
-            raise SnnConvertError(f"adaptive_bits tau {self.tau!r} is not possible: give a number >= 1")
+            raise ConfigError(self, "tau", self.tau, "give a number >= 1")
         for name, value, bound in zip(("W", "S", "T"), self.inits(), bounds, strict=True):
             if value > bound:
-                raise SnnConvertError(f"adaptive_bits init_bits: {name} = {value:g} exceeds its bound {bound}")
+                raise ConfigError(self, "init_bits", self.init_bits, f"{name} = {value:g} exceeds its bound {bound}")
 
     def targets(self) -> tuple[float, float, float]:
-        return parse_bits(self.target_bits, "adaptive_bits target_bits")
+        return parse_bits(self.target_bits, self, "target_bits")
 
     def inits(self) -> tuple[float, float, float]:
-        return parse_bits(self.init_bits, "adaptive_bits init_bits")
+        return parse_bits(self.init_bits, self, "init_bits")
 
     def bound_values(self) -> tuple[int, int, int]:
-        values = parse_bits(self.bounds, "adaptive_bits bounds")
+        values = parse_bits(self.bounds, self, "bounds")
         if not all(float(v).is_integer() for v in values):
-            raise SnnConvertError(f"adaptive_bits bounds {self.bounds!r}: give integers W/S/T")
+            raise ConfigError(self, "bounds", self.bounds, "give integers W/S/T")
         return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 

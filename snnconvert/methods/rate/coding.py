@@ -54,6 +54,7 @@ from snnconvert.graph.passes import recompile_graph
 from snnconvert.graph.support import check_supported
 from snnconvert.methods.rate.config import OPTIONS, RateConfig
 from snnconvert.methods.rate.neuron import IFNeuron, RateMaxPool
+from snnconvert.options import opt
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES as _DTYPES
 from snnconvert.simulate.network import SpikingNetwork
@@ -100,7 +101,8 @@ def convert(inputs: ConversionInputs, cfg: RateConfig) -> SpikingNetwork:
     """Coding-table entry point: float graph + calibration data -> rate-coded IF network."""
     cfg.validate()
     if inputs.calibration is None:
-        raise SnnConvertError("rate coding needs calibration data (the quantize step's --data) for its thresholds")
+        raise SnnConvertError(f"rate coding needs calibration data (the quantize step's {opt('quantize', 'data')}) "
+                              "for its thresholds")
     float_gm = inputs.float_model
     check_supported(float_gm, (float_graph_rule("rate coding"),), stage="rate conversion")
     # one calibration pass per (percentile, per_channel), cached in inputs: sweeps over T reuse it

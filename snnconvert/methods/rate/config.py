@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError
 from snnconvert.limits import check_time_steps
 from snnconvert.options import CODING_OPTIONS, DTYPE_NAMES, CalibrationOptions, CodingOptions, option
 
@@ -27,15 +27,15 @@ class RateConfig(CalibrationOptions):
 
     def validate(self) -> None:
         if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
-            raise SnnConvertError(f"--T {self.T!r} is not possible: rate coding needs an integer T >= 1")
-        check_time_steps(self.T, "--T")
+            raise ConfigError(self, "T", self.T, "rate coding needs an integer T >= 1")
+        check_time_steps(self.T, self, "T")
         self.percentile_value()
         if not isinstance(self.per_channel, bool):
-            raise SnnConvertError(f"per_channel={self.per_channel!r} is not possible: give true or false")
+            raise ConfigError(self, "per_channel", self.per_channel, "give true or false")
         if not isinstance(self.half_init, bool):
-            raise SnnConvertError(f"half_init={self.half_init!r} is not possible: give true or false")
+            raise ConfigError(self, "half_init", self.half_init, "give true or false")
         if self.dtype not in DTYPE_NAMES:
-            raise SnnConvertError(f"dtype={self.dtype!r} is not possible: choose float32 or float64")
+            raise ConfigError(self, "dtype", self.dtype, "choose float32 or float64")
         self.check_calibration()
 
     def percentile_value(self) -> float:
@@ -49,9 +49,7 @@ class RateConfig(CalibrationOptions):
             except ValueError:
                 p = math.nan
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
-            raise SnnConvertError(
-                f"--percentile {self.percentile!r} is not possible: give 'max' or a number in (0, 100]"
-            )
+            raise ConfigError(self, "percentile", self.percentile, "give 'max' or a number in (0, 100]")
         return float(p)
 
 

@@ -53,6 +53,7 @@ from snnconvert.graph.support import check_supported
 from snnconvert.methods.spquant.config import E_ADD_PJ, E_MUL_PJ, OPTIONS, SpQuantConfig
 from snnconvert.methods.spquant.neuron import ChannelGate, SpQuantNeuron, membrane_bits, rounding_map
 from snnconvert.methods.spquant.pot import PoTConv2d, PoTLinear
+from snnconvert.options import opt
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, WeightedSumDecoder
@@ -72,7 +73,8 @@ def convert(inputs: ConversionInputs, cfg: SpQuantConfig) -> SpikingNetwork:
     """Coding-table entry point: float graph + calibration data -> SpQuant-SNN (see module docstring)."""
     cfg.validate()
     if inputs.calibration is None:
-        raise SnnConvertError("SpQuant conversion sets its thresholds from activations: give calibration data (--data)")
+        raise SnnConvertError(f"SpQuant conversion sets its thresholds from activations: give calibration data "
+                              f"({opt('quantize', 'data')})")
     float_gm = inputs.float_model
     check_supported(float_gm, (float_graph_rule("SpQuant"),), stage="SpQuant conversion")
     acts = {n.name: str(n.target) for n in float_gm.graph.nodes if kind_of(float_gm, n) is Kind.ACTIVATION}

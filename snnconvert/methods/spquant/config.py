@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.options import (
     CODING_OPTIONS,
     DTYPE_NAMES,
@@ -82,33 +82,33 @@ class SpQuantConfig(CalibrationOptions):
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
         if not (isinstance(self.T, int) and not isinstance(self.T, bool) and self.T >= 1):
-            raise SnnConvertError(f"--T {self.T!r} is not possible: give an integer >= 1")
+            raise ConfigError(self, "T", self.T, "give an integer >= 1")
         if not (number(self.percentile) and 0 < self.percentile <= 100):
-            raise SnnConvertError(f"--percentile {self.percentile!r} is not possible: give a value in (0, 100]")
+            raise ConfigError(self, "percentile", self.percentile, "give a value in (0, 100]")
         if not (number(self.tau) and 0 < self.tau <= 1):
-            raise SnnConvertError(f"--tau {self.tau!r} is not possible: give a value in (0, 1]")
+            raise ConfigError(self, "tau", self.tau, "give a value in (0, 1]")
         if self.reset not in ("hard", "soft"):
-            raise SnnConvertError(f"--reset {self.reset!r} is not possible: choose hard or soft")
+            raise ConfigError(self, "reset", self.reset, "choose hard or soft")
         membrane_range(self.precision)
         if not (number(self.smoothness) and self.smoothness > 0):
-            raise SnnConvertError(f"--smoothness {self.smoothness!r} is not possible: give a positive number")
+            raise ConfigError(self, "smoothness", self.smoothness, "give a positive number")
         if self.weight_bits is not None and self.weight_bits not in POT_BITS:
-            raise SnnConvertError(f"--weight-bits {self.weight_bits!r} is not possible: choose 2, 4, 8 or none")
+            raise ConfigError(self, "weight_bits", self.weight_bits, "choose 2, 4, 8 or none")
         if not (number(self.spatial) and 0 <= self.spatial < 1):
-            raise SnnConvertError(f"--spatial {self.spatial!r} is not possible: give a share in [0, 1)")
+            raise ConfigError(self, "spatial", self.spatial, "give a share in [0, 1)")
         if not isinstance(self.rounding, bool):
-            raise SnnConvertError(f"--rounding {self.rounding!r} is not possible: give true or false")
+            raise ConfigError(self, "rounding", self.rounding, "give true or false")
         if not isinstance(self.gate, bool):
-            raise SnnConvertError(f"--gate {self.gate!r} is not possible: give true or false")
+            raise ConfigError(self, "gate", self.gate, "give true or false")
         if not (number(self.gate_threshold) and 0 < self.gate_threshold < 1):
-            raise SnnConvertError(f"--gate-threshold {self.gate_threshold!r} is not possible: give a value in (0, 1)")
+            raise ConfigError(self, "gate_threshold", self.gate_threshold, "give a value in (0, 1)")
         if self.clip is not None and not (number(self.clip) and self.clip < 0):
-            raise SnnConvertError(f"--clip {self.clip!r} is not possible: give a negative bound or none")
+            raise ConfigError(self, "clip", self.clip, "give a negative bound or none")
         for name in ("e_add_pj", "e_mul_pj"):
             if not (number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise SnnConvertError(f"--{name.replace('_', '-')} is not possible: give an energy >= 0 (pJ)")
         if self.dtype not in DTYPE_NAMES:
-            raise SnnConvertError(f"--dtype {self.dtype!r} is not possible: choose float32 or float64")
+            raise ConfigError(self, "dtype", self.dtype, "choose float32 or float64")
         self.check_calibration()
 
 
@@ -119,7 +119,7 @@ def _parse_bits(text: str) -> int | None:
     try:
         return int(t)
     except ValueError:
-        raise SnnConvertError(f"--weight-bits {text!r} is not possible: choose 2, 4, 8 or none") from None
+        raise ConfigError(SpQuantConfig, "weight_bits", text, "choose 2, 4, 8 or none") from None
 
 
 OPTIONS = CODING_OPTIONS.register("spquant", CodingOptions(

@@ -38,6 +38,7 @@ from snnconvert.graph.support import check_supported
 from snnconvert.methods.sws.config import OPTIONS, SWSConfig
 from snnconvert.methods.sws.neuron import SWSEncoder, SWSMaxPoolNeuron, TSANeuron, tsa_dynamics
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
+from snnconvert.options import opt
 from snnconvert.progress import Progress
 from snnconvert.quantize.modules import ActQuant
 from snnconvert.quantize.quantizer import INPUT_QUANT
@@ -72,8 +73,9 @@ def _check_quantized(q: fx.GraphModule, cfg: SWSConfig) -> ActQuant:
     for name, mod in q.named_modules():
         if isinstance(mod, ActQuant) and cfg.codable_max() < mod.qmax:
             raise SnnConvertError(
-                f"--Tc {cfg.Tc} with beta {cfg.beta:g} encodes at most {cfg.codable_max():g}, less than "
-                f"the {mod.bits}-bit range 0..{mod.qmax} of {name}; raise --Tc or quantize with fewer bits"
+                f"{opt(SWSConfig, 'Tc')} {cfg.Tc} with beta {cfg.beta:g} encodes at most {cfg.codable_max():g}, "
+                f"less than the {mod.bits}-bit range 0..{mod.qmax} of {name}; raise {opt(SWSConfig, 'Tc')} or "
+                f"quantize with fewer bits"
             )
     return input_quant
 
@@ -203,7 +205,8 @@ def convert(inputs: ConversionInputs, cfg: SWSConfig) -> SpikingNetwork:
     snn = convert_sws(inputs.quantized, cfg)
     if cfg.Ts == "auto":
         if inputs.calibration is None:
-            raise SnnConvertError("--Ts auto needs calibration data (the quantize step's --data)")
+            raise SnnConvertError(f"{opt(SWSConfig, 'Ts')} auto needs calibration data (the quantize step's "
+                                  f"{opt('quantize', 'data')})")
         loader = inputs.calibration
         if inputs.calibration_sample is not None:
             loader = inputs.calibration_sample(cfg.auto_limit, cfg.auto_seed)
@@ -212,7 +215,8 @@ def convert(inputs: ConversionInputs, cfg: SWSConfig) -> SpikingNetwork:
         snn.info["auto"] = result
     elif cfg.residual_tolerance is not None:
         if inputs.calibration is None:
-            raise SnnConvertError("--residual-tolerance needs calibration data (the quantize step's --data)")
+            raise SnnConvertError(f"{opt(SWSConfig, 'residual_tolerance')} needs calibration data (the quantize "
+                                  f"step's {opt('quantize', 'data')})")
         loader = inputs.calibration
         if inputs.calibration_sample is not None:
             loader = inputs.calibration_sample(cfg.auto_limit, cfg.auto_seed)

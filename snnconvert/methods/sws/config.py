@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import MAX_RANGE_BITS, check_time_steps
-from snnconvert.options import CODING_OPTIONS, CodingOptions, option
+from snnconvert.options import CODING_OPTIONS, CodingOptions, opt, option
 
 
 @dataclass
@@ -40,44 +40,46 @@ class SWSConfig:
 
     def validate(self) -> None:
         if self.Tc is not None and (isinstance(self.Tc, bool) or not isinstance(self.Tc, int)):
-            raise SnnConvertError(f"--Tc {self.Tc!r} is not possible: give an integer number of steps")
+            raise ConfigError(self, "Tc", self.Tc, "give an integer number of steps")
         if self.Tc is not None and self.Tc < 1:
-            raise SnnConvertError(f"--Tc {self.Tc} is not possible: the coding needs at least 1 step")
+            raise ConfigError(self, "Tc", self.Tc, "the coding needs at least 1 step")
         if not (isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and math.isfinite(self.beta)):
-            raise SnnConvertError(f"--beta {self.beta!r} is not possible: give a finite number > 1")
+            raise ConfigError(self, "beta", self.beta, "give a finite number > 1")
         if self.beta <= 1:
-            raise SnnConvertError(f"--beta {self.beta} is not possible: the amplification must be > 1")
+            raise ConfigError(self, "beta", self.beta, "the amplification must be > 1")
         if isinstance(self.Ts, str) and self.Ts != "auto":
-            raise SnnConvertError(f"--Ts {self.Ts!r} is not possible: give an integer, a list or 'auto'")
+            raise ConfigError(self, "Ts", self.Ts, "give an integer, a list or 'auto'")
         values = [self.Ts] if isinstance(self.Ts, int) else self.Ts if isinstance(self.Ts, list) else []
         if any(not isinstance(v, int) or v < 0 for v in values):
-            raise SnnConvertError(f"--Ts {self.Ts} is not possible: silent periods are integers >= 0")
+            raise ConfigError(self, "Ts", self.Ts, "silent periods are integers >= 0")
         if self.residual_tolerance is not None and not (
                 isinstance(self.residual_tolerance, (int, float)) and 0 <= self.residual_tolerance <= 1):
-            raise SnnConvertError(f"--residual-tolerance {self.residual_tolerance!r} is not possible: give a "
+            raise ConfigError(self, "residual_tolerance", self.residual_tolerance, "give a "
                                   "share in [0, 1]")
         if self.residual_tolerance is not None and self.Ts == "auto":
-            raise SnnConvertError("--residual-tolerance raises a given --Ts; with --Ts auto leave it out")
+            raise ConfigError(self, "residual_tolerance", self.residual_tolerance,
+                              f"it raises a given {opt(SWSConfig, 'Ts')}; with Ts auto leave it out")
         if not 0 < self.auto_agreement <= 1:
-            raise SnnConvertError("the --Ts auto agreement target must be in (0, 1]")
+            raise ConfigError(self, "auto_agreement", self.auto_agreement, "the agreement target must be in (0, 1]")
         if isinstance(self.auto_limit, bool) or not isinstance(self.auto_limit, int) or self.auto_limit < 1:
-            raise SnnConvertError(f"--auto-limit {self.auto_limit!r} is not possible: give a number of images >= 1")
+            raise ConfigError(self, "auto_limit", self.auto_limit, "give a number of images >= 1")
         if self.auto_budget_s is not None and not (isinstance(self.auto_budget_s, (int, float))
                                                    and math.isfinite(self.auto_budget_s) and self.auto_budget_s > 0):
-            raise SnnConvertError(f"--auto-budget-s {self.auto_budget_s!r} is not possible: give seconds > 0")
+            raise ConfigError(self, "auto_budget_s", self.auto_budget_s, "give seconds > 0")
         self._check_range(values)
 
     def _check_range(self, silent: list[int]) -> None:
         """Tc and Ts bounded: beta^(Tc + Ts) must stay within float range (limits.MAX_RANGE_BITS bits)."""
         if self.Tc is not None:
-            check_time_steps(self.Tc, "--Tc")
+            check_time_steps(self.Tc, self, "Tc")
         for value in silent:
-            check_time_steps(value, "--Ts", minimum=0)
+            check_time_steps(value, self, "Ts", minimum=0)
         if self.auto_max is not None:
-            check_time_steps(self.auto_max, "--auto-max", minimum=0)
+            check_time_steps(self.auto_max, self, "auto_max", minimum=0)
         steps = (self.Tc or 0) + max(silent, default=0)
         if steps * math.log2(self.beta) > MAX_RANGE_BITS:
-            raise SnnConvertError(f"--Tc {self.Tc} with --Ts {max(silent, default=0)} and --beta {self.beta:g} "
+            raise SnnConvertError(f"{opt(SWSConfig, 'Tc')} {self.Tc} with {opt(SWSConfig, 'Ts')} "
+                                  f"{max(silent, default=0)} and {opt(SWSConfig, 'beta')} {self.beta:g} "
                                   f"spans beta^{steps}, more than 2^{MAX_RANGE_BITS}: floating point cannot "
                                   "simulate it; use fewer steps")
 
@@ -85,7 +87,8 @@ class SWSConfig:
         """Largest value Tc digits in {-1, 0, 1} with weights beta^(Tc-k) reach: (beta^Tc - 1) / (beta - 1)."""
         steps = self.Tc if Tc is None else Tc
         if steps is None:
-            raise SnnConvertError("Tc is not resolved yet: convert with a quantized model (or give --Tc)")
+            raise SnnConvertError(f"Tc is not resolved yet: convert with a quantized model (or give "
+                                  f"{opt(SWSConfig, 'Tc')})")
         return sum(self.beta ** (steps - k) for k in range(1, steps + 1))
 
     def resolved(self, quantized: Any) -> SWSConfig:
@@ -110,7 +113,7 @@ def parse_ts(text: str) -> int | list[int] | str:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise SnnConvertError(f"--Ts {text!r} is not possible: give an integer, a comma list or 'auto'") from None
+        raise ConfigError(SWSConfig, "Ts", text, "give an integer, a comma list or 'auto'") from None
     return values[0] if len(values) == 1 else values
 
 
