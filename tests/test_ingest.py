@@ -269,8 +269,8 @@ def test_cifar_resnet_needs_weights() -> None:
         load_model("resnet20")
     message = _one_line(exc)
     assert "no bundled weights" in message
-    assert "--weights ../shared/data/resnet20-cifar10.th" in message
-    assert "--weights random" in message
+    assert "weights=../shared/data/resnet20-cifar10.th" in message  # the API's spelling
+    assert "weights=random" in message
 
 
 def test_random_weights_and_classes() -> None:
@@ -326,7 +326,7 @@ def test_torchvision_offline_error(hub: Path) -> None:
     message = _one_line(exc)
     assert "weights DEFAULT for resnet18 are not in the local cache" in message
     assert str(_cache_file(hub, R18_WEIGHTS)) in message
-    assert "--weights FILE or --weights random" in message
+    assert "weights=FILE or weights=random" in message  # the API's spelling
     assert not _cache_file(hub, R18_WEIGHTS).exists()
     entry = next(e for e in list_models() if e.name == "resnet18")
     assert entry.weights_offline == "none cached: pass --weights FILE"

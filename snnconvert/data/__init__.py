@@ -26,12 +26,15 @@ unknown. Images with float or 32-bit integer pixels are refused; 16-bit ones are
 """
 
 from snnconvert.data.input_spec import InputSpec
+from snnconvert.data.kinds import DATA_KINDS, DataKind, data_kinds
 from snnconvert.data.loader import make_loader, materialize
-from snnconvert.data.specs import KINDS, DataSpec, parse_data_spec
+from snnconvert.data.specs import DataSpec, parse_data_spec
 from snnconvert.data.split import DataSplit, load_split, needs_holdout, pool_key
 
 __all__ = [
-    "KINDS",
+    "DATA_KINDS",
+    "DataKind",
+    "data_kinds",
     "DataSpec",
     "DataSplit",
     "InputSpec",

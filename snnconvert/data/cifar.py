@@ -186,3 +186,8 @@ def cifar_pool_key(spec: DataSpec, role: str) -> str:
     """Identifies the files a role reads, without reading them."""
     folder = batch_folder(spec.path.resolve()) if spec.path is not None else Path()
     return f"cifar10:{folder}:{'test' if role == 'eval' else 'train'}"
+
+
+def cifar10_classes() -> list[str]:
+    """The fixed CIFAR-10 class names (the ``cifar10`` kind's classes)."""
+    return list(CIFAR10_CLASSES)

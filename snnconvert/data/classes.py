@@ -138,11 +138,8 @@ def known_class_names(data: str | None) -> list[str] | None:
     """Class names of data sets whose names are fixed (``digits``, ``cifar10:PATH``), else None."""
     if not data:
         return None
-    kind = data.strip().partition(":")[0].split(",")[0].strip().lower()
-    if kind == "digits":
-        return [str(i) for i in range(10)]
-    if kind == "cifar10":
-        from snnconvert.data.cifar import CIFAR10_CLASSES
+    from snnconvert.data.kinds import DATA_KINDS
 
-        return list(CIFAR10_CLASSES)
-    return None
+    name = data.strip().partition(":")[0].split(",")[0].strip().lower()
+    kind = DATA_KINDS.get(name) if name in DATA_KINDS else None
+    return list(kind.call(kind.class_names)) if kind is not None and kind.class_names else None

@@ -5,14 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from snnconvert.data.kinds import DATA_KINDS, spec_syntax
 from snnconvert.errors import SnnConvertError
 from snnconvert.limits import shorten
 
-PATH_KINDS = ("imagefolder", "cifar10", "imagenet", "events")
-KINDS = ("digits", *PATH_KINDS)
-SPEC_SYNTAX = "digits, imagefolder:PATH, cifar10:PATH, imagenet:PATH or events[,S=N]:PATH"
-# kinds that take ``,KEY=VALUE`` options after the kind name, and the keys they accept
-KIND_OPTIONS = {"events": ("S",)}
 MAX_LANES = 16  # most lanes S of an events spec (events,S=N:PATH)
 
 
@@ -32,26 +28,27 @@ class DataSpec:
 
 def parse_data_spec(text: str) -> DataSpec:
     """Parse ``KIND``, ``KIND:PATH`` or ``KIND,KEY=VALUE,...:PATH`` (the kind is
-    case-insensitive; ``~`` is expanded; only ``events`` takes options: ``S``).
+    case-insensitive, one of :data:`snnconvert.data.kinds.DATA_KINDS`; ``~`` is expanded; the
+    options are the kind's own: ``events`` takes ``S``).
 
     Only the syntax is checked here; whether the path exists is checked when loading.
     """
     if not isinstance(text, str) or not text.strip():
-        raise SnnConvertError(f"empty data spec; use one of {SPEC_SYNTAX}")
+        raise SnnConvertError(f"empty data spec; use one of {spec_syntax()}")
     text = text.strip()
     kind, sep, rest = text.partition(":")
     kind, *option_texts = kind.split(",")
     kind = kind.strip().lower()
-    if kind not in KINDS:
+    if kind not in DATA_KINDS:
         hint = ""
         if not sep and _is_dir(text):
             hint = f" (for a folder of class subfolders write imagefolder:{text})"
-        raise SnnConvertError(f"unknown data spec {shorten(text)!r}: valid kinds are {SPEC_SYNTAX}{hint}")
+        raise SnnConvertError(f"unknown data spec {shorten(text)!r}: valid kinds are {spec_syntax()}{hint}")
     options = _parse_options(text, kind, option_texts)
-    if kind == "digits":
+    if not DATA_KINDS.get(kind).takes_path:
         if sep:
-            raise SnnConvertError(f"data spec {shorten(text)!r}: 'digits' takes no path; write just digits")
-        return DataSpec("digits", None, text)
+            raise SnnConvertError(f"data spec {shorten(text)!r}: '{kind}' takes no path; write just {kind}")
+        return DataSpec(kind, None, text, options)
     path = rest.strip()
     if not path:
         raise SnnConvertError(f"data spec {shorten(text)!r} has no path; write {kind}:PATH")
@@ -75,7 +72,8 @@ def _is_dir(text: str) -> bool:
 
 def _parse_options(text: str, kind: str, option_texts: list[str]) -> tuple[tuple[str, str], ...]:
     """``KEY=VALUE`` options after the kind; keys are checked here, values by the kind's loader."""
-    allowed = KIND_OPTIONS.get(kind, ())
+    declared = DATA_KINDS.get(kind)
+    allowed = declared.options
     options = []
     for item in option_texts:
         key, eq, value = (part.strip() for part in item.partition("="))
@@ -88,8 +86,8 @@ def _parse_options(text: str, kind: str, option_texts: list[str]) -> tuple[tuple
                 + ", ".join(f"{a}=VALUE" for a in allowed)
             )
         options.append((match, value))
-    if kind == "events":
-        check_event_options(text, dict(options))
+    if declared.check_options is not None:
+        declared.call(declared.check_options, text, dict(options))
     return tuple(options)
 
 

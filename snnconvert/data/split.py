@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from snnconvert.data.cifar import cifar10_pool, cifar_pool_key
+from snnconvert.data.cifar import cifar10_pool
 from snnconvert.data.classes import ClassCheck, match_classes
 from snnconvert.data.datasets import TensorImageDataset
-from snnconvert.data.events import events_pool
-from snnconvert.data.folders import folder_pool_key, imagefolder_pool, imagenet_pool
+from snnconvert.data.folders import imagefolder_pool, imagenet_pool
 from snnconvert.data.input_spec import InputSpec
+from snnconvert.data.kinds import DATA_KINDS
 from snnconvert.data.pool import ROLES, Pool
 from snnconvert.data.sampling import interleaved_order, stratified_partition, stratified_sample
 from snnconvert.data.specs import DataSpec, as_spec
@@ -79,16 +79,33 @@ def _digits_pool(role: str, input_spec: InputSpec) -> Pool:
 
 
 def _pool(spec: DataSpec, role: str, input_spec: InputSpec) -> Pool:
-    if spec.kind == "events":  # stored event frames: no image transform (see data.events)
-        return events_pool(spec, role, input_spec)
-    transform = ImageTransform.from_input_spec(input_spec)
-    if spec.kind == "digits":
-        return _digits_pool(role, input_spec)
-    if spec.kind == "imagefolder":
-        return imagefolder_pool(spec, role, transform)
-    if spec.kind == "imagenet":
-        return imagenet_pool(spec, role, transform)
-    return cifar10_pool(spec, role, transform)
+    kind = DATA_KINDS.get(spec.kind)
+    return kind.call(kind.pool, spec, role, input_spec)
+
+
+def digits_pool(spec: DataSpec, role: str, input_spec: InputSpec) -> Pool:
+    """The ``digits`` kind's pool (scikit-learn's bundled 8x8 digits)."""
+    return _digits_pool(role, input_spec)
+
+
+def digits_pool_key(spec: DataSpec, role: str) -> str:
+    return "digits:test" if role == "eval" else "digits:train"
+
+
+def digits_classes() -> list[str]:
+    return [str(i) for i in range(10)]  # data.digits.DIGITS_CLASSES, without importing scikit-learn
+
+
+def imagefolder_kind_pool(spec: DataSpec, role: str, input_spec: InputSpec) -> Pool:
+    return imagefolder_pool(spec, role, ImageTransform.from_input_spec(input_spec))
+
+
+def imagenet_kind_pool(spec: DataSpec, role: str, input_spec: InputSpec) -> Pool:
+    return imagenet_pool(spec, role, ImageTransform.from_input_spec(input_spec))
+
+
+def cifar10_kind_pool(spec: DataSpec, role: str, input_spec: InputSpec) -> Pool:
+    return cifar10_pool(spec, role, ImageTransform.from_input_spec(input_spec))
 
 
 def _check_args(role: str, limit: int | None, calib_split: float) -> None:
@@ -169,11 +186,8 @@ def load_split(
 def pool_key(spec: DataSpec | str, role: str) -> str:
     """A string naming the files ``role`` draws from (no files are read)."""
     spec = as_spec(spec)
-    if spec.kind == "digits":
-        return "digits:test" if role == "eval" else "digits:train"
-    if spec.kind == "cifar10":
-        return cifar_pool_key(spec, role)
-    return folder_pool_key(spec, role)
+    kind = DATA_KINDS.get(spec.kind)
+    return kind.call(kind.pool_key, spec, role)
 
 
 def needs_holdout(calib: DataSpec | str, eval_: DataSpec | str) -> bool:

@@ -19,6 +19,7 @@ from snnconvert.ingest.checkpoint import apply_state_dict, compare_state_dict, r
 from snnconvert.ingest.types import LoadedModel
 from snnconvert.limits import shorten
 from snnconvert.models.registry import BUNDLED_MODELS, BundledArch
+from snnconvert.options import opt
 
 RANDOM_WEIGHTS = ("random", "none")
 DEFAULT_WEIGHTS = ("default",)
@@ -54,16 +55,23 @@ def load_model(
     num_classes: int | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> LoadedModel:
-    """Build model ``spec`` (a bundled or torchvision name) and load ``weights`` into it.
+    """Build model ``spec`` with the ingest format that claims it (:mod:`snnconvert.ingest.formats`:
+    an ONNX file, or a bundled or torchvision name) and load ``weights`` into it.
 
     ``weights``: ``None``/``"DEFAULT"`` for the model's default weights, ``"random"``/``"none"``
     for random init, a torchvision weights name (local cache only), or a checkpoint path.
     The returned module is in eval mode and expects input normalized by its ``input_spec``.
     """
-    if spec.strip().lower().endswith(".onnx"):  # an ONNX file: our own importer
-        from snnconvert.ingest.onnx import load_onnx
+    from snnconvert.ingest.formats import format_for
 
-        return load_onnx(spec.strip(), num_classes=num_classes)
+    _check_text(spec, "model spec", MAX_PATH_CHARS)
+    _, fmt = format_for(spec)
+    return fmt.load(spec, weights, num_classes=num_classes, input_size=input_size)
+
+
+def load_zoo_model(spec: str, weights: str | None = None, *, num_classes: int | None = None,
+                   input_size: tuple[int, int] | None = None) -> LoadedModel:
+    """The ``zoo`` ingest format: a bundled or torchvision model by name (see :func:`load_model`)."""
     _check_text(spec, "model name", MAX_NAME_CHARS)
     if weights is not None:
         _check_text(weights, "--weights", MAX_PATH_CHARS)
@@ -131,7 +139,7 @@ def resolve_name(spec: str) -> tuple[str, str]:
     if Path(text).suffix.lower() in CHECKPOINT_SUFFIXES:
         raise SnnConvertError(
             f"'{shorten(spec)}' looks like a checkpoint file, not a model name; pass the architecture "
-            "name as the model and the file with --weights FILE"
+            f"name as the model and the file with {opt('quantize', 'weights', assign=True)}FILE"
         )
     names = [*BUNDLED_MODELS, *torchvision_names]
     close = difflib.get_close_matches(key, names, n=5, cutoff=0.6)
@@ -179,8 +187,9 @@ def _load_torchvision(
     member = tv.resolve_weights(name, weights or "DEFAULT")
     if member is None and choice == "default":
         raise SnnConvertError(
-            f"torchvision model {name} has no pretrained weights; pass --weights FILE or "
-            "--weights random"
+            f"torchvision model {name} has no pretrained weights; pass "
+            f"{opt('quantize', 'weights', assign=True)}FILE or "
+            f"{opt('quantize', 'weights', assign=True)}random"
         )
     if member is not None:
         label = (weights or "DEFAULT").upper()
@@ -197,7 +206,7 @@ def _load_torchvision(
     if not Path(weights).expanduser().exists() and re.fullmatch(r"[A-Za-z0-9_]+", weights):
         raise SnnConvertError(
             f"{name} has no weights named '{shorten(weights)}' and there is no file of that name; "
-            f"available: {', '.join(tv.weight_names(name))}, random, or --weights FILE"
+            f"available: {', '.join(tv.weight_names(name))}, random, or {opt('quantize', 'weights', assign=True)}FILE"
         )
 
     def build(classes: int) -> nn.Module:
