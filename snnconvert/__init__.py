@@ -26,6 +26,7 @@ _LAZY = {
     "evaluate": "snnconvert.evaluate",
     "FinetuneConfig": "snnconvert.finetune",
     "FinetuneResult": "snnconvert.finetune",
+    "finetune_ann": "snnconvert.finetune",
     "QuantizedModel": "snnconvert.pipeline",
     "RunResult": "snnconvert.pipeline",
     "load": "snnconvert.pipeline",
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from snnconvert.evaluate import EvaluateConfig, EvaluationReport, evaluate
     from snnconvert.export.nir import export_nir
     from snnconvert.export.onnx import export_onnx
-    from snnconvert.finetune import FinetuneConfig, FinetuneResult
+    from snnconvert.finetune import FinetuneConfig, FinetuneResult, finetune_ann
     from snnconvert.pipeline import QuantizedModel, RunResult, load, quantize, run, save, to_snn
     from snnconvert.quantize import QuantizeConfig
     from snnconvert.recipe import Recipe, load_recipe
@@ -98,6 +99,7 @@ __all__ = [
     "export_nir",
     "export_onnx",
     "finetune",
+    "finetune_ann",
     "load",
     "load_recipe",
     "quantize",

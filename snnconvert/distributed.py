@@ -14,6 +14,8 @@ Evaluation shards images the same way and all-gathers the logits in their origin
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +104,26 @@ class DistContext:
             rows = len(range(r, count, self.world_size))
             out[r::self.world_size] = part[:rows].cpu()
         return out
+
+
+@contextmanager
+def process_group(device: str | torch.device = "auto") -> Iterator[DistContext]:
+    """One process group for everything inside it (the stages of a pipeline run): started once
+    when ``WORLD_SIZE > 1`` (gloo on the CPU, nccl on CUDA) and closed at the end. The stages'
+    own :meth:`DistContext.init` finds it running, and their :meth:`DistContext.close` leaves it
+    open (only the context that started a group ends it). Outside ``torchrun`` it does nothing."""
+    ctx = DistContext.from_env()
+    if ctx.enabled:
+        from snnconvert.device import resolve_device
+
+        resolved = resolve_device(device) if isinstance(device, str) else device
+        if resolved.type == "cuda":
+            resolved = torch.device("cuda", ctx.local_rank)
+        ctx.init(resolved)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
 
 
 def reduce_values(values: list[float], op: str = "sum", device: torch.device | None = None) -> list[float]:

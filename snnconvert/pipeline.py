@@ -155,13 +155,21 @@ def run(recipe: Recipe, *, on_stage: Callable[[StageEvent], None] | None = None,
     ``.staging-<pid>-*`` folder, removed by the next run into that directory). ``on_stage`` hears
     each stage start and finish (``path``: where the stage's artifact will be published).
     """
+    from snnconvert.distributed import process_group
+
+    recipe.validate()
+    with process_group(recipe.quantize.device):  # one process group for every stage under torchrun
+        return _run_recipe(recipe, on_stage, out, save_artifacts, show_progress)
+
+
+def _run_recipe(recipe: Recipe, on_stage: Callable[[StageEvent], None] | None, out: str | Path | None,
+                save_artifacts: bool, show_progress: bool) -> RunResult:
     import os
     import shutil
     import uuid
 
     from snnconvert.workspace import run_dir
 
-    recipe.validate()
     stages = ["quantize"] + (["convert"] if recipe.convert else []) + \
         (["finetune"] if recipe.convert and recipe.finetune else []) + \
         (["evaluate"] if recipe.convert and recipe.evaluate else [])

@@ -146,3 +146,53 @@ def _assert_close_tree(a, b, path: str = "report") -> None:
         assert a == pytest.approx(b, rel=1e-9, abs=1e-9), path
     else:
         assert a == b, path
+
+
+def _session_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from snnconvert.distributed import DistContext, process_group
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    seen = []
+    with process_group("cpu") as session:
+        group = dist.group.WORLD
+        for _ in range(2):  # two stages, each with its own context, as quantize and finetune have
+            stage = DistContext.from_env()
+            stage.init(torch.device("cpu"))
+            seen.append(stage.owns_group)
+            stage.close()
+            seen.append(dist.is_initialized() and dist.group.WORLD is group)
+        assert session.owns_group
+    seen.append(dist.is_initialized())
+    torch.save(seen, f"{out}/rank{rank}.pt")
+
+
+def test_one_process_group_for_every_stage(tmp_path) -> None:
+    import socket
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_session_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        # each stage found the group running (owns nothing) and left it open; the session closed it
+        assert torch.load(tmp_path / f"rank{rank}.pt") == [False, True, False, True, False]
+
+
+def test_outside_torchrun_the_session_does_nothing(monkeypatch) -> None:
+    import torch.distributed as dist
+
+    from snnconvert.distributed import process_group
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with process_group("cpu") as session:
+        assert not session.enabled and not dist.is_initialized()

@@ -3,6 +3,9 @@
     from snnconvert.finetune import FinetuneConfig, finetune
     result = finetune(q, snn, FinetuneConfig(epochs=5, lr=1e-4, learn_threshold=True), data="digits")
     snnconvert.save("tuned.snnc", q, result.snn)
+
+    # the fair float reference: the ANN fine-tuned on the same images with the same budget
+    reference = finetune_ann(q, FinetuneConfig(epochs=5), data="digits").model
 """
 
 import sys
@@ -11,8 +14,9 @@ from typing import Any
 
 from snnconvert.finetune.config import FinetuneConfig  # torch-free: the CLI reads its defaults
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "resolve_device"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "finetune_ann", "resolve_device"]
 _LAZY = {"FinetuneResult": "snnconvert.finetune.loop", "finetune": "snnconvert.finetune.loop",
+         "finetune_ann": "snnconvert.finetune.loop",
          "resolve_device": "snnconvert.device"}
 
 

@@ -7,9 +7,9 @@ logits and, for TET, the body's output frames give per-step logits (see ``losses
 
 from __future__ import annotations
 
+import copy
 import math
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,21 +44,59 @@ from snnconvert.finetune.model import TrainingMonitor, checkpointed_neurons, rei
 from snnconvert.finetune.optim import EpochSchedule, build_optimizer
 from snnconvert.finetune.report import LOG_NAME, PLOT_NAME, write_curves, write_log
 from snnconvert.finetune.splits import stacked, training_data, validation_data
-from snnconvert.progress import Progress
+from snnconvert.options import opt
 from snnconvert.simulate.network import SpikingNetwork
+from snnconvert.training import EpochTotals, StepHooks, StepLoss, train_epoch
 
 
 @dataclass
 class FinetuneResult:
-    """The trained SNN (on the CPU, an ordinary ``SpikingNetwork``), the per-epoch history and
-    the files written (None when no ``out_dir`` was given or on ranks other than 0)."""
+    """The trained network (on the CPU: the ``SpikingNetwork`` of :func:`finetune`, the float
+    graph of :func:`finetune_ann`), the per-epoch history and the files written (None when no
+    ``out_dir`` was given or on ranks other than 0)."""
 
-    snn: SpikingNetwork
+    model: nn.Module
     history: list[dict[str, Any]] = field(default_factory=list)
     log_path: Path | None = None
     plot_path: Path | None = None
     checkpoint_path: Path | None = None
     stopped: str | None = None  # "time_budget" when the wall-clock budget ended the run
+    info: dict[str, Any] = field(default_factory=dict)  # data, devices, notes of the run
+
+    @property
+    def snn(self) -> SpikingNetwork:
+        """The trained SNN (the result of :func:`finetune`)."""
+        if not isinstance(self.model, SpikingNetwork):
+            raise SnnConvertError("this result holds a float ANN (finetune_ann), not an SNN")
+        return self.model
+
+
+@dataclass
+class _Trainee:
+    """What one run trains: the model (a copy), its optimizer groups, the view that returns
+    ``(logits, per-step logits)``, the training methods, the teacher and whether it spikes
+    (dead-layer re-initialization applies)."""
+
+    model: nn.Module
+    groups: dict[str, list[nn.Parameter]]
+    view: nn.Module
+    title: str
+    spiking: bool = True
+    methods: list[ActiveMethod] = field(default_factory=list)
+    teacher: Teacher | None = None
+    teacher_note: str | None = None
+
+
+class _FloatView(nn.Module):
+    """A float ANN as a one-step network: ``(logits, logits[None])``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.model(images)
+        return logits, logits.unsqueeze(0)
 
 
 def _batch(dataset: Any, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,11 +125,6 @@ def top1(snn: nn.Module, images: Tensor, labels: Tensor, device: torch.device, b
         correct += int((logits.argmax(1).cpu() == labels[s:s + batch_size]).sum())
     snn.train(was_training)
     return correct / max(len(images), 1)
-
-
-def _progress(show: bool, total: int, description: str) -> Progress:
-    """A bar on a terminal, plain-text lines otherwise (see :mod:`snnconvert.progress`)."""
-    return Progress(description, total=total, show=show)
 
 
 def _device_for(config: FinetuneConfig, ctx: DistContext) -> torch.device:
@@ -123,6 +156,64 @@ def finetune(
     ``info["finetune"]`` records the config and the history.
     """
     config = config or FinetuneConfig()
+
+    def trainee(device: torch.device) -> _Trainee:
+        model, groups = trainable_copy(snn, config)
+        methods = active_methods(config.methods)
+        for method in methods:
+            model = method.prepare(model)
+        if methods:
+            model, groups = _regrouped(model, methods)
+        note = teacher_note(config.distill, quantized.float_model, quantized.info.source.endswith("/random"))
+        teacher = Teacher.of(quantized.float_model, device) if config.distill == "float" and note is None else None
+        return _Trainee(model, groups, TrainView(model), f"fine-tuning {snn.coding} SNN", methods=methods,
+                        teacher=teacher, teacher_note=note)
+
+    result = _train(quantized, config, trainee, data=data, val_data=val_data, out_dir=out_dir,
+                    show_progress=show_progress, resume=resume)
+    model = result.model
+    model.info = dict(model.info)
+    model.info["finetune"] = {"config": config.as_dict(), "history": result.history, **result.info,
+                              "stopped": result.stopped}
+    return result
+
+
+def finetune_ann(
+    quantized: QuantizedModel,
+    config: FinetuneConfig | None = None,
+    *,
+    data: str,
+    val_data: str | None = None,
+    out_dir: Path | None = None,
+    show_progress: bool = False,
+    resume: bool = False,
+) -> FinetuneResult:
+    """Fine-tune a copy of the float ANN (``quantized.float_model``) with the same engine, data,
+    optimizer, schedule, augmentation and budget as :func:`finetune`: the fair float reference
+    for an SNN fine-tuned on the same images (for example the "JPEG-adapted ANN" of a network
+    trained on PNGs). The loss is cross-entropy; training methods, distillation and neuron
+    options do not apply and are refused. ``result.model`` is the trained float graph."""
+    config = config or FinetuneConfig()
+    if config.methods:
+        raise SnnConvertError(f"training methods act on spiking neurons; the float ANN takes none "
+                              f"(got {', '.join(sorted(config.methods))})")
+
+    def trainee(device: torch.device) -> _Trainee:
+        model = copy.deepcopy(quantized.float_model)
+        for p in model.parameters():
+            p.requires_grad_(p.is_floating_point())
+        groups = {"other": [p for p in model.parameters() if p.requires_grad]}
+        return _Trainee(model, groups, _FloatView(model), "fine-tuning the float ANN", spiking=False)
+
+    return _train(quantized, config, trainee, data=data, val_data=val_data, out_dir=out_dir,
+                  show_progress=show_progress, resume=resume)
+
+
+def _train(quantized: QuantizedModel, config: FinetuneConfig, trainee: Callable[[torch.device], _Trainee], *,
+           data: str, val_data: str | None, out_dir: Path | None, show_progress: bool,
+           resume: bool) -> FinetuneResult:
+    """Check the config, start the process group (under torchrun), build what trains on the
+    device and run the epochs."""
     config.validate()
     if resume and out_dir is None:
         raise SnnConvertError("resume needs the output folder of the interrupted run (out_dir)")
@@ -130,28 +221,21 @@ def finetune(
     device = _device_for(config, ctx)
     ctx.init(device)
     try:
-        return _run(quantized, snn, config, ctx, device, data=data, val_data=val_data,
+        torch.manual_seed(config.seed)
+        return _run(quantized, trainee(device), config, ctx, device, data=data, val_data=val_data,
                     out_dir=Path(out_dir) if out_dir is not None else None, show_progress=show_progress,
                     resume=resume)
     finally:
         ctx.close()
 
 
-def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig, ctx: DistContext,
+def _run(quantized: QuantizedModel, trainee: _Trainee, config: FinetuneConfig, ctx: DistContext,
          device: torch.device, *, data: str, val_data: str | None, out_dir: Path | None,
          show_progress: bool, resume: bool) -> FinetuneResult:
     show = show_progress and ctx.is_main
-    torch.manual_seed(config.seed)
-    model, groups = trainable_copy(snn, config)
-    methods = active_methods(config.methods)
-    for method in methods:
-        model = method.prepare(model)
-    if methods:
-        model, groups = _regrouped(model, methods)
+    model, groups, view, methods = trainee.model, trainee.groups, trainee.view, trainee.methods
+    teacher, note = trainee.teacher, trainee.teacher_note
     model.to(device).train()
-    view = TrainView(model)
-    note = teacher_note(config.distill, quantized.float_model, quantized.info.source.endswith("/random"))
-    teacher = Teacher.of(quantized.float_model, device) if config.distill == "float" and note is None else None
     writes = out_dir is not None and ctx.is_main
     ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
     log_path = out_dir / LOG_NAME if writes else None
@@ -166,8 +250,8 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
         val = stacked(val_split) if val_split is not None else None
         notes = list(train.notes) + ([note] if note else [])
         probe = stacked_head(train.split.dataset, DEAD_PROBE_IMAGES).to(device) \
-            if config.reinit_dead or teacher is not None else None
-        if config.reinit_dead:
+            if (config.reinit_dead and trainee.spiking) or teacher is not None else None
+        if config.reinit_dead and trainee.spiking:
             notes += reinit_dead_layers(model, probe, config.learn_threshold)  # new thresholds stay frozen
         if teacher is not None:
             chosen = teacher.choose_standardize(config.distill_standardize, model, probe)
@@ -214,24 +298,22 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
             lr = schedule.set_epoch(epoch)
             sampler.set_epoch(epoch)
             monitor.reset()
-            loss_sum, correct, seen, seconds, ce_tail, tail_seen = _train_epoch(
+            totals = _train_epoch(
                 step_module, optimizer, config, ctx, device, train.split.dataset, sampler, per_rank, batches,
                 generator, pad, show, f"epoch {epoch + 1}/{config.epochs}", model, methods, epoch * batches,
                 schedule=schedule, epoch=epoch, teacher=teacher, monitor=monitor)
-            loss_sum, correct, seen, seconds, ce_tail, tail_seen = ctx.sum(
-                [loss_sum, correct, seen, seconds, ce_tail, tail_seen], device)
-            seconds /= ctx.world_size  # the ranks' mean
+            totals = totals.summed(ctx, device)
             val_top1 = None
             if val is not None and ctx.is_main:
                 val_top1 = top1(model, val[0], val[1], device, max(per_rank, 100))
             history.append({
-                "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
-                "val_top1": val_top1, "lr": lr, "seconds": seconds, "images": int(seen),
-                "images_per_s": seen / max(seconds, 1e-12), **monitor.summary(),
+                "epoch": epoch + 1, "train_loss": totals.loss, "train_top1": totals.top1,
+                "val_top1": val_top1, "lr": lr, "seconds": totals.seconds, "images": int(totals.seen),
+                "images_per_s": totals.images_per_s, **monitor.summary(),
             })
             for method in methods:
                 history[-1].update(method.record(model))
-            stuck = _stuck(ce_tail / max(tail_seen, 1.0), correct / max(seen, 1.0), batches, train.split.num_classes)
+            stuck = _stuck(totals.tail_ce, totals.top1, batches, train.split.num_classes)
             over = config.time_budget_s is not None and sum(r["seconds"] for r in history) > config.time_budget_s
             if ctx.sum([1.0 if over else 0.0], device)[0] > 0 and epoch + 1 < config.epochs:
                 stopped = "time_budget"
@@ -250,12 +332,13 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
                     "history": history, "config": config.as_dict(),
                 })
                 write_log(log_path, config.as_dict(), history, **info)
-                plot_path = write_curves(out_dir / PLOT_NAME, history, f"fine-tuning {snn.coding} SNN")
+                plot_path = write_curves(out_dir / PLOT_NAME, history, trainee.title)
             ctx.barrier()
             if stuck is not None:
                 raise SnnConvertError(
-                    f"training is stuck after epoch {epoch + 1}: {stuck}; lower --lr (now {config.lr:g}), keep "
-                    f"--grad-clip on, or check that every layer fires (firing_rate in the log)")
+                    f"training is stuck after epoch {epoch + 1}: {stuck}; lower {opt(FinetuneConfig, 'lr')} (now "
+                    f"{config.lr:g}), keep {opt(FinetuneConfig, 'grad_clip')} on, or check that every layer fires "
+                    "(firing_rate in the log)")
             if stopped:
                 break
     elif writes:
@@ -264,10 +347,9 @@ def _run(quantized: QuantizedModel, snn: SpikingNetwork, config: FinetuneConfig,
     if writes and plot_path is None and (out_dir / PLOT_NAME).is_file():  # resumed a finished run
         plot_path = out_dir / PLOT_NAME
     model.cpu().eval()
-    model.info = dict(model.info)
-    model.info["finetune"] = {"config": config.as_dict(), "history": history, **info, "stopped": stopped}
     return FinetuneResult(model, history, log_path, plot_path,
-                          ckpt_path if writes and ckpt_path is not None and ckpt_path.is_file() else None, stopped)
+                          ckpt_path if writes and ckpt_path is not None and ckpt_path.is_file() else None, stopped,
+                          info)
 
 
 def _regrouped(model: nn.Module, methods: list[ActiveMethod]) -> tuple[nn.Module, dict[str, list[nn.Parameter]]]:
@@ -284,63 +366,51 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, confi
                  per_rank: int, batches: int, generator: torch.Generator, pad: int, show: bool,
                  description: str, model: nn.Module | None = None, methods: list[ActiveMethod] | None = None,
                  first_step: int = 0, *, schedule: EpochSchedule | None = None, epoch: int = 0,
-                 teacher: Teacher | None = None, monitor: TrainingMonitor | None = None,
-                 ) -> tuple[float, float, float, float, float, float]:
-    """One epoch; returns this rank's loss sum, correct count, images, seconds, and the cross-entropy
-    sum and images of the epoch's second half (for the stuck-loss check). A non-finite loss stops
-    the run with a one-line error."""
+                 teacher: Teacher | None = None, monitor: TrainingMonitor | None = None) -> EpochTotals:
+    """One epoch on :func:`snnconvert.training.train_epoch`; returns this rank's totals. A
+    non-finite loss stops the run with a one-line error."""
     step_module.train()
-    loss_sum = correct = seen = ce_tail = tail_seen = 0.0
-    start = time.perf_counter()
-    ckpt = checkpointed_neurons(step_module, config.checkpoint_time) if config.checkpoint_time else nullcontext()
-    watch = monitor if monitor is not None else nullcontext()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    with _progress(show, batches, description) as progress, ckpt, watch:
-        for k, (images, labels) in enumerate(_batches(dataset, sampler, per_rank)):
-            if k >= batches:
-                break
+    methods = methods or []
+
+    def augmented() -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels in _batches(dataset, sampler, per_rank):
             if config.augment:
                 d = draw(len(images) * ctx.world_size, pad, generator)  # the whole global batch
                 images = apply(images, d[ctx.rank::ctx.world_size], pad)
-            images, labels = images.to(device), labels.to(device)
-            step = first_step + k
-            if schedule is not None:
-                schedule.set_position(epoch + k / max(batches, 1))
-            for method in methods or ():
-                method.before_step(model, step, images)
-            logits, step_logits = step_module(images)
-            loss = ce = loss_of(config.loss, logits, step_logits, labels)
-            if teacher is not None:
-                loss = distillation_loss(logits, teacher(images), ce, config.distill_temperature,
-                                         config.distill_weight, teacher.standardize)
-            for method in methods or ():
-                extra = method.loss(model)
-                if extra is not None:
-                    loss = loss + extra
-            if not math.isfinite(float(loss.detach())):
-                raise SnnConvertError(
-                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, batch {k + 1}: lower --lr "
-                    f"(now {config.lr:g}) or set --grad-clip (now {config.grad_clip})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if monitor is not None:
-                monitor.record_grads()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            for method in methods or ():
-                method.after_step(model, step)
-            n = len(labels)
-            loss_sum += float(loss.detach()) * n
-            if 2 * k >= batches:
-                ce_tail += float(ce.detach()) * n
-                tail_seen += n
-            correct += float((logits.detach().argmax(1) == labels).sum())
-            seen += n
-            elapsed = time.perf_counter() - start
-            progress.advance(loss=loss_sum / seen, top1=f"{correct / seen:.2%}",
-                             img_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}")
-    return loss_sum, correct, seen, time.perf_counter() - start, ce_tail, tail_seen
+            yield images, labels
+
+    def before(k: int, images: Tensor) -> None:
+        if schedule is not None:
+            schedule.set_position(epoch + k / max(batches, 1))
+        for method in methods:
+            method.before_step(model, first_step + k, images)
+
+    def compute(images: Tensor, labels: Tensor) -> StepLoss:
+        logits, step_logits = step_module(images)
+        loss = ce = loss_of(config.loss, logits, step_logits, labels)
+        if teacher is not None:
+            loss = distillation_loss(logits, teacher(images), ce, config.distill_temperature,
+                                     config.distill_weight, teacher.standardize)
+        for method in methods:
+            extra = method.loss(model)
+            if extra is not None:
+                loss = loss + extra
+        return StepLoss(loss, ce, logits)
+
+    def after(k: int) -> None:
+        for method in methods:
+            method.after_step(model, first_step + k)
+
+    def diverged(value: float, k: int) -> str:
+        return (f"the loss became {value} at epoch {epoch + 1}, batch {k + 1}: lower {opt(FinetuneConfig, 'lr')} "
+                f"(now {config.lr:g}) or set {opt(FinetuneConfig, 'grad_clip')} (now {config.grad_clip})")
+
+    ckpt = checkpointed_neurons(step_module, config.checkpoint_time) if config.checkpoint_time else nullcontext()
+    hooks = StepHooks(before, monitor.record_grads if monitor is not None else None, after)
+    with ckpt, (monitor if monitor is not None else nullcontext()):
+        return train_epoch(augmented(), batches, compute, optimizer, device=device, grad_clip=config.grad_clip,
+                           hooks=hooks, description=description, show=show, world_size=ctx.world_size,
+                           diverged=diverged)
 
 
 DEAD_PROBE_IMAGES = 256  # training images the dead-layer check runs before training

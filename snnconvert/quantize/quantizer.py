@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import fx, nn
+from torch import Tensor, fx, nn
 from torch.utils.data import DataLoader
 
 from snnconvert.configs.quantize import QuantizeConfig
@@ -18,9 +17,11 @@ from snnconvert.graph.capture import propagate_shapes
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.graph.ops import Kind, activation_of, kind_of, module_of
 from snnconvert.graph.passes import add_module_after, bn_as_affine, recompile_graph, set_module
+from snnconvert.options import opt
 from snnconvert.progress import track
 from snnconvert.quantize.histogram import ClipStats, RangeDoublingHistogram
 from snnconvert.quantize.modules import ActQuant, QConv2d, QConvBn2d, QLinear
+from snnconvert.training import StepHooks, StepLoss, train_epoch
 
 INPUT_QUANT = "input_quant"
 
@@ -153,10 +154,10 @@ def calibrate(
             clip = high.double().expand(hist.channels)
             stats.append(ClipStats.from_histogram(name, hist, clip, "input range"))
             continue
-        clip = hist.clip(config.method, config.percentile, q.bits)
+        clip = hist.clip(config.clip_method, config.percentile, q.bits)
         clip = torch.where(clip > 0, clip, hist.max_seen.clamp(min=1e-6))
         q.set_range(torch.zeros(()), clip.float())
-        stats.append(ClipStats.from_histogram(name, hist, q.clip_range()[1].double(), config.method))
+        stats.append(ClipStats.from_histogram(name, hist, q.clip_range()[1].double(), config.clip_method))
     return stats
 
 
@@ -244,36 +245,33 @@ def qat_finetune(
             from torch.nn.parallel import DistributedDataParallel
 
             step_module = DistributedDataParallel(gm, device_ids=[device.index] if device.type == "cuda" else None)
-        total, count = 0.0, 0
         limit = config.qat_batches_per_epoch
         batches = len(loader) if limit is None else min(limit, len(loader))
         batches -= batches % ctx.world_size  # every rank takes the same number of steps
         mine = set(ctx.shard(batches))
-        for i, (images, labels) in enumerate(
-            track(loader, f"QAT epoch {epoch + 1}/{config.qat_epochs}", total=batches,
-                  show=show_progress and ctx.is_main)
-        ):
-            if i >= batches:
-                break
-            if i not in mine:
-                continue
-            images, labels = images.to(device), labels.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(step_module(images), labels)
-            if not math.isfinite(loss.item()):
-                raise SnnConvertError("quantization-aware training diverged (loss is not finite); lower --qat-lr")
-            loss.backward()
-            optimizer.step()
+        own = ((images, labels) for i, (images, labels) in enumerate(loader) if i < batches and i in mine)
+
+        def compute(images: Tensor, labels: Tensor, step_module: nn.Module = step_module) -> StepLoss:
+            logits = step_module(images)
+            loss = loss_fn(logits, labels)
+            return StepLoss(loss, loss, logits)
+
+        def clamp_scales(k: int) -> None:
             with torch.no_grad():
                 for q in quantizers(gm).values():
                     q.scale.clamp_(min=1e-8)
-            total += loss.item() * len(labels)
-            count += len(labels)
-        total, count = ctx.sum([total, float(count)], device)
+
+        totals = train_epoch(
+            own, len(mine), compute, optimizer, device=device, hooks=StepHooks(after=clamp_scales),
+            description=f"QAT epoch {epoch + 1}/{config.qat_epochs}", show=show_progress and ctx.is_main,
+            world_size=ctx.world_size,
+            diverged=lambda value, k: f"quantization-aware training diverged (loss is not finite); lower "
+                                      f"{opt(QuantizeConfig, 'qat_lr')}",
+        ).summed(ctx, device)
         history.append(
             {
                 "epoch": epoch + 1,
-                "loss": total / max(count, 1),
+                "loss": totals.loss,
                 "bn_frozen": float(epoch >= schedule.freeze_bn_epoch),
                 "quant_frozen": float(epoch >= schedule.freeze_quant_epoch),
             }
@@ -304,7 +302,7 @@ def quantize_graph(
     history: list[dict[str, float]] = []
     if config.qat_epochs > 0:
         if train_loader is None:
-            raise SnnConvertError("quantization-aware training needs training data (--data)")
+            raise SnnConvertError(f"quantization-aware training needs training data ({opt('quantize', 'data')})")
         ctx.init(device)
         try:
             history = qat_finetune(qgm, train_loader, config, show_progress=show_progress)
