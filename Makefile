@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint docs bench bench-sws bench-codings bench-peers bench-finetune bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke gpu-check clean
+.PHONY: install demo test test-fast lint docs bench bench-sws bench-codings bench-peers bench-finetune bench-finetune-defaults bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-peers: install
 
 bench-finetune: install
 	$(BIN)/python bench/finetune_resnet20.py
+
+bench-finetune-defaults: install
+	cd bench && ../$(BIN)/python finetune_defaults.py
 
 bench-adaptive-bits: install
 	flock /tmp/snnconvert-bench.lock $(BIN)/python bench/adaptive_bits_resnet20.py --budget-min 6

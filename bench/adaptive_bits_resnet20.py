@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 from snnconvert.atomic import write_atomically
 from snnconvert.evaluate import EvaluateConfig, EvaluationReport, evaluate
@@ -204,4 +204,5 @@ def write_all(args: argparse.Namespace, rows: list[dict[str, Any]], converted: d
 
 
 if __name__ == "__main__":
+    start_process()
     main()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import RESULTS, SHARED, TEST, TRAIN, machine, write_json
+from common import RESULTS, SHARED, TEST, TRAIN, machine, start_process, write_json
 
 import snnconvert
 from snnconvert.evaluate import EvaluateConfig, evaluate
@@ -101,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

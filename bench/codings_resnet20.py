@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 import snnconvert
 from snnconvert.evaluate import EvaluateConfig, evaluate
@@ -103,4 +103,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

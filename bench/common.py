@@ -22,7 +22,14 @@ TRAIN = f"imagefolder:{SHARED / 'cifar10' / 'train-subset'}"
 TEST = f"imagefolder:{SHARED / 'cifar10' / 'test'}"
 
 
-ALLOCATOR_TUNED = tune_allocator()  # as the command line does: benchmarks time what users get
+_PROCESS: dict[str, bool] = {}
+
+
+def start_process() -> None:
+    """What a benchmark process does first, as the command line does (benchmarks time what users
+    get): keep freed tensor memory in glibc (:func:`snnconvert.tune_allocator`). Called by each
+    script's ``__main__`` (and the harness), never at import."""
+    _PROCESS["allocator_tuned"] = tune_allocator()
 
 
 def require_shared_data() -> None:
@@ -35,7 +42,7 @@ def machine() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "allocator_tuned": ALLOCATOR_TUNED,
+        "allocator_tuned": _PROCESS.get("allocator_tuned", False),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 from machine_load import CpuWindow, external_load, loadavg, wait_for_quiet
 from sj_models import (
     SJ_MODES,
@@ -1076,4 +1076,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 
-from common import RESULTS, SHARED, machine, write_json
+from common import RESULTS, SHARED, machine, start_process, write_json
 
 from snnconvert.atomic import write_atomically
 from snnconvert.data import InputSpec, load_split, materialize
@@ -63,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

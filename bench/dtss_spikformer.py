@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 from snnconvert.atomic import write_atomically
 from snnconvert.data import load_split, materialize
@@ -306,4 +306,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

@@ -22,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 import snnconvert
 from snnconvert.evaluate import EvaluateConfig, EvaluationReport, evaluate
@@ -146,4 +146,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, write_json
+from common import machine, start_process, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,4 +51,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    start_process()
     sys.exit(main())

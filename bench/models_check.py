@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from common import RESULTS, machine, write_json
+from common import RESULTS, machine, start_process, write_json
 
 from snnconvert.atomic import write_atomically, write_json_atomically
 from snnconvert.models.check import ConversionCheck, cache_path, check_model
@@ -195,4 +195,5 @@ def support_only(names: list[str] | None) -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

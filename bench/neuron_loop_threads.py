@@ -13,7 +13,7 @@ import argparse
 import time
 
 import torch
-from common import machine, write_json
+from common import machine, start_process, write_json
 
 from snnconvert.methods.rate.neuron import if_dynamics
 from snnconvert.methods.sws.neuron import tsa_dynamics
@@ -47,4 +47,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

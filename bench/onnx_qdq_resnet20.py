@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import CHECKPOINT, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 from torch import nn
 
 from snnconvert.data import load_split, materialize
@@ -165,4 +165,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 from snnconvert.atomic import write_atomically
 from snnconvert.data import materialize
@@ -318,4 +318,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

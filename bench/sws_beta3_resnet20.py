@@ -17,7 +17,7 @@ import argparse
 import os
 import time
 
-from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 import snnconvert
 from snnconvert.atomic import write_atomically
@@ -86,4 +86,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

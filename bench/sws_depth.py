@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 from torch import nn
 
 import snnconvert
@@ -411,4 +411,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 import snnconvert
 from snnconvert.evaluate import EvaluateConfig, evaluate
@@ -239,4 +239,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()

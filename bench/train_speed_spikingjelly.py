@@ -25,7 +25,7 @@ import statistics
 import time
 
 import torch
-from common import CHECKPOINT, RESULTS, TRAIN, machine, require_shared_data, write_json
+from common import CHECKPOINT, RESULTS, TRAIN, machine, require_shared_data, start_process, write_json
 from torch import Tensor, fx, nn
 
 import snnconvert
@@ -131,4 +131,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    start_process()
     main()
