@@ -204,27 +204,27 @@ def convert(inputs: ConversionInputs, cfg: SWSConfig) -> SpikingNetwork:
     cfg = cfg.resolved(inputs.quantized)
     snn = convert_sws(inputs.quantized, cfg)
     if cfg.Ts == "auto":
-        if inputs.calibration is None:
-            raise SnnConvertError(f"{opt(SWSConfig, 'Ts')} auto needs calibration data (the quantize step's "
-                                  f"{opt('quantize', 'data')})")
-        loader = inputs.calibration
-        if inputs.calibration_sample is not None:
-            loader = inputs.calibration_sample(cfg.auto_limit, cfg.auto_seed)
+        loader = _search_images(inputs, cfg, f"{opt(SWSConfig, 'Ts')} auto")
         result = auto_silent_periods(snn, inputs.quantized, loader, cfg,
                                      show_progress=inputs.show_progress, device=inputs.device)
         snn.info["auto"] = result
     elif cfg.residual_tolerance is not None:
-        if inputs.calibration is None:
-            raise SnnConvertError(f"{opt(SWSConfig, 'residual_tolerance')} needs calibration data (the quantize "
-                                  f"step's {opt('quantize', 'data')})")
-        loader = inputs.calibration
-        if inputs.calibration_sample is not None:
-            loader = inputs.calibration_sample(cfg.auto_limit, cfg.auto_seed)
+        loader = _search_images(inputs, cfg, opt(SWSConfig, "residual_tolerance"))
         images = _calibration_images(loader, cfg.auto_limit)
         max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
         snn.info["residual_boost"] = boost_silent_periods(snn, images, cfg.residual_tolerance, max_ts)
         snn.info.update(sws_latency(snn, cfg))
     return snn
+
+
+def _search_images(inputs: ConversionInputs, cfg: SWSConfig, what: str) -> DataLoader:
+    """The calibration images a search over silent periods runs on (its seeded sample when the
+    pool offers one); ``what`` (the option that asked) needs calibration data."""
+    if inputs.calibration is None:
+        raise SnnConvertError(f"{what} needs calibration data (the quantize step's {opt('quantize', 'data')})")
+    if inputs.calibration_sample is not None:
+        return inputs.calibration_sample(cfg.auto_limit, cfg.auto_seed)
+    return inputs.calibration
 
 
 def _calibration_images(loader: DataLoader, limit: int) -> torch.Tensor:
