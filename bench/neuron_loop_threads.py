@@ -4,22 +4,28 @@ ResNet-20-sized frame (T=8, batch 64, 16 x 32 x 32) with torch's default threads
     python bench/neuron_loop_threads.py [--runs 10]
 
 The loops once forced one CPU thread around themselves (a process-wide change); measured here,
-one thread is slower than the default on this machine. Writes bench/results/neuron_loop_threads.json.
+one thread is slower than the default on this machine. Writes
+bench/results/neuron_loop_threads.{json,md} (bench/harness.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass, field
 
 import torch
-from common import machine, start_process, write_json
+from harness import BenchOptions, BenchResult, main
 
 from snnconvert.methods.rate.neuron import if_dynamics
 from snnconvert.methods.sws.neuron import tsa_dynamics
 
 
-def best_ms(fn, runs: int) -> float:
+@dataclass
+class Options(BenchOptions):
+    runs: int = field(default=10, metadata={"help": "timed calls per loop and thread count (after one warm-up)"})
+
+
+def mean_ms(fn, runs: int) -> float:
     fn()  # warm-up
     start = time.perf_counter()
     for _ in range(runs):
@@ -27,10 +33,7 @@ def best_ms(fn, runs: int) -> float:
     return (time.perf_counter() - start) / runs * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
+def run(options: Options) -> BenchResult:
     frames = torch.randn(8, 64, 16, 32, 32, generator=torch.Generator().manual_seed(0))
     loops = {"tsa": lambda: tsa_dynamics(frames, Ts=2, beta=2.0, qmax=255.0),
              "if": lambda: if_dynamics(frames.abs() / 3)}
@@ -39,13 +42,15 @@ def main() -> None:
     for name, fn in loops.items():
         for threads in (default, 1):
             torch.set_num_threads(threads)  # this process owns its thread pool
-            rows.append({"loop": name, "threads": threads, "ms": best_ms(fn, args.runs)})
+            rows.append({"loop": name, "threads": threads, "ms": mean_ms(fn, options.runs)})
             print(rows[-1], flush=True)
     torch.set_num_threads(default)
-    write_json("neuron_loop_threads.json", {"machine": machine(), "shape": list(frames.shape), "runs": args.runs,
-                                            "rows": rows})
+    lines = [f"Neuron time loops on a {'x'.join(map(str, frames.shape))} frame, mean of {options.runs} calls.", "",
+             "| loop | threads | ms per call |", "|---|---|---|"]
+    lines += [f"| {r['loop']} | {r['threads']} | {r['ms']:.2f} |" for r in rows]
+    return BenchResult("neuron_loop_threads", {"shape": list(frames.shape), "runs": options.runs, "rows": rows},
+                       "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-    start_process()
-    main()
+    main(Options, run, __doc__)

@@ -34,6 +34,7 @@ from snnconvert.core import (
 from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import EvaluationReport, evaluate, save_evaluation
 from snnconvert.finetune import finetune
+from snnconvert.options import opt
 from snnconvert.recipe import Recipe
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.stages import (
@@ -194,7 +195,7 @@ def _run_recipe(recipe: Recipe, on_stage: Callable[[StageEvent], None] | None, o
             staging.mkdir()
         except OSError as exc:
             raise SnnConvertError(f"cannot write into the run directory {directory} ({exc.strerror or exc}); "
-                                  "choose another --out") from None
+                                  f"choose another {opt('run', 'out')}") from None
         result = _run_stages(recipe, q, staging, directory, notify, event, q_text, show_progress)
         order = [p for p in (result.quantized_path, *result.written, result.report_path) if p is not None]
         published = _publish(staging, directory, order)

@@ -10,6 +10,7 @@ from pathlib import Path
 from snnconvert.artifact import SUFFIX
 from snnconvert.atomic import MAX_NAME_TRIES, remove_stale_temporaries, reserve_name
 from snnconvert.errors import SnnConvertError
+from snnconvert.options import opt
 
 DEFAULT_ROOT = Path("snnconvert-runs")
 STAGES = ("quantized", "snn")
@@ -38,14 +39,16 @@ def new_artifact_path(directory: Path, stage: str, tag: str) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         what = "is a file" if directory.is_file() else f"cannot be created ({exc.strerror or exc})"
-        raise SnnConvertError(f"run directory {directory} {what}; pass a writable folder with --out") from None
+        raise SnnConvertError(f"run directory {directory} {what}; pass a writable folder with {opt('run', 'out')}") \
+            from None
     names = (directory / (f"{base}-{n}{SUFFIX}" if n else f"{base}{SUFFIX}") for n in range(MAX_NAME_TRIES))
     try:
         return reserve_name(names)
     except FileExistsError:
         raise SnnConvertError(f"no free artifact name in {directory}; remove old artifacts") from None
     except OSError as exc:
-        raise SnnConvertError(f"cannot write into {directory} ({exc.strerror or exc}); pass a writable --out") \
+        raise SnnConvertError(f"cannot write into {directory} ({exc.strerror or exc}); pass a writable "
+                              f"{opt('run', 'out')}") \
             from None
 
 
@@ -63,7 +66,7 @@ def latest_artifact(stages: tuple[str, ...], directory: str | Path | None = None
         where = directory or root
         wanted = " or ".join(stages)
         hint = "run `snnconvert quantize MODEL`" if "quantized" in stages else "run `snnconvert to-snn`"
-        raise SnnConvertError(f"no {wanted} artifact in {where}/; {hint} first or pass --input PATH")
+        raise SnnConvertError(f"no {wanted} artifact in {where}/; {hint} first or pass {opt('load', 'input')} PATH")
     return max(found, key=lambda f: (f.stat().st_mtime, f.name))
 
 

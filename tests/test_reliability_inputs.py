@@ -424,7 +424,7 @@ def test_command_line_gives_one_line_errors(tmp_path: Path, monkeypatch: pytest.
 def test_run_directory_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
     blocker = tmp_path / "out"
     blocker.write_text("a file")
-    one_line_error(lambda: new_artifact_path(blocker, "quantized", "8bit"), "is a file", "--out")
+    one_line_error(lambda: new_artifact_path(blocker, "quantized", "8bit"), "is a file", "folder with out")  # API name
 
 
 def test_stale_cleanup_keeps_files_of_running_writers(tmp_path: Path) -> None:
