@@ -88,6 +88,7 @@ def one_model(name: str, options: Options) -> dict[str, Any]:
         "test_images": converted.accuracy.images, "calibration": snn.info.get("calibration"),
         "calibration_proxy": snn.info.get("calibration_agreement"),
         "convert_seconds": convert_s, "finetune_wall_seconds": tune_s,
+        "train_seconds": sum(h["seconds"] for h in tuned.history), "stopped": tuned.stopped,
         "train_images": sum(h["images"] for h in tuned.history),
         "train_images_per_s": sum(h["images"] for h in tuned.history) / max(sum(h["seconds"] for h in tuned.history),
                                                                            1e-9),
