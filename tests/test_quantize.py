@@ -185,3 +185,27 @@ def test_impossible_options_are_one_line_errors(bad: dict) -> None:
         QuantizeConfig(**bad).validate()
     assert "\n" not in str(err.value)
     assert str(err.value).startswith(f"{next(iter(bad))} ")  # names the field
+
+
+class _CountingLoader:
+    """A loader of ``batches`` that counts the batches read."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches, self.read = batches, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            self.read += 1
+            yield batch
+
+
+def test_qat_reads_only_the_batches_it_trains_on() -> None:
+    torch.manual_seed(0)
+    prepared = prepare(Small().eval(), SPEC)
+    loader = _CountingLoader(_data(n=160))  # 10 batches
+    config = QuantizeConfig(bits=4, qat_epochs=2, qat_batches_per_epoch=3, qat_lr=1e-3)
+    quantize_graph(prepared, _data(), config, example_shape=(2, 1, 6, 6), train_loader=loader)
+    assert loader.read == 2 * 3  # 3 per epoch; the other 7 are never decoded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -249,7 +250,7 @@ def qat_finetune(
         batches = len(loader) if limit is None else min(limit, len(loader))
         batches -= batches % ctx.world_size  # every rank takes the same number of steps
         mine = set(ctx.shard(batches))
-        own = ((images, labels) for i, (images, labels) in enumerate(loader) if i < batches and i in mine)
+        own = (batch for i, batch in enumerate(itertools.islice(loader, batches)) if i in mine)  # no batch past them
 
         def compute(images: Tensor, labels: Tensor, step_module: nn.Module = step_module) -> StepLoss:
             logits = step_module(images)
