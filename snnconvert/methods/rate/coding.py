@@ -126,7 +126,7 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: RateCon
     replace_synapses(gm, torch.ones(T, dtype=torch.float64))  # float64 synapses: folding is exact
     gm.double()
     init = 0.5 if cfg.half_init else 0.0
-    plan = {name: (IFNeuron(T, init), value) for name, value in theta.items()}
+    plan = {name: (IFNeuron(T, init, reset=cfg.reset), value) for name, value in theta.items()}
     layers = insert_neurons(gm, plan)
     for pool_name, source in rewrite_maxpools(gm, lambda params, _source: RateMaxPool(T, **params)):
         position = layers.index(source) + 1 if source in layers else len(layers)
@@ -152,6 +152,7 @@ def build(float_gm: fx.GraphModule, theta: dict[str, torch.Tensor], cfg: RateCon
         "percentile": "max" if cfg.percentile_value() == 100.0 else cfg.percentile_value(),
         "per_channel": cfg.per_channel,
         "half_init": cfg.half_init,
+        "reset": cfg.reset,
         "dtype": cfg.dtype,
         "neuron_layers": layers,
         "thresholds": {targets[name]: float(value.max()) for name, value in theta.items()},
@@ -201,7 +202,9 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     return [("T (time steps)", str(info["T"])),
             ("threshold", f"{'max' if pct == 'max' else f'p{pct:g}'} of activations, "
                           f"{'per channel' if info['per_channel'] else 'per layer'}"),
-            ("initial membrane", "theta/2" if info["half_init"] else "0"), ("precision", info["dtype"]),
+            ("initial membrane", "theta/2" if info["half_init"] else "0"),
+            ("reset", "to 0 (hard)" if info.get("reset") == "zero" else "by subtraction (soft)"),
+            ("precision", info["dtype"]),
             *calibration_rows(info)]
 
 

@@ -16,13 +16,17 @@ class RateConfig(CalibrationOptions):
 
     ``percentile``: ``"max"`` (100th) or a number in (0, 100], e.g. 99.9 or 99.99;
     ``per_channel``: one threshold per channel instead of per layer; ``half_init``: start every
-    membrane at theta/2; ``dtype``: simulation precision (float32 suffices for rate coding).
+    membrane at theta/2; ``reset``: ``subtract`` (soft reset, the paper's) or ``zero`` (hard
+    reset: the IF neuron of NIR and of the tools that read it); ``dtype``: simulation precision
+    (float32 suffices for rate coding).
     """
 
     T: int = option(64, help="Time steps.")
     percentile: float | str = option(99.99, help="Activation percentile that sets each threshold, or max.")
     per_channel: bool = option(False, help="One threshold per channel instead of per layer.")
     half_init: bool = option(True, help="Start every membrane at theta/2 (round to nearest instead of down).")
+    reset: str = option("subtract", help="Reset after a spike: subtract (soft, keeps the charge above threshold) "
+                                         "or zero (hard; what NIR's IF and norse/SpikingJelly simulate).")
     dtype: str = option("float32", help="Simulation precision: float32 or float64.")
 
     def validate(self) -> None:
@@ -34,6 +38,8 @@ class RateConfig(CalibrationOptions):
             raise ConfigError(self, "per_channel", self.per_channel, "give true or false")
         if not isinstance(self.half_init, bool):
             raise ConfigError(self, "half_init", self.half_init, "give true or false")
+        if self.reset not in RESETS:
+            raise ConfigError(self, "reset", self.reset, f"choose {' or '.join(RESETS)}")
         if self.dtype not in DTYPE_NAMES:
             raise ConfigError(self, "dtype", self.dtype, "choose float32 or float64")
         self.check_calibration()
@@ -60,6 +66,9 @@ OPTIONS = CODING_OPTIONS.register("rate", CodingOptions(
     parsers={},
 ))
 
+
+RESETS = ("subtract", "zero")
+"""Reset modes of an IF neuron: by subtraction of the threshold (soft) or to 0 (hard)."""
 
 LEAK_ORDERS = ("mlif", "dtss")
 """Leak/reset orders of :func:`if_dynamics_autograd`: the M-LIF paper's (reset not leaked, fire

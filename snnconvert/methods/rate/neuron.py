@@ -7,6 +7,11 @@ the layer's real threshold is folded into the weights)::
     u[t] = u[t-1] + z[t] - o[t-1]              (reset by subtraction, "soft reset")
     o[t] = 1 if u[t] >= 1 else 0               (at most one spike per step)
 
+With ``reset="zero"`` (hard reset, the NIR ``IF`` of a ``v_reset = 0``) a spike sets the
+membrane to 0 instead, ``u[t] = (u[t-1] + z[t]) * (1 - o[t])``: the charge above threshold is
+lost (the counts below then no longer hold; the rate is biased down by the lost residues), but
+the neuron is the one NIR consumers (norse, SpikingJelly) simulate.
+
 (Eq 1 subtracts the reset one step later; subtracting right after the spike is the same
 recursion. The comparison is inclusive, eq 2 writes ``>``: with ``>=`` the count formula below
 holds exactly, ties rounding up.) The membrane has no lower bound: negative charge is kept.
@@ -36,22 +41,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snnconvert.methods.rate.config import LEAK_ORDERS
+from snnconvert.methods.rate.config import LEAK_ORDERS, RESETS
 from snnconvert.neurons.base import SpikingNeuron, StepState, time_chunks
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 from snnconvert.registry import serializable
 
 
 def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0,
-                membrane: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                membrane: Tensor | None = None, reset: str = "subtract") -> tuple[Tensor, Tensor]:
     """Run a layer of soft-reset IF neurons on its input frames ``inputs`` (T, B, ...).
 
     Returns ``(spikes, membrane)``: the T output frames in {0, 1} (dtype of ``inputs``) and the
     membrane after the last step. ``init`` is the initial membrane, in the units of
     ``threshold`` (0.5 = theta/2 for the normalised threshold 1). ``membrane`` (B, ...), when
     given, is the state to continue from instead (a previous call's membrane: running the steps
-    in two calls gives the same floats as one call); it is updated in place.
+    in two calls gives the same floats as one call); it is updated in place. ``reset``:
+    ``"subtract"`` (soft) or ``"zero"`` (hard: a spike sets the membrane to 0).
     """
+    hard = _hard(reset)
     flat, chunks = time_chunks(inputs)
     spikes = torch.empty_like(flat)
     if membrane is None:
@@ -63,7 +70,10 @@ def if_dynamics(inputs: Tensor, *, init: float = 0.5, threshold: float = 1.0,
         for t in range(flat.shape[0]):
             u.add_(z[t])
             torch.ge(u, threshold, out=out[t])  # written straight into the output frame as 0/1
-            u.sub_(out[t], alpha=threshold)
+            if hard:
+                u.masked_fill_(out[t].bool(), 0.0)
+            else:
+                u.sub_(out[t], alpha=threshold)
     return spikes.view(inputs.shape), membrane.view(inputs.shape[1:])
 
 
@@ -75,6 +85,7 @@ def if_dynamics_autograd(
     leak: float | Tensor = 1.0,
     surrogate: Surrogate | str = "triangular:1.0",
     order: str = "mlif",
+    reset: str = "subtract",
 ) -> tuple[Tensor, Tensor]:
     """Differentiable :func:`if_dynamics` (bit-identical for ``leak = 1`` and equal thresholds).
 
@@ -83,7 +94,9 @@ def if_dynamics_autograd(
     before the leak (so it leaks too) and a membrane exactly at threshold does not fire.
 
     The firing ``o = [u/theta >= 1]`` is a spike function whose backward is ``surrogate`` at
-    ``u/theta - 1``. ``threshold`` / ``leak`` may be tensors broadcasting over a (B, ...) frame.
+    ``u/theta - 1``. ``reset="zero"``: a spike sets the membrane to 0 (``u * (1 - o)``, the
+    gradient flows through the kept membrane). ``threshold`` / ``leak`` may be tensors
+    broadcasting over a (B, ...) frame.
     Eq 1 of the M-LIF paper with a leak: ``u[t] = leak * u[t-1] - theta * o[t-1] + z[t]`` (the
     reset is not leaked; ``u[-1] = init * theta``), evaluated in the fast path's order so that
     ``leak = 1`` gives the same floats. Full BPTT: the reset keeps its gradient.
@@ -94,6 +107,10 @@ def if_dynamics_autograd(
     if order not in LEAK_ORDERS:
         raise ValueError(f"order must be one of {LEAK_ORDERS}, not {order!r}")
     paper = order == "dtss"
+    hard = _hard(reset)
+
+    def _reset(u: Tensor, o: Tensor, theta: float | Tensor) -> Tensor:
+        return u * (1.0 - o) if hard else _subtract(u, o, theta)
 
     def fire(ratio: Tensor) -> Tensor:
         return (torch.gt(ratio, 1.0) if paper else torch.ge(ratio, 1.0)).to(ratio.dtype)
@@ -119,7 +136,13 @@ def if_dynamics_autograd(
     return (torch.stack(spikes) if spikes else torch.empty_like(inputs)), u
 
 
-def _reset(u: Tensor, o: Tensor, threshold: float | Tensor) -> Tensor:
+def _hard(reset: str) -> bool:
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, not {reset!r}")
+    return reset == "zero"
+
+
+def _subtract(u: Tensor, o: Tensor, threshold: float | Tensor) -> Tensor:
     """Reset by subtraction, ``u - theta * o``."""
     return u - o * threshold if isinstance(threshold, Tensor) else torch.sub(u, o, alpha=threshold)
 
@@ -216,16 +239,18 @@ class IFNeuron(SpikingNeuron):
     """
 
     unit_spikes = True
-    serial_params = ("T", "init", "surrogate", "learn_threshold", "learn_leak", "channels", "order")
+    serial_params = ("T", "init", "surrogate", "learn_threshold", "learn_leak", "channels", "order", "reset")
 
     def __init__(self, T: int, init: float = 0.5, surrogate: str = "triangular:1.0",
                  learn_threshold: bool = False, learn_leak: bool = False, channels: int = 1,
-                 order: str = "mlif") -> None:
+                 order: str = "mlif", reset: str = "subtract") -> None:
         super().__init__(T, T)
         self.T, self.init = int(T), float(init)
         if order not in LEAK_ORDERS:
             raise ValueError(f"order must be one of {LEAK_ORDERS}, not {order!r}")
         self.order = order  # leak/reset order: "mlif" or "dtss" (DTSS paper eqs 1-2)
+        _hard(reset)
+        self.reset = reset  # "subtract" (soft) or "zero" (hard)
         self.surrogate = get_surrogate(surrogate).spec
         self.register_stat("saturated_count")
         self.init_learnable(learn_threshold, learn_leak, channels, 1.0)
@@ -240,10 +265,10 @@ class IFNeuron(SpikingNeuron):
         last = window is None or window[1] >= self.T
         if window is not None:  # one time chunk: continue from the membrane the previous chunk left
             carried = None if window[0] == 0 else self.chunk_state_membrane
-            spikes, membrane = if_dynamics(inputs, init=self.init, membrane=carried)
+            spikes, membrane = if_dynamics(inputs, init=self.init, membrane=carried, reset=self.reset)
             self._buffers["chunk_state_membrane"] = None if last else membrane
         elif self.supports_chunks and not self.needs_grad(inputs):
-            spikes, membrane = if_dynamics(inputs, init=self.init)
+            spikes, membrane = if_dynamics(inputs, init=self.init, reset=self.reset)
         else:
             spikes, membrane = self._differentiable(inputs)
         if self.recording and last:
@@ -258,6 +283,7 @@ class IFNeuron(SpikingNeuron):
         spikes, membrane = if_dynamics_autograd(
             inputs, init=self.init, threshold=1.0 if theta is None else theta.to(inputs.dtype),
             leak=1.0 if leak is None else leak.to(inputs.dtype), surrogate=self.surrogate, order=self.order,
+            reset=self.reset,
         )
         return spikes, membrane if theta is None else membrane / theta.to(inputs.dtype)
 
@@ -274,10 +300,10 @@ class IFNeuron(SpikingNeuron):
         return None if self.order == "mlif" else "dtss order"
 
     def step(self, frame: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """u += z; s = [u >= 1]; u -= s (threshold units)."""
+        """u += z; s = [u >= 1]; u -= s, or u *= 1 - s with the hard reset (threshold units)."""
         u = state["membrane"] + frame
         spikes = (u >= 1.0).to(frame.dtype)
-        return spikes, {"membrane": u - spikes}
+        return spikes, {"membrane": u * (1.0 - spikes) if self.reset == "zero" else u - spikes}
 
     def make_trainable(self, *, learn_threshold: bool, learn_leak: bool, channels: Callable[[], int] | None,
                        dtype: torch.dtype, device: torch.device) -> None:
@@ -300,7 +326,7 @@ class IFNeuron(SpikingNeuron):
         for t in range(inputs.shape[0]):
             u = u * leak + inputs[t]
             s = (u / theta >= 1.0).to(inputs.dtype)
-            u = u - s * theta
+            u = u * (1.0 - s) if self.reset == "zero" else u - s * theta
             if clip is not None:
                 u = torch.maximum(u, torch.as_tensor(clip, dtype=u.dtype) * theta)
             spikes.append(s)
@@ -331,7 +357,8 @@ class IFNeuron(SpikingNeuron):
         return nir.IF(r=ones, v_threshold=threshold, v_reset=zeros, metadata=meta)
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, init={self.init:g}, surrogate={self.surrogate!r}"
+        reset = "" if self.reset == "subtract" else f", reset={self.reset}"
+        return f"T={self.T}, init={self.init:g}, surrogate={self.surrogate!r}{reset}"
 
 
 @serializable
