@@ -7,10 +7,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test test-fast lint docs bench bench-sws bench-codings bench-peers bench-finetune bench-finetune-defaults bench-adaptive-bits bench-spquant bench-dtss bench-onnx bench-beta3 fuzz gpu-smoke gpu-check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/nir-consumers.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[dev,docs]"
+	$(BIN)/pip install -q --no-deps -r requirements/nir-consumers.txt
 	touch $(STAMP)
 
 install: $(STAMP)

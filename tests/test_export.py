@@ -101,9 +101,11 @@ def test_nir_rate_lenet5_round_trip(tmp_path: Path) -> None:
 
     from snnconvert.export.nir import export_nir
 
-    snn = to_snn(_avgpool_lenet(), coding="rate", T=8)
+    snn = to_snn(_avgpool_lenet(), coding="rate", T=8, reset="zero", half_init=False)
     result = export_nir(snn, tmp_path / "lenet.nir", (1, 8, 8))
     graph = nir.read(str(result.path))
+    assert graph.metadata["T"] == 8 and graph.metadata["dt"] == 1e-4 and result.differences == []
+    assert np.all(graph.nodes["relu1"].r == 1e4) and np.all(graph.nodes["relu1"].v_reset == 0)
     kinds = {name: type(node).__name__ for name, node in graph.nodes.items()}
     assert kinds == {"input": "Input", "conv1": "Conv2d", "relu1": "IF", "pool1": "AvgPool2d", "conv2": "Conv2d",
                      "relu2": "IF", "pool2": "AvgPool2d", "flatten": "Flatten", "fc1": "Affine", "relu3": "IF",
@@ -158,5 +160,6 @@ def test_cli_export(lenet_q: QuantizedModel, tmp_path: Path) -> None:
     np.testing.assert_allclose(out, _simulate(to_snn(lenet_q, coding="rate", T=4), x)[0], atol=1e-4, rtol=0)
     result = runner.invoke(app, ["export", "--input", str(artifact), "--format", "nir"])
     assert result.exit_code != 0 and "RateMaxPool" in result.output and not artifact.with_suffix(".nir").exists()
+    assert "--reset zero" in result.output and "--no-half-init" in result.output and "0x" not in result.output
     result = runner.invoke(app, ["export", "--input", str(artifact), "--format", "tflite"])
     assert result.exit_code != 0 and "--format" in result.output

@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
                 return
             console.print(f"wrote {safe_text(info['path'])} ({fmt}, {safe_text(snn.coding)}, "
                           f"{formats[fmt].describe(info)})", highlight=False)
+            for note in info.get("notes", []):
+                console.print(f"  {safe_text(note)}", highlight=False)
 
         _guard(body)
 

@@ -29,6 +29,12 @@ class ExportRequest:
     mode: str = option("unrolled", help="ONNX: unrolled (one graph over all time steps) or step (one time step, "
                                         "state in and state out; rate/IF, M-LIF and neurons with a one-step update).")
     spikes: bool = option(False, help="ONNX: add every neuron layer's spike frames as outputs.")
+    nir_dt: float = option(1e-4, help="NIR: the time step the file states, in seconds (IF r = 1/dt; the default "
+                                      "is SpikingJelly's; pass the same dt to the tool that reads the file).")
+    nir_pool: str = option("avg", help="NIR: average pooling as avg (AvgPool2d: SpikingJelly) or sum (SumPool2d "
+                                       "with 1/k^2 folded into the next layer: norse, sinabs).")
+    nir_inexact: bool = option(False, help="NIR: write neurons NIR's IF/LIF would run differently (reset by "
+                                           "subtraction, start at theta/2) anyway; the file's metadata lists how.")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,9 @@ class FinetuneConfig:
                 "straight-through; IF: triangular:1)."})
     learn_threshold: bool = field(default=False, metadata={"help": "Train the firing thresholds."})
     learn_leak: bool = field(default=False, metadata={"help": "Train the membrane leaks."})
+    leak_max: float | None = field(default=None, metadata={
+        "help": "Upper bound of the learned leaks, applied after every step (1.0 keeps every neuron a decaying "
+                "LIF, which NIR can hold; None: unbounded)."})
     per_channel: bool = field(default=False, metadata={"help": "One threshold / leak per channel, not per layer."})
     loss: str = field(default="ce", metadata={
         "help": "ce: cross-entropy of the decoded (time-averaged) output; tet: mean over steps of per-step CE."})
@@ -159,6 +162,8 @@ class FinetuneConfig:
                      "allow_class_mismatch"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(self, name, getattr(self, name), "give true or false")
+        if self.leak_max is not None and not (_number(self.leak_max) and self.leak_max > 0.0):
+            raise ConfigError(self, "leak_max", self.leak_max, "give a bound > 0 (1.0 for NIR's LIF) or none")
         if self.loss not in LOSSES:
             raise ConfigError(self, "loss", self.loss, f"choose {' or '.join(LOSSES)}")
         if self.augment_pad is not None and not (_int(self.augment_pad) and 0 <= self.augment_pad <= 4096):

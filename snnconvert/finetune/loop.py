@@ -44,6 +44,7 @@ from snnconvert.finetune.model import TrainingMonitor, checkpointed_neurons, rei
 from snnconvert.finetune.optim import EpochSchedule, build_optimizer
 from snnconvert.finetune.report import LOG_NAME, PLOT_NAME, write_curves, write_log
 from snnconvert.finetune.splits import stacked, training_data, validation_data
+from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.options import opt
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.training import EpochTotals, StepHooks, StepLoss, train_epoch
@@ -397,7 +398,14 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, confi
                 loss = loss + extra
         return StepLoss(loss, ce, logits)
 
+    bounded = [m.leak for m in model.modules()
+               if isinstance(m, SpikingNeuron) and getattr(m, "leak", None) is not None] \
+        if config.leak_max is not None else []
+
     def after(k: int) -> None:
+        with torch.no_grad():
+            for leak in bounded:
+                leak.clamp_(max=config.leak_max)
         for method in methods:
             method.after_step(model, first_step + k)
 

@@ -100,6 +100,25 @@ class SpikeStats:
         return self.events / max(slots, 1)
 
 
+@dataclass
+class NirNeuron:
+    """What a neuron layer becomes in a NIR graph (:meth:`SpikingNeuron.to_nir`).
+
+    ``node``: the NIR primitive (``nir.IF``, ``nir.LIF``, ...). ``input_scale``: a factor per
+    output channel (or a scalar) the export multiplies into the synapse feeding the layer (None:
+    none), e.g. the ``1/(1 - leak)`` that makes a consumer's ``dt/tau`` input term the simulator's
+    plain sum. ``differences``: what the node's NIR meaning does not do that the simulator does
+    (e.g. "resets by subtraction"); the export refuses such a node unless asked to write it anyway.
+    ``refusal``: why no NIR node can hold the layer at all (a leak above 1, say), named in the
+    export's one error.
+    """
+
+    node: Any
+    input_scale: Any = None
+    differences: tuple[str, ...] = ()
+    refusal: str | None = None  # why no NIR node can hold this layer (then ``node`` is None)
+
+
 class SpikingNeuron(nn.Module):
     """Base of all neuron modules: maps input frames (T_in*B, ...) to output frames.
 
@@ -246,9 +265,11 @@ class SpikingNeuron(nn.Module):
         for the membrane analyses. Only for ``has_membrane`` neurons."""
         raise NotImplementedError(f"{type(self).__name__} has no membrane recursion to probe")
 
-    def to_nir(self, shape: tuple[int, ...]) -> Any | None:
-        """The NIR node of this layer for frames of per-image ``shape``, or None when NIR has no
-        primitive for it (the export then refuses the network, naming the class)."""
+    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool) -> NirNeuron | None:
+        """The NIR node of this layer for frames of per-image ``shape`` and time step ``dt``, or
+        None when NIR has no primitive for it (the export then refuses the network, naming the
+        class). ``fold_input``: the export can multiply the synapse feeding this layer by
+        :attr:`NirNeuron.input_scale` (otherwise the node must take its input as it is)."""
         return None
 
     def needs_grad(self, inputs: Tensor) -> bool:

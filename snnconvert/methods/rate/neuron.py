@@ -35,15 +35,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snnconvert.methods.rate.config import LEAK_ORDERS, RESETS
-from snnconvert.neurons.base import SpikingNeuron, StepState, time_chunks
+from snnconvert.errors import option_ref
+from snnconvert.finetune.config import FinetuneConfig
+from snnconvert.methods.rate.config import LEAK_ORDERS, RESETS, RateConfig
+from snnconvert.neurons.base import NirNeuron, SpikingNeuron, StepState, time_chunks
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
+from snnconvert.options import opt
 from snnconvert.registry import serializable
 
 
@@ -334,8 +336,12 @@ class IFNeuron(SpikingNeuron):
                 first = u / theta
         return torch.stack(spikes), first
 
-    def to_nir(self, shape: tuple[int, ...]) -> Any | None:
-        """``nir.IF`` (soft reset to 0, r = 1), or ``nir.LIF`` with a learned leak (tau = 1/(1 - leak), dt = 1)."""
+    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool) -> NirNeuron | None:
+        """``nir.IF`` (``r = 1/dt``: the membrane adds the input once per step; reset to
+        ``v_reset = 0``), or ``nir.LIF`` for a learned leak below 1: ``tau = dt / (1 - leak)``
+        with ``r = 1`` and the input scaled by ``1/(1 - leak)`` in the synapse before it (or
+        ``r = tau/dt`` where it cannot be), so that a consumer's ``v += dt/tau (r I - v)`` is the
+        simulator's ``u = leak u + I``. Thresholds per neuron (learned ones per channel)."""
         import nir
         import numpy as np
 
@@ -345,16 +351,43 @@ class IFNeuron(SpikingNeuron):
                 view = param.detach().double().reshape((-1,) + (1,) * (len(shape) - 1)) if param.numel() > 1 \
                     else param.detach().double().reshape(())
                 value = value * 0 + view
-            return value.numpy().astype(np.float32)
+            return value.numpy()
 
-        threshold = per_neuron(self.threshold, 1.0)
-        meta = {"snnconvert": "IFNeuron", "soft_reset": True, "init": self.init, "T": self.T}
-        zeros, ones = np.zeros(shape, np.float32), np.ones(shape, np.float32)
-        if self.leak is not None:
-            leak = per_neuron(self.leak, 1.0)  # u <- leak * u per step
-            tau = np.where(leak < 1.0, 1.0 / np.maximum(1.0 - leak, 1e-12), np.inf).astype(np.float32)
-            return nir.LIF(tau=tau, r=ones, v_leak=zeros, v_threshold=threshold, v_reset=zeros, metadata=meta)
-        return nir.IF(r=ones, v_threshold=threshold, v_reset=zeros, metadata=meta)
+        differences = []
+        if self.reset != "zero":
+            differences.append("resets by subtracting the threshold (NIR's IF and LIF reset to v_reset; convert "
+                               f"with {opt(RateConfig, 'reset', assign=True)}zero)")
+        if self.init != 0.0:
+            differences.append(f"starts at {self.init:g} x threshold (NIR tools start at 0; convert with "
+                               f"{option_ref('half_init=False', '--no-half-init')})")
+        if self.order != "mlif" and self.leak is not None:
+            differences.append("leaks the reset too (dtss order)")
+        meta = {"snnconvert": "IFNeuron", "reset": self.reset, "init": self.init, "T": self.T, "dt": dt}
+        f32 = np.float32
+        threshold = per_neuron(self.threshold, 1.0).astype(f32)
+        zeros = np.zeros(shape, f32)
+        leak = per_neuron(self.leak, 1.0) if self.leak is not None else None
+        if leak is None or np.all(leak == 1.0):
+            return NirNeuron(nir.IF(r=np.full(shape, 1.0 / dt, f32), v_threshold=threshold, v_reset=zeros,
+                                    metadata=meta), differences=tuple(differences))
+        if np.any(leak > 1.0) or np.any(leak <= 0.0):
+            bad = leak[(leak > 1.0) | (leak <= 0.0)]
+            return NirNeuron(None, refusal=f"learned leak {float(bad.flat[0]):.6g} outside (0, 1] (a NIR LIF "
+                                           "decays its membrane; a leak above 1 would grow it: fine-tune with "
+                                           f"{opt(FinetuneConfig, 'leak_max', assign=True)}1)")
+        if np.any(leak == 1.0):
+            return NirNeuron(None, refusal="learned leak exactly 1 in some channels and below 1 in others "
+                                           "(NIR has no node that is IF in some channels and LIF in others; "
+                                           f"fine-tune with {opt(FinetuneConfig, 'leak_max', assign=True)}0.999)")
+        tau = dt / (1.0 - leak)
+        gain = 1.0 / (1.0 - leak)  # consumer input term dt/tau * r * I = (1 - leak) * r * I
+        if fold_input:
+            scale = (1.0 / (1.0 - self.leak.detach().double())).reshape(-1)  # one entry, or one per channel
+            return NirNeuron(nir.LIF(tau=tau.astype(f32), r=np.ones(shape, f32), v_leak=zeros,
+                                     v_threshold=threshold, v_reset=zeros, metadata=meta),
+                             input_scale=scale, differences=tuple(differences))
+        return NirNeuron(nir.LIF(tau=tau.astype(f32), r=gain.astype(f32), v_leak=zeros, v_threshold=threshold,
+                                 v_reset=zeros, metadata=meta), differences=tuple(differences))
 
     def extra_repr(self) -> str:
         reset = "" if self.reset == "subtract" else f", reset={self.reset}"

@@ -1,0 +1,271 @@
+"""NIR out: what the file says (hand-derived), and the file run unedited by norse, SpikingJelly and
+sinabs against snnconvert's simulator (issue 28).
+
+The consumers are test-only dependencies (``requirements/nir-consumers.txt``, installed by ``make
+test`` with ``--no-deps``); each round trip skips cleanly without its tool. Round trips run in
+float64 on both sides: the simulator folds the T steps into the batch and a tool runs them one by
+one, so their float32 convolutions may sum in another order on another CPU; in float64 a spike
+would flip only for a membrane within ~1e-15 of its threshold, so spike counts must be equal and
+logits agree to 1e-9 of their scale.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from snnconvert.data import InputSpec
+from snnconvert.errors import SnnConvertError
+from snnconvert.export.nir import export_nir
+from snnconvert.export.nir_consumers import run_consumer, simulator_run
+from snnconvert.ingest import load_model
+from snnconvert.models.cifar_resnet import cifar_resnet
+from snnconvert.pipeline import QuantizedModel, quantize, to_snn
+from snnconvert.quantize import QuantizeConfig
+from tests.helpers import randomize_batchnorm
+
+T = 32
+
+
+@pytest.fixture(scope="module")
+def avgpool_lenet() -> QuantizedModel:
+    """The bundled LeNet-5 with average pooling (NIR has no max-pool of spike trains)."""
+    model = copy.deepcopy(load_model("lenet5").module)
+    model.pool1, model.pool2 = nn.AvgPool2d(2), nn.AvgPool2d(2)
+    return quantize(model, data="digits", input_spec=InputSpec(1, (8, 8), None, None, None),
+                    config=QuantizeConfig(calib_limit=64), eval_limit=0)
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    from snnconvert.data.digits import digits_arrays
+
+    images = digits_arrays("test")[0]
+    return images[:24].float()
+
+
+def _hard(q: QuantizedModel, **options):
+    return to_snn(q, coding="rate", T=T, reset="zero", half_init=False, **options)
+
+
+def _with_leaks(snn, per_channel: bool = False):
+    """A copy with learned leaks 0.90, 0.92, ... per layer (per channel: plus 0.0001 c)."""
+    snn = copy.deepcopy(snn)
+    for i, (name, neuron) in enumerate(snn.neurons().items()):
+        width = _out_channels(snn, name)
+        neuron.make_trainable(learn_threshold=False, learn_leak=True,
+                              channels=(lambda width=width: width) if per_channel else None,
+                              dtype=torch.float64, device=torch.device("cpu"))
+        with torch.no_grad():
+            values = 0.90 + 0.02 * i + 0.0001 * torch.arange(neuron.leak.numel(), dtype=torch.float64)
+            neuron.leak.copy_(values.to(neuron.leak.dtype))
+    return snn
+
+
+def _out_channels(snn, name: str) -> int:
+    node = next(n for n in snn.body.graph.nodes if n.op == "call_module" and str(n.target) == name)
+    source = snn.body.get_submodule(node.args[0].target)
+    return int(source.weight.shape[0])
+
+
+# ------------------------------------------------------------------------------------ what the file says
+
+
+def test_the_default_rate_network_is_refused_with_both_differences_named(avgpool_lenet, tmp_path: Path) -> None:
+    snn = to_snn(avgpool_lenet, coding="rate", T=T)  # reset by subtraction, membranes from theta/2
+    with pytest.raises(SnnConvertError) as err:
+        export_nir(snn, tmp_path / "x.nir", (1, 8, 8))
+    message = str(err.value)
+    assert "resets by subtracting the threshold" in message and "starts at 0.5 x threshold" in message
+    assert "relu1, relu2, relu3, relu4" in message and "nir_inexact" in message and "\n" not in message
+    assert not (tmp_path / "x.nir").exists()
+    result = export_nir(snn, tmp_path / "x.nir", (1, 8, 8), inexact=True)
+    import nir
+
+    graph = nir.read(str(result.path))
+    assert len(result.differences) == 2 and "resets by subtracting" in graph.metadata["snnconvert.differences"]
+
+
+def test_a_learned_leak_is_a_lif_with_its_input_scaled_into_the_synapse(avgpool_lenet, tmp_path: Path) -> None:
+    """leak 0.9 (relu1): tau = dt/(1 - 0.9) = 1e-3 s, r = 1, and conv1's weights and bias times
+    1/(1 - 0.9) = 10, so a reader's v += dt/tau (I' - v) = 0.1 (10 I - v) is the simulator's
+    u = 0.9 u + I."""
+    import nir
+
+    snn = _with_leaks(_hard(avgpool_lenet))
+    graph = nir.read(str(export_nir(snn, tmp_path / "leak.nir", (1, 8, 8)).path))
+    lif = graph.nodes["relu1"]
+    assert isinstance(lif, nir.LIF)
+    np.testing.assert_allclose(lif.tau, 1e-4 / (1 - 0.9), rtol=1e-6)
+    assert np.all(lif.r == 1) and np.all(lif.v_leak == 0) and np.all(lif.v_reset == 0)
+    conv1 = snn.body.conv1
+    np.testing.assert_allclose(graph.nodes["conv1"].weight, conv1.weight.detach().double().numpy() * 10, rtol=1e-6)
+    np.testing.assert_allclose(graph.nodes["conv1"].bias, conv1.bias.detach().double().numpy() * 10, rtol=1e-6)
+
+
+@pytest.mark.parametrize("values,cause", [((1.0097,), "outside (0, 1]"), ((1.0, 0.95), "exactly 1 in some")])
+def test_leaks_no_lif_can_hold_are_refused_by_name(avgpool_lenet, tmp_path: Path, values, cause) -> None:
+    snn = _with_leaks(_hard(avgpool_lenet), per_channel=len(values) > 1)
+    neuron = snn.neurons()["relu2"]
+    with torch.no_grad():
+        neuron.leak.copy_(torch.tensor(values * (neuron.leak.numel() // len(values)), dtype=neuron.leak.dtype))
+    with pytest.raises(SnnConvertError, match=r"IFNeuron: learned leak .* at relu2") as err:
+        export_nir(snn, tmp_path / "x.nir", (1, 8, 8))
+    assert cause in str(err.value) and not (tmp_path / "x.nir").exists()
+
+
+def test_sum_pooling_folds_its_quarter_into_the_next_synapse(avgpool_lenet, tmp_path: Path) -> None:
+    import nir
+
+    snn = _hard(avgpool_lenet)
+    graph = nir.read(str(export_nir(snn, tmp_path / "sum.nir", (1, 8, 8), pool="sum").path))
+    assert isinstance(graph.nodes["pool1"], nir.SumPool2d) and isinstance(graph.nodes["pool2"], nir.SumPool2d)
+    np.testing.assert_allclose(graph.nodes["conv2"].weight, snn.body.conv2.weight.detach().double().numpy() / 4,
+                               rtol=1e-6)
+    np.testing.assert_allclose(graph.nodes["fc1"].weight, snn.body.fc1.weight.detach().double().numpy() / 4,
+                               rtol=1e-6)  # through the flatten
+    np.testing.assert_allclose(graph.nodes["conv2"].bias, snn.body.conv2.bias.detach().double().numpy(), rtol=1e-6)
+
+
+def test_bad_export_options_are_refused_by_name(avgpool_lenet, tmp_path: Path) -> None:
+    snn = _hard(avgpool_lenet)
+    with pytest.raises(SnnConvertError, match="nir_pool 'max'"):
+        export_nir(snn, tmp_path / "x.nir", (1, 8, 8), pool="max")
+    with pytest.raises(SnnConvertError, match="nir_dt 0"):
+        export_nir(snn, tmp_path / "x.nir", (1, 8, 8), dt=0)
+
+
+def test_leaks_trained_under_leak_max_export_as_lif(avgpool_lenet, tmp_path: Path) -> None:
+    """finetune --learn-leak moves leaks from 1 both ways (issue 28 saw 1.00002 to 1.0097, then
+    written as tau = inf); with leak_max 1 every leak stays at or below 1 and the file holds them."""
+    from snnconvert.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(epochs=1, max_batches_per_epoch=6, batch_size=32, lr=0.05, learn_leak=True,
+                            leak_max=1.0, val_limit=0, warmup_epochs=0)
+    result = finetune(avgpool_lenet, _hard(avgpool_lenet), config, data="digits")
+    leaks = torch.cat([n.leak.detach().reshape(-1) for n in result.snn.neurons().values() if n.leak is not None])
+    assert leaks.numel() == 4 and float(leaks.max()) <= 1.0 and float(leaks.min()) < 1.0
+    export_nir(result.snn, tmp_path / "trained.nir", (1, 8, 8))
+
+
+# ------------------------------------------------------------------------- a residual network, 1x1 convs
+
+
+def _image_folder(root: Path, classes: int = 10, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c:02d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def resnet_snn(tmp_path_factory):
+    """A random-weight CIFAR ResNet-20 with normalisation (a per-channel input pad), option-A
+    shortcuts and global average pooling, rate T=32 with the hard reset."""
+    torch.manual_seed(0)
+    model = randomize_batchnorm(cifar_resnet("resnet20")).eval()
+    data = f"imagefolder:{_image_folder(tmp_path_factory.mktemp('images'))}"
+    spec = InputSpec(3, (32, 32), None, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+    q = quantize(model, data=data, input_spec=spec, config=QuantizeConfig(calib_limit=20), eval_limit=0)
+    return _hard(q, calibrate="none")
+
+
+def test_a_residual_network_exports_with_every_reshuffle_as_a_1x1_conv(resnet_snn, tmp_path: Path) -> None:
+    import nir
+
+    graph = nir.read(str(export_nir(resnet_snn, tmp_path / "r.nir", (3, 32, 32)).path))
+    subsample, pad = graph.nodes["getitem"], graph.nodes["pad"]
+    assert tuple(subsample.stride) == (2, 2) and subsample.weight.shape == (16, 16, 1, 1)
+    assert np.array_equal(subsample.weight[:, :, 0, 0], np.eye(16))
+    assert pad.weight.shape == (32, 16, 1, 1) and np.array_equal(pad.weight[8:24, :, 0, 0], np.eye(16))
+    assert not pad.weight[:8].any() and not pad.weight[24:].any()
+    assert isinstance(graph.nodes["pool"], nir.AvgPool2d) and tuple(graph.nodes["pool"].kernel_size) == (8, 8)
+    values = resnet_snn.body.conv1_input_pad.values.double().numpy()
+    np.testing.assert_allclose(graph.nodes["conv1_input_pad"].bias, -values, rtol=1e-6)
+    assert tuple(graph.nodes["conv1"].padding) == (1, 1)
+    assert sum(1 for source, target in graph.edges if target == "layer1_0_relu2") == 2  # the residual sum
+
+
+# ----------------------------------------------------------------------------------- the round trips
+
+
+def _same(run, reference) -> None:
+    scale = float(np.abs(reference.logits).max())
+    assert np.abs(run.logits - reference.logits).max() <= 1e-9 * scale
+    assert (run.logits.argmax(1) == reference.logits.argmax(1)).all()
+    assert run.spike_counts == reference.spike_counts and sum(reference.spike_counts.values()) > 0
+
+
+def _close_in_float32(run, reference) -> None:
+    """A tool that computes in float32 only (sinabs' spike functions return float32): both sides
+    fold the T steps into the batch, but another CPU's kernels may sum in another order and move a
+    membrane that sits within ~1e-7 of its threshold across it. A flipped spike moves a layer's
+    count by 1 and a logit by at most max|W| / T, so: counts within 0.1 % per layer, logits within
+    5 % of their scale, top-1 equal on all but one image (measured here: all equal, 3e-7)."""
+    scale = float(np.abs(reference.logits).max())
+    assert np.abs(run.logits - reference.logits).max() <= 0.05 * scale
+    assert (run.logits.argmax(1) == reference.logits.argmax(1)).sum() >= len(reference.logits) - 1
+    for name, count in reference.spike_counts.items():
+        assert abs(run.spike_counts[name] - count) <= 1e-3 * max(count, 1.0), name
+
+
+@pytest.mark.parametrize("consumer,pool", [("spikingjelly", "avg"), ("norse", "sum")])
+@pytest.mark.parametrize("leaks", [False, True])
+def test_norse_and_spikingjelly_run_the_file_unedited_exactly(avgpool_lenet, digits, tmp_path: Path,
+                                                              consumer: str, pool: str, leaks: bool) -> None:
+    pytest.importorskip(consumer if consumer != "norse" else "norse.torch")
+    snn = _hard(avgpool_lenet)
+    snn = _with_leaks(snn) if leaks else snn
+    path = export_nir(snn, tmp_path / "n.nir", (1, 8, 8), pool=pool).path
+    _same(run_consumer(consumer, path, digits, T, dtype=torch.float64), simulator_run(snn, digits, torch.float64))
+
+
+def test_spikingjelly_runs_a_residual_network_exactly(resnet_snn, tmp_path: Path) -> None:
+    pytest.importorskip("spikingjelly")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    path = export_nir(resnet_snn, tmp_path / "r.nir", (3, 32, 32)).path
+    _same(run_consumer("spikingjelly", path, images, T, dtype=torch.float64),
+          simulator_run(resnet_snn, images, torch.float64))
+
+
+def test_spikingjelly_refuses_per_channel_leaks(avgpool_lenet, tmp_path: Path) -> None:
+    """Documented refusal: SpikingJelly builds one LIFNode per layer (one tau)."""
+    pytest.importorskip("spikingjelly")
+    snn = _with_leaks(_hard(avgpool_lenet), per_channel=True)
+    path = export_nir(snn, tmp_path / "c.nir", (1, 8, 8)).path
+    with pytest.raises(ValueError, match="uniform"):
+        run_consumer("spikingjelly", path, torch.rand(1, 1, 8, 8), T)
+
+
+def test_sinabs_runs_its_own_neuron_unless_set_to_the_files(avgpool_lenet, digits, tmp_path: Path) -> None:
+    """sinabs reads every IF as a multi-spike neuron (floor(v/theta) spikes a step) reset by
+    subtraction: with inputs above threshold its first layer fires more than one spike a step,
+    so its counts exceed the file's. Set to one spike a step, the file's reset and no lower
+    bound, it reproduces the simulator, for the hard reset and (written inexact) the soft one."""
+    pytest.importorskip("sinabs")
+    snn = _hard(avgpool_lenet)
+    path = export_nir(snn, tmp_path / "s.nir", (1, 8, 8), pool="sum").path
+    reference = simulator_run(snn, digits)
+    as_read = run_consumer("sinabs", path, digits, T)
+    assert as_read.spike_counts["relu1"] > 1.1 * reference.spike_counts["relu1"]  # measured: 75,827 vs 65,446
+    _close_in_float32(run_consumer("sinabs", path, digits, T, sinabs_as_nir=True), reference)
+    soft = to_snn(avgpool_lenet, coding="rate", T=T, half_init=False)
+    path = export_nir(soft, tmp_path / "soft.nir", (1, 8, 8), pool="sum", inexact=True).path
+    _close_in_float32(run_consumer("sinabs", path, digits, T, sinabs_as_nir=True), simulator_run(soft, digits))
+
+
+def test_sinabs_cannot_read_a_lif_with_per_neuron_arrays(avgpool_lenet, tmp_path: Path) -> None:
+    """Documented refusal: sinabs 3.1.3's from_nir tests ``any(node.v_leak) != 0`` on the array."""
+    pytest.importorskip("sinabs")
+    path = export_nir(_with_leaks(_hard(avgpool_lenet)), tmp_path / "l.nir", (1, 8, 8), pool="sum").path
+    with pytest.raises(ValueError, match="truth value of an array"):
+        run_consumer("sinabs", path, torch.rand(1, 1, 8, 8), T)
