@@ -176,7 +176,7 @@ def resnet_snn(tmp_path_factory):
     data = f"imagefolder:{_image_folder(tmp_path_factory.mktemp('images'))}"
     spec = InputSpec(3, (32, 32), None, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
     q = quantize(model, data=data, input_spec=spec, config=QuantizeConfig(calib_limit=20), eval_limit=0)
-    return _hard(q, calibrate="none")
+    return _hard(q, calibrate="bias", calibrate_images=8)  # the command line's default: leaves a gain after the pool
 
 
 def test_a_residual_network_exports_with_every_reshuffle_as_a_1x1_conv(resnet_snn, tmp_path: Path) -> None:
@@ -193,6 +193,10 @@ def test_a_residual_network_exports_with_every_reshuffle_as_a_1x1_conv(resnet_sn
     np.testing.assert_allclose(graph.nodes["conv1_input_pad"].bias, -values, rtol=1e-6)
     assert tuple(graph.nodes["conv1"].padding) == (1, 1)
     assert sum(1 for source, target in graph.edges if target == "layer1_0_relu2") == 2  # the residual sum
+    summed = nir.read(str(export_nir(resnet_snn, tmp_path / "s.nir", (3, 32, 32), pool="sum").path))
+    (after,) = [target for source, target in summed.edges if source == "pool"]
+    assert isinstance(summed.nodes["pool"], nir.SumPool2d)
+    np.testing.assert_allclose(summed.nodes[after].weight, graph.nodes[after].weight / 64, rtol=1e-6)  # 8x8 pool
 
 
 # ----------------------------------------------------------------------------------- the round trips
@@ -269,3 +273,20 @@ def test_sinabs_cannot_read_a_lif_with_per_neuron_arrays(avgpool_lenet, tmp_path
     path = export_nir(_with_leaks(_hard(avgpool_lenet)), tmp_path / "l.nir", (1, 8, 8), pool="sum").path
     with pytest.raises(ValueError, match="truth value of an array"):
         run_consumer("sinabs", path, torch.rand(1, 1, 8, 8), T)
+
+
+def test_cli_export_writes_the_file_and_says_how_to_run_it(avgpool_lenet, tmp_path: Path) -> None:
+    import nir
+    from typer.testing import CliRunner
+
+    from snnconvert.cli.app import app
+    from snnconvert.pipeline import save
+
+    artifact = save(tmp_path / "hard.snnc", avgpool_lenet, _hard(avgpool_lenet))
+    result = CliRunner().invoke(app, ["export", "--input", str(artifact), "--format", "nir", "--nir-pool", "sum",
+                                      "--nir-dt", "0.001", "--out", str(tmp_path / "hard.nir")])
+    assert result.exit_code == 0, result.output
+    assert "T = 32 steps of dt = 0.001 s" in result.output and "from_nir(graph, dt=0.001)" in result.output
+    graph = nir.read(str(tmp_path / "hard.nir"))
+    assert graph.metadata["dt"] == 0.001 and np.allclose(graph.nodes["relu1"].r, 1000.0)
+    assert isinstance(graph.nodes["pool1"], nir.SumPool2d)

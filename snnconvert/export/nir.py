@@ -136,11 +136,12 @@ class _Graph:
         return inputs[0] if isinstance(self.module(inputs[0]), (SynapseConv2d, SynapseLinear)) else None
 
     def _synapse_after(self, node: fx.Node) -> fx.Node | None:
-        """The synapse ``node`` feeds through flattening alone (each hop its only consumer)."""
+        """The synapse (or gain: a 1x1 conv in the file) ``node`` feeds through flattening alone
+        (each hop its only consumer)."""
         while len(node.users) == 1:
             (node,) = node.users
             module = self.module(node)
-            if isinstance(module, (SynapseConv2d, SynapseLinear)):
+            if isinstance(module, (SynapseConv2d, SynapseLinear, Gain)):
                 return node
             if not isinstance(module, (nn.Flatten, *_PASS_THROUGH)):
                 return None
@@ -307,7 +308,7 @@ class _Graph:
 
     def _gain(self, node: fx.Node, module: Gain, name: str) -> None:
         channels = _shape(node)[0]
-        gain = module.gain.detach().double().reshape(-1)
+        gain = module.gain.detach().double().reshape(-1) * self.in_scale.get(node, 1.0)
         self._one_by_one(node, name, torch.diag(gain.expand(channels) if gain.numel() == 1 else gain))
 
     def _pad_values(self, node: fx.Node, module: PadWithValues, name: str) -> None:
