@@ -301,15 +301,19 @@ app.command("quantize")(QUANTIZE)
 
 
 def _load_input(
-    input_path: Path | None, stages: tuple[str, ...], directory: Path | None
+    input_path: Path | None, stages: tuple[str, ...], directory: Path | None, **nir: Any
 ) -> tuple[Path, QuantizedModel, SpikingNetwork | None]:
+    """The artifact (or, with ``nir`` options, also a ``.nir`` file) ``--input`` names."""
+    from snnconvert.nir_in import load_input
     from snnconvert.pipeline import load
     from snnconvert.workspace import latest_artifact
 
     if input_path is not None and input_path.is_dir():
         input_path, directory = None, input_path
     path = input_path or latest_artifact(stages, directory)
-    q, snn = load(path, allow_unchecked=_state.get("allow_unchecked", False))
+    allow_unchecked = _state.get("allow_unchecked", False)
+    q, snn = load_input(path, allow_unchecked=allow_unchecked, **nir) if nir else load(path,
+                                                                                       allow_unchecked=allow_unchecked)
     return path, q, snn
 
 
@@ -432,8 +436,8 @@ def show_report(report: EvaluationReport, *, as_json: bool, plots: Path | None, 
 
 
 def evaluate_cmd(
-    input_path: Path | None = typer.Option(None, "--input", help="SNN or quantized artifact, or a run directory "
-                                           "(default: the latest)."),
+    input_path: Path | None = typer.Option(None, "--input", help="SNN or quantized artifact, a .nir graph, or a run "
+                                           "directory (default: the latest)."),
     sweep: list[str] = typer.Option([], "--sweep", help="KEY=V1,V2,... re-converts and evaluates each setting."),
     plots: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this directory."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -460,7 +464,7 @@ def evaluate_cmd(
             require_snn_reports,
             save_evaluation,
         )
-        from snnconvert.pipeline import load
+        from snnconvert.nir_in import load_input
 
         check_output_dir(plots, "--plots")
         config = config_from_flags(EvaluateConfig, config_flags(EvaluateConfig), (given or {}).get("evaluate", {}),
@@ -471,7 +475,7 @@ def evaluate_cmd(
             check_output_dir(chosen.path.parent, "the run directory (where the evaluation's JSON goes)")
         else:
             check_new_output_file(out, "--out", chosen.path)
-        q, snn = load(chosen.path, allow_unchecked=_state.get("allow_unchecked", False))
+        q, snn = load_input(chosen.path, allow_unchecked=_state.get("allow_unchecked", False), nir=config)
         require_snn_reports(config, snn, chosen.path.name)
         if chosen.note:
             err_console.print(f"[yellow]note:[/yellow] {safe_text(chosen.note)}", highlight=False, soft_wrap=True)

@@ -43,8 +43,8 @@ def register(app: typer.Typer) -> None:
         _guard(body)
 
     def finetune_cmd(
-        input_path: Path | None = typer.Option(None, "--input", help="SNN artifact, or a run directory to take the "
-                                               "latest from (default: the latest SNN artifact)."),
+        input_path: Path | None = typer.Option(None, "--input", help="SNN artifact, a .nir graph, or a run directory "
+                                               "to take the latest from (default: the latest SNN artifact)."),
         data: str = typer.Option(..., "--data", help="Training data: digits, imagefolder:PATH, cifar10:PATH, ..."),
         val_data: str | None = typer.Option(None, "--val-data", help="Validation data (default: the held-out part "
                                                                      "of the calibration data)."),
@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
             from snnconvert.distributed import DistContext
             from snnconvert.finetune import finetune
             from snnconvert.finetune.methods import methods_from_flags
+            from snnconvert.nir_in import is_nir_path, save_nir_network
             from snnconvert.pipeline import save
             from snnconvert.workspace import new_artifact_path
 
@@ -82,7 +83,8 @@ def register(app: typer.Typer) -> None:
                 FinetuneConfig, flags["finetune"], (given or {}).get("finetune", {}),
                 methods=methods_from_flags(*_method_flags(flags, given or {}, method, method_option)))
             config.validate()
-            path, q, snn = _load_input(input_path, ("snn",), None)
+            path, q, snn = _load_input(input_path, ("snn",), None, nir=config, data=data, seed=config.seed,
+                                       train_split=config.train_split)
             if snn is None:
                 raise SnnConvertError(f"{path} holds no SNN; run `snnconvert to-snn` first")
             directory = out or path.parent
@@ -91,8 +93,12 @@ def register(app: typer.Typer) -> None:
                               show_progress=not as_json, resume=resume)
             if not DistContext.from_env().is_main:  # under torchrun only rank 0 writes and reports
                 return
-            target = new_artifact_path(directory, "snn", f"{snn.coding}-finetuned")
-            written = save(target, q, result.snn, extra={"finetuned_from": str(path)})
+            if is_nir_path(path):  # NIR in, NIR out: there are no ANNs to put in an artifact
+                spec = q.info.input_spec
+                written = save_nir_network(result.snn, directory, path.stem, (spec.channels, *spec.size))
+            else:
+                target = new_artifact_path(directory, "snn", f"{snn.coding}-finetuned")
+                written = save(target, q, result.snn, extra={"finetuned_from": str(path)})
             last = result.history[-1] if result.history else {}
             seconds = sum(r["seconds"] for r in result.history)
             images = sum(r["images"] for r in result.history)

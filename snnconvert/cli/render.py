@@ -165,6 +165,9 @@ def _accuracy(console: Console, report: EvaluationReport) -> None:
         agree = {"SNN": acc.agreement_snn_quantized, "float ANN": acc.agreement_quantized_float}.get(s.model)
         t.add_row(safe_text(s.model), pct(s.top1), pct(s.top5), pct(agree) if s.model != "quantized ANN" else "-")
     console.print(t)
+    if acc.agreement_quantized_float is None:  # a network loaded from NIR: no ANNs
+        console.print(f"agreement with the quantized ANN: not available ({safe_text(report.source)} comes without "
+                      "ANNs)", highlight=False, soft_wrap=True)
 
 
 def _latency(console: Console, report: EvaluationReport) -> None:
@@ -228,9 +231,12 @@ def _timing(console: Console, report: EvaluationReport) -> None:
     tm = report.timing
     if tm is None or not tm.snn_seconds:
         return
+    versus = (f"quantized ANN {tm.quantized_seconds:.1f}s, " if tm.quantized_seconds else "")  # none: no ANN
+    ratio = f"{tm.snn_over_quantized:.2f}x on the same {tm.images} images, " if tm.quantized_seconds else \
+        f"{tm.images} images, "
     console.print(
-        f"time: quantized ANN {tm.quantized_seconds:.1f}s, SNN {tm.snn_seconds:.1f}s "
-        f"({tm.snn_over_quantized:.2f}x on the same {tm.images} images, {tm.snn_images_per_second:.1f} img/s, "
+        f"time: {versus}SNN {tm.snn_seconds:.1f}s "
+        f"({ratio}{tm.snn_images_per_second:.1f} img/s, "
         f"{tm.dtype}, {tm.device}, {tm.threads} thread{'s' if tm.threads != 1 else ''}); "
         f"peak memory {tm.peak_rss_mb:.0f} MB"
     )

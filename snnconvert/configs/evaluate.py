@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from snnconvert.configs.nir import NirInputOptions
 from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import shorten
 from snnconvert.options import DTYPE_NAMES, option
@@ -21,7 +22,7 @@ def parse_reports(text: str) -> tuple[str, ...]:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(NirInputOptions):
     """Options of :func:`snnconvert.evaluate.evaluate`."""
 
     data: str | None = option(None, help="Evaluation data (none: the held-out part of the calibration data).")
@@ -56,6 +57,7 @@ class EvaluateConfig:
         if not isinstance(self.allow_class_mismatch, bool):
             raise ConfigError(self, "allow_class_mismatch", self.allow_class_mismatch, ""
                                   "give true or false")
+        self.check_nir_options()
         resolve_device(self.device)
 
     def wants(self, name: str) -> bool:

@@ -33,6 +33,7 @@ from snnconvert.evaluate.run import (
     _peak_rss_mb,
     _run_snn,
     _score,
+    frame_activation,
     in_dtype,
     ops_report,
     run_logits,
@@ -82,44 +83,55 @@ def evaluate(
 def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: EvaluateConfig, show_progress: bool,
               ctx: DistContext, device: torch.device) -> EvaluationReport:
     require_snn_reports(config, snn, f"model {quantized.info.name}")
+    ann = quantized.model is not None  # False: a network without the ANN it came from (a NIR graph)
+    if not ann:
+        _check_without_ann(quantized, snn, config)
     snn_batch, memory_note = (simulation_batch(quantized, snn, config, device, show_progress=show_progress)
                               if snn is not None else (config.batch_size, None))  # before any work
-    split = materialize(eval_split(quantized, config.data, limit=config.limit, seed=config.seed,
-                                   allow_class_mismatch=config.allow_class_mismatch), progress=show_progress)
+    split = materialize(_evaluation_split(quantized, config), progress=show_progress)
     if len(split) == 0:
         raise SnnConvertError("no evaluation images")
     images = torch.stack([split.dataset[i][0] for i in range(len(split))])
     labels = torch.tensor([int(split.dataset[i][1]) for i in range(len(split))])
     dtype = DTYPES[config.dtype]
-    float_model = in_dtype(quantized.float_model, dtype, device)
-    quant_model = in_dtype(quantized.model, dtype, device)
     mine = images[list(ctx.shard(len(images)))] if ctx.enabled else images
-    float_logits, float_s = run_logits(float_model, mine, batch_size=config.batch_size, dtype=dtype,
-                                       label="float ANN", show_progress=show_progress, device=device)
-    quant_logits, quant_s = run_logits(quant_model, mine, batch_size=config.batch_size, dtype=dtype,
-                                       label="quantized ANN", show_progress=show_progress, device=device)
-    float_logits = ctx.gather_rows(float_logits, len(images), device)
-    quant_logits = ctx.gather_rows(quant_logits, len(images), device)
-    scores = [_score("float ANN", float_logits, labels), _score("quantized ANN", quant_logits, labels)]
+    float_logits = quant_logits = None
+    float_s = quant_s = 0.0
+    scores = []
+    if ann:
+        float_model = in_dtype(quantized.float_model, dtype, device)
+        quant_model = in_dtype(quantized.model, dtype, device)
+        float_logits, float_s = run_logits(float_model, mine, batch_size=config.batch_size, dtype=dtype,
+                                           label="float ANN", show_progress=show_progress, device=device)
+        quant_logits, quant_s = run_logits(quant_model, mine, batch_size=config.batch_size, dtype=dtype,
+                                           label="quantized ANN", show_progress=show_progress, device=device)
+        float_logits = ctx.gather_rows(float_logits, len(images), device)
+        quant_logits = ctx.gather_rows(quant_logits, len(images), device)
+        scores = [_score("float ANN", float_logits, labels), _score("quantized ANN", quant_logits, labels)]
     report = EvaluationReport(
         model=quantized.info.name, source=quantized.info.source, coding=snn.coding if snn else None,
         snn_info=dict(snn.info) if snn else {}, reports=tuple(config.reports),
         accuracy=AccuracyReport(len(split), split.description, scores, None, None,
-                                _agreement(quant_logits, float_logits)),
+                                _agreement(quant_logits, float_logits) if ann else None),
         notes=[memory_note] if memory_note else [],
     )
+    if not ann:
+        report.notes.append(f"{quantized.info.source} comes without the ANN it was trained as: there are no ANN "
+                            "scores and no agreement with an ANN to report")
     if snn is None:
         report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype,
                                      torch.get_num_threads(), str(device))
         return report
     snn = in_dtype(snn, dtype, device)
-    activation = largest_activation(float_model, images[:1].to(device=device, dtype=dtype))
+    activation = (largest_activation(float_model, images[:1].to(device=device, dtype=dtype)) if ann
+                  else frame_activation(snn, images[:1].to(device=device, dtype=dtype)))
     snn_logits, snn_s, loads = _run_snn(snn, mine, config, show_progress, activation, device=device,
                                         max_batch=snn_batch)
     snn_logits, loads = _combine_ranks(ctx, snn, snn_logits, loads, len(images), device)
     scores.append(_score("SNN", snn_logits, labels))
-    report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
-    report.accuracy.agreement_snn_float = _agreement(snn_logits, float_logits)
+    if ann:
+        report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
+        report.accuracy.agreement_snn_float = _agreement(snn_logits, float_logits)
     report.ops = ops_report(snn, loads, config.e_mac_pj, config.e_ac_pj)
     report.rates = [NeuronRates(s.name, s.neurons, s.lanes, s.rate, s.density, s.events_per_step)
                     for s in snn.spike_stats()]
@@ -133,13 +145,42 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
                 report.coding_reports[extra.name] = data
     _run_analyses(report, config, AnalysisContext(quantized, snn, images, labels, quant_logits, float_logits,
                                                   device, dtype, config.batch_size, show_progress))
-    report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12),
+    report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12) if ann else 0.0,
                                  len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype,
                                  torch.get_num_threads(), str(device))
     if config.sweep:
         report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress,
                                  activation, ctx=ctx, device=device)
     return report
+
+
+def _check_without_ann(quantized: QuantizedModel, snn: SpikingNetwork | None, config: EvaluateConfig) -> None:
+    """What an evaluation of a network without ANNs (a NIR graph) cannot do, refused before any work."""
+    source = quantized.info.source
+    if snn is None:
+        raise SnnConvertError(f"{source} holds neither ANNs nor a spiking network")
+    if not config.data:
+        raise SnnConvertError(f"{source} names no data: give {opt(EvaluateConfig, 'data')} (e.g. digits)")
+    if config.sweep:
+        raise SnnConvertError(f"{opt(EvaluateConfig, 'sweep')} re-converts the quantized ANN, and {source} has none")
+    asked = [name for name in analyses() if name in config.reports]
+    if asked:
+        raise SnnConvertError(f"report {', '.join(asked)} compares with the ANN, and {source} has none")
+
+
+def _evaluation_split(quantized: QuantizedModel, config: EvaluateConfig):
+    """The evaluation images: :func:`~snnconvert.core.eval_split` (away from the calibration
+    images), or for a network without ANNs, never calibrated, the data's evaluation images,
+    checked against the network's input and classes."""
+    if quantized.model is not None:
+        return eval_split(quantized, config.data, limit=config.limit, seed=config.seed,
+                          allow_class_mismatch=config.allow_class_mismatch)
+    from snnconvert.core import check_data_matches
+    from snnconvert.data import load_split
+
+    check_data_matches(quantized.info.name, quantized.info.input_spec, config.data)
+    return load_split(config.data, "eval", quantized.info.input_spec, limit=config.limit, seed=config.seed,
+                      classes=quantized.info.class_check(config.allow_class_mismatch))
 
 
 def _run_analyses(report: EvaluationReport, config: EvaluateConfig, context: AnalysisContext) -> None:

@@ -23,7 +23,7 @@ class AccuracyReport:
     scores: list[ModelScore]
     agreement_snn_quantized: float | None
     agreement_snn_float: float | None
-    agreement_quantized_float: float
+    agreement_quantized_float: float | None  # None: no ANNs (a network loaded from NIR)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from snnconvert.evaluate.report import LayerOps, ModelScore, OpsReport
 from snnconvert.progress import track
 from snnconvert.simulate.chunks import chunkable
 from snnconvert.simulate.gating import gated_state_ops
-from snnconvert.simulate.memory import chunk_budget, fit_simulation_batch, snn_batch_size
+from snnconvert.simulate.memory import chunk_budget, fit_simulation_batch, largest_activation, snn_batch_size
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
 from snnconvert.simulate.probes import SynapseLoad, synapse_probe
 
@@ -105,10 +105,13 @@ def simulation_batch(quantized: QuantizedModel, snn: SpikingNetwork, config: Eva
     available = None
     if device.type == "cuda":
         available = int(torch.cuda.mem_get_info(device)[0])
-    where = next(iter(quantized.model.parameters()), torch.zeros(())).device
+    # without an ANN (a network loaded from NIR) the SNN itself is measured, all its frames at once
+    reference: nn.Module = quantized.model if quantized.model is not None else _AllFrames(snn)
+    where = next(iter(reference.parameters()), torch.zeros(())).device
     example = torch.zeros(quantized.info.input_spec.example_shape(1), device=where)
     itemsize = torch.empty((), dtype=DTYPES[config.dtype]).element_size()
-    batch = fit_simulation_batch(quantized.model, example, steps, config.batch_size, element_size=itemsize,
+    batch = fit_simulation_batch(reference, example, steps if quantized.model is not None else 1, config.batch_size,
+                                 element_size=itemsize,
                                  what=f"the {snn.coding} network", option="--batch-size", available=available)
     if batch >= config.batch_size:
         return batch, None
@@ -117,6 +120,30 @@ def simulation_batch(quantized: QuantizedModel, snn: SpikingNetwork, config: Eva
     if show_progress:
         print(f"note: {note}", file=sys.stderr, flush=True)
     return batch, note
+
+
+class _AllFrames(nn.Module):
+    """``snn`` run with all its frames folded at once (no time chunks), so that its layers'
+    activations have their full size: what sizes a simulation when there is no ANN to measure."""
+
+    def __init__(self, snn: SpikingNetwork) -> None:
+        super().__init__()
+        self.snn = snn
+
+    def forward(self, images: Tensor) -> Tensor:
+        setting, self.snn.time_chunk_bytes = self.snn.time_chunk_bytes, 0
+        try:
+            return self.snn(images)
+        finally:
+            self.snn.time_chunk_bytes = setting
+
+
+def frame_activation(snn: SpikingNetwork, example: Tensor) -> int:
+    """Elements per image and frame of the largest activation of ``snn`` on ``example`` (what
+    :func:`~snnconvert.simulate.memory.largest_activation` measures of an ANN), for a network
+    without one (loaded from NIR)."""
+    frames = max(1, int(snn.info.get("frames", 1)))
+    return max(1, largest_activation(_AllFrames(snn), example) // frames)
 
 
 def wants_coding_reports(config: EvaluateConfig, snn: SpikingNetwork) -> bool:

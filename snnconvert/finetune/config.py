@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from snnconvert.configs.nir import NirInputOptions
 from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import shorten
 from snnconvert.manifest_check import MAX_BATCH, MAX_COUNT, MAX_EPOCHS, MAX_SEED
@@ -38,7 +39,7 @@ def _int(value: object) -> bool:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(NirInputOptions):
     """Options of BPTT fine-tuning of a converted SNN (M-LIF paper 000, §5.1 and A.3)."""
 
     epochs: int = field(default=1, metadata={"help": "Training epochs (0 returns the converted SNN unchanged).",
@@ -198,6 +199,7 @@ class FinetuneConfig:
                                   f"choose {', '.join(STANDARDIZE)}")
         if not isinstance(self.reinit_dead, bool):
             raise ConfigError(self, "reinit_dead", self.reinit_dead, "give true or false")
+        self.check_nir_options()
         from snnconvert.finetune.methods import active_methods
 
         active_methods(self.methods)  # unknown methods or options fail here, before any work

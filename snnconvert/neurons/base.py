@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from snnconvert.registry import Registry
+
 # Neurons per chunk of the time loops of the neuron dynamics on the CPU: 1 MiB of float32 per
 # state tensor, so a chunk's state stays in the L2/L3 cache across the steps while the per-op
 # overhead (about 2 us) is small against the arithmetic. On CUDA the whole layer is one chunk.
@@ -117,6 +119,25 @@ class NirNeuron:
     input_scale: Any = None
     differences: tuple[str, ...] = ()
     refusal: str | None = None  # why no NIR node can hold this layer (then ``node`` is None)
+
+
+@dataclass(frozen=True)
+class NirNeuronReader:
+    """How a NIR ``IF`` / ``LIF`` node becomes a simulator neuron (a method package registers one
+    in :data:`NIR_NEURON_READERS`): ``build(T, *, reset, init, leak)`` returns a layer with
+    threshold 1 in its input's units that adds its input each step, fires at ``>= 1`` and resets
+    as ``reset`` (one of ``resets``: NIR's is ``"zero"``), starting at ``init`` thresholds;
+    ``leak`` (a tensor, one entry or one per channel; None: no leak) multiplies the membrane each
+    step. ``recorded``: the ``"snnconvert"`` metadata value that the same package's NIR export
+    writes on its nodes (the reader then takes their ``reset`` and ``init`` from the metadata)."""
+
+    build: Callable[..., SpikingNeuron]
+    resets: tuple[str, ...]
+    recorded: str
+
+
+NIR_NEURON_READERS: Registry[NirNeuronReader] = Registry("NIR neuron reader")
+"""The readers of NIR's spiking nodes, by NIR primitive ("IF"; the rate package registers it)."""
 
 
 class SpikingNeuron(nn.Module):

@@ -199,9 +199,10 @@ def _clipping_report(snn: SpikingNetwork) -> dict[str, Any] | None:
 
 def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     pct = info["percentile"]
+    where = "per channel" if info["per_channel"] else "per layer"
     return [("T (time steps)", str(info["T"])),
-            ("threshold", f"{'max' if pct == 'max' else f'p{pct:g}'} of activations, "
-                          f"{'per channel' if info['per_channel'] else 'per layer'}"),
+            ("threshold", f"as imported ({where})" if pct is None  # a network loaded from NIR
+             else f"{'max' if pct == 'max' else f'p{pct:g}'} of activations, {where}"),
             ("initial membrane", "theta/2" if info["half_init"] else "0"),
             ("reset", "to 0 (hard)" if info.get("reset") == "zero" else "by subtraction (soft)"),
             ("precision", info["dtype"]),

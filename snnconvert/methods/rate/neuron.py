@@ -43,7 +43,14 @@ from torch import Tensor
 from snnconvert.errors import option_ref
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.methods.rate.config import LEAK_ORDERS, RESETS, RateConfig
-from snnconvert.neurons.base import NirNeuron, SpikingNeuron, StepState, time_chunks
+from snnconvert.neurons.base import (
+    NIR_NEURON_READERS,
+    NirNeuron,
+    NirNeuronReader,
+    SpikingNeuron,
+    StepState,
+    time_chunks,
+)
 from snnconvert.neurons.surrogates import Surrogate, get_surrogate, spike
 from snnconvert.options import opt
 from snnconvert.registry import serializable
@@ -392,6 +399,21 @@ class IFNeuron(SpikingNeuron):
     def extra_repr(self) -> str:
         reset = "" if self.reset == "subtract" else f", reset={self.reset}"
         return f"T={self.T}, init={self.init:g}, surrogate={self.surrogate!r}{reset}"
+
+
+def nir_neuron(T: int, *, reset: str, init: float, leak: Tensor | None) -> IFNeuron:
+    """The IF neuron of a NIR ``IF`` / ``LIF`` node (:class:`~snnconvert.neurons.base.NirNeuronReader`):
+    an imported leak is a constant of the model (not trained by ``learn_leak``)."""
+    if leak is None:
+        return IFNeuron(T, init=init, reset=reset)
+    neuron = IFNeuron(T, init=init, reset=reset, learn_leak=True, channels=leak.numel())
+    with torch.no_grad():
+        neuron.leak.copy_(leak.to(neuron.leak.dtype))
+    neuron.leak.requires_grad_(False)
+    return neuron
+
+
+NIR_NEURON_READERS.register("IF", NirNeuronReader(nir_neuron, RESETS, "IFNeuron"))
 
 
 @serializable
