@@ -104,7 +104,7 @@ class _Graph:
         self.edges: list[tuple[str, str]] = []
         self.sources: dict[fx.Node, list[str]] = {}
         self.problems: dict[str, list[str]] = defaultdict(list)  # cause -> node names
-        self.differences: dict[str, list[str]] = defaultdict(list)
+        self.differences: dict[tuple[tuple[str, ...], str], list[str]] = defaultdict(list)  # (what, fix) -> nodes
         self.out_scale: dict[fx.Node, torch.Tensor] = {}  # synapse -> factor per output channel
         self.in_scale: dict[fx.Node, float] = {}  # synapse -> factor on its whole input
         self.pad_values: dict[fx.Node, tuple[PadWithValues, fx.Node]] = {}  # conv -> the pad before it
@@ -159,8 +159,8 @@ class _Graph:
             return
         if spec.input_scale is not None and synapse is not None:
             self.out_scale[synapse] = torch.as_tensor(spec.input_scale, dtype=torch.float64).reshape(-1)
-        for difference in spec.differences:
-            self.differences[difference].append(node.name)
+        if spec.differences:
+            self.differences[(spec.differences, spec.fix)].append(node.name)
         self.neurons[node] = spec
 
     def _plan_sum_pool(self, node: fx.Node, module: nn.Module) -> None:
@@ -367,6 +367,12 @@ class _Graph:
         return (*k, s, p)
 
 
+def _names(names: list[str], shown: int = 4) -> str:
+    """Node names for a message: the first few, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: float = 1e-4, pool: str = "avg",
                  inexact: bool = False) -> tuple[Any, list[str]]:
     """The ``nir.NIRGraph`` of ``snn`` and the simulator's behaviours it does not state (see the
@@ -397,14 +403,15 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: 
     graph.plan()
     graph.nodes["input"] = nir.Input(input_type={"input": np.array(image_shape)})
     graph.build()
-    problems = [f"{cause} at {', '.join(names)}" for cause, names in graph.problems.items()]
-    differences = [f"{what} at {', '.join(names)}" for what, names in graph.differences.items()]
+    problems = [f"{cause} at {_names(names)}" for cause, names in graph.problems.items()]
+    differences = [f"{_names(names)}: {' and '.join(what)}" for (what, _), names in graph.differences.items()]
     if differences and not inexact:
-        problems += [f"a neuron NIR would run differently: it {d}" for d in differences]
+        fixes = sorted({fix for (_, fix) in graph.differences if fix})
+        problems += [f"{d} (NIR's IF and LIF reset to v_reset from 0{'; ' + ', '.join(fixes) if fixes else ''}, or "
+                     f"pass {opt(ExportRequest, 'nir_inexact')})" for d in differences]
     if problems:
-        hint = (f"; or pass {opt(ExportRequest, 'nir_inexact')} to write the neurons anyway" if differences
-                and not graph.problems else f"; export with {opt('export', 'format')} onnx")
-        raise SnnConvertError(f"NIR cannot hold this {snn.coding} network: {'; '.join(problems)}{hint}")
+        raise SnnConvertError(f"NIR cannot hold this {snn.coding} network: {'; '.join(problems)}"
+                              f"{'; or export with ' + opt('export', 'format') + ' onnx' if graph.problems else ''}")
     metadata = {"snnconvert.coding": snn.coding, "T": steps, "dt": float(dt),
                 "decoder": "mean of the output over the T steps", "input": "the image, the same at every step"}
     if differences:

@@ -109,8 +109,9 @@ class NirNeuron:
     ``node``: the NIR primitive (``nir.IF``, ``nir.LIF``, ...). ``input_scale``: a factor per
     output channel (or a scalar) the export multiplies into the synapse feeding the layer (None:
     none), e.g. the ``1/(1 - leak)`` that makes a consumer's ``dt/tau`` input term the simulator's
-    plain sum. ``differences``: what the node's NIR meaning does not do that the simulator does
-    (e.g. "resets by subtraction"); the export refuses such a node unless asked to write it anyway.
+    plain sum. ``differences``: what the simulator's layer does that the node's NIR meaning does
+    not (e.g. "reset by subtraction"), and ``fix`` how to convert without them; the export
+    refuses such a node unless asked to write it anyway.
     ``refusal``: why no NIR node can hold the layer at all (a leak above 1, say), named in the
     export's one error.
     """
@@ -118,6 +119,7 @@ class NirNeuron:
     node: Any
     input_scale: Any = None
     differences: tuple[str, ...] = ()
+    fix: str = ""  # how to convert for a node without differences ("convert with --reset zero")
     refusal: str | None = None  # why no NIR node can hold this layer (then ``node`` is None)
 
 

@@ -360,15 +360,16 @@ class IFNeuron(SpikingNeuron):
                 value = value * 0 + view
             return value.numpy()
 
-        differences = []
+        differences, fixes = [], []
         if self.reset != "zero":
-            differences.append("resets by subtracting the threshold (NIR's IF and LIF reset to v_reset; convert "
-                               f"with {opt(RateConfig, 'reset', assign=True)}zero)")
+            differences.append("reset by subtraction")
+            fixes.append(f"{opt(RateConfig, 'reset', assign=True)}zero")
         if self.init != 0.0:
-            differences.append(f"starts at {self.init:g} x threshold (NIR tools start at 0; convert with "
-                               f"{option_ref('half_init=False', '--no-half-init')})")
+            differences.append(f"start at {self.init:g} x threshold")
+            fixes.append(option_ref("half_init=False", "--no-half-init"))
         if self.order != "mlif" and self.leak is not None:
-            differences.append("leaks the reset too (dtss order)")
+            differences.append("leak the reset too (dtss order)")
+        fix = f"convert with {' '.join(fixes)}" if fixes else ""
         meta = {"snnconvert": "IFNeuron", "reset": self.reset, "init": self.init, "T": self.T, "dt": dt}
         f32 = np.float32
         threshold = per_neuron(self.threshold, 1.0).astype(f32)
@@ -376,7 +377,7 @@ class IFNeuron(SpikingNeuron):
         leak = per_neuron(self.leak, 1.0) if self.leak is not None else None
         if leak is None or np.all(leak == 1.0):
             return NirNeuron(nir.IF(r=np.full(shape, 1.0 / dt, f32), v_threshold=threshold, v_reset=zeros,
-                                    metadata=meta), differences=tuple(differences))
+                                    metadata=meta), differences=tuple(differences), fix=fix)
         if np.any(leak > 1.0) or np.any(leak <= 0.0):
             bad = leak[(leak > 1.0) | (leak <= 0.0)]
             return NirNeuron(None, refusal=f"learned leak {float(bad.flat[0]):.6g} outside (0, 1] (a NIR LIF "
@@ -392,9 +393,9 @@ class IFNeuron(SpikingNeuron):
             scale = (1.0 / (1.0 - self.leak.detach().double())).reshape(-1)  # one entry, or one per channel
             return NirNeuron(nir.LIF(tau=tau.astype(f32), r=np.ones(shape, f32), v_leak=zeros,
                                      v_threshold=threshold, v_reset=zeros, metadata=meta),
-                             input_scale=scale, differences=tuple(differences))
+                             input_scale=scale, differences=tuple(differences), fix=fix)
         return NirNeuron(nir.LIF(tau=tau.astype(f32), r=gain.astype(f32), v_leak=zeros, v_threshold=threshold,
-                                 v_reset=zeros, metadata=meta), differences=tuple(differences))
+                                 v_reset=zeros, metadata=meta), differences=tuple(differences), fix=fix)
 
     def extra_repr(self) -> str:
         reset = "" if self.reset == "subtract" else f", reset={self.reset}"
