@@ -45,7 +45,7 @@ def test_readme_is_short_and_keeps_the_two_commands_and_its_excerpt() -> None:
         start, end = f"--8<-- [start:{section}]", f"--8<-- [end:{section}]"
         assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
     excerpt = text.split("--8<-- [start:demo-output]", 1)[1].split("--8<-- [end:demo-output]", 1)[0]
-    assert "3/3 evaluate on the held-out part of digits" in excerpt and "│ SNN           │ 98.89%" in excerpt
+    assert "3/3 evaluate on the held-out part of digits" in excerpt and "│ SNN                   │ 98.89%" in excerpt
 
 
 def test_every_docs_link_in_the_readme_names_an_existing_page() -> None:

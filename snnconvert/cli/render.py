@@ -163,8 +163,16 @@ def _accuracy(console: Console, report: EvaluationReport) -> None:
         t.add_column(col, justify="left" if col == "model" else "right")
     for s in acc.scores:
         agree = {"SNN": acc.agreement_snn_quantized, "float ANN": acc.agreement_quantized_float}.get(s.model)
-        t.add_row(safe_text(s.model), pct(s.top1), pct(s.top5), pct(agree) if s.model != "quantized ANN" else "-")
+        name = "quantized ANN (exact)" if s.model == "quantized ANN" and acc.quantized_run else s.model
+        t.add_row(safe_text(name), pct(s.top1), pct(s.top5), pct(agree) if s.model != "quantized ANN" else "-")
     console.print(t)
+    run = acc.quantized_run
+    if run is not None:
+        snn = f", SNN agreement with it {pct(run.agreement_snn)}" if run.agreement_snn is not None else ""
+        console.print(f"quantized ANN (exact): integer sums, the reference of agreement; run in "
+                      f"{safe_text(run.dtype)}: top-1 {pct(run.top1)}, same class as the exact one on "
+                      f"{pct(run.agreement_exact)}{snn}",
+                      highlight=False, soft_wrap=True)
     if acc.agreement_quantized_float is None:  # a network loaded from NIR: no ANNs
         console.print(f"agreement with the quantized ANN: not available ({safe_text(report.source)} comes without "
                       "ANNs)", highlight=False, soft_wrap=True)

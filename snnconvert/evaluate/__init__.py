@@ -22,6 +22,7 @@ from snnconvert.evaluate.report import (
     ModelScore,
     NeuronRates,
     OpsReport,
+    QuantizedRun,
     SweepRow,
     TimingReport,
     evaluations_beside,
@@ -43,6 +44,7 @@ from snnconvert.evaluate.run import (
 )
 from snnconvert.evaluate.sweep import run_sweep, sweep_grid
 from snnconvert.options import opt
+from snnconvert.quantize.exact import exact_reference
 from snnconvert.reports.analyses import AnalysisContext, analyses
 from snnconvert.simulate.memory import largest_activation
 from snnconvert.simulate.network import DTYPES, SpikingNetwork
@@ -105,8 +107,12 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
                                            label="float ANN", show_progress=show_progress, device=device)
         quant_logits, quant_s = run_logits(quant_model, mine, batch_size=config.batch_size, dtype=dtype,
                                            label="quantized ANN", show_progress=show_progress, device=device)
+        exact_model = exact_reference(quantized.model).to(device)
+        exact_logits, _ = run_logits(exact_model, mine, batch_size=config.batch_size, dtype=torch.float64,
+                                     label="quantized ANN, exact", show_progress=show_progress, device=device)
         float_logits = ctx.gather_rows(float_logits, len(images), device)
-        quant_logits = ctx.gather_rows(quant_logits, len(images), device)
+        run_quant_logits = ctx.gather_rows(quant_logits, len(images), device)
+        quant_logits = ctx.gather_rows(exact_logits, len(images), device)  # the reference from here on
         scores = [_score("float ANN", float_logits, labels), _score("quantized ANN", quant_logits, labels)]
     report = EvaluationReport(
         model=quantized.info.name, source=quantized.info.source, coding=snn.coding if snn else None,
@@ -115,6 +121,10 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
                                 _agreement(quant_logits, float_logits) if ann else None),
         notes=[memory_note] if memory_note else [],
     )
+    if ann:
+        report.accuracy.quantized_run = QuantizedRun(config.dtype, _score("quantized ANN", run_quant_logits,
+                                                                          labels).top1,
+                                                     _agreement(run_quant_logits, quant_logits))
     if not ann:
         report.notes.append(f"{quantized.info.source} comes without the ANN it was trained as: there are no ANN "
                             "scores and no agreement with an ANN to report")
@@ -132,6 +142,7 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
     if ann:
         report.accuracy.agreement_snn_quantized = _agreement(snn_logits, quant_logits)
         report.accuracy.agreement_snn_float = _agreement(snn_logits, float_logits)
+        report.accuracy.quantized_run.agreement_snn = _agreement(snn_logits, run_quant_logits)
     report.ops = ops_report(snn, loads, config.e_mac_pj, config.e_ac_pj)
     report.rates = [NeuronRates(s.name, s.neurons, s.lanes, s.rate, s.density, s.events_per_step)
                     for s in snn.spike_stats()]

@@ -17,13 +17,30 @@ class ModelScore:
 
 
 @dataclass
+class QuantizedRun:
+    """The quantized ANN as run in the evaluation's dtype (float32 by default; its sums round in
+    the kernels' order): its top-1, how often its class equals the exact reference's, and the
+    SNN's agreement with it (the figure earlier releases reported)."""
+
+    dtype: str
+    top1: float
+    agreement_exact: float | None
+    agreement_snn: float | None = None
+
+
+@dataclass
 class AccuracyReport:
+    """Scores and agreements. "quantized ANN" is the exact integer reference
+    (:mod:`snnconvert.quantize.exact`); ``quantized_run`` is the same network run in the
+    evaluation's dtype."""
+
     images: int
     data: str
     scores: list[ModelScore]
     agreement_snn_quantized: float | None
     agreement_snn_float: float | None
     agreement_quantized_float: float | None  # None: no ANNs (a network loaded from NIR)
+    quantized_run: QuantizedRun | None = None
 
 
 @dataclass
