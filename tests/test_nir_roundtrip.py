@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import randomize_batchnorm
 from PIL import Image
 from torch import nn
 
@@ -28,7 +29,6 @@ from snnconvert.ingest import load_model
 from snnconvert.models.cifar_resnet import cifar_resnet
 from snnconvert.pipeline import QuantizedModel, quantize, to_snn
 from snnconvert.quantize import QuantizeConfig
-from tests.helpers import randomize_batchnorm
 
 T = 32
 
