@@ -97,4 +97,6 @@ def test_ts_auto_keeps_the_networks_dtype(lenet) -> None:
     assert snn.compute_dtype() == torch.float64
     assert {p.dtype for p in snn.parameters()} == {torch.float64}
     assert {name: t.dtype for name, t in lenet.model.state_dict().items()} == before
-    assert snn.info["auto"]["images"] == 48 and 8 <= snn.info["T_inf"] <= 8 + 8 * len(snn.info["Ts"])
+    auto = snn.info["auto"]
+    assert auto["images"] == 38 and auto["holdout"]["images"] == 10  # 48 with the default 0.2 held out
+    assert 8 <= snn.info["T_inf"] <= 8 + 8 * len(snn.info["Ts"])

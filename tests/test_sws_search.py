@@ -35,6 +35,7 @@ def setup():
 
 
 def _search(q, loader, **options):
+    options.setdefault("auto_holdout", 0.0)  # search on all 96 images unless a test holds some out
     cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=0.97, auto_limit=96, **options)
     snn = convert_sws(q, cfg)
     return snn, auto_silent_periods(snn, q, loader, cfg)
@@ -58,6 +59,25 @@ def test_refinement_keeps_only_evaluated_passing_settings(setup) -> None:
     assert all(not t["passed"] for t in tail)
     assert sorted(t["step"] for t in tail) == sorted(f"{n} to Ts={auto['chosen'][n] - 1}" for n in final)
     assert auto["chosen"] == dict(zip(snn.info["neuron_layers"], snn.info["Ts"], strict=True))
+
+
+def test_held_out_images_are_not_searched_and_give_the_estimate(setup) -> None:
+    """auto_holdout 0.25 of 96 images: 24 held out (seeded), 72 searched; the estimate is the
+    chosen network's agreement with the exact reference on exactly those 24."""
+    from snnconvert.methods.sws.coding import _holdout_split
+    from snnconvert.quantize.exact import exact_reference
+
+    q, images, loader = setup
+    searched, held = _holdout_split(96, 0.25, 0)
+    assert len(held) == 24 and len(searched) == 72 and not set(held.tolist()) & set(searched.tolist())
+    assert torch.equal(_holdout_split(96, 0.25, 0)[1], held) and not torch.equal(_holdout_split(96, 0.25, 1)[1], held)
+    snn, auto = _search(q, loader, auto_holdout=0.25)
+    assert auto["images"] == 72 and auto["holdout"]["images"] == 24
+    assert all(t["images_compared"] <= 72 for t in auto["trials"])
+    reference = _predict(exact_reference(q), images[held], torch.float64)
+    expected = float((_predict(copy.deepcopy(snn).float(), images[held], torch.float32) == reference).double().mean())
+    assert auto["holdout"]["agreement"] == expected
+    assert "on 24 held-out calibration images" in search_tables(auto)[0].title
 
 
 def test_search_is_deterministic(setup) -> None:
@@ -151,5 +171,6 @@ def test_search_shows_its_evaluations_as_progress(setup, capsys) -> None:
     cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=0.97, auto_limit=96)
     auto = auto_silent_periods(convert_sws(q, cfg), q, loader, cfg, show_progress=True)
     err = capsys.readouterr().err  # not a terminal: plain lines at the start and the end
-    assert "--Ts auto on 96 images: evaluations: 0" in err and "started" in err
-    assert f"--Ts auto on 96 images: evaluations: {len(auto['trials'])} (" in err and "done" in err
+    assert auto["images"] == 77 and auto["holdout"]["images"] == 19  # the default auto_holdout 0.2 of 96
+    assert "--Ts auto on 77 images: evaluations: 0" in err and "started" in err
+    assert f"--Ts auto on 77 images: evaluations: {len(auto['trials'])} (" in err and "done" in err

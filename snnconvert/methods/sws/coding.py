@@ -40,6 +40,7 @@ from snnconvert.methods.sws.neuron import SWSEncoder, SWSMaxPoolNeuron, TSANeuro
 from snnconvert.neurons.base import SpikingNeuron, unfold_time
 from snnconvert.options import opt
 from snnconvert.progress import Progress
+from snnconvert.quantize.exact import exact_reference
 from snnconvert.quantize.modules import ActQuant
 from snnconvert.quantize.quantizer import INPUT_QUANT
 from snnconvert.simulate.network import SpikingNetwork
@@ -239,6 +240,14 @@ def _calibration_images(loader: DataLoader, limit: int) -> torch.Tensor:
     return torch.cat(batches)[:limit]
 
 
+def _holdout_split(count: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the images the search runs on and of those it holds out (a seeded ``share``,
+    at least one image when the share is above 0 and two images are there)."""
+    held = min(count - 1, max(1, round(share * count))) if share > 0 and count > 1 else 0
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(int(seed)))
+    return order[held:].sort().values, order[:held].sort().values
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, images: torch.Tensor, dtype: torch.dtype, batch: int = 250) -> torch.Tensor:
     return torch.cat([model(images[i:i + batch].to(dtype)).argmax(1) for i in range(0, len(images), batch)])
@@ -427,12 +436,15 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     """
     device = torch.device("cpu") if device is None else device
     started = time.perf_counter()
-    images = _calibration_images(calibration, cfg.auto_limit).to(device)
-    if len(images) < cfg.auto_limit and show_progress:
-        print(f"note: --Ts auto searches on {len(images)} images: the calibration pool holds fewer than "
+    pool = _calibration_images(calibration, cfg.auto_limit).to(device)
+    if len(pool) < cfg.auto_limit and show_progress:
+        print(f"note: --Ts auto searches on {len(pool)} images: the calibration pool holds fewer than "
               f"--auto-limit {cfg.auto_limit}", file=sys.stderr, flush=True)
     max_ts = cfg.Tc if cfg.auto_max is None else cfg.auto_max
-    reference = _predict(_on(_as_float32(quantized), device), images, torch.float32)
+    # the reference is the quantized ANN in exact arithmetic, as evaluate's agreement is
+    pool_reference = _predict(_on(exact_reference(quantized), device), pool, torch.float64)
+    searched, held = _holdout_split(len(pool), cfg.auto_holdout, cfg.auto_seed)
+    images, reference = pool[searched], pool_reference[searched]
     snn32 = _on(_as_float32(snn), device)
     names = list(neuron_modules(snn32.body))
     with Progress(f"--Ts auto on {len(images)} images: evaluations", show=show_progress) as progress:
@@ -519,7 +531,12 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
                     chosen, improved = trial, True
     set_silent_periods(snn.body, chosen)
     snn.info.update(sws_latency(snn, cfg))
-    return {"uniform_Ts": k_star, "images": len(images), "images_requested": cfg.auto_limit,
+    holdout = None
+    if len(held):
+        set_silent_periods(snn32.body, chosen)
+        agree = (_predict(snn32, pool[held], torch.float32) == pool_reference[held]).double().mean()
+        holdout = {"images": len(held), "agreement": float(agree)}
+    return {"uniform_Ts": k_star, "images": len(images), "images_requested": cfg.auto_limit, "holdout": holdout,
             "target": cfg.auto_agreement, "trials": runs.trials,
             "repairs": repairs, **runs.summary(),
             "evaluations": len(runs.trials), "seconds": time.perf_counter() - started,
@@ -616,8 +633,8 @@ def search_data(snn: SpikingNetwork) -> dict[str, Any] | None:
     auto = snn.info.get("auto")
     if not auto:
         return None
-    return {k: auto[k] for k in ("uniform_Ts", "images", "target", "trials", "evaluations", "seconds", "T_inf")
-            if k in auto}
+    return {k: auto[k] for k in ("uniform_Ts", "images", "target", "trials", "evaluations", "seconds", "T_inf",
+                                 "holdout") if k in auto}
 
 
 def search_tables(data: dict[str, Any]) -> list[ReportTable]:
@@ -629,10 +646,13 @@ def search_tables(data: dict[str, Any]) -> list[ReportTable]:
     rows = [(str(t_inf), _pct(agree) if exact else f"< {_pct(agree)}", "yes" if agree >= data["target"] else "no")
             for t_inf, (agree, exact) in sorted(frontier.items())]
     seconds = f", {data['seconds']:.0f} s" if "seconds" in data else ""
+    held = data.get("holdout")
+    unseen = (f"; the chosen setting on {held['images']} held-out calibration images: {_pct(held['agreement'])}"
+              if held else "")
     return [ReportTable(
         f"--Ts auto: best agreement at each T_inf over {len(trials)} evaluations on {data['images']} "
-        f"calibration images{seconds} (target {_pct(data['target'])}; '<': the evaluation stopped once it had "
-        "failed, so only a bound is known)",
+        f"calibration images{seconds} (target {_pct(data['target'])}{unseen}; '<': the evaluation stopped once it "
+        "had failed, so only a bound is known)",
         ("T_inf", "best agreement", "meets target"), rows)]
 
 
@@ -680,6 +700,11 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("--Ts auto", f"best uniform Ts {auto.get('uniform_Ts')}, then per layer; {len(auto['trials'])} "
                                   f"evaluations on {auto['images']} calibration images (target "
                                   f"{100 * auto['target']:.1f}% agreement)"))
+        held = auto.get("holdout")
+        if held:
+            rows.append(("--Ts auto on held-out images", f"{100 * held['agreement']:.2f}% agreement on "
+                                                         f"{held['images']} calibration images it did not search on "
+                                                         "(an estimate for unseen images)"))
     return rows
 
 

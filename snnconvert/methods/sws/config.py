@@ -29,6 +29,9 @@ class SWSConfig:
     auto_limit: int = option(2000, help="--Ts auto: calibration images it evaluates on (a seeded stratified "
                                         "sample of the quantize step's calibration pool).")
     auto_seed: int = option(0, help="--Ts auto: seed of that sample.")
+    auto_holdout: float = option(0.2, help="--Ts auto: share of those images kept out of the search, on which the "
+                                           "chosen setting's agreement is then measured (an estimate for unseen "
+                                           "images, printed beside the search's own).")
     auto_max: int | None = option(None, help="--Ts auto: largest silent period it considers (default Tc).")
     auto_budget_s: float | None = option(None, help="--Ts auto: seconds for the per-layer search after the "
                                                     "uniform one (none: until no single layer can drop a step); "
@@ -61,6 +64,9 @@ class SWSConfig:
                               f"it raises a given {opt(SWSConfig, 'Ts')}; with Ts auto leave it out")
         if not 0 < self.auto_agreement <= 1:
             raise ConfigError(self, "auto_agreement", self.auto_agreement, "the agreement target must be in (0, 1]")
+        if not (isinstance(self.auto_holdout, (int, float)) and not isinstance(self.auto_holdout, bool)
+                and 0 <= self.auto_holdout <= 0.5):
+            raise ConfigError(self, "auto_holdout", self.auto_holdout, "give a share in [0, 0.5]")
         if isinstance(self.auto_limit, bool) or not isinstance(self.auto_limit, int) or self.auto_limit < 1:
             raise ConfigError(self, "auto_limit", self.auto_limit, "give a number of images >= 1")
         if self.auto_budget_s is not None and not (isinstance(self.auto_budget_s, (int, float))
