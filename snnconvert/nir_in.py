@@ -40,6 +40,7 @@ links, external and virtual datasets are refused, and nothing is unpickled.
 
 from __future__ import annotations
 
+import copy
 import io
 import keyword
 import math
@@ -957,7 +958,7 @@ def save_nir_network(snn: SpikingNetwork, directory: str | Path, stem: str,
         generator = torch.Generator().manual_seed(0)
         probe = torch.rand((4, *image_shape), generator=generator)
         with torch.no_grad():
-            expected = snn.float().eval()(probe).double()
+            expected = copy.deepcopy(snn).float().eval()(probe).double()  # the caller's network keeps its dtype
             got = check.eval()(probe).double()
         scale = float(expected.norm()) or 1.0
         if float((got - expected).norm()) > 1e-2 * scale:

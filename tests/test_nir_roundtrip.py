@@ -292,3 +292,11 @@ def test_cli_export_writes_the_file_and_says_how_to_run_it(avgpool_lenet, tmp_pa
     graph = nir.read(str(tmp_path / "hard.nir"))
     assert graph.metadata["dt"] == 0.001 and np.allclose(graph.nodes["relu1"].r, 1000.0)
     assert isinstance(graph.nodes["pool1"], nir.SumPool2d)
+
+
+def test_a_pool_nir_cannot_hold_is_named_once(avgpool_lenet, tmp_path: Path) -> None:
+    snn = _hard(avgpool_lenet)
+    snn.body.pool1.ceil_mode = True  # geometry checked when planning sum pooling and again when writing the node
+    with pytest.raises(SnnConvertError) as err:
+        export_nir(snn, tmp_path / "x.nir", (1, 8, 8), pool="sum")
+    assert str(err.value).count("pool1") == 1 and "ceil_mode" in str(err.value)

@@ -109,6 +109,7 @@ class _Graph:
         self.in_scale: dict[fx.Node, float] = {}  # synapse -> factor on its whole input
         self.pad_values: dict[fx.Node, tuple[PadWithValues, fx.Node]] = {}  # conv -> the pad before it
         self.neurons: dict[fx.Node, NirNeuron] = {}
+        self.geometry: dict[fx.Node, tuple | None] = {}  # pool -> (kh, kw, stride, padding); None: refused
 
     def module(self, node: fx.Node) -> nn.Module | None:
         return self.body.get_submodule(node.target) if node.op == "call_module" else None
@@ -347,7 +348,12 @@ class _Graph:
         self.sources[node] = self._inputs(node)
 
     def _pool_geometry(self, node: fx.Node, module: nn.Module) -> tuple | None:
-        """(kh, kw, stride, padding) of an average pool NIR can hold, or None (refused)."""
+        """(kh, kw, stride, padding) of an average pool NIR can hold, or None (refused once)."""
+        if node not in self.geometry:
+            self.geometry[node] = self._measure_pool(node, module)
+        return self.geometry[node]
+
+    def _measure_pool(self, node: fx.Node, module: nn.Module) -> tuple | None:
         pair = nn.modules.utils._pair
         if isinstance(module, nn.AdaptiveAvgPool2d):
             size = _shape(node.all_input_nodes[0])[1:]

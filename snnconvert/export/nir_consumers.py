@@ -117,7 +117,7 @@ def run_consumer(consumer: str, path: str | Path, images: torch.Tensor, T: int, 
             counts, handles = _count_spikes(module, names)
             logits = _stepped(module, images, T)
         elif consumer == "sinabs":
-            module, counts, handles, logits = _run_sinabs(graph, names, images, T, sinabs_as_nir)
+            counts, handles, logits = _run_sinabs(graph, names, images, T, sinabs_as_nir)
         else:
             raise ValueError(f"consumer must be one of {CONSUMERS}, not {consumer!r}")
     for handle in handles:
@@ -126,7 +126,7 @@ def run_consumer(consumer: str, path: str | Path, images: torch.Tensor, T: int, 
 
 
 def _run_sinabs(graph: Any, names: set[str], images: torch.Tensor, T: int,
-                as_nir: bool) -> tuple[torch.nn.Module, dict[str, float], list[Any], np.ndarray]:
+                as_nir: bool) -> tuple[dict[str, float], list[Any], np.ndarray]:
     import sinabs
     from sinabs.activation import MembraneReset, MembraneSubtract, SingleSpike
 
@@ -146,7 +146,7 @@ def _run_sinabs(graph: Any, names: set[str], images: torch.Tensor, T: int,
         out = module(frames)
     out = out[0] if isinstance(out, tuple) else out
     logits = out.double().reshape(batch, T, -1).mean(dim=1).numpy()
-    return module, counts, handles, logits
+    return counts, handles, logits
 
 
 def simulator_run(snn: Any, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> ConsumerRun:

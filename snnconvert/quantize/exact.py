@@ -9,11 +9,12 @@ side: the float32 quantized ANN is itself inexact (issue 27 traced ResNet-56's l
 it). :func:`exact_reference` evaluates the same network so that every sum is exact:
 
 * weights stay integers: ``y = conv(x, q) * C_w + b``, in float64;
-* an activation is ``C_a * n`` with an integer ``n`` below 2^16 and ``C_a`` a float32 (24-bit
-  significand), so each product ``C_a * n * q`` is an integer multiple of ``C_a``'s last bit and
-  fits in 48 bits; a sum of K such terms is exact in float64 while ``K * 2^48`` stays below
-  ``2^53 * 2^5``, i.e. for the K <= 4,608 inputs of a 3x3x512 convolution with 8-bit weights and
-  activations (more bits or wider layers: exact to the last bit of the largest term, ~1e-16);
+* an activation is ``C_a * n`` with an integer ``n`` (``|n| < 2^8`` for 8 bits) and ``C_a`` a
+  float32 (24-bit significand), so each term ``C_a * n * q`` (``|q| < 2^7`` for 8-bit weights) is
+  an integer multiple of the last bit of ``C_a`` below ``2^(24 + 8 + 7)`` of them; a sum of K such
+  terms is exact in float64 while ``K * 2^39 < 2^53``, i.e. for K < 16,384 inputs (a 3x3x512
+  convolution has 4,608). More bits, wider layers or per-channel activation scales of different
+  exponents: exact to the last bit of the largest term (~1e-16 relative);
 * then one rounding for ``* C_w`` and one for ``+ b``: the same float64 value on every CPU, in any
   batch, so the next quantizer's integer is the one the real-number network gives unless the
   value is within ~1e-16 of a rounding boundary.
