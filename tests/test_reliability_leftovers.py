@@ -46,11 +46,12 @@ def lenet_sws() -> tuple[snnconvert.QuantizedModel, snnconvert.SpikingNetwork]:
 
 def _per_image_bytes(q: snnconvert.QuantizedModel) -> int:
     """By hand: LeNet-5 on 8x8 digits; its largest activation is conv1's output (C x 8 x 8, 'same'
-    padding); SWS with Tc=8 folds 8 frames; float32 (4 bytes); 3 copies alive (limits)."""
+    padding); SWS with Tc=8 folds 8 frames; SWS simulates in float64 (8 bytes, whatever --dtype
+    says: Coding.simulation_dtype); 3 copies alive (limits)."""
     conv1 = q.model.get_submodule("conv1")
     largest = conv1.out_channels * 8 * 8
     assert largest == memory.largest_activation(q.model, torch.zeros(1, 1, 8, 8))
-    return 8 * largest * 4 * memory.ACTIVATION_COPIES
+    return 8 * largest * 8 * memory.ACTIVATION_COPIES
 
 
 def test_evaluate_shrinks_a_batch_that_does_not_fit_and_says_so(lenet_sws, monkeypatch, capsys) -> None:
@@ -75,7 +76,7 @@ def test_evaluate_batch_sizes_chosen_from_the_estimate(lenet_sws, monkeypatch) -
     example = torch.zeros(1, 1, 8, 8)
     for available, batch, expected in ((10**12, 100, 100), (int(40 * per_image / 0.8), 100, 40),
                                        (int(40 * per_image / 0.8), 25, 25), (per_image * 2, 100, 1)):
-        assert memory.fit_simulation_batch(q.model, example, 8, batch, element_size=4, available=available) \
+        assert memory.fit_simulation_batch(q.model, example, 8, batch, element_size=8, available=available) \
             == expected
 
 

@@ -21,6 +21,7 @@ from snnconvert.methods.sws.coding import (
     search_tables,
 )
 from snnconvert.models.cifar_resnet import CifarResNet
+from snnconvert.quantize.exact import exact_reference
 
 SMALL = InputSpec(3, (16, 16), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -49,8 +50,8 @@ def test_refinement_keeps_only_evaluated_passing_settings(setup) -> None:
     assert any(t["T_inf"] == snn.info["T_inf"] for t in kept)  # the result is one of the evaluated settings
     k_star = auto["uniform_Ts"]
     assert snn.info["T_inf"] <= 8 + k_star * snn.info["L_TSA"]  # never slower than the best uniform setting
-    reference = _predict(q.float(), images, torch.float32)
-    agreement = float((_predict(copy.deepcopy(snn).float(), images, torch.float32) == reference).float().mean())
+    reference = _predict(exact_reference(q), images, torch.float64)
+    agreement = float((_predict(copy.deepcopy(snn), images, torch.float64) == reference).float().mean())
     assert agreement >= 0.97
     # unbudgeted, the last round tried every layer that could drop one more step, and each missed
     assert not auto["budget_spent"]
@@ -65,7 +66,6 @@ def test_held_out_images_are_not_searched_and_give_the_estimate(setup) -> None:
     """auto_holdout 0.25 of 96 images: 24 held out (seeded), 72 searched; the estimate is the
     chosen network's agreement with the exact reference on exactly those 24."""
     from snnconvert.methods.sws.coding import _holdout_split
-    from snnconvert.quantize.exact import exact_reference
 
     q, images, loader = setup
     searched, held = _holdout_split(96, 0.25, 0)
@@ -75,7 +75,7 @@ def test_held_out_images_are_not_searched_and_give_the_estimate(setup) -> None:
     assert auto["images"] == 72 and auto["holdout"]["images"] == 24
     assert all(t["images_compared"] <= 72 for t in auto["trials"])
     reference = _predict(exact_reference(q), images[held], torch.float64)
-    expected = float((_predict(copy.deepcopy(snn).float(), images[held], torch.float32) == reference).double().mean())
+    expected = float((_predict(copy.deepcopy(snn), images[held], torch.float64) == reference).double().mean())
     assert auto["holdout"]["agreement"] == expected
     assert "on 24 held-out calibration images" in search_tables(auto)[0].title
 
@@ -94,8 +94,8 @@ def test_budget_stops_the_per_layer_search_with_a_passing_result(setup) -> None:
     assert auto["budget_spent"]
     assert all(t["step"].startswith("uniform") for t in auto["trials"])  # nothing after the uniform bisection
     assert set(auto["chosen"].values()) == {auto["uniform_Ts"]}
-    reference = _predict(q.float(), images, torch.float32)
-    assert float((_predict(copy.deepcopy(snn).float(), images, torch.float32) == reference).float().mean()) >= 0.97
+    reference = _predict(exact_reference(q), images, torch.float64)
+    assert float((_predict(copy.deepcopy(snn), images, torch.float64) == reference).float().mean()) >= 0.97
 
 
 def test_frontier_report_and_plot(setup, tmp_path: Path) -> None:
@@ -129,8 +129,8 @@ def test_repair_raises_the_layer_that_fixes_most_disagreeing_images(setup) -> No
     assert len(steps) == len(repairs) + 1 and steps[-1]["passed"] == (len(repairs) < len(auto["chosen"]))
     # each raise is the candidate with the fewest disagreeing head images, measured again here by hand
     cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=0.97, auto_limit=96)
-    check = copy.deepcopy(snn).float()
-    reference = _predict(q.float(), images, torch.float32)
+    check = copy.deepcopy(snn)  # float64, with exact spike sums: as the search and evaluate simulate it
+    reference = _predict(exact_reference(q), images, torch.float64)
     raised: dict[str, int] = {}
     names = list(auto["chosen"])
     for r in repairs:
@@ -141,7 +141,7 @@ def test_repair_raises_the_layer_that_fixes_most_disagreeing_images(setup) -> No
         from snnconvert.methods.sws.coding import set_silent_periods
 
         set_silent_periods(check.body, {**dict.fromkeys(names, k_star - 1), **raised})
-        agreement = float((_predict(check, images, torch.float32) == reference).float().mean())
+        agreement = float((_predict(check, images, torch.float64) == reference).float().mean())
         assert agreement == pytest.approx(steps[-1]["agreement"]) and agreement >= cfg.auto_agreement
 
 

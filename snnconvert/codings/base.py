@@ -103,7 +103,11 @@ class Coding:
       updates, e.g. SWS amplification), counted by the OPF report;
     * ``sweep_keys``: the options ``evaluate --sweep KEY=...`` may vary;
     * ``metrics(snn)``: coding-specific figures (e.g. bit budget) after a recorded evaluation;
-    * ``reports``: extra reports (tables, JSON, plots) the evaluation offers for this coding.
+    * ``reports``: extra reports (tables, JSON, plots) the evaluation offers for this coding;
+    * ``simulation_dtype``: the precision its networks always run in, whatever ``evaluate --dtype``
+      asks for the ANNs (None: the one asked). SWS says ``"float64"``: its membranes need it to stay
+      exact at every latency, and its synapses sum spikes exactly in float32 anyway
+      (:mod:`snnconvert.simulate.synapse`).
 
     Module classes a coding introduces declare themselves storable with
     :func:`snnconvert.registry.serializable`.
@@ -120,6 +124,7 @@ class Coding:
     sweep_keys: tuple[str, ...] = ()
     metrics: Callable[[SpikingNetwork], dict[str, Any]] | None = None
     reports: tuple[CodingReport, ...] = ()
+    simulation_dtype: str | None = None
 
     @classmethod
     def of(cls, options: CodingOptions, **declaration: Any) -> Coding:

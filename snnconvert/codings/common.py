@@ -4,6 +4,7 @@ activations, calibration statistics, the input pad and max-pooling on spikes."""
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -225,3 +226,55 @@ def float_graph_rule(coding: str) -> Callable[[fx.GraphModule, fx.Node], str | N
             return "max-pooling with indices has no spiking equivalent"
         return None
     return rule
+
+
+_MOVING_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch.squeeze, torch.unsqueeze}
+_MOVING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze"}
+_MOVING_MODULES = (nn.Flatten, nn.Identity, nn.ZeroPad2d)
+
+
+def _spike_grain(gm: fx.GraphModule, node: Any, grains: dict[str, int], encoder_spikes: bool) -> int:
+    """``n`` when every value ``node`` carries is a multiple of ``1/n`` in [-1, 1] (``n`` a power of
+    two), 0 when that is not known: spikes of a unit-spike neuron (n = 1), moved, sliced, zero-padded
+    or concatenated, or average-pooled over a power-of-two window (n times the window)."""
+    if not isinstance(node, fx.Node):
+        return 0
+    if node.name in grains:
+        return grains[node.name]
+    grain = 0
+    sources = [a for a in node.all_input_nodes]
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if node.op == "placeholder":
+        grain = 1 if encoder_spikes else 0
+    elif module is not None and getattr(module, "unit_spikes", False):
+        grain = 1
+    elif (isinstance(module, _MOVING_MODULES) or (node.op == "call_method" and node.target in _MOVING_METHODS)
+          or (node.op == "call_function" and node.target in _MOVING_FUNCTIONS)
+          or (node.op == "call_function" and node.target is torch.nn.functional.pad
+              and not node.args[2:] and node.kwargs.get("value", 0) in (0, 0.0)
+              and node.kwargs.get("mode", "constant") == "constant")
+          or (node.op == "call_function" and node.target is operator.getitem and len(sources) == 1)):
+        inner = [_spike_grain(gm, s, grains, encoder_spikes) for s in sources
+                 if not (node.op == "call_function" and node.target is operator.getitem and s is not node.args[0])]
+        grain = max(inner) if inner and all(inner) else 0
+    elif isinstance(module, nn.AvgPool2d) and module.divisor_override is None and sources:
+        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
+        area = kernel[0] * kernel[1]
+        inner = _spike_grain(gm, sources[0], grains, encoder_spikes)
+        grain = inner * area if inner and area & (area - 1) == 0 and not module.ceil_mode else 0
+    grains[node.name] = grain
+    return grain
+
+
+def mark_spike_inputs(gm: fx.GraphModule, encoder_spikes: bool) -> int:
+    """Set ``spike_inputs`` of every conv / linear synapse of ``gm`` whose input is made of spikes
+    (:mod:`snnconvert.simulate.synapse`: such a synapse sums exactly in float32); ``encoder_spikes``:
+    the body's input is spikes too. Returns how many synapses were marked (in place)."""
+    grains: dict[str, int] = {}
+    marked = 0
+    for node in gm.graph.nodes:
+        module = module_of(gm, node)
+        if isinstance(module, (SynapseConv2d, SynapseLinear)) and node.args:
+            module.spike_inputs = _spike_grain(gm, node.args[0], grains, encoder_spikes)
+            marked += bool(module.spike_inputs)
+    return marked

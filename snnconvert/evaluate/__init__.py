@@ -40,6 +40,7 @@ from snnconvert.evaluate.run import (
     run_logits,
     runs_in_chunks,
     simulation_batch,
+    snn_dtype,
     wants_coding_reports,
 )
 from snnconvert.evaluate.sweep import run_sweep, sweep_grid
@@ -53,7 +54,7 @@ __all__ = [
     "AccuracyReport", "EvaluateConfig", "EvaluationInput", "EvaluationReport", "LayerOps", "ModelScore",
     "NeuronRates", "OpsReport", "SweepRow", "TimingReport", "evaluate", "evaluation_input", "evaluations_beside",
     "in_dtype", "materialize", "ops_report", "require_snn_reports", "run_logits", "run_sweep", "runs_in_chunks",
-    "save_evaluation", "simulation_batch", "sweep_grid", "wants_coding_reports",
+    "save_evaluation", "simulation_batch", "snn_dtype", "sweep_grid", "wants_coding_reports",
 ]
 
 
@@ -132,9 +133,9 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
         report.timing = TimingReport(len(split), float_s, quant_s, 0.0, 0.0, 0.0, _peak_rss_mb(), config.dtype,
                                      torch.get_num_threads(), str(device))
         return report
-    snn = in_dtype(snn, dtype, device)
+    snn = in_dtype(snn, snn_dtype(snn, config), device)
     activation = (largest_activation(float_model, images[:1].to(device=device, dtype=dtype)) if ann
-                  else frame_activation(snn, images[:1].to(device=device, dtype=dtype)))
+                  else frame_activation(snn, images[:1].to(device=device, dtype=snn_dtype(snn, config))))
     snn_logits, snn_s, loads = _run_snn(snn, mine, config, show_progress, activation, device=device,
                                         max_batch=snn_batch)
     snn_logits, loads = _combine_ranks(ctx, snn, snn_logits, loads, len(images), device)

@@ -41,6 +41,11 @@ def run_logits(model: nn.Module, images: Tensor, *, batch_size: int, dtype: torc
     return torch.cat(outputs), time.perf_counter() - start
 
 
+def snn_dtype(snn: SpikingNetwork, config: EvaluateConfig) -> torch.dtype:
+    """The precision ``snn`` is simulated in: its coding's own (``Coding.simulation_dtype``) or ``--dtype``."""
+    return DTYPES[get_coding(snn.coding).simulation_dtype or config.dtype]
+
+
 def in_dtype(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> nn.Module:
     """``model`` itself when it already computes in ``dtype`` on ``device`` (default: where it
     is), else a converted copy (the caller's model is never changed)."""
@@ -109,7 +114,7 @@ def simulation_batch(quantized: QuantizedModel, snn: SpikingNetwork, config: Eva
     reference: nn.Module = quantized.model if quantized.model is not None else _AllFrames(snn)
     where = next(iter(reference.parameters()), torch.zeros(())).device
     example = torch.zeros(quantized.info.input_spec.example_shape(1), device=where)
-    itemsize = torch.empty((), dtype=DTYPES[config.dtype]).element_size()
+    itemsize = torch.empty((), dtype=snn_dtype(snn, config)).element_size()
     batch = fit_simulation_batch(reference, example, steps if quantized.model is not None else 1, config.batch_size,
                                  element_size=itemsize,
                                  what=f"the {snn.coding} network", option="--batch-size", available=available)
@@ -156,7 +161,7 @@ def _run_snn(snn: SpikingNetwork, images: Tensor, config: EvaluateConfig, show_p
              device: torch.device | None = None, max_batch: int | None = None,
              ) -> tuple[Tensor, float, dict[str, SynapseLoad]]:
     snn.reset_stats()
-    dtype = DTYPES[config.dtype]
+    dtype = snn_dtype(snn, config)
     where = device if device is not None else resolve_device(config.device)
     with snn.recording(detail=wants_coding_reports(config, snn)), synapse_probe(snn) as loads:  # (chunk-aware)
         batch = snn_batch_size(int(snn.info.get("frames", 1)), min(config.batch_size, max_batch or config.batch_size),

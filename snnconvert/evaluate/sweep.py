@@ -24,8 +24,9 @@ from snnconvert.evaluate.run import (
     ops_report,
     overall_spike_rate,
     simulation_batch,
+    snn_dtype,
 )
-from snnconvert.simulate.network import DTYPES, SpikingNetwork
+from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.stages import convert_with
 
 
@@ -65,7 +66,7 @@ def run_sweep(quantized: QuantizedModel, snn: SpikingNetwork, images: Tensor, la
     mine = images[list(ctx.shard(len(images)))] if ctx.enabled else images
     for setting, cfg in zip(grid, configs, strict=True):
         variant = convert_with(inputs, coding.name, cfg)
-        variant = in_dtype(variant, DTYPES[config.dtype], device)
+        variant = in_dtype(variant, snn_dtype(variant, config), device)
         cap, _ = simulation_batch(quantized, variant, config, device, show_progress=show_progress)
         logits, seconds, loads = _run_snn(variant, mine, config, show_progress, activation_elements,
                                           label=", ".join(f"{k}={v}" for k, v in setting.items()), device=device,

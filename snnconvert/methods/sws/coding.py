@@ -27,7 +27,13 @@ from torch import fx, nn
 from torch.utils.data import DataLoader
 
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs, ReportTable
-from snnconvert.codings.common import insert_neurons, replace_synapses, rewrite_maxpools, take_input_pad
+from snnconvert.codings.common import (
+    insert_neurons,
+    mark_spike_inputs,
+    replace_synapses,
+    rewrite_maxpools,
+    take_input_pad,
+)
 from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
@@ -128,6 +134,7 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
         layers.insert(layers.index(source) + 1, pool)
     recompile_graph(gm)
     fold_gains(gm)
+    mark_spike_inputs(gm, encoder_spikes=True)
     silent = _silent_periods(cfg, layers)
     set_silent_periods(gm, silent)
 
@@ -330,10 +337,10 @@ def _on(module: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(module).to(device)
 
 
-def _as_float32(module: nn.Module) -> nn.Module:
-    """``module`` if it computes in float32, else a float32 copy (the original is untouched)."""
-    dtypes = {p.dtype for p in module.parameters()} | {b.dtype for b in module.buffers() if b.is_floating_point()}
-    return module if dtypes <= {torch.float32} else copy.deepcopy(module).float()
+def _simulated(snn: SpikingNetwork, device: torch.device) -> SpikingNetwork:
+    """A copy of ``snn`` on ``device`` in float64, as ``evaluate`` simulates SWS (exact sums in its
+    spike-input synapses, float64 membranes): the search's agreement is the evaluation's."""
+    return copy.deepcopy(snn).to(device=device, dtype=torch.float64)
 
 
 class _Evaluations:
@@ -355,7 +362,8 @@ class _Evaluations:
     def _runner(self, head: int) -> PrefixRunner:
         self.head = head
         self.ordered_reference = self.reference[self.order]
-        return PrefixRunner(self.snn, self.images[self.order], self.names, lambda neuron: neuron.Ts, head=head)
+        return PrefixRunner(self.snn, self.images[self.order], self.names, lambda neuron: neuron.Ts, head=head,
+                            dtype=torch.float64)
 
     def _record(self, result) -> None:
         for position in result.mismatched:
@@ -431,8 +439,8 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     Evaluations re-run only the layers after the first changed one (:class:`PrefixRunner`) and
     stop once they have failed; with the images that disagreed first, most failing candidates
     stop after one small batch. ``trials`` lists every evaluation (setting, T_inf, agreement): the
-    T_inf against agreement frontier. The evaluations run on ``device`` (default: the CPU) on
-    float32 copies; ``snn`` stays where it is and keeps its dtype.
+    T_inf against agreement frontier. The evaluations run on ``device`` (default: the CPU) on a
+    copy simulated as ``evaluate`` does (exact); ``snn`` stays where it is and keeps its dtype.
     """
     device = torch.device("cpu") if device is None else device
     started = time.perf_counter()
@@ -445,10 +453,10 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     pool_reference = _predict(_on(exact_reference(quantized), device), pool, torch.float64)
     searched, held = _holdout_split(len(pool), cfg.auto_holdout, cfg.auto_seed)
     images, reference = pool[searched], pool_reference[searched]
-    snn32 = _on(_as_float32(snn), device)
-    names = list(neuron_modules(snn32.body))
+    simulated = _simulated(snn, device)
+    names = list(neuron_modules(simulated.body))
     with Progress(f"--Ts auto on {len(images)} images: evaluations", show=show_progress) as progress:
-        runs = _Evaluations(snn32, images, reference, names, cfg, progress)
+        runs = _Evaluations(simulated, images, reference, names, cfg, progress)
 
         def longest_passing(count: int, check) -> int:
             """Largest m in [0, count] with check(m), assuming check(0) and monotone passing."""
@@ -467,7 +475,7 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
         k_star = max_ts - drop
         chosen = dict.fromkeys(names, k_star)  # always a setting that was evaluated and met the target
         # the candidates are ordered by their mismatch one step down, and no layer goes above k*
-        profile = silent_period_profile(snn32, images, k_star - 1) if k_star > 0 else {}
+        profile = silent_period_profile(simulated, images, k_star - 1) if k_star > 0 else {}
         per_layer_start = time.perf_counter()
 
         def out_of_budget() -> bool:
@@ -533,8 +541,8 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
     snn.info.update(sws_latency(snn, cfg))
     holdout = None
     if len(held):
-        set_silent_periods(snn32.body, chosen)
-        agree = (_predict(snn32, pool[held], torch.float32) == pool_reference[held]).double().mean()
+        set_silent_periods(simulated.body, chosen)
+        agree = (_predict(simulated, pool[held], torch.float64) == pool_reference[held]).double().mean()
         holdout = {"images": len(held), "agreement": float(agree)}
     return {"uniform_Ts": k_star, "images": len(images), "images_requested": cfg.auto_limit, "holdout": holdout,
             "target": cfg.auto_agreement, "trials": runs.trials,
@@ -715,6 +723,7 @@ CODING = register_coding(Coding.of(
     summary_rows=summary_rows,
     state_ops=amplification_ops,
     sweep_keys=("Ts", "Tc", "beta"),
+    simulation_dtype="float64",
     reports=(CodingReport("residual", "final membrane residuals of the TSA layers (fig 5a)", residual_stats,
                           residual_tables, residual_plot),
              CodingReport("search", "the --Ts auto search: T_inf against agreement of every evaluated setting",
