@@ -32,6 +32,8 @@ class SWSConfig:
     auto_holdout: float = option(0.2, help="--Ts auto: share of those images kept out of the search, on which the "
                                            "chosen setting's agreement is then measured (an estimate for unseen "
                                            "images, printed beside the search's own).")
+    auto_rounds: int = option(2, help="--Ts auto: how many times it may search again with half the disagreements "
+                                      "allowed when the chosen setting misses the target on the held-out images.")
     auto_max: int | None = option(None, help="--Ts auto: largest silent period it considers (default Tc).")
     auto_budget_s: float | None = option(None, help="--Ts auto: seconds for the per-layer search after the "
                                                     "uniform one (none: until no single layer can drop a step); "
@@ -67,6 +69,8 @@ class SWSConfig:
         if not (isinstance(self.auto_holdout, (int, float)) and not isinstance(self.auto_holdout, bool)
                 and 0 <= self.auto_holdout <= 0.5):
             raise ConfigError(self, "auto_holdout", self.auto_holdout, "give a share in [0, 0.5]")
+        if isinstance(self.auto_rounds, bool) or not isinstance(self.auto_rounds, int) or self.auto_rounds < 0:
+            raise ConfigError(self, "auto_rounds", self.auto_rounds, "give a number of rounds >= 0")
         if isinstance(self.auto_limit, bool) or not isinstance(self.auto_limit, int) or self.auto_limit < 1:
             raise ConfigError(self, "auto_limit", self.auto_limit, "give a number of images >= 1")
         if self.auto_budget_s is not None and not (isinstance(self.auto_budget_s, (int, float))
