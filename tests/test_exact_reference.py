@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from helpers import quantize_random
 from torch import nn
 
 from snnconvert.data import InputSpec
@@ -78,3 +79,23 @@ def _float64(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
     with torch.no_grad():
         return copy.deepcopy(model).double()(images.double())
+
+
+def test_the_border_pad_of_a_folded_normalization_sits_on_the_grid_in_float64() -> None:
+    """The quantizer snaps the pad values (the input mean) to the input grid C_in * (Q - Z); stored
+    in float32 they are that product rounded to 24 bits. The reference recomputes them in float64:
+    by hand, the pad equals C_in * (Q - Z) with Q from the float32-stored value."""
+    from snnconvert.graph.modules import PadWithValues
+
+    spec = InputSpec(3, (8, 8), None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 3)).eval()
+    q = quantize_random(model, spec)
+    stored = next(m for m in q.modules() if isinstance(m, PadWithValues))
+    pad = next(m for m in exact_reference(q).modules() if isinstance(m, PadWithValues))
+    quant = q.get_submodule("input_quant")
+    scale, zero = quant.scale.detach().double().view(-1), quant.zero_point.double().view(-1)
+    integers = torch.round(stored.values.double() / scale) + zero
+    assert pad.values.dtype == torch.float64
+    assert torch.equal(pad.values, scale * (integers - zero))
+    assert torch.allclose(pad.values, stored.values.double(), rtol=1e-7, atol=0)  # the float32 value, rounded

@@ -19,9 +19,11 @@ it). :func:`exact_reference` evaluates the same network so that every sum is exa
   batch, so the next quantizer's integer is the one the real-number network gives unless the
   value is within ~1e-16 of a rounding boundary.
 
-The first layer sees the raw image, not integers: its sum is float64 to ~1e-16 (a pixel of 8-bit
-data is ``k/255``). Layers of other kinds (pooling, sums, a method's own modules) run in float64
-as they are.
+The first layer sees the quantized image ``C_in * (Q - Z)`` and, where the folded input
+normalization pads the border, pad values on the same grid: the quantizer snapped them there, but
+stored in float32 they are ``C_in * (Q - Z)`` rounded to 24 bits (a relative 1e-8 off the grid,
+enough to move a border neuron across a rounding boundary); the reference recomputes them in
+float64. Layers of other kinds (pooling, sums, a method's own modules) run in float64 as they are.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from snnconvert.quantize.modules import QConv2d, QLinear
+from snnconvert.quantize.quantizer import snap_input_pads
 
 
 class ExactWeightLayer(nn.Module):
@@ -70,6 +73,7 @@ def exact_reference(model: fx.GraphModule) -> fx.GraphModule:
     """A float64 copy of the quantized ANN ``model`` whose weighted layers sum exactly (see the
     module docstring); ``model`` is left as it is."""
     exact = copy.deepcopy(model).double().eval()
+    snap_input_pads(exact)  # the border pad's grid values, which float32 storage rounded, recomputed in float64
     for name, module in list(exact.named_modules()):
         if name and _standard(module):
             parent, _, child = name.rpartition(".")

@@ -181,14 +181,15 @@ def finalize(gm: fx.GraphModule) -> fx.GraphModule:
             layer.weight.copy_(layer.integer_weight().float() * layer.w_scale.view(shape))
     for q in quantizers(gm).values():
         q.scale.requires_grad_(False)
-    _snap_input_pads(gm)
+    snap_input_pads(gm)
     gm.eval()
     gm.recompile()
     return gm
 
 
-def _snap_input_pads(gm: fx.GraphModule) -> None:
-    """Pads right after the input quantizer pad with values on its integer grid."""
+def snap_input_pads(gm: fx.GraphModule) -> None:
+    """Pads right after the input quantizer pad with values on its integer grid (in place, in the
+    dtype of ``gm``: float32 storage rounds a grid value to 24 bits; a float64 copy holds it exactly)."""
     quant_node = next((n for n in gm.graph.nodes if n.op == "call_module" and n.target == INPUT_QUANT), None)
     if quant_node is None:
         return
