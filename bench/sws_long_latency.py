@@ -111,8 +111,8 @@ def run(options: Options) -> BenchResult:
             q, label = _qdq_mobilenet(options.calib), "mobilenet_v2 (onnxruntime QDQ)"
         else:
             torch.manual_seed(0)
-            q = quantize(name, weights="random", data=TRAIN, config=QuantizeConfig(calib_limit=options.calib),
-                         eval_limit=0, num_classes=10)
+            loaded = load_model(name, "random", num_classes=10, input_size=(32, 32))
+            q = quantize(loaded, data=TRAIN, config=QuantizeConfig(calib_limit=options.calib), eval_limit=0)
             label = name
         snn = to_snn(q, coding="sws", Tc=8, Ts=8)
         report = evaluate(q, snn, EvaluateConfig(data=TEST, limit=options.images, reports=("accuracy",)))
