@@ -183,3 +183,18 @@ def test_average_pooled_spikes_are_marked_with_their_grain(spikes: int) -> None:
     assert mark_spike_inputs(gm, encoder_spikes=True) == 1
     assert gm.get_submodule("conv").spike_inputs == spikes
     assert mark_spike_inputs(gm, encoder_spikes=False) == 0
+
+
+def test_the_timing_line_names_both_precisions_when_the_snn_keeps_its_own() -> None:
+    from rich.console import Console
+
+    from snnconvert.cli.render import _timing
+    from snnconvert.evaluate import EvaluationReport, TimingReport
+
+    report = EvaluationReport(model="m", source="s", coding="sws", snn_info={}, reports=("accuracy",), accuracy=None)
+    for snn_precision, expected in (("float64", "ANNs float32, SNN float64, cpu, 2 threads"),
+                                    ("float32", "img/s, float32, cpu, 2 threads")):
+        report.timing = TimingReport(10, 0.1, 0.2, 1.0, 5.0, 10.0, 100.0, "float32", 2, "cpu", snn_precision)
+        console = Console(record=True, width=200)
+        _timing(console, report)
+        assert expected in console.export_text()

@@ -265,6 +265,7 @@ def test_info_lists_evaluations_from_the_files_beside_the_artifact(tmp_path: Pat
     timing = data["timing"]  # issue 27: the ratio a user can trust, with the threads it ran on
     assert timing["threads"] == torch.get_num_threads() and timing["device"] == "cpu" and timing["images"] == 12
     assert timing["snn_over_quantized"] == pytest.approx(timing["snn_seconds"] / timing["quantized_seconds"])
+    assert timing["dtype"] == "float32" and timing["snn_dtype"] == "float64"  # SWS keeps its exact simulation
     (tmp_path / f"evaluation-{source.stem}-garbage.json").write_text("{not json")  # skipped, not fatal
     manifest = json.loads(runner.invoke(app, ["info", str(source), "--json"]).output)
     assert [e["report"] for e in manifest["evaluations"]] == [saved.name]

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from snnconvert.artifact import Artifact
 from snnconvert.codings import Coding, ReportTable, get_coding
-from snnconvert.evaluate import EvaluationReport
+from snnconvert.evaluate import EvaluationReport, TimingReport
 from snnconvert.ingest import ModelEntry
 from snnconvert.manifest_check import safe_text
 from snnconvert.pipeline import QuantizedModel, StageEvent
@@ -235,6 +235,11 @@ def _coding_reports(console: Console, report: EvaluationReport) -> None:
                 print_table(console, table)
 
 
+def _precisions(tm: TimingReport) -> str:
+    """``float32``, or ``ANNs float32, SNN float64`` where the coding simulates in its own precision."""
+    return tm.dtype if not tm.snn_dtype or tm.snn_dtype == tm.dtype else f"ANNs {tm.dtype}, SNN {tm.snn_dtype}"
+
+
 def _timing(console: Console, report: EvaluationReport) -> None:
     tm = report.timing
     if tm is None or not tm.snn_seconds:
@@ -245,7 +250,7 @@ def _timing(console: Console, report: EvaluationReport) -> None:
     console.print(
         f"time: {versus}SNN {tm.snn_seconds:.1f}s "
         f"({ratio}{tm.snn_images_per_second:.1f} img/s, "
-        f"{tm.dtype}, {tm.device}, {tm.threads} thread{'s' if tm.threads != 1 else ''}); "
+        f"{_precisions(tm)}, {tm.device}, {tm.threads} thread{'s' if tm.threads != 1 else ''}); "
         f"peak memory {tm.peak_rss_mb:.0f} MB"
     )
 

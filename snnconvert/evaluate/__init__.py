@@ -159,7 +159,8 @@ def _evaluate(quantized: QuantizedModel, snn: SpikingNetwork | None, config: Eva
                                                   device, dtype, config.batch_size, show_progress))
     report.timing = TimingReport(len(split), float_s, quant_s, snn_s, snn_s / max(quant_s, 1e-12) if ann else 0.0,
                                  len(split) / max(snn_s, 1e-12), _peak_rss_mb(), config.dtype,
-                                 torch.get_num_threads(), str(device))
+                                 torch.get_num_threads(), str(device),
+                                 str(snn_dtype(snn, config)).removeprefix("torch."))
     if config.sweep:
         report.sweep = run_sweep(quantized, snn, images, labels, quant_logits, float_logits, config, show_progress,
                                  activation, ctx=ctx, device=device)

@@ -93,6 +93,9 @@ class TimingReport:
     threads: int = 0
     """torch's intra-op threads while the three models ran (the ratio depends on it)."""
     device: str = "cpu"
+    snn_dtype: str = ""
+    """The precision the SNN ran in: its coding's own (``Coding.simulation_dtype``; SWS: float64
+    membranes, spike sums exact in float32) or ``dtype``; empty when there was no SNN."""
 
 
 @dataclass
