@@ -198,3 +198,21 @@ def test_the_timing_line_names_both_precisions_when_the_snn_keeps_its_own() -> N
         console = Console(record=True, width=200)
         _timing(console, report)
         assert expected in console.export_text()
+
+
+def test_snn_dtype_picks_the_simulation_a_user_asks_for() -> None:
+    """auto: the coding's own (SWS float64); float32 forces the fast simulation, where the float32
+    weights carry no integer form, so no synapse takes the exact path."""
+    from snnconvert.errors import SnnConvertError
+    from snnconvert.simulate.synapse import _exact_weights
+
+    q, snn = _resnet_sws(Ts=2)
+    assert snn_dtype(snn, EvaluateConfig(dtype="float64", snn_dtype="auto")) == torch.float64
+    assert snn_dtype(snn, EvaluateConfig(snn_dtype="float32")) == torch.float32
+    fast = in_dtype(snn, torch.float32)
+    stem = fast.body.get_submodule("conv1")
+    assert stem.spike_inputs == 1 and _exact_weights(stem, torch.zeros(8, 3, 16, 16)) is None
+    with torch.no_grad():
+        assert fast(torch.rand(2, 3, 16, 16)).dtype == torch.float32
+    with pytest.raises(SnnConvertError, match="snn_dtype"):
+        EvaluateConfig(snn_dtype="float16").validate()

@@ -32,7 +32,11 @@ class EvaluateConfig(NirInputOptions):
     reports: tuple[str, ...] = option(("all",), flag="--report", parse=parse_reports,
                                       help=f"Comma list of {', '.join(REPORTS)}, a coding's own report (e.g. "
                                            "residual for sws; see `snnconvert codings`), an analysis, or all.")
-    dtype: str = option("float32", help="Simulation precision: float32 or float64.")
+    dtype: str = option("float32", help="Precision of the ANN runs and of the SNN unless its coding keeps its own "
+                                        "(SWS: exact, float64 membranes with exact spike sums): float32 or float64.")
+    snn_dtype: str = option("auto", help="Precision of the SNN: auto (its coding's own, else --dtype), float32 or "
+                                         "float64. SWS in float32 runs about 1.6x faster and is not exact (its sums "
+                                         "and membranes round).")
     e_mac_pj: float = option(4.6, flag="--e-mac", help="Energy per MAC in pJ.")
     e_ac_pj: float = option(0.9, flag="--e-ac", help="Energy per accumulate in pJ.")
     sweep: dict[str, list[Any]] = option(default_factory=dict, cli=False,  # the command line: --sweep KEY=V1,V2
@@ -52,6 +56,8 @@ class EvaluateConfig(NirInputOptions):
             raise SnnConvertError(f"unknown report(s) {', '.join(unknown)}: choose from {', '.join(names)}, all")
         if self.dtype not in DTYPE_NAMES:
             raise ConfigError(self, "dtype", self.dtype, "use float32 or float64")
+        if self.snn_dtype != "auto" and self.snn_dtype not in DTYPE_NAMES:
+            raise ConfigError(self, "snn_dtype", self.snn_dtype, "use auto, float32 or float64")
         check_options(self, {"limit": "count", "batch_size": "batch", "seed": "seed", "e_mac_pj": "energy",
                              "e_ac_pj": "energy"})
         if not isinstance(self.allow_class_mismatch, bool):

@@ -42,7 +42,10 @@ def run_logits(model: nn.Module, images: Tensor, *, batch_size: int, dtype: torc
 
 
 def snn_dtype(snn: SpikingNetwork, config: EvaluateConfig) -> torch.dtype:
-    """The precision ``snn`` is simulated in: its coding's own (``Coding.simulation_dtype``) or ``--dtype``."""
+    """The precision ``snn`` is simulated in: ``config.snn_dtype`` when set, else its coding's own
+    (``Coding.simulation_dtype``), else ``config.dtype``."""
+    if config.snn_dtype != "auto":
+        return DTYPES[config.snn_dtype]
     return DTYPES[get_coding(snn.coding).simulation_dtype or config.dtype]
 
 
