@@ -66,26 +66,32 @@ def run(options: Options) -> BenchResult:
             print(row, flush=True)
             rows.append(row)
 
+    return BenchResult("sws_auto_targets", {"images": options.images, "calibration_images": options.calib,
+                                            "rows": rows}, markdown(rows, options.images, options.calib))
+
+
+def markdown(rows: list[dict[str, Any]], images: int, calib: int) -> str:
+    """The result table (also rebuilt from a result's JSON rows)."""
+
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.2f} %"
 
     lines = ["# `--Ts auto`: the search's estimates against test images", "",
-             f"`python bench/sws_auto_targets.py`: pretrained CIFAR ResNets, 8 bits calibrated on {options.calib} "
+             f"`python bench/sws_auto_targets.py`: pretrained CIFAR ResNets, 8 bits calibrated on {calib} "
              f"train-subset images (the search's pool: a fifth held out), SWS Tc=8, `evaluate` defaults on "
-             f"{options.images} stratified CIFAR-10 test images (JPEG). Agreement is top-1 agreement with the "
+             f"{images} stratified CIFAR-10 test images (JPEG). Agreement is top-1 agreement with the "
              "quantized ANN in exact integer arithmetic unless marked float32 (the same ANN run in float32).", "",
              "| network | setting | T_inf | search time | rounds (searched at) | searched | held out (estimate) | "
              "test (exact) | test (float32 ANN) | SNN - float |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        searched_at = f"{r['rounds']} ({100 * r['search_target']:.3g} %)" if r["rounds"] else "—"
+        searched_at = f"{r['rounds']} ({100 * r['search_target']:.3f} %)" if r["rounds"] else "—"
         lines.append(f"| {r['network']} | {r['setting']} | {r['T_inf']} | {r['search_seconds']:.0f} s | "
                      f"{searched_at} | "
                      f"{pct(r['searched_agreement'])} | {pct(r['holdout_agreement'])} | "
                      f"{pct(r['test_agreement_exact'])} | {pct(r['test_agreement_float32_run'])} | "
                      f"{100 * r['snn_minus_float']:+.2f} |")
-    return BenchResult("sws_auto_targets", {"images": options.images, "calibration_images": options.calib,
-                                            "rows": rows}, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
