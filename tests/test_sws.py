@@ -204,7 +204,7 @@ def test_ts_auto_meets_its_agreement_target_at_the_smallest_uniform_period() -> 
     images = torch.rand(96, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     loader = [(images[i:i + 32], torch.zeros(32, dtype=torch.long)) for i in range(0, 96, 32)]
     target = 0.98
-    cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=target, auto_limit=96)
+    cfg = SWSConfig(Tc=8, Ts="auto", auto_agreement=target, auto_limit=96, auto_holdout=0.0)  # one round, all 96
     snn = convert_sws(q, cfg)
     auto = auto_silent_periods(snn, q, loader, cfg)
     k_star = auto["uniform_Ts"]
