@@ -216,3 +216,15 @@ def test_snn_dtype_picks_the_simulation_a_user_asks_for() -> None:
         assert fast(torch.rand(2, 3, 16, 16)).dtype == torch.float32
     with pytest.raises(SnnConvertError, match="snn_dtype"):
         EvaluateConfig(snn_dtype="float16").validate()
+
+
+@pytest.mark.parametrize("grain", [-1, 3])
+def test_a_grain_that_is_not_a_positive_power_of_two_keeps_the_float_path(grain: int) -> None:
+    """A crafted artifact's ``spike_inputs`` cannot switch on the exact path for inputs it does not describe."""
+    syn = _synapse(spike_inputs=grain)
+    x = _spikes(1, seed=10)
+    with torch.no_grad():
+        got = syn(x)
+        expected = torch.nn.functional.conv2d(x, syn.weight, syn.bias / 15.0, padding=1)
+    assert "_integer_form" not in syn.__dict__
+    assert float((got - expected).abs().max()) <= 1e-12 * float(expected.abs().max())

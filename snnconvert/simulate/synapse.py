@@ -99,7 +99,9 @@ def integer_form(weight: Tensor, tolerance: float = 1e-12) -> tuple[Tensor, Tens
 def _exact_weights(syn: SynapseConv2d | SynapseLinear, frames: Tensor) -> tuple[Tensor, Tensor] | None:
     """The synapse's :func:`integer_form` when summing ``frames`` with it in float32 is exact (see the
     module docstring), else None. The form is cached while the weight tensor stays as it was."""
-    if not syn.spike_inputs or frames.dtype != torch.float64 or frames.device.type == "meta" or (
+    grain = syn.spike_inputs  # (from an artifact: anything but a positive power of two means unknown)
+    if not (isinstance(grain, int) and grain > 0 and grain & (grain - 1) == 0) or frames.dtype != torch.float64 \
+            or frames.device.type == "meta" or (
             torch.is_grad_enabled() and (frames.requires_grad or syn.weight.requires_grad)):
         return None
     weight = syn.weight.detach()
