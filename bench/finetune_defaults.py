@@ -41,7 +41,8 @@ class Options(BenchOptions):
     max_batches: int = field(default=200, metadata={"help": "batches of 64 per epoch (CIFAR)"})
     digits_epochs: int = field(default=5, metadata={"help": "epochs on digits (LeNet-5)"})
     limit: int = field(default=2000, metadata={"help": "stratified test images (CIFAR)"})
-    calibrate: str = field(default="bias", metadata={"help": "to-snn calibration (the CLI's default: bias)"})
+    calibrate: str = field(default="layerwise", metadata={"help": "to-snn calibration (the CLI's default: "
+                                                                   "layerwise)"})
     distill: str = field(default="float", metadata={"help": "finetune distillation: float (default) or none"})
     time_budget_min: float | None = field(default=None, metadata={
         "help": "training wall-time guard per run (minutes); size --epochs to it"})
@@ -72,7 +73,7 @@ def one_model(name: str, options: Options) -> dict[str, Any]:
                                 learn_threshold=options.learn_threshold, learn_leak=options.learn_leak)
     extra = {"S": options.S} if options.coding == "mlif" else {}
     start = time.perf_counter()
-    # calibrate="bias" is the command line's default (`snnconvert to-snn`); the API's is "none"
+    # calibrate="layerwise" is the command line's default (`snnconvert to-snn`); the API's is "none"
     snn = snnconvert.to_snn(q, options.coding, T=options.T, calibrate=options.calibrate, **extra)
     convert_s = time.perf_counter() - start
     eval_cfg = EvaluateConfig(data=test, limit=limit, reports=("accuracy",), device=options.device)

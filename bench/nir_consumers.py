@@ -123,7 +123,7 @@ def run(options: Options) -> BenchResult:
     digits = digits_arrays("test")[0][:options.images].float()
     lenet = _lenet()
     hard = to_snn(lenet, coding="rate", T=T, reset="zero", half_init=False, calibrate="bias")
-    default = to_snn(lenet, coding="rate", T=T, calibrate="bias")  # the command line's defaults
+    default = to_snn(lenet, coding="rate", T=T, calibrate="bias")  # bias calibration
     tuned = finetune(lenet, hard, FinetuneConfig(epochs=1, lr=0.01, learn_leak=True, leak_max=1.0, val_limit=0),
                      data="digits").snn
     leaks = [float(v) for n in tuned.neurons().values() if n.leak is not None for v in n.leak.detach().reshape(-1)]

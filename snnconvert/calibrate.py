@@ -18,8 +18,12 @@ builds, before :func:`~snnconvert.codings.gains.fold_gains`), so nothing here na
 * the **bias** is a per-channel current ``delta`` added to the synapse that feeds the layer
   (directly or through a residual add); it is fitted by the bias-correction iteration
   ``delta += mean(ANN - SNN)`` per channel, each step kept only if it lowers the error;
-* ``layerwise`` also fits that synapse's weights by a few Adam steps on the same error through
-  the neuron's surrogate gradient (on the captured inputs of the calibrated layers below).
+* ``layerwise`` also solves that synapse's weights and bias in closed form: ridge least squares
+  from the SNN's time-averaged inputs (the calibrated layers below, spikes and all) to the ANN's
+  pre-activation at the layer (less what a residual shortcut already brings), then fits the
+  threshold and bias again; the better of the two fits is kept. After the last layer the
+  classifier is refitted the same way to the ANN's logits (held closer to its weights: it has
+  one row per image, not per position). The weights leave the quantized ANN's grid.
 
 Layers the walk cannot pair with an ANN activation or adjust are left as they are and counted.
 Everything is deterministic (fixed grid, fixed image order, no sampling).
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from snnconvert.graph.ops import Kind, kind_of, module_of
@@ -45,10 +50,9 @@ from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, Syna
 SCALE_GRID = tuple(2.0 ** (k / 2) for k in range(-10, 3))  # 1/32 .. 2 around the coding's threshold
 REFINE = (2.0 ** -0.25, 2.0 ** 0.25)
 BIAS_STEPS = 3
-WEIGHT_STEPS = 10  # passes over at most WEIGHT_BATCHES batches
-WEIGHT_LR = 5e-3
 BATCH = 64
-WEIGHT_BATCHES = 2
+RIDGE = 1e-3  # weight fit: ridge toward the present weights, relative to the mean input energy
+HEAD_RIDGE = 0.1  # the classifier's fit has one row per image, not per position: held closer
 SAMPLE_PER_CHANNEL = 16384  # positions per channel the threshold and bias search evaluates
 
 
@@ -65,7 +69,7 @@ class _Stepper(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, x: Tensor) -> None:
         super().__init__(gm, garbage_collect_values=False)
         self.nodes = list(gm.graph.nodes)
-        index = {n: i for i, n in enumerate(self.nodes)}
+        self.index = index = {n: i for i, n in enumerate(self.nodes)}
         self.last_use = {n: max((index[u] for u in n.users), default=index[n]) for n in self.nodes}
         self.pos, self.pinned = 0, set()
         self.args_iter = iter([x])
@@ -82,6 +86,10 @@ class _Stepper(fx.Interpreter):
                     self.env.pop(used, None)
             self.pos += 1
         return self.env[node]
+
+    def reachable(self, node: fx.Node) -> bool:
+        """Whether :meth:`value` can still give ``node`` (held, or not run yet)."""
+        return node in self.env or self.index.get(node, -1) >= self.pos
 
     def release(self, node: fx.Node) -> None:
         self.pinned.discard(node)
@@ -246,6 +254,7 @@ class CalibrationResult:
     after: dict[str, float] = field(default_factory=dict)
     layer_error: dict[str, list[float]] = field(default_factory=dict)  # name -> [mse before, after]
     stopped: bool = False  # the time budget ran out before the last layer
+    head: bool = False  # the classifier was refitted to the ANN's logits
     reverted: bool = False  # the held-out agreement with the ANN fell: the conversion was kept as it was
 
     def as_info(self) -> dict[str, Any]:
@@ -254,7 +263,7 @@ class CalibrationResult:
             "holdout_images": self.holdout_images, "layers": self.layers, "calibrated": self.calibrated,
             "skipped": self.skipped, "before": self.before, "after": self.after,
             "layer_mse": {k: [float(f"{v:.4g}") for v in pair] for k, pair in self.layer_error.items()},
-            "stopped_by_budget": self.stopped, "reverted": self.reverted,
+            "stopped_by_budget": self.stopped, "reverted": self.reverted, "head": self.head,
         }
 
 
@@ -347,43 +356,125 @@ def _fit_layer(site: _Site, data: _LayerData, dtype: torch.dtype) -> tuple[float
     return float(before.mean()), float(total.mean()), best_scale, delta
 
 
-def _fit_weights(site: _Site, original: _Site, steps: list[_Stepper], data: _LayerData,
-                 dtype: torch.dtype, err0: float) -> float:
-    """A few Adam steps on the feeding synapse's weights and bias (surrogate gradients through
-    the neuron) on the captured inputs of the calibrated layers below; kept only if the error
-    drops (then the steppers' currents are updated). Returns the layer's final error."""
+def _patches(syn: nn.Module, x: Tensor) -> Tensor:
+    """The synapse's input as rows ``(positions, groups, fan_in)`` of a least-squares problem
+    (image patches of a conv; the features of a linear layer)."""
+    if isinstance(syn, SynapseLinear):
+        return x.reshape(-1, 1, x.shape[-1])
+    cols = F.unfold(x, syn.kernel_size, dilation=syn.dilation, padding=syn.padding, stride=syn.stride)
+    b, k, positions = cols.shape
+    return cols.view(b, syn.groups, k // syn.groups, positions).permute(0, 3, 1, 2).reshape(-1, syn.groups,
+                                                                                            k // syn.groups)
+
+
+def _least_squares(syn: nn.Module, inputs: list[Tensor], targets: list[Tensor], ridge: float,
+                   gain: float) -> tuple[Tensor, Tensor]:
+    """The weight and bias (in the synapse's layout, float64) that map the time-averaged
+    ``inputs`` closest to ``targets`` (the ANN's pre-activation less what reaches the layer
+    besides this synapse), ridge-regularized toward the present weights."""
+    groups = 1 if isinstance(syn, SynapseLinear) else syn.groups
+    out = syn.weight.shape[0]
+    w0 = syn.weight.detach().double().reshape(groups, out // groups, -1)
+    fan_in = w0.shape[-1]
+    b0 = (syn.bias.detach().double() * gain if syn.bias is not None else torch.zeros(out, dtype=torch.float64))
+    w0 = torch.cat([w0, b0.view(groups, out // groups, 1)], 2)  # (groups, out/g, fan_in + 1)
+    gram = torch.zeros(groups, fan_in + 1, fan_in + 1, dtype=torch.float64)
+    cross = torch.zeros(groups, fan_in + 1, out // groups, dtype=torch.float64)
+    for x, y in zip(inputs, targets, strict=True):
+        rows = _patches(syn, x).double()
+        rows = torch.cat([rows, torch.ones(rows.shape[0], groups, 1, dtype=rows.dtype)], 2)
+        y = (y.reshape(y.shape[0], y.shape[1], -1).transpose(1, 2).reshape(-1, out) if y.dim() > 2 else y)
+        y = y.double().view(-1, groups, out // groups)
+        gram += torch.einsum("ngk,ngj->gkj", rows, rows)
+        cross += torch.einsum("ngk,ngo->gko", rows, y)
+    lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12).view(groups, 1, 1)
+    eye = torch.eye(fan_in + 1, dtype=torch.float64).expand_as(gram)
+    solved = torch.linalg.solve(gram + lam * eye, cross + lam * w0.transpose(1, 2))  # (groups, fan_in+1, out/g)
+    solved = solved.transpose(1, 2).reshape(out, fan_in + 1)
+    return solved[:, :-1].reshape(syn.weight.shape), solved[:, -1] / gain
+
+
+def _solve_weights(site: _Site, steps: list[_Stepper], pre: list[Tensor]) -> tuple[list[Tensor], nn.Module] | None:
+    """Closed-form weight calibration of the feeding synapse: least squares from the SNN's
+    time-averaged inputs to the ANN's pre-activation (Li et al. 2021 fit layer by layer; here in
+    closed form). Returns the new input currents, or None when the synapse cannot be solved."""
     syn, node = site.synapse, site.synapse_node
+    if isinstance(syn, SynapseConv2d) and (syn.padding_mode != "zeros" or isinstance(syn.padding, str)):
+        return None
+    steps_in = syn.steps
     inputs = [step.env[node.args[0]] for step in steps]
-    others = [step.env[site.current] - step.env[node] for step in steps]  # e.g. a residual shortcut
-    trial = copy.deepcopy(syn).to(dtype)
-    params = [p for p in (trial.weight, trial.bias) if p is not None]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=WEIGHT_LR * float(trial.weight.detach().abs().mean()))
-    for _ in range(WEIGHT_STEPS):
-        for x, other, target in list(zip(inputs, others, data.targets, strict=True))[:WEIGHT_BATCHES]:
-            opt.zero_grad()
-            with torch.enable_grad():
-                out = _decoded(site, trial(x.to(dtype)) + other, 1.0, None, dtype)
-                loss = ((out - target.to(dtype)) ** 2).mean()
-                loss.backward()
-            opt.step()
-    for p in params:
-        p.requires_grad_(False)
+    others = [step.env[site.current] - step.env[node] for step in steps]
+    means = [unfold_time(x, steps_in).mean(0) for x in inputs]
+    goals = [p.to(torch.float64) - unfold_time(o, steps_in).mean(0).double() for p, o in zip(pre, others, strict=True)]
+    weight, bias = _least_squares(syn, means, goals, RIDGE, float(syn.frame_bias_gain[0]))
+    trial = copy.deepcopy(syn)
     with torch.no_grad():
-        new_currents = [trial(x.to(dtype)) + o for x, o in zip(inputs, others, strict=True)]
-    sample = _sample(_LayerData(new_currents, data.targets), site.neuron.steps_in)
-    err = float(_error(site, sample, 1.0, None, dtype)[0].mean())
-    if not err < err0:
-        return err0
+        trial.weight.copy_(weight.to(trial.weight.dtype))
+        if trial.bias is not None:
+            trial.bias.copy_(bias.to(trial.bias.dtype))
+        return [trial(x) + o for x, o in zip(inputs, others, strict=True)], trial
+
+
+def _refit_synapse(site: _Site, original: _Site, steps: list[_Stepper], pre: list[Tensor], targets: list[Tensor],
+                   dtype: torch.dtype, fitted: tuple) -> tuple:
+    """``layerwise``: solve the feeding synapse's weights (:func:`_solve_weights`), fit the
+    threshold scale and bias again on the new currents, and keep whichever of the two fits
+    ``fitted = (error, scale, delta, currents)`` and the new one has the lower error."""
+    solved = _solve_weights(site, steps, pre)
+    if solved is None:
+        return fitted
+    currents, trial = solved
+    _, err, scale, delta = _fit_layer(site, _sample(_LayerData(currents, targets), site.neuron.steps_in), dtype)
+    if not err < fitted[0]:
+        return fitted
     with torch.no_grad():
-        for target in (syn, original.synapse):
+        for target in (site.synapse, original.synapse):
             target.weight.copy_(trial.weight.to(target.weight.dtype))
-            if target.bias is not None:
-                target.bias.copy_(trial.bias.to(target.bias.dtype))
-    for step, current in zip(steps, new_currents, strict=True):
+            target.bias.copy_(trial.bias.to(target.bias.dtype))
+    for step, current in zip(steps, currents, strict=True):
         step.env[site.current] = current
-    return err
+    return err, scale, delta, currents
+
+
+def _fit_head(work: fx.GraphModule, gm: fx.GraphModule, decoder: nn.Module, snn_steps: list[_Stepper],
+              ann_steps: list[_Stepper], reference: fx.GraphModule) -> bool:
+    """Least squares on the classifier: the synapse that makes the network's output, refitted so
+    that the decoded logits match the ANN's on the fitted images; kept if their error falls."""
+    out = next(n for n in work.graph.nodes if n.op == "output")
+    ref_out = next(n for n in reference.graph.nodes if n.op == "output")
+    last, ref_last = out.args[0], ref_out.args[0]
+    syn = module_of(work, last) if isinstance(last, fx.Node) else None
+    if not isinstance(syn, (SynapseConv2d, SynapseLinear)) or syn.bias is None or len(last.users) != 1 or \
+            not isinstance(ref_last, fx.Node) or not isinstance(last.args[0], fx.Node):
+        return False
+    if isinstance(syn, SynapseConv2d) and (syn.padding_mode != "zeros" or isinstance(syn.padding, str)):
+        return False
+    for step in snn_steps:
+        step.pinned.add(last.args[0])
+    frames = [step.value(last.args[0]) for step in snn_steps]
+    logits = [step.value(ref_last).double() for step in ann_steps]
+    try:
+        with torch.no_grad():
+            inputs = [decoder(x) for x in frames]
+            gain = float(decoder(syn.frame_bias_gain.view(-1, 1).to(frames[0].dtype)).reshape(-1)[0])
+    except (RuntimeError, ValueError):
+        return False
+    weight, bias = _least_squares(syn, inputs, logits, HEAD_RIDGE, gain)
+    trial = copy.deepcopy(syn)
+    with torch.no_grad():
+        trial.weight.copy_(weight.to(trial.weight.dtype))
+        trial.bias.copy_(bias.to(trial.bias.dtype))
+
+        def error(module: nn.Module) -> float:
+            return sum(float(((decoder(module(x)).double() - y) ** 2).sum())
+                       for x, y in zip(frames, logits, strict=True))
+
+        if not error(trial) < error(syn):
+            return False
+        for target in (syn, gm.get_submodule(str(last.target))):
+            target.weight.copy_(trial.weight.to(target.weight.dtype))
+            target.bias.copy_(trial.bias.to(target.bias.dtype))
+    return True
 
 
 def _apply(site: _Site, scale: Tensor, delta: Tensor | None) -> None:
@@ -440,22 +531,33 @@ def calibrate(gm: fx.GraphModule, encoder: nn.Module, decoder: nn.Module, refere
         for step in snn_steps:
             step.pinned.update(pins)
         currents = [step.value(site.current) for step in snn_steps]
+        pre_node = ref_nodes[site.reference].args[0] if ref_nodes[site.reference].args else None
+        weights = weights and isinstance(pre_node, fx.Node) and ann_steps[0].reachable(pre_node)
+        for step in ann_steps:
+            step.pinned.update((pre_node,) if weights else ())
         targets = [step.value(ref_nodes[site.reference]).float() for step in ann_steps]
         data = _LayerData(currents, targets)
         err0, err, scale, delta = _fit_layer(site, _sample(data, site.neuron.steps_in), dtype)
+        if weights:  # the ANN's pre-activation is what the synapse should deliver
+            pre = [step.value(pre_node).float() for step in ann_steps]
+            for step in ann_steps:
+                step.release(pre_node)
+            err, scale, delta, currents = _refit_synapse(site, original, snn_steps, pre, targets, dtype,
+                                                         (err, scale, delta, currents))
+            del pre
         _apply(site, scale, delta)
         _apply(original, scale, delta)
         if delta is not None:  # the captured currents already ran through the old bias
             for step, current in zip(snn_steps, currents, strict=True):
                 step.env[site.current] = current + _channel_view(delta.to(dtype), current.dim())
-        if weights and time.perf_counter() - start < seconds:
-            err = _fit_weights(site, original, snn_steps, data, dtype, err)
         for step in snn_steps:
             for node in pins:
                 step.release(node)
         result.layer_error[site.name] = [err0, err]
         result.calibrated += 1
         del currents, targets, data
+    if mode == "layerwise" and not result.stopped:
+        result.head = _fit_head(work, gm, dec, snn_steps, ann_steps, reference)
     del snn_steps, ann_steps
     result.after = proxy(run, reference, holdout or fit)
     if result.after["agreement"] < result.before["agreement"]:  # worse on the held-out images: keep the conversion

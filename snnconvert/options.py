@@ -26,7 +26,7 @@ DTYPE_NAMES = ("float32", "float64")
 """Simulation precisions a coding's ``dtype`` option takes."""
 
 CALIBRATION_MODES = ("none", "bias", "layerwise")
-"""none: no calibration; bias: threshold scale and bias correction; layerwise: also a weight fit."""
+"""none: no calibration; bias: threshold scale and bias correction; layerwise: also a least-squares weight fit."""
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, cli: bool = True,  # noqa: A002 - the CLI's word
@@ -111,11 +111,12 @@ class CalibrationOptions:
     """The layer-wise calibration options of a coding's config (mixed into it: ``class
     MLIFConfig(CalibrationOptions)``); :mod:`snnconvert.calibrate` reads them."""
 
-    calibrate: str = option("none", cli_default="bias",
+    calibrate: str = option("none", cli_default="layerwise",
                             help="Layer-wise calibration against the ANN after conversion: none, bias (threshold "
-                                 "scale + bias per layer) or layerwise (also the weights); to-snn: bias.")
+                                 "scale + bias per layer) or layerwise (also the weights, in closed form); "
+                                 "to-snn: layerwise.")
     calibrate_seconds: float = option(300.0, help="Time budget of the calibration (seconds).")
-    calibrate_images: int = option(256, help="Calibration images fitted (as many more are held out for the proxy).")
+    calibrate_images: int = option(512, help="Calibration images fitted (as many more are held out for the proxy).")
 
     def check_calibration(self) -> None:
         """One-line errors for impossible calibration options."""

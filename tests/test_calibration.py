@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from snnconvert.calibrate import calibrate, check_calibration, find_sites
+from snnconvert.calibrate import _least_squares, calibrate, check_calibration, find_sites
 from snnconvert.cli.coding_options import coding_options
 from snnconvert.codings import get_coding
 from snnconvert.codings.common import insert_neurons, replace_synapses
@@ -18,7 +18,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.graph.passes import recompile_graph
 from snnconvert.methods.rate.neuron import IFNeuron
 from snnconvert.simulate.encoders import RepeatEncoder
-from snnconvert.simulate.synapse import Gain, SynapseConv2d, WeightedSumDecoder
+from snnconvert.simulate.synapse import Gain, SynapseConv2d, SynapseLinear, WeightedSumDecoder
 
 T = 8
 THETA = 1.0
@@ -160,10 +160,10 @@ def test_option_errors_are_one_line() -> None:
 
 
 def test_calibration_is_on_in_to_snn_for_inexact_codings_only() -> None:
-    for name in ("mlif", "rate", "spquant"):
+    for name in ("mlif", "rate", "multibit", "spquant"):
         fields = {f.name: f for f in dataclasses.fields(get_coding(name).config)}
         assert fields["calibrate"].default == "none", name  # the API converts as the papers do
-        assert coding_options(get_coding(name), {}, [])["calibrate"] == "bias", name  # to-snn calibrates
+        assert coding_options(get_coding(name), {}, [])["calibrate"] == "layerwise", name  # to-snn calibrates
         assert coding_options(get_coding(name), {"calibrate": "none"}, [])["calibrate"] == "none", name
     assert "calibrate" not in {f.name for f in dataclasses.fields(get_coding("sws").config)}  # exact
     assert "calibrate" not in coding_options(get_coding("sws"), {}, [])
@@ -196,3 +196,93 @@ def test_a_calibration_that_helps_is_kept() -> None:
     result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "bias", images=48)
     assert not result.reverted and result.after["agreement"] >= result.before["agreement"]
     assert not torch.equal(gm.conv.bias, _unfolded(ann).conv.bias)  # the offset correction stayed
+
+
+# ------------------------------------------------------------------ closed-form weight fit
+
+
+def _conv_synapse(groups: int) -> SynapseConv2d:
+    torch.manual_seed(2)
+    conv = nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=groups).double()
+    return SynapseConv2d.from_conv(conv, conv.weight.detach(), conv.bias.detach(), torch.ones(T, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_least_squares_recovers_the_weights_that_made_the_targets(groups: int) -> None:
+    """Targets made by a known conv (weights W, bias b) from random inputs: with no ridge the
+    solution is W and b (a full-rank problem: 4 images x 25 positions = 100 rows >= 19 unknowns
+    per group), to float64 round-off."""
+    syn = _conv_synapse(groups)
+    true = nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=groups).double()
+    g = torch.Generator().manual_seed(3)
+    inputs = [torch.rand(4, 4, 9, 9, generator=g, dtype=torch.float64) for _ in range(2)]
+    with torch.no_grad():
+        targets = [true(x) for x in inputs]
+    weight, bias = _least_squares(syn, inputs, targets, 0.0, 1.0)
+    assert torch.allclose(weight, true.weight.detach(), atol=1e-9)
+    assert torch.allclose(bias, true.bias.detach(), atol=1e-9)
+
+
+def test_least_squares_bias_is_divided_by_the_frame_gain_and_ridge_pulls_to_the_weights() -> None:
+    """A linear synapse whose bias enters every frame times 0.5: the solved bias is the fitted
+    offset / 0.5. Targets the present weights already make are kept at any ridge; a very large
+    ridge keeps the present weights whatever the targets."""
+    torch.manual_seed(4)
+    lin = nn.Linear(5, 3).double()
+    gains = torch.full((2,), 0.5, dtype=torch.float64)
+    syn = SynapseLinear.from_linear(lin, lin.weight.detach(), lin.bias.detach(), gains)
+    x = [torch.rand(40, 5, dtype=torch.float64)]
+    offset = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    weight, bias = _least_squares(syn, x, [x[0] @ lin.weight.detach().T + offset], 0.0, 0.5)
+    assert torch.allclose(weight, lin.weight.detach(), atol=1e-9)
+    assert torch.allclose(bias, offset / 0.5, atol=1e-9)
+    own = [x[0] @ lin.weight.detach().T + 0.5 * lin.bias.detach()]
+    for ridge in (1e-3, 10.0):
+        w, b = _least_squares(syn, x, own, ridge, 0.5)
+        assert torch.allclose(w, lin.weight.detach(), atol=1e-9) and torch.allclose(b, lin.bias.detach(), atol=1e-9)
+    w, _ = _least_squares(syn, x, [torch.zeros(40, 3, dtype=torch.float64)], 1e9, 0.5)
+    assert torch.allclose(w, lin.weight.detach(), atol=1e-6)
+
+
+def _unfolded_weights(noise: float) -> tuple[fx.GraphModule, fx.GraphModule, DataLoader]:
+    """The rate coding's unfolded graph whose conv weights are off by a fixed random matrix
+    (a mixing error that no per-channel threshold scale or bias can undo)."""
+    ann, loader = _ann(), _images()
+    gm = _unfolded(ann)
+    with torch.no_grad():
+        gm.conv.bias.add_(OFFSET)  # only the weight error
+        gm.conv.weight.add_(noise * torch.randn(gm.conv.weight.shape, generator=torch.Generator().manual_seed(5),
+                                                dtype=gm.conv.weight.dtype))
+    return gm, ann, loader
+
+
+def test_layerwise_undoes_a_weight_error_that_bias_calibration_cannot() -> None:
+    """The IF layer reads the image itself (its synapse's inputs are exact), so the least-squares
+    fit gives back the ANN's pre-activation and the layer's error falls to the IF rounding bound
+    (theta/(2T))^2 of the offset test; bias and threshold alone stay far above it."""
+    errors = {}
+    for mode in ("bias", "layerwise"):
+        gm, ann, loader = _unfolded_weights(0.5)
+        calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, mode, images=48)
+        errors[mode] = _layer_mse(gm, ann, loader)
+    assert errors["layerwise"] <= (THETA / (2 * T)) ** 2 + 1e-9, errors
+    assert errors["bias"] > 2 * (THETA / (2 * T)) ** 2, errors
+
+
+def test_layerwise_refits_the_classifier_to_the_ann_logits() -> None:
+    """After the last neuron layer the classifier is solved against the ANN's logits: the
+    decoded logits' error on the fitted images falls, and the flag is recorded."""
+    gm, ann, loader = _unfolded_weights(0.1)
+    with torch.no_grad():
+        gm.fc.weight.mul_(0.5)  # a classifier the ANN's logits disagree with
+
+    def logit_error(net: fx.GraphModule) -> float:
+        x = torch.cat([b[0] for b in loader])[:48]  # the fitted images
+        with torch.no_grad():
+            out = WeightedSumDecoder(T).double()(net(RepeatEncoder(T)(x.double())))
+            return float(((out - ann(x).double()) ** 2).mean())
+
+    before = logit_error(gm)
+    result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "layerwise", images=48)
+    assert result.head and result.as_info()["head"]
+    assert logit_error(gm) < 0.1 * before

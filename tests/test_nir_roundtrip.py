@@ -178,7 +178,7 @@ def resnet_snn(tmp_path_factory):
     data = f"imagefolder:{_image_folder(tmp_path_factory.mktemp('images'))}"
     spec = InputSpec(3, (32, 32), None, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
     q = quantize(model, data=data, input_spec=spec, config=QuantizeConfig(calib_limit=20), eval_limit=0)
-    return _hard(q, calibrate="bias", calibrate_images=8)  # the command line's default: leaves a gain after the pool
+    return _hard(q, calibrate="bias", calibrate_images=8)  # bias calibration leaves a gain after the pool
 
 
 def test_a_residual_network_exports_with_every_reshuffle_as_a_1x1_conv(resnet_snn, tmp_path: Path) -> None:
