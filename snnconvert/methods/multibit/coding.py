@@ -45,6 +45,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils.data import DataLoader
 
+from snnconvert.calibrate import CalibrationResult, calibrate
+from snnconvert.calibrate import summary_rows as calibration_rows
 from snnconvert.codings.base import Coding, CodingReport, ConversionInputs
 from snnconvert.codings.common import calibration_percentiles, insert_neurons, replace_synapses, take_input_pad
 from snnconvert.codings.gains import fold_gains
@@ -310,16 +312,23 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         plan[node.name] = (neuron, 1.0)
     insert_neurons(gm, plan)
     recompile_graph(gm)
-    fold_gains(gm)  # removes the unit gains insert_neurons put around every neuron
-
     encoder = _encoder(cfg, inputs.input_spec, steps, bits, thresholds, center, pad)
     frames = _match_frames(gm, steps[ENCODER] if cfg.encode_input else 1)
     output = next(n for n in gm.graph.nodes if n.op == "output")
-    out_frames = frames[output.all_input_nodes[0].name]
+    decoder = WeightedSumDecoder(frames[output.all_input_nodes[0].name]).double()
+    exact = source == "quantized"  # the SNN computes the quantized ANN: nothing to calibrate
+    calibration = calibrate(gm, encoder, decoder, inputs.float_model, inputs.calibration,
+                            cfg.calibrate if inputs.calibration is not None and not exact else "none",
+                            seconds=cfg.calibrate_seconds, images=cfg.calibrate_images)
+    if exact and cfg.calibrate != "none":
+        calibration = CalibrationResult(cfg.calibrate, skipped=["exact: the thresholds are the quantized ANN's "
+                                                                "scales"])
+    fold_gains(gm)  # folds the gains insert_neurons put around every neuron (unit ones unless calibrated)
+    out_frames = decoder.steps
 
     snn = SpikingNetwork("multibit")
     snn.encoder, snn.body = encoder, gm
-    snn.decoder = WeightedSumDecoder(out_frames).double()
+    snn.decoder = decoder
     latency, squeeze_steps = _latency(gm, out_frames)
     snn.info = {
         "coding": "multibit",
@@ -340,6 +349,8 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         "float_bits": int(cfg.float_bits),
         **analyse(snn, inputs.input_spec, w_bits),
     }
+    if cfg.calibrate != "none":
+        snn.info["calibration"] = calibration.as_info()
     w_list = sorted({s["bits_weight"] for s in snn.info["synapses"]})
     snn.info["bits_weight"] = w_list[0] if len(w_list) == 1 else w_list
     return snn.to(_DTYPES[cfg.dtype])
@@ -389,7 +400,7 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
                                            else "spikes" if info["encode_input"] else "analog")]
     if info.get("squeeze_steps"):
         rows.append(("squeeze wait on the critical path", f"+{info['squeeze_steps']} steps"))
-    return rows
+    return rows + calibration_rows(info)
 
 
 def _bits_report(snn: SpikingNetwork) -> dict[str, Any]:

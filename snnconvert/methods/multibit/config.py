@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from snnconvert.errors import ConfigError, SnnConvertError
-from snnconvert.options import CODING_OPTIONS, DTYPE_NAMES, TRAINING_OPTIONS, CodingOptions, MethodOptions, option
+from snnconvert.options import (
+    CODING_OPTIONS,
+    DTYPE_NAMES,
+    TRAINING_OPTIONS,
+    CalibrationOptions,
+    CodingOptions,
+    MethodOptions,
+    option,
+)
 
 
 def _int_or_list(value: Any, owner: object, field: str, low: int, high: int) -> int | list[int]:
@@ -29,7 +37,7 @@ FLOAT_BITS = 16  # bits counted per float weight, bias and analog value (paper 0
 
 
 @dataclass
-class MultiBitConfig:
+class MultiBitConfig(CalibrationOptions):
     """Options of the multi-bit coding (see the module docstring).
 
     ``T`` and ``bits_spike`` are one value for all neuron layers or a list with one per neuron
@@ -69,6 +77,7 @@ class MultiBitConfig:
                 raise ConfigError(self, name, getattr(self, name), "give true or false")
         if not (type(self.float_bits) is int and 1 <= self.float_bits <= 64):
             raise ConfigError(self, "float_bits", self.float_bits, "give an integer in 1..64")
+        self.check_calibration()
         if self.signed_first and not self.encode_input:
             raise SnnConvertError(
                 "signed_first needs encode_input (the signed neuron is the input layer, eq 16)")
