@@ -19,6 +19,7 @@ from snnconvert.methods.sws.coding import (
     search_data,
     search_plot,
     search_tables,
+    summary_rows,
 )
 from snnconvert.models.cifar_resnet import CifarResNet
 from snnconvert.quantize.exact import exact_reference
@@ -202,5 +203,13 @@ def test_a_missed_held_out_target_searches_again_with_half_the_disagreements(set
     by_hand = float((_predict(copy.deepcopy(snn), images[held], torch.float64) == reference).double().mean())
     assert auto["holdout"]["agreement"] == rounds[-1]["holdout_agreement"] == by_hand
     no_rounds = _search(q, loader, auto_holdout=0.25, auto_rounds=0)[1]
-    assert len(no_rounds["rounds"]) == 1 and no_rounds["rounds"][0] == {**rounds[0],
-                                                                       "seconds": no_rounds["rounds"][0]["seconds"]}
+    assert len(no_rounds["rounds"]) == 1 and no_rounds["rounds"][0] == {
+        **rounds[0], "seconds": no_rounds["rounds"][0]["seconds"], "phases": no_rounds["rounds"][0]["phases"]}
+    # each round times its four phases; they fit in the round, and the summary adds them up over the rounds
+    for r in rounds:
+        assert set(r["phases"]) == {"uniform", "repair", "lower_levels", "refinement"}
+        assert all(v >= 0 for v in r["phases"].values()) and sum(r["phases"].values()) <= r["seconds"] + 1e-6
+    row = dict(summary_rows(snn.info))["--Ts auto time"]
+    uniform = sum(r["phases"]["uniform"] for r in rounds)
+    assert row.startswith(f"{auto['seconds']:.0f} s: uniform {uniform:.0f} s, per level ")
+    assert row.endswith(f"over {len(rounds)} rounds")

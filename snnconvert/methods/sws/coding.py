@@ -492,7 +492,7 @@ def auto_silent_periods(snn: SpikingNetwork, quantized: fx.GraphModule, calibrat
                            "uniform_Ts": found["uniform_Ts"],
                            "searched_agreement": runs.passed.get(key, runs.trials[-1]["agreement"]),
                            "holdout_agreement": held_agreement,
-                           "seconds": found["seconds"]})
+                           "seconds": found["seconds"], "phases": found["phases"]})
             # held-out images below the requested agreement: the search fitted its own images; search again with
             # half the disagreements allowed (settings below the last uniform Ts failed a looser target already)
             if (held_agreement is None or held_agreement >= cfg.auto_agreement or len(rounds) > cfg.auto_rounds
@@ -538,6 +538,7 @@ def _search_round(runs: _Evaluations, simulated: SpikingNetwork, images: torch.T
     # the candidates are ordered by their mismatch one step down, and no layer goes above k*
     profile = silent_period_profile(simulated, images, k_star - 1) if k_star > 0 else {}
     per_layer_start = time.perf_counter()
+    phases = {"uniform": per_layer_start - started}
 
     def out_of_budget() -> bool:
         return cfg.auto_budget_s is not None and time.perf_counter() - per_layer_start > cfg.auto_budget_s
@@ -568,6 +569,7 @@ def _search_round(runs: _Evaluations, simulated: SpikingNetwork, images: torch.T
             ok = runs.passes(trial, f"repair: {best} to Ts={k_star} ({len(repairs)} raised)")
         if ok:
             chosen = trial
+    phases["repair"] = time.perf_counter() - per_layer_start
     # 3. lower levels: the longest prefix (least affected first) that drops one level
     for level in range(k_star - 2, -1, -1):
         if spent or (spent := out_of_budget()):
@@ -586,6 +588,7 @@ def _search_round(runs: _Evaluations, simulated: SpikingNetwork, images: torch.T
         chosen = lowered(m)
     # 4. refinement: each layer alone, one step at a time, while the budget lasts
     refine_start = time.perf_counter()
+    phases["lower_levels"] = refine_start - per_layer_start - phases["repair"]
     improved = True
     while improved and not spent:
         improved = False
@@ -598,7 +601,9 @@ def _search_round(runs: _Evaluations, simulated: SpikingNetwork, images: torch.T
             trial = {**chosen, name: chosen[name] - 1}
             if runs.passes(trial, f"{name} to Ts={trial[name]}"):
                 chosen, improved = trial, True
+    phases["refinement"] = time.perf_counter() - refine_start
     return {"uniform_Ts": k_star, "chosen": chosen, "profile": profile, "repairs": repairs, "budget_spent": spent,
+            "phases": phases,
             "per_layer_seconds": time.perf_counter() - per_layer_start,
             "refine_seconds": time.perf_counter() - refine_start, "seconds": time.perf_counter() - started}
 
@@ -760,6 +765,14 @@ def summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("--Ts auto", f"best uniform Ts {auto.get('uniform_Ts')}, then per layer; {len(auto['trials'])} "
                                   f"evaluations on {auto['images']} calibration images (target "
                                   f"{100 * auto['target']:.1f}% agreement{tightened})"))
+        phases = [r["phases"] for r in auto.get("rounds", []) if "phases" in r]
+        if phases and "seconds" in auto:
+            spent = {k: sum(p.get(k, 0.0) for p in phases) for k in phases[0]}
+            rows.append(("--Ts auto time", f"{auto['seconds']:.0f} s: uniform {spent['uniform']:.0f} s, per level "
+                                           f"{spent['repair'] + spent['lower_levels']:.0f} s, refinement "
+                                           f"{spent['refinement']:.0f} s"
+                                           + (f" over {len(phases)} rounds" if len(phases) > 1 else "")
+                                           + (" (budget reached)" if auto.get("budget_spent") else "")))
         held = auto.get("holdout")
         if held:
             rows.append(("--Ts auto on held-out images", f"{100 * held['agreement']:.2f}% agreement on "
