@@ -431,3 +431,27 @@ def test_sweep_rows_carry_the_bit_figures() -> None:
         assert 0 < m["NS-ACE"] < m["S-ACE"]  # eq 9: scaled by the recorded firing rates
         assert m["model_size_MB"] == pytest.approx((8 * weights + 16 * biases) / 8 / 1e6, rel=1e-12)
         assert "layers" not in m
+
+
+def test_to_snn_calibrates_percentile_thresholds_and_leaves_exact_ones_alone() -> None:
+    """B_s=2 spikes below 8-bit activations: the layers are calibrated against the float ANN, and
+    the held-out agreement does not fall (or the calibration is undone). B_s=8 with the quantized
+    ANN's scales is exact: no calibration, with the reason, and the SNN equals the one converted
+    without it."""
+    from snnconvert.calibrate import summary_rows as calibration_rows
+    from snnconvert.pipeline import quantize, to_snn
+
+    q = quantize("lenet5", data="digits", config=QuantizeConfig(bits=8), eval_limit=0)
+    narrow = to_snn(q, "multibit", T=1, bits_spike=2, calibrate="layerwise", calibrate_images=64)
+    cal = narrow.info["calibration"]
+    assert narrow.info["thresholds"] == "percentile" and cal["mode"] == "layerwise"
+    assert cal["calibrated"] == cal["layers"] == len(narrow.info["neuron_layers"]) - 1  # all but the input encoder
+    assert cal["fit_images"] == cal["holdout_images"] == 64
+    assert cal["reverted"] or cal["after"]["agreement"] >= cal["before"]["agreement"]
+    exact = to_snn(q, "multibit", T=1, bits_spike=8, calibrate="layerwise")
+    plain = to_snn(q, "multibit", T=1, bits_spike=8)
+    assert exact.info["thresholds"] == "quantized" and not exact.info["calibration"]["before"]
+    assert calibration_rows(exact.info) == [("calibration", "layerwise: not run (exact: the thresholds are the "
+                                                            "quantized ANN's scales)")]
+    for (name, a), (_, b) in zip(exact.state_dict().items(), plain.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
