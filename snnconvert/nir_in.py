@@ -12,12 +12,18 @@ What the graph means (NIR's equations, Euler-discretised with the step ``dt`` in
 * ``LIF(tau, r, v_leak, v_threshold, v_reset)``: ``v <- v + dt/tau (v_leak - v + r I)``, i.e.
   ``v <- (1 - dt/tau) v + (dt r / tau) I``: the same IF neuron with a fixed ``leak = 1 - dt/tau``
   (per layer or per channel) and the input factor ``dt r / (tau v_threshold)``.
+* ``CubaLIF(tau_syn, tau_mem, r, v_leak, v_threshold, v_reset, w_in)``: a synaptic current
+  ``I <- (1 - dt/tau_syn) I + (dt/tau_syn) w_in x`` (from 0) that the LIF membrane above
+  integrates, ``v <- (1 - dt/tau_mem) v + (dt r / tau_mem) I`` (norse's reading of the node):
+  :class:`~snnconvert.methods.rate.neuron.CurrentIFNeuron` with the constant
+  ``current_decay = 1 - dt/tau_syn`` and the input factor
+  ``(dt/tau_mem) r (dt/tau_syn) w_in / v_threshold``.
 * ``Affine`` / ``Linear`` -> ``SynapseLinear``, ``Conv2d`` -> ``SynapseConv2d`` (bias added at
   every step); ``Flatten`` (its dims exclude the batch axis); ``AvgPool2d``; ``SumPool2d`` (an
   average pool times k*k); ``Scale`` (per layer or per channel) -> ``Gain``. Edges into one node
   add up. Gains fold into the neighbouring weights (:func:`~snnconvert.codings.gains.fold_gains`).
 
-Refused, all in one error grouped by primitive: every other primitive (``CubaLIF``, ``LI``,
+Refused, all in one error grouped by primitive: every other primitive (``LI``,
 ``Threshold``, ``Delay``, ``Conv1d``, nested graphs, ...), ``v_reset`` other than 0, ``v_leak``
 other than 0, thresholds <= 0, ``tau`` below ``dt``, parameters that vary within a channel of a
 feature map, recurrent edges.
@@ -95,7 +101,7 @@ MAX_ACTIVATION_ELEMENTS = 1 << 28
 """Most values per image of the input or of any layer's output."""
 
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Scale", "IF",
-             "LIF")
+             "LIF", "CubaLIF")
 """The NIR primitives this loader maps."""
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -697,10 +703,10 @@ class _Builder:
         except ValueError:
             raise ValueError(f"a {what} of shape {value.shape} on frames of shape {shape}") from None
 
-    def _neuron_settings(self, node: Any) -> tuple[str, float]:
+    def _neuron_settings(self, node: Any, primitive: str) -> tuple[str, float]:
         """Reset and initial membrane (threshold units): NIR's (to 0, from 0), or what snnconvert's own
         export recorded in the node's metadata."""
-        reader = NIR_NEURON_READERS.get("IF")
+        reader = NIR_NEURON_READERS.get(primitive)
         meta = node.metadata if isinstance(node.metadata, dict) else {}
         reset, init = "zero", 0.0
         if meta.get("snnconvert") == reader.recorded:
@@ -713,8 +719,9 @@ class _Builder:
                 init = start
         return reset, init
 
-    def _if(self, name: str, node: Any, x: fx.Node | None, shape: tuple[int, ...] | None, lif: bool = False):
-        kind = "LIF" if lif else "IF"
+    def _if(self, name: str, node: Any, x: fx.Node | None, shape: tuple[int, ...] | None, lif: bool = False,
+            current: tuple[np.ndarray, np.ndarray] | None = None):
+        kind = "CubaLIF" if current is not None else "LIF" if lif else "IF"
         theta = self._array(node.v_threshold, "v_threshold")
         r = self._array(node.r, "r")
         v_reset = self._array(np.zeros(1) if node.v_reset is None else node.v_reset, "v_reset")
@@ -724,9 +731,9 @@ class _Builder:
             refused = True
         if lif:
             v_leak = self._array(node.v_leak, "v_leak")
-            tau = self._array(node.tau, "tau")
+            tau = self._array(node.tau_mem, "tau_mem") if current is not None else self._array(node.tau, "tau")
             if np.any(v_leak != 0):
-                self.refuse(name, "LIF with v_leak != 0 (snnconvert's neurons leak towards 0)")
+                self.refuse(name, f"{kind} with v_leak != 0 (snnconvert's neurons leak towards 0)")
                 refused = True
             if np.any(tau <= 0):
                 raise ValueError("tau <= 0")
@@ -738,18 +745,29 @@ class _Builder:
         if refused or x is None or shape is None:
             return None
         theta, r = self._fit(theta, shape, "v_threshold"), self._fit(r, shape, "r")
+        decay = None
         if lif:
             ratio = self.dt / self._fit(tau, shape, "tau")
             leak = _per_channel(1.0 - ratio)
             factor = _per_channel(ratio * r / theta)
             if leak is None:
                 raise ValueError("a tau that varies within a channel")
+            if current is not None:  # I <- (1 - dt/tau_syn) I + dt/tau_syn w_in x feeds the membrane
+                ratio_syn = self.dt / self._fit(current[0], shape, "tau_syn")
+                decay = _per_channel(1.0 - ratio_syn)
+                factor = _per_channel(ratio * r / theta * ratio_syn * self._fit(current[1], shape, "w_in"))
+                if decay is None:
+                    raise ValueError("a tau_syn that varies within a channel")
         else:
             leak, factor = None, _per_channel(self.dt * r / theta)
         if factor is None:
-            raise ValueError("r / v_threshold (or tau) that vary within a channel")
-        reset, init = self._neuron_settings(node)
-        neuron = NIR_NEURON_READERS.get("IF").build(self.T, reset=reset, init=init, leak=leak)
+            raise ValueError("r / v_threshold (or tau, or w_in) that vary within a channel")
+        reset, init = self._neuron_settings(node, "CubaLIF" if current is not None else "IF")
+        if current is not None:
+            neuron = NIR_NEURON_READERS.get("CubaLIF").build(self.T, reset=reset, init=init, leak=leak,
+                                                             current_decay=decay)
+        else:
+            neuron = NIR_NEURON_READERS.get("IF").build(self.T, reset=reset, init=init, leak=leak)
         if leak is not None:
             self.per_channel |= leak.numel() > 1
         value = self.gain(name, factor, x, "_in_gain")
@@ -764,6 +782,15 @@ class _Builder:
 
     def _lif(self, name: str, node: Any, x: fx.Node | None, shape: tuple[int, ...] | None):
         return self._if(name, node, x, shape, lif=True)
+
+    def _cubalif(self, name: str, node: Any, x: fx.Node | None, shape: tuple[int, ...] | None):
+        tau_syn, w_in = self._array(node.tau_syn, "tau_syn"), self._array(node.w_in, "w_in")
+        if np.any(tau_syn <= 0):
+            raise ValueError("tau_syn <= 0")
+        if np.any(self.dt / tau_syn > 1):
+            raise ValueError(f"tau_syn below dt = {self.dt:g} s (one step would overshoot the decay; give the dt the "
+                             "file was made for)")
+        return self._if(name, node, x, shape, lif=True, current=(tau_syn, w_in))
 
     def error(self) -> SnnConvertError | None:
         if not self.problems:

@@ -101,6 +101,77 @@ def test_lif_by_hand() -> None:
         assert abs(float(snn(x)) - 1.0) < 1e-6
 
 
+def _cubalif_graph(dt: float, weight: float) -> nir.NIRGraph:
+    return nir.NIRGraph(
+        nodes={"x": nir.Input(input_type={"input": np.array([1])}),
+               "fc": nir.Affine(weight=np.array([[weight]], np.float32), bias=np.zeros(1, np.float32)),
+               "cuba": nir.CubaLIF(tau_syn=np.full(1, 2 * dt), tau_mem=np.full(1, 2 * dt), r=np.full(1, 2.0),
+                                   v_leak=np.zeros(1), v_threshold=np.ones(1), v_reset=np.zeros(1), w_in=np.ones(1)),
+               "out": nir.Linear(weight=np.array([[3.0]], np.float32)),
+               "y": nir.Output(output_type={"output": np.array([1])})},
+        edges=[("x", "fc"), ("fc", "cuba"), ("cuba", "out"), ("out", "y")])
+
+
+def test_cubalif_by_hand() -> None:
+    """CubaLIF with dt/tau_syn = dt/tau_mem = 1/2, w_in = 1, r = 2, threshold 1, input 0.8:
+    I <- I/2 + 0.4: 0.4, 0.6, 0.7, 0.75, 0.775, 0.7875; v <- v/2 + I (input factor dt r / tau_mem = 1):
+    0.4, 0.8, 1.1 -> spike, 0 -> 0.75, 1.15 -> spike, 0 -> 0.7875: spikes at steps 3 and 5; the
+    output Linear (weight 3) averages to 3 * 2/6 = 1 over T = 6."""
+    dt = 1e-3
+    snn = nir_to_snn(_cubalif_graph(dt, 0.8), T=6, dt=dt)
+    x = torch.ones(1, 1)
+    assert _spike_train(snn, x)[:, 0, 0].tolist() == [0, 0, 1, 0, 1, 0]
+    with torch.no_grad():
+        assert abs(float(snn(x)) - 1.0) < 1e-6
+    assert snn.info["neuron_kinds"] == {"CubaLIF": 1}
+
+
+def _random_cubalif(path: Path, dt: float) -> Path:
+    """Input (3,) -> Affine -> CubaLIF (8 neurons, every constant drawn per neuron) -> Affine (4)."""
+    rng = np.random.default_rng(0)
+    graph = nir.NIRGraph(
+        nodes={"x": nir.Input(input_type={"input": np.array([3])}),
+               "fc": nir.Affine(weight=2 * rng.normal(size=(8, 3)).astype(np.float32),
+                                bias=rng.normal(size=8).astype(np.float32)),
+               "cuba": nir.CubaLIF(tau_syn=rng.uniform(2, 6, 8) * dt, tau_mem=rng.uniform(2, 6, 8) * dt,
+                                   r=rng.uniform(0.5, 2, 8), v_leak=np.zeros(8), v_threshold=rng.uniform(0.5, 1.5, 8),
+                                   v_reset=np.zeros(8), w_in=rng.uniform(0.5, 2, 8)),
+               "out": nir.Affine(weight=rng.normal(size=(4, 8)).astype(np.float32), bias=np.zeros(4, np.float32)),
+               "y": nir.Output(output_type={"output": np.array([4])})},
+        edges=[("x", "fc"), ("fc", "cuba"), ("cuba", "out"), ("out", "y")])
+    return _write(graph, path)
+
+
+def test_cubalif_runs_as_norse_runs_it_and_exports_back_as_cubalif(tmp_path: Path) -> None:
+    """A random CubaLIF network, T = 20, float64: norse (from_nir, Euler steps of NIR's equations)
+    and snnconvert emit the same spikes, and the logits agree to 1e-6 of their scale (norse turns
+    each time constant into a float32 rate; the file's float32 constants bound the rest). Written
+    back by snnconvert's NIR export, the file holds a CubaLIF again, reads back to the same logits
+    exactly, and norse runs it the same way."""
+    pytest.importorskip("norse")
+    from snnconvert.export.nir import export_nir
+    from snnconvert.export.nir_consumers import run_consumer, simulator_run
+
+    dt, T = 1e-3, 20
+    path = _random_cubalif(tmp_path / "cuba.nir", dt)
+    x = torch.rand(16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    snn = load_nir(path, T=T, dt=dt)
+    ours = simulator_run(snn, x, torch.float64)
+    theirs = run_consumer("norse", path, x, T, dt=dt, dtype=torch.float64)
+    scale = float(np.abs(ours.logits).max())
+    assert ours.spike_counts == theirs.spike_counts and ours.spike_counts["cuba"] > 0
+    assert float(np.abs(ours.logits - theirs.logits).max()) <= 1e-6 * scale
+
+    written = tmp_path / "back.nir"
+    export_nir(snn, written, (3,), dt=dt)
+    assert type(nir.read(str(written)).nodes["cuba"]).__name__ == "CubaLIF"
+    again = simulator_run(load_nir(written, T=T, dt=dt), x, torch.float64)
+    assert np.array_equal(again.logits, ours.logits) and again.spike_counts == ours.spike_counts
+    norse_again = run_consumer("norse", written, x, T, dt=dt, dtype=torch.float64)
+    assert norse_again.spike_counts == ours.spike_counts
+    assert float(np.abs(norse_again.logits - ours.logits).max()) <= 1e-6 * scale
+
+
 def test_sum_pool_scale_flatten_and_metadata_T_by_hand(tmp_path: Path) -> None:
     """Input ones (1, 2, 2) -> SumPool2d 2x2 (4) -> Scale 0.5 (2) -> Flatten (1,) -> Affine 3x + 1 (7)
     at every step: the mean over T is 7 (to 1e-6); T comes from the graph metadata."""
@@ -267,7 +338,7 @@ def test_unsupported_nodes_are_one_error_grouped_by_primitive(tmp_path: Path) ->
                "fc": nir.Affine(weight=np.eye(3, dtype=np.float32), bias=np.zeros(3, np.float32)),
                "thr_a": nir.Threshold(threshold=np.ones(3)),
                "thr_b": nir.Threshold(threshold=np.ones(3)),
-               "cuba": nir.CubaLIF(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3),
+               "cuba": nir.CubaLIF(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.full(3, 0.1),
                                    v_threshold=np.ones(3)),
                "leaky": nir.LIF(tau=np.ones(3), r=np.ones(3), v_leak=np.full(3, 0.1), v_threshold=np.ones(3),
                                 v_reset=np.zeros(3)),
@@ -279,7 +350,7 @@ def test_unsupported_nodes_are_one_error_grouped_by_primitive(tmp_path: Path) ->
     message = str(caught.value)
     assert "\n" not in message and "object at 0x" not in message and "<" not in message
     assert "Threshold: thr_a, thr_b" in message
-    assert "CubaLIF: cuba" in message
+    assert "CubaLIF with v_leak != 0 (snnconvert's neurons leak towards 0): cuba" in message
     assert "LIF with v_leak != 0" in message and "leaky" in message
 
 
@@ -341,15 +412,19 @@ def test_T_is_required_when_the_file_does_not_say(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- 4. the command line
 
 
-def _digits_graph(path: Path) -> Path:
-    """A random digits-shaped network (1, 8, 8) -> Conv2d -> IF -> AvgPool2d -> Flatten -> Affine (10),
-    T = 8 in the metadata."""
+def _digits_graph(path: Path, neuron: str = "IF") -> Path:
+    """A random digits-shaped network (1, 8, 8) -> Conv2d -> IF (or CubaLIF with dt/tau = 1/3 and
+    r = 9: the same input factor) -> AvgPool2d -> Flatten -> Affine (10), T = 8 in the metadata."""
     rng = np.random.default_rng(0)
+    shape = (4, 8, 8)
+    spike = nir.IF(r=np.full(shape, 1e4), v_threshold=np.ones(shape), v_reset=np.zeros(shape)) if neuron == "IF" \
+        else nir.CubaLIF(tau_syn=np.full(shape, 3e-4), tau_mem=np.full(shape, 3e-4), r=np.full(shape, 9.0),
+                         v_leak=np.zeros(shape), v_threshold=np.ones(shape), v_reset=np.zeros(shape))
     graph = nir.NIRGraph(
         nodes={"input": nir.Input(input_type={"input": np.array([1, 8, 8])}),
                "conv": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0, 1, (4, 1, 3, 3)).astype(np.float32),
                                   stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(4, np.float32)),
-               "spike": nir.IF(r=np.full((4, 8, 8), 1e4), v_threshold=np.ones((4, 8, 8)), v_reset=np.zeros((4, 8, 8))),
+               "spike": spike,
                "pool": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
                "flat": nir.Flatten(input_type={"input": np.array([4, 4, 4])}, start_dim=0, end_dim=-1),
                "fc": nir.Affine(weight=rng.normal(0, 0.3, (10, 64)).astype(np.float32), bias=np.zeros(10, np.float32)),
@@ -359,8 +434,9 @@ def _digits_graph(path: Path) -> Path:
     return _write(graph, path)
 
 
-def test_cli_evaluate_takes_a_nir_file(tmp_path: Path) -> None:
-    path = _digits_graph(tmp_path / "g.nir")
+@pytest.mark.parametrize("neuron", ["IF", "CubaLIF"])
+def test_cli_evaluate_takes_a_nir_file(tmp_path: Path, neuron: str) -> None:
+    path = _digits_graph(tmp_path / "g.nir", neuron)
     result = runner.invoke(app, ["evaluate", "--input", str(path), "--data", "digits", "--limit", "40"])
     assert result.exit_code == 0, result.output
     assert "accuracy: g on digits" in result.output and "SNN" in result.output
@@ -389,10 +465,12 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output, result.output
 
 
-def test_cli_finetune_takes_a_nir_file_and_writes_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("neuron", ["IF", "CubaLIF"])
+def test_cli_finetune_takes_a_nir_file_and_writes_one(tmp_path: Path, neuron: str) -> None:
     """NIR in, NIR out: the fine-tuned network is written as a new .nir file with the T and dt it
-    was loaded with (kept only after it was read back and reproduced the network)."""
-    path = _digits_graph(tmp_path / "g.nir")
+    was loaded with (kept only after it was read back and reproduced the network), with the
+    neuron primitive it was read with."""
+    path = _digits_graph(tmp_path / "g.nir", neuron)
     out = tmp_path / "run"
     result = runner.invoke(app, ["finetune", "--input", str(path), "--data", "digits", "--epochs", "1",
                                  "--max-batches", "2", "--val-limit", "20", "--out", str(out), "--json"])
@@ -402,5 +480,7 @@ def test_cli_finetune_takes_a_nir_file_and_writes_one(tmp_path: Path) -> None:
     assert written.suffix == ".nir" and written.parent == out and written.is_file()
     tuned = load_nir(written)
     assert tuned.info["T"] == 8 and tuned.info["dt"] == pytest.approx(1e-4)
+    assert tuned.info["neuron_kinds"] == {neuron: 1}
+    assert type(nir.read(str(written)).nodes["spike"]).__name__ == neuron
     quantized, _ = nir_input(path)
     assert quantized.float_model is None and quantized.info.num_classes == 10

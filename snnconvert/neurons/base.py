@@ -139,7 +139,9 @@ class NirNeuronReader:
 
 
 NIR_NEURON_READERS: Registry[NirNeuronReader] = Registry("NIR neuron reader")
-"""The readers of NIR's spiking nodes, by NIR primitive ("IF"; the rate package registers it)."""
+"""The readers of NIR's spiking nodes, by NIR primitive: "IF" (for IF and LIF nodes) and
+"CubaLIF", whose ``build`` also takes ``current_decay`` (the synaptic current's decay per step,
+one entry or one per channel); the rate package registers both."""
 
 
 class SpikingNeuron(nn.Module):

@@ -418,6 +418,113 @@ NIR_NEURON_READERS.register("IF", NirNeuronReader(nir_neuron, RESETS, "IFNeuron"
 
 
 @serializable
+class CurrentIFNeuron(IFNeuron):
+    """An IF / LIF layer fed through a first-order synaptic current (NIR's ``CubaLIF``): each
+    step ``I = current_decay * I + x`` (``I`` starts at 0), then the membrane of
+    :class:`IFNeuron` integrates ``I`` instead of ``x``. ``current_decay`` (one entry, or one per
+    channel; ``1 - dt/tau_syn``) is a constant of the model. Runs whole (no time chunks)."""
+
+    serial_params = (*IFNeuron.serial_params, "current_channels")
+
+    def __init__(self, T: int, init: float = 0.0, surrogate: str = "triangular:1.0",
+                 learn_threshold: bool = False, learn_leak: bool = False, channels: int = 1,
+                 order: str = "mlif", reset: str = "zero", current_channels: int = 1) -> None:
+        super().__init__(T, init, surrogate, learn_threshold, learn_leak, channels, order, reset)
+        self.register_buffer("current_decay", torch.zeros(int(current_channels)))
+
+    @property
+    def current_channels(self) -> int:
+        return self.current_decay.numel()
+
+    @property
+    def supports_chunks(self) -> bool:
+        return False
+
+    def current(self, inputs: Tensor) -> Tensor:
+        """The synaptic current of every step, ``(T, B, ...)`` (out of place: autograd and ONNX)."""
+        decay = self.per_channel(self.current_decay, inputs.dim() - 1)
+        decay = decay.to(inputs.dtype)
+        steps, value = [], torch.zeros_like(inputs[0])
+        for t in range(inputs.shape[0]):
+            value = value * decay + inputs[t]
+            steps.append(value)
+        return torch.stack(steps)
+
+    def dynamics(self, inputs: Tensor) -> Tensor:
+        return super().dynamics(self.current(inputs))
+
+    def export_dynamics(self, inputs: Tensor) -> Tensor:
+        return super().export_dynamics(self.current(inputs))
+
+    def step_refusal(self) -> str | None:
+        return "a synaptic current (CubaLIF)"
+
+    def membrane_run(self, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
+        return super().membrane_run(self.current(inputs), clip)
+
+    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool) -> NirNeuron | None:
+        """``nir.CubaLIF``: ``tau_syn = dt / (1 - current_decay)``, ``tau_mem = dt / (1 - leak)``,
+        ``w_in = 1``, the input scaled by ``1 / ((1 - current_decay)(1 - leak))`` in the synapse
+        before it (or ``r`` where it cannot be), so that a consumer's Euler steps
+        ``I += dt/tau_syn (w_in x - I)``, ``v += dt/tau_mem (r I - v)`` are the simulator's."""
+        import nir
+        import numpy as np
+
+        spec = super().to_nir(shape, dt=dt, fold_input=False)
+        if spec is None or spec.refusal is not None:
+            return spec
+        if not isinstance(spec.node, nir.LIF):
+            return NirNeuron(None, refusal="a synaptic current into a membrane without leak (NIR's CubaLIF "
+                                           "always leaks its membrane)")
+        def per_neuron(value: Tensor) -> np.ndarray:  # one entry or one per channel, on every neuron
+            value = value.detach().double()
+            view = value.reshape((-1,) + (1,) * (len(shape) - 1)) if value.numel() > 1 else value.reshape(())
+            return (torch.zeros(shape, dtype=torch.float64) + view).numpy()
+
+        a = self.current_decay.detach().double()
+        decay = per_neuron(a)
+        if np.any(decay <= 0.0) or np.any(decay >= 1.0):
+            bad = decay[(decay <= 0.0) | (decay >= 1.0)]
+            return NirNeuron(None, refusal=f"synaptic current decay {float(bad.flat[0]):.6g} outside (0, 1)")
+        lif = spec.node
+        tau_syn = (dt / (1.0 - decay)).astype(np.float32)
+        membrane_leak = per_neuron(self.leak)
+        meta = {**lif.metadata, "snnconvert": "CurrentIFNeuron"}
+        gain = 1.0 / ((1.0 - decay) * (1.0 - membrane_leak))
+        if fold_input:  # one entry, or one per channel
+            scale = 1.0 / ((1.0 - a) * (1.0 - self.leak.detach().double().reshape(-1)))
+            return NirNeuron(nir.CubaLIF(tau_syn=tau_syn, tau_mem=lif.tau, r=np.ones(shape, np.float32),
+                                         v_leak=lif.v_leak, v_threshold=lif.v_threshold, v_reset=lif.v_reset,
+                                         w_in=np.ones(shape, np.float32), metadata=meta),
+                             input_scale=scale, differences=spec.differences, fix=spec.fix)
+        return NirNeuron(nir.CubaLIF(tau_syn=tau_syn, tau_mem=lif.tau, r=gain.astype(np.float32), v_leak=lif.v_leak,
+                                     v_threshold=lif.v_threshold, v_reset=lif.v_reset,
+                                     w_in=np.ones(shape, np.float32), metadata=meta),
+                         differences=spec.differences, fix=spec.fix)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", current_channels={self.current_channels}"
+
+
+def nir_current_neuron(T: int, *, reset: str, init: float, leak: Tensor | None,
+                       current_decay: Tensor) -> CurrentIFNeuron:
+    """The neuron of a NIR ``CubaLIF`` node: :func:`nir_neuron`'s membrane behind a synaptic
+    current that decays by ``current_decay`` per step (constants of the model)."""
+    channels = 1 if leak is None else leak.numel()
+    neuron = CurrentIFNeuron(T, init=init, reset=reset, learn_leak=leak is not None, channels=channels,
+                             current_channels=current_decay.numel())
+    with torch.no_grad():
+        neuron.current_decay.copy_(current_decay.to(neuron.current_decay.dtype).reshape(-1))
+        if leak is not None:
+            neuron.leak.copy_(leak.to(neuron.leak.dtype))
+            neuron.leak.requires_grad_(False)
+    return neuron
+
+
+NIR_NEURON_READERS.register("CubaLIF", NirNeuronReader(nir_current_neuron, RESETS, "CurrentIFNeuron"))
+
+
+@serializable
 class RateMaxPool(SpikingNeuron):
     """2-d max-pooling of rate-coded frames by the max of running sums (see module docstring).
 
