@@ -42,6 +42,9 @@ class SWSConfig:
         None, help="With an integer or list --Ts: give each TSA layer extra silent steps (up to --auto-max) until "
                    "at most this share of its neurons round differently from exact on --auto-limit calibration "
                    "images (0: none of them). Off by default.")
+    lowered_threshold: bool = option(True, help="TSA threshold theta beta^Ts / 2 (the paper, section 3.2); "
+                                                "false: theta beta^Ts, the not-lowered ablation of its fig 5b "
+                                                "(no longer exact).")
 
     def validate(self) -> None:
         if self.Tc is not None and (isinstance(self.Tc, bool) or not isinstance(self.Tc, int)):
@@ -64,6 +67,12 @@ class SWSConfig:
         if self.residual_tolerance is not None and self.Ts == "auto":
             raise ConfigError(self, "residual_tolerance", self.residual_tolerance,
                               f"it raises a given {opt(SWSConfig, 'Ts')}; with Ts auto leave it out")
+        if not isinstance(self.lowered_threshold, bool):
+            raise ConfigError(self, "lowered_threshold", self.lowered_threshold, "give true or false")
+        if not self.lowered_threshold and (self.Ts == "auto" or self.residual_tolerance is not None):
+            raise ConfigError(self, "lowered_threshold", self.lowered_threshold,
+                              f"the not-lowered threshold is an ablation that is never exact; give "
+                              f"{opt(SWSConfig, 'Ts')} as numbers, without {opt(SWSConfig, 'residual_tolerance')}")
         if not 0 < self.auto_agreement <= 1:
             raise ConfigError(self, "auto_agreement", self.auto_agreement, "the agreement target must be in (0, 1]")
         if not (isinstance(self.auto_holdout, (int, float)) and not isinstance(self.auto_holdout, bool)

@@ -42,8 +42,13 @@ def tsa_dynamics(
     beta: float = 2.0,
     qmax: float | None = None,
     qmin: float | None = 0.0,
+    threshold: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run a TSA layer on its ``Tc`` input frames ``inputs`` (Tc, B, ...).
+
+    ``threshold`` is V_th in units of ``theta beta^Ts``: 1/2 (the paper's lowered threshold, §3.2)
+    fires +1 at ``u >= beta^Ts / 2`` and -1 at ``u < -beta^Ts / 2``; another value ``h`` fires at
+    ``u >= h beta^Ts`` and ``u < -h beta^Ts`` (1: the threshold not lowered, fig 5b's ablation).
 
     Returns ``(spikes, membrane, emitted)``: the Tc output frames in {-1, 0, 1}, the membrane
     after the last step and the decoded value each neuron emitted. ``qmin``/``qmax`` of None
@@ -64,7 +69,7 @@ def tsa_dynamics(
     deficit = torch.zeros_like(membrane)  # -E
     lower = torch.empty_like(membrane[chunks[0]]) if chunks else membrane
     upper = torch.empty_like(lower)
-    plan = _StepPlan.make(inputs.shape[0], Ts, float(beta), qmax, qmin, membrane)
+    plan = _StepPlan.make(inputs.shape[0], Ts, float(beta), qmax, qmin, membrane, float(threshold))
     for cols in chunks:
         width = cols.stop - cols.start
         _tsa_steps(plan, flat[:, cols], spikes[:, cols], membrane[cols], deficit[cols], lower[:width],
@@ -91,9 +96,11 @@ class _StepPlan:
     fused: bool  # 1 / beta^Ts is a power of two: u / beta^Ts + 1/2 in one operation, the same floats
     upper: list[Tensor | float | None]  # per step: D + upper[k] bounds the top (see tsa_dynamics), None: cannot bind
     integral: bool
+    threshold: float  # V_th in units of beta^Ts (1/2: rounding, the floor path)
 
     @staticmethod
-    def make(Tc: int, Ts: int, beta: float, qmax: float | None, qmin: float | None, like: Tensor) -> _StepPlan:
+    def make(Tc: int, Ts: int, beta: float, qmax: float | None, qmin: float | None, like: Tensor,
+             threshold: float = 0.5) -> _StepPlan:
         def const(x: float) -> Tensor:
             return torch.tensor(x, dtype=like.dtype, device=like.device)
 
@@ -108,7 +115,8 @@ class _StepPlan:
                 upper.append(const(qmax - w + 1.0) if integral else float(qmax))
         reset = beta ** Ts
         return _StepPlan(Ts, beta, reset, weights, qmin, qmin == 0 and beta.is_integer(), const(0.5),
-                         const(beta), const(1.0 / reset), math.frexp(1.0 / reset)[0] == 0.5, upper, integral)
+                         const(beta), const(1.0 / reset), math.frexp(1.0 / reset)[0] == 0.5, upper, integral,
+                         threshold)
 
 
 def _tsa_steps(plan: _StepPlan, inputs: Tensor, spikes: Tensor, u: Tensor, deficit: Tensor, lower: Tensor,
@@ -126,11 +134,15 @@ def _tsa_steps(plan: _StepPlan, inputs: Tensor, spikes: Tensor, u: Tensor, defic
         k = t - Ts
         w = plan.weights[k - 1]
         a = spikes[k - 1]
-        if plan.fused:  # (a fused multiply-add may round differently where the product is inexact)
+        if plan.threshold != 0.5:  # +1 at u >= h beta^Ts, -1 at u < -h beta^Ts
+            torch.ge(u, plan.threshold * reset, out=a)
+            a.sub_((u < -plan.threshold * reset).to(a.dtype))
+        elif plan.fused:  # (a fused multiply-add may round differently where the product is inexact)
             torch.add(plan.half, u, alpha=1.0 / reset, out=a)
+            a.floor_()
         else:
             torch.mul(u, plan.inverse, out=a).add_(plan.half)
-        a.floor_()
+            a.floor_()
         low = high = None
         if plan.multiples:
             low = torch.sign(deficit, out=lower)  # -1 where E > 0 (so E >= w), else 0
@@ -162,6 +174,7 @@ def tsa_dynamics_autograd(
     qmax: float | None = None,
     qmin: float | None = 0.0,
     surrogate: Surrogate | str | None = "straight-through",
+    threshold: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Differentiable :func:`tsa_dynamics`: the same operations out of place (the same values,
     bit for bit), with the ternary firing as a spike function of ``r = u / beta^Ts``
@@ -201,7 +214,10 @@ def tsa_dynamics_autograd(
             upper = torch.neg(emitted).add_(qmax).clamp_(max=w).div_(w).floor_()
 
         def fire(r: Tensor, lower: Tensor | None = lower, upper: Tensor | None = upper) -> Tensor:
-            a = torch.add(r, 0.5).floor_().clamp_(-1.0, 1.0)
+            if threshold == 0.5:
+                a = torch.add(r, 0.5).floor_().clamp_(-1.0, 1.0)
+            else:
+                a = (r >= threshold).to(r.dtype) - (r < -threshold).to(r.dtype)
             if lower is not None:
                 a = torch.maximum(a, lower)
             if upper is not None:
@@ -210,7 +226,7 @@ def tsa_dynamics_autograd(
 
         def slope(r: Tensor, lower: Tensor | None = lower, upper: Tensor | None = upper) -> Tensor:
             assert grad is not None
-            down, up = grad.grad(r + 0.5), grad.grad(r - 0.5)
+            down, up = grad.grad(r + threshold), grad.grad(r - threshold)
             if lower is not None:
                 down = down * (lower <= -1.0)
             if upper is not None:
@@ -245,13 +261,16 @@ class TSANeuron(SpikingNeuron):
     """A layer of TSA neurons (see module docstring); ``qmax`` is 2^n - 1 of the n-bit ANN."""
 
     unit_spikes = True
-    serial_params = ("Tc", "Ts", "beta", "qmax", "residual_bins", "residual_range", "surrogate")
+    serial_params = ("Tc", "Ts", "beta", "qmax", "residual_bins", "residual_range", "surrogate", "threshold")
 
     def __init__(self, Tc: int, Ts: int, beta: float = 2.0, qmax: float = 255.0,
                  residual_bins: int = 800, residual_range: float = 4.0,
-                 surrogate: str = "straight-through") -> None:
+                 surrogate: str = "straight-through", threshold: float = 0.5) -> None:
         super().__init__(Tc, Tc)
         self.Tc, self.Ts, self.beta, self.qmax = int(Tc), int(Ts), float(beta), float(qmax)
+        if not (isinstance(threshold, (int, float)) and 0.0 < float(threshold) <= 1.0):
+            raise ValueError(f"threshold must be in (0, 1] (units of theta beta^Ts), not {threshold!r}")
+        self.threshold = float(threshold)  # V_th / (theta beta^Ts): 1/2 lowered (the paper), 1 not (fig 5b)
         self.residual_range = float(residual_range)
         self.surrogate = get_surrogate(surrogate).spec
         self.register_stat("residual_hist", residual_bins)
@@ -261,12 +280,19 @@ class TSANeuron(SpikingNeuron):
     def residual_bins(self) -> int:
         return self.residual_hist.numel()
 
+    def serial_config(self) -> dict:
+        config = {p: getattr(self, p) for p in self.serial_params}
+        if self.threshold == 0.5:  # the paper's: artifacts read as before
+            del config["threshold"]
+        return config
+
     def dynamics(self, inputs: Tensor) -> Tensor:
         if self.needs_grad(inputs):
             spikes, membrane, emitted = tsa_dynamics_autograd(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax,
-                                                              surrogate=self.surrogate)
+                                                              surrogate=self.surrogate, threshold=self.threshold)
         else:
-            spikes, membrane, emitted = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax)
+            spikes, membrane, emitted = tsa_dynamics(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax,
+                                                     threshold=self.threshold)
         if self.recording and self.recording_detail:
             with torch.no_grad():
                 clamped = held_at_clamp(membrane, emitted, self.Ts, self.beta, self.qmax)
@@ -278,13 +304,15 @@ class TSANeuron(SpikingNeuron):
         return spikes
 
     def export_dynamics(self, inputs: Tensor) -> Tensor:
-        return tsa_dynamics_autograd(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax, surrogate=None)[0]
+        return tsa_dynamics_autograd(inputs, Ts=self.Ts, beta=self.beta, qmax=self.qmax, surrogate=None,
+                                     threshold=self.threshold)[0]
 
     def step_refusal(self) -> str | None:
         return OFFSET_IN_TIME
 
     def extra_repr(self) -> str:
-        return f"Tc={self.Tc}, Ts={self.Ts}, beta={self.beta}, qmax={self.qmax:g}"
+        lowered = "" if self.threshold == 0.5 else f", threshold={self.threshold:g}"
+        return f"Tc={self.Tc}, Ts={self.Ts}, beta={self.beta}, qmax={self.qmax:g}{lowered}"
 
 
 @serializable
