@@ -52,6 +52,8 @@ REFINE = (2.0 ** -0.25, 2.0 ** 0.25)
 BIAS_STEPS = 3
 BATCH = 64
 RIDGE = 1e-3  # weight fit: ridge toward the present weights, relative to the mean input energy
+FIT_ROWS = 1 << 19  # a weight fit reads at most this many rows (positions of all images): every k-th
+UNFOLD_ELEMENTS = 1 << 24  # patch values unfolded at once (images in chunks)
 HEAD_RIDGE = 0.1  # the classifier's fit has one row per image, not per position: held closer
 SAMPLE_PER_CHANNEL = 16384  # positions per channel the threshold and bias search evaluates
 
@@ -380,13 +382,18 @@ def _least_squares(syn: nn.Module, inputs: list[Tensor], targets: list[Tensor], 
     w0 = torch.cat([w0, b0.view(groups, out // groups, 1)], 2)  # (groups, out/g, fan_in + 1)
     gram = torch.zeros(groups, fan_in + 1, fan_in + 1, dtype=torch.float64)
     cross = torch.zeros(groups, fan_in + 1, out // groups, dtype=torch.float64)
-    for x, y in zip(inputs, targets, strict=True):
-        rows = _patches(syn, x).double()
-        rows = torch.cat([rows, torch.ones(rows.shape[0], groups, 1, dtype=rows.dtype)], 2)
-        y = (y.reshape(y.shape[0], y.shape[1], -1).transpose(1, 2).reshape(-1, out) if y.dim() > 2 else y)
-        y = y.double().view(-1, groups, out // groups)
-        gram += torch.einsum("ngk,ngj->gkj", rows, rows)
-        cross += torch.einsum("ngk,ngo->gko", rows, y)
+    positions = [y[0, 0].numel() if y.dim() > 2 else 1 for y in targets]  # rows per image
+    stride = max(1, -(-sum(len(y) * p for y, p in zip(targets, positions, strict=True)) // FIT_ROWS))
+    for x, y, per_image in zip(inputs, targets, positions, strict=True):
+        images = max(1, UNFOLD_ELEMENTS // max(per_image * (fan_in * groups + 1), 1))  # images unfolded at once
+        for start in range(0, len(x), images):
+            rows = _patches(syn, x[start:start + images])[::stride].double()
+            rows = torch.cat([rows, torch.ones(rows.shape[0], groups, 1, dtype=rows.dtype)], 2)
+            part = y[start:start + images]
+            part = part.reshape(part.shape[0], out, -1).transpose(1, 2).reshape(-1, out) if part.dim() > 2 else part
+            part = part[::stride].double().view(-1, groups, out // groups)
+            gram += torch.einsum("ngk,ngj->gkj", rows, rows)
+            cross += torch.einsum("ngk,ngo->gko", rows, part)
     lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12).view(groups, 1, 1)
     eye = torch.eye(fan_in + 1, dtype=torch.float64).expand_as(gram)
     solved = torch.linalg.solve(gram + lam * eye, cross + lam * w0.transpose(1, 2))  # (groups, fan_in+1, out/g)

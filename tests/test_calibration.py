@@ -286,3 +286,23 @@ def test_layerwise_refits_the_classifier_to_the_ann_logits() -> None:
     result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "layerwise", images=48)
     assert result.head and result.as_info()["head"]
     assert logit_error(gm) < 0.1 * before
+
+
+def test_least_squares_in_image_chunks_and_every_kth_row_keeps_rows_and_targets_aligned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large layers are unfolded a few images at a time and read every k-th row: with exact
+    targets any full-rank subset of aligned rows recovers the weights, so the solution stays the
+    one that made the targets (chunks of 1 image, every 2nd row: 4 x 13 = 52 rows >= 37 unknowns)."""
+    import snnconvert.calibrate as cal
+
+    syn = _conv_synapse(1)
+    true = nn.Conv2d(4, 6, 3, padding=1, stride=2).double()
+    g = torch.Generator().manual_seed(6)
+    inputs = [torch.rand(4, 4, 9, 9, generator=g, dtype=torch.float64)]
+    with torch.no_grad():
+        targets = [true(x) for x in inputs]
+    monkeypatch.setattr(cal, "UNFOLD_ELEMENTS", 1)
+    monkeypatch.setattr(cal, "FIT_ROWS", 50)
+    weight, bias = _least_squares(syn, inputs, targets, 0.0, 1.0)
+    assert torch.allclose(weight, true.weight.detach(), atol=1e-9)
+    assert torch.allclose(bias, true.bias.detach(), atol=1e-9)
