@@ -6,9 +6,10 @@
 The shared pretrained checkpoint (../shared/data/<model>-cifar10.th) is quantized to 8 bits on
 --calib-limit train-subset images; each coding is converted once per --calibrate mode (the
 coding's own calibration against the float ANN, snnconvert.calibrate: ``bias`` = threshold
-scale and bias correction per layer, ``layerwise`` = also a weight fit; 256 fitted images, 256
-held out) and evaluated on --n stratified test images. Rows: M-LIF S=3 T=1, rate T=8,
-multi-bit B_s=2 T=1 (no calibration: the coding has none), SpQuant T=2. Columns: top-1, agreement
+scale and bias correction per layer, ``layerwise`` = also a least-squares weight fit, the
+command line's default; the quantizer's 1,000 images halved: 500 fitted, 500 held out) and
+evaluated on --n stratified test images. Rows: M-LIF S=3 T=1, rate T=8, multi-bit B_s=2 T=1,
+SpQuant T=2. Columns: top-1, agreement
 with the float ANN, calibration seconds and the held-out proxy before -> after.
 Writes bench/results/calibration_<model>[<suffix>].{json,md}. Public API only.
 """
@@ -30,7 +31,7 @@ CASES = {
     "multibit": ("multi-bit B_s=2 T=1", {"bits_spike": 2, "T": 1}),
     "spquant": ("SpQuant T=2", {"T": 2}),
 }
-CALIBRATED = ("mlif", "rate", "spquant")  # codings with a --calibrate option
+CALIBRATED = ("mlif", "rate", "multibit", "spquant")  # codings with a --calibrate option
 
 
 def markdown(model: str, rows: list[dict], float_top1: float, n: int) -> str:
