@@ -209,7 +209,7 @@ def test_a_missed_held_out_target_searches_again_with_half_the_disagreements(set
     for r in rounds:
         assert set(r["phases"]) == {"uniform", "repair", "lower_levels", "refinement"}
         assert all(v >= 0 for v in r["phases"].values()) and sum(r["phases"].values()) <= r["seconds"] + 1e-6
-    row = dict(summary_rows(snn.info))["--Ts auto time"]
+    row = dict(summary_rows({**snn.info, "auto": auto}))["--Ts auto time"]  # (convert stores it so)
     uniform = sum(r["phases"]["uniform"] for r in rounds)
     assert row.startswith(f"{auto['seconds']:.0f} s: uniform {uniform:.0f} s, per level ")
     assert row.endswith(f"over {len(rounds)} rounds")
