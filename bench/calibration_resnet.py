@@ -1,7 +1,7 @@
 """Conversion alone (no BPTT), with and without layer-wise calibration, on a CIFAR ResNet.
 
     python bench/calibration_resnet.py [--model resnet20|resnet56] [--n 2000] [--modes none,bias,layerwise]
-        [--only mlif,rate,multibit,spquant] [--calib-limit 1000] [--suffix _smoke]
+        [--only mlif,rate,multibit,spquant] [--calib-limit 1000] [--tag smoke]
 
 The shared pretrained checkpoint (../shared/data/<model>-cifar10.th) is quantized to 8 bits on
 --calib-limit train-subset images; each coding is converted once per --calibrate mode (the
@@ -11,15 +11,17 @@ command line's default; the quantizer's 1,000 images halved: 500 fitted, 500 hel
 evaluated on --n stratified test images. Rows: M-LIF S=3 T=1, rate T=8, multi-bit B_s=2 T=1,
 SpQuant T=2. Columns: top-1, agreement
 with the float ANN, calibration seconds and the held-out proxy before -> after.
-Writes bench/results/calibration_<model>[<suffix>].{json,md}. Public API only.
+Writes bench/results/calibration_<model>[_<tag>].{json,md} (on the benchmark harness). Public API only.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from common import RESULTS, SHARED, TEST, TRAIN, machine, start_process, write_json
+from common import SHARED, TEST, TRAIN
+from harness import BenchOptions, BenchResult, main
 
 import snnconvert
 from snnconvert.evaluate import EvaluateConfig, evaluate
@@ -32,6 +34,15 @@ CASES = {
     "spquant": ("SpQuant T=2", {"T": 2}),
 }
 CALIBRATED = ("mlif", "rate", "multibit", "spquant")  # codings with a --calibrate option
+
+
+@dataclass
+class Options(BenchOptions):
+    model: str = field(default="resnet20", metadata={"help": "resnet20 or resnet56"})
+    n: int = field(default=2000, metadata={"help": "stratified test images"})
+    modes: str = field(default="none,bias,layerwise", metadata={"help": "comma-separated --calibrate modes"})
+    only: str = field(default=",".join(CASES), metadata={"help": "comma-separated codings: " + ", ".join(CASES)})
+    calib_limit: int = field(default=1000, metadata={"help": "quantize's calibration images"})
 
 
 def markdown(model: str, rows: list[dict], float_top1: float, n: int) -> str:
@@ -49,58 +60,38 @@ def markdown(model: str, rows: list[dict], float_top1: float, n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet20", choices=("resnet20", "resnet56"))
-    parser.add_argument("--n", type=int, default=2000, help="stratified test images")
-    parser.add_argument("--modes", default="none,bias,layerwise")
-    parser.add_argument("--only", default=",".join(CASES))
-    parser.add_argument("--calib-limit", type=int, default=1000)
-    parser.add_argument("--suffix", default="")
-    parser.add_argument("--from-json", action="store_true", help="only rewrite the .md from the saved .json")
-    args = parser.parse_args()
-    name = f"calibration_{args.model}{args.suffix}"
-    if args.from_json:
-        import json
-
-        saved = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
-        text = markdown(args.model, saved["rows"], saved["float_top1"], saved["n_test"])
-        (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
-        print(text)
-        return
-    checkpoint = SHARED / f"{args.model}-cifar10.th"
+def run(options: Options) -> BenchResult:
+    if options.model not in ("resnet20", "resnet56"):
+        raise SystemExit(f"--model must be resnet20 or resnet56, not {options.model!r}")
+    checkpoint = SHARED / f"{options.model}-cifar10.th"
     if not checkpoint.is_file():
         raise SystemExit(f"benchmark data not found: {checkpoint} (set SNNCONVERT_SHARED_DATA)")
-    q = snnconvert.quantize(args.model, weights=str(checkpoint), data=TRAIN,
-                            config=QuantizeConfig(bits=8, calib_limit=args.calib_limit), eval_limit=0)
-    eval_cfg = EvaluateConfig(data=TEST, limit=args.n, reports=("accuracy",))
-    rows: list[dict] = []
+    q = snnconvert.quantize(options.model, weights=str(checkpoint), data=TRAIN,
+                            config=QuantizeConfig(bits=8, calib_limit=options.calib_limit), eval_limit=0)
+    eval_cfg = EvaluateConfig(data=TEST, limit=options.n, reports=("accuracy",), device=options.device)
+    rows: list[dict[str, Any]] = []
     float_top1 = float("nan")
-    for key in args.only.split(","):
-        label, options = CASES[key]
-        for mode in args.modes.split(","):
+    for key in options.only.split(","):
+        label, coding_options = CASES[key]
+        for mode in options.modes.split(","):
             if key not in CALIBRATED and mode != "none":
                 continue
-            extra = {"calibrate": mode} if key in CALIBRATED else {}
             start = time.perf_counter()
-            snn = snnconvert.to_snn(q, key, **options, **extra)
+            snn = snnconvert.to_snn(q, key, **coding_options, calibrate=mode)
             convert_s = time.perf_counter() - start
             report = evaluate(q, snn, eval_cfg)
             scores = {s.model: s.top1 for s in report.accuracy.scores}
             float_top1 = scores["float ANN"]
-            row = {"coding": key, "label": label, "options": options, "mode": mode, "top1": scores["SNN"],
+            row = {"coding": key, "label": label, "options": coding_options, "mode": mode, "top1": scores["SNN"],
                    "agreement": report.accuracy.agreement_snn_float, "convert_seconds": convert_s,
                    "calibration": snn.info.get("calibration")}
             rows.append(row)
             print({k: v for k, v in row.items() if k != "calibration"},
                   (row["calibration"] or {}).get("seconds"), flush=True)
-    write_json(f"{name}.json", {"machine": machine(), "model": args.model, "n_test": args.n,
-                                "calib_limit": args.calib_limit, "float_top1": float_top1, "rows": rows})
-    text = markdown(args.model, rows, float_top1, args.n)
-    (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
-    print(text)
+    data = {"model": options.model, "n_test": options.n, "calib_limit": options.calib_limit,
+            "float_top1": float_top1, "rows": rows}
+    return BenchResult(f"calibration_{options.model}", data, markdown(options.model, rows, float_top1, options.n))
 
 
 if __name__ == "__main__":
-    start_process()
-    main()
+    main(Options, run, __doc__)
