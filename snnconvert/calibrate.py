@@ -257,6 +257,7 @@ class CalibrationResult:
     layer_error: dict[str, list[float]] = field(default_factory=dict)  # name -> [mse before, after]
     stopped: bool = False  # the time budget ran out before the last layer
     head: bool = False  # the classifier was refitted to the ANN's logits
+    refitted: list[str] = field(default_factory=list)  # synapses whose weights were solved (off the ANN's grid)
     reverted: bool = False  # the held-out agreement with the ANN fell: the conversion was kept as it was
 
     def as_info(self) -> dict[str, Any]:
@@ -266,6 +267,7 @@ class CalibrationResult:
             "skipped": self.skipped, "before": self.before, "after": self.after,
             "layer_mse": {k: [float(f"{v:.4g}") for v in pair] for k, pair in self.layer_error.items()},
             "stopped_by_budget": self.stopped, "reverted": self.reverted, "head": self.head,
+            "refitted": [] if self.reverted else self.refitted,
         }
 
 
@@ -401,24 +403,42 @@ def _least_squares(syn: nn.Module, inputs: list[Tensor], targets: list[Tensor], 
     return solved[:, :-1].reshape(syn.weight.shape), solved[:, -1] / gain
 
 
+def _solvable(syn: nn.Module) -> bool:
+    """A conv or linear synapse with a bias whose patches :func:`_patches` can build."""
+    if isinstance(syn, SynapseConv2d):
+        return syn.bias is not None and syn.padding_mode == "zeros" and not isinstance(syn.padding, str)
+    return isinstance(syn, SynapseLinear) and syn.bias is not None
+
+
+def _with_weights(syn: nn.Module, weight: Tensor, bias: Tensor) -> nn.Module:
+    """A copy of ``syn`` with ``weight`` and ``bias``."""
+    trial = copy.deepcopy(syn)
+    _copy_weights(weight, bias, trial)
+    return trial
+
+
+def _copy_weights(weight: Tensor, bias: Tensor, *targets: nn.Module) -> None:
+    with torch.no_grad():
+        for target in targets:
+            target.weight.copy_(weight.to(target.weight.dtype))
+            target.bias.copy_(bias.to(target.bias.dtype))
+
+
 def _solve_weights(site: _Site, steps: list[_Stepper], pre: list[Tensor]) -> tuple[list[Tensor], nn.Module] | None:
     """Closed-form weight calibration of the feeding synapse: least squares from the SNN's
     time-averaged inputs to the ANN's pre-activation (Li et al. 2021 fit layer by layer; here in
     closed form). Returns the new input currents, or None when the synapse cannot be solved."""
     syn, node = site.synapse, site.synapse_node
-    if isinstance(syn, SynapseConv2d) and (syn.padding_mode != "zeros" or isinstance(syn.padding, str)):
+    if not _solvable(syn):
         return None
-    steps_in = syn.steps
     inputs = [step.env[node.args[0]] for step in steps]
     others = [step.env[site.current] - step.env[node] for step in steps]
-    means = [unfold_time(x, steps_in).mean(0) for x in inputs]
-    goals = [p.to(torch.float64) - unfold_time(o, steps_in).mean(0).double() for p, o in zip(pre, others, strict=True)]
+    # frames per image from the batch sizes (the synapse's own bias gains may be fewer)
+    means = [unfold_time(x, len(x) // len(p)).mean(0) for x, p in zip(inputs, pre, strict=True)]
+    goals = [p.double() - unfold_time(o, len(o) // len(p)).mean(0).double() for p, o in zip(pre, others, strict=True)]
     weight, bias = _least_squares(syn, means, goals, RIDGE, float(syn.frame_bias_gain[0]))
-    trial = copy.deepcopy(syn)
+    trial = _with_weights(syn, weight, bias)
     with torch.no_grad():
-        trial.weight.copy_(weight.to(trial.weight.dtype))
-        if trial.bias is not None:
-            trial.bias.copy_(bias.to(trial.bias.dtype))
         return [trial(x) + o for x, o in zip(inputs, others, strict=True)], trial
 
 
@@ -434,28 +454,24 @@ def _refit_synapse(site: _Site, original: _Site, steps: list[_Stepper], pre: lis
     _, err, scale, delta = _fit_layer(site, _sample(_LayerData(currents, targets), site.neuron.steps_in), dtype)
     if not err < fitted[0]:
         return fitted
-    with torch.no_grad():
-        for target in (site.synapse, original.synapse):
-            target.weight.copy_(trial.weight.to(target.weight.dtype))
-            target.bias.copy_(trial.bias.to(target.bias.dtype))
+    _copy_weights(trial.weight, trial.bias, site.synapse, original.synapse)
     for step, current in zip(steps, currents, strict=True):
         step.env[site.current] = current
     return err, scale, delta, currents
 
 
 def _fit_head(work: fx.GraphModule, gm: fx.GraphModule, decoder: nn.Module, snn_steps: list[_Stepper],
-              ann_steps: list[_Stepper], reference: fx.GraphModule) -> bool:
+              ann_steps: list[_Stepper], reference: fx.GraphModule) -> str | None:
     """Least squares on the classifier: the synapse that makes the network's output, refitted so
-    that the decoded logits match the ANN's on the fitted images; kept if their error falls."""
+    that the decoded logits match the ANN's on the fitted images; kept if their error falls.
+    Returns its module name (None: not refitted)."""
     out = next(n for n in work.graph.nodes if n.op == "output")
     ref_out = next(n for n in reference.graph.nodes if n.op == "output")
     last, ref_last = out.args[0], ref_out.args[0]
     syn = module_of(work, last) if isinstance(last, fx.Node) else None
-    if not isinstance(syn, (SynapseConv2d, SynapseLinear)) or syn.bias is None or len(last.users) != 1 or \
-            not isinstance(ref_last, fx.Node) or not isinstance(last.args[0], fx.Node):
-        return False
-    if isinstance(syn, SynapseConv2d) and (syn.padding_mode != "zeros" or isinstance(syn.padding, str)):
-        return False
+    if not _solvable(syn) or len(last.users) != 1 or not isinstance(ref_last, fx.Node) or \
+            not isinstance(last.args[0], fx.Node):
+        return None
     for step in snn_steps:
         step.pinned.add(last.args[0])
     frames = [step.value(last.args[0]) for step in snn_steps]
@@ -465,23 +481,19 @@ def _fit_head(work: fx.GraphModule, gm: fx.GraphModule, decoder: nn.Module, snn_
             inputs = [decoder(x) for x in frames]
             gain = float(decoder(syn.frame_bias_gain.view(-1, 1).to(frames[0].dtype)).reshape(-1)[0])
     except (RuntimeError, ValueError):
-        return False
+        return None
     weight, bias = _least_squares(syn, inputs, logits, HEAD_RIDGE, gain)
-    trial = copy.deepcopy(syn)
-    with torch.no_grad():
-        trial.weight.copy_(weight.to(trial.weight.dtype))
-        trial.bias.copy_(bias.to(trial.bias.dtype))
+    trial = _with_weights(syn, weight, bias)
 
-        def error(module: nn.Module) -> float:
+    def error(module: nn.Module) -> float:
+        with torch.no_grad():
             return sum(float(((decoder(module(x)).double() - y) ** 2).sum())
                        for x, y in zip(frames, logits, strict=True))
 
-        if not error(trial) < error(syn):
-            return False
-        for target in (syn, gm.get_submodule(str(last.target))):
-            target.weight.copy_(trial.weight.to(target.weight.dtype))
-            target.bias.copy_(trial.bias.to(target.bias.dtype))
-    return True
+    if not error(trial) < error(syn):
+        return None
+    _copy_weights(trial.weight, trial.bias, syn, gm.get_submodule(str(last.target)))
+    return str(last.target)
 
 
 def _apply(site: _Site, scale: Tensor, delta: Tensor | None) -> None:
@@ -549,8 +561,11 @@ def calibrate(gm: fx.GraphModule, encoder: nn.Module, decoder: nn.Module, refere
             pre = [step.value(pre_node).float() for step in ann_steps]
             for step in ann_steps:
                 step.release(pre_node)
-            err, scale, delta, currents = _refit_synapse(site, original, snn_steps, pre, targets, dtype,
-                                                         (err, scale, delta, currents))
+            fitted = (err, scale, delta, currents)
+            refit = _refit_synapse(site, original, snn_steps, pre, targets, dtype, fitted)
+            if refit is not fitted:
+                result.refitted.append(str(site.synapse_node.target))
+            err, scale, delta, currents = refit
             del pre
         _apply(site, scale, delta)
         _apply(original, scale, delta)
@@ -564,7 +579,9 @@ def calibrate(gm: fx.GraphModule, encoder: nn.Module, decoder: nn.Module, refere
         result.calibrated += 1
         del currents, targets, data
     if mode == "layerwise" and not result.stopped:
-        result.head = _fit_head(work, gm, dec, snn_steps, ann_steps, reference)
+        head = _fit_head(work, gm, dec, snn_steps, ann_steps, reference)
+        result.head = head is not None
+        result.refitted += [head] if head is not None else []
     del snn_steps, ann_steps
     result.after = proxy(run, reference, holdout or fit)
     if result.after["agreement"] < result.before["agreement"]:  # worse on the held-out images: keep the conversion

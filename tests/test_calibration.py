@@ -285,6 +285,7 @@ def test_layerwise_refits_the_classifier_to_the_ann_logits() -> None:
     before = logit_error(gm)
     result = calibrate(gm, RepeatEncoder(T), WeightedSumDecoder(T), ann, loader, "layerwise", images=48)
     assert result.head and result.as_info()["head"]
+    assert result.refitted[-1] == "fc" and set(result.refitted) <= {"conv", "fc"}
     assert logit_error(gm) < 0.1 * before
 
 

@@ -434,20 +434,26 @@ def test_sweep_rows_carry_the_bit_figures() -> None:
 
 
 def test_to_snn_calibrates_percentile_thresholds_and_leaves_exact_ones_alone() -> None:
-    """B_s=2 spikes below 8-bit activations: the layers are calibrated against the float ANN, and
-    the held-out agreement does not fall (or the calibration is undone). B_s=8 with the quantized
+    """B_s=2 spikes below 8-bit activations: the layers are calibrated against the float ANN, the
+    held-out agreement rises, and the solved synapses count as float weights. B_s=8 with the quantized
     ANN's scales is exact: no calibration, with the reason, and the SNN equals the one converted
     without it."""
     from snnconvert.calibrate import summary_rows as calibration_rows
     from snnconvert.pipeline import quantize, to_snn
 
     q = quantize("lenet5", data="digits", config=QuantizeConfig(bits=8), eval_limit=0)
-    narrow = to_snn(q, "multibit", T=1, bits_spike=2, calibrate="layerwise", calibrate_images=64)
+    narrow = to_snn(q, "multibit", T=1, bits_spike=2, calibrate="layerwise", calibrate_images=512)
     cal = narrow.info["calibration"]
     assert narrow.info["thresholds"] == "percentile" and cal["mode"] == "layerwise"
     assert cal["calibrated"] == cal["layers"] == len(narrow.info["neuron_layers"]) - 1  # all but the input encoder
-    assert cal["fit_images"] == cal["holdout_images"] == 64
-    assert cal["reverted"] or cal["after"]["agreement"] >= cal["before"]["agreement"]
+    assert cal["fit_images"] == cal["holdout_images"] == 512
+    # measured: held-out agreement 95.5 % -> 97.1 % (8 images of 512: no kernel's rounding moves that)
+    assert not cal["reverted"] and cal["after"]["agreement"] > cal["before"]["agreement"] and cal["refitted"]
+    # weights the calibration solved are off the 8-bit grid: the bit figures count them as floats
+    bits = {s["name"]: s["bits_weight"] for s in narrow.info["synapses"]}
+    assert all(bits[name] != 8 for name in cal["refitted"]) and all(
+        b == 8 for name, b in bits.items() if name not in cal["refitted"])
+    assert (f"({len(cal['refitted'])} synapses refitted" in narrow.info["weights"]) == bool(cal["refitted"])
     exact = to_snn(q, "multibit", T=1, bits_spike=8, calibrate="layerwise")
     plain = to_snn(q, "multibit", T=1, bits_spike=8)
     assert exact.info["thresholds"] == "quantized" and not exact.info["calibration"]["before"]

@@ -324,6 +324,9 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         calibration = CalibrationResult(cfg.calibrate, skipped=["exact: the thresholds are the quantized ANN's "
                                                                 "scales"])
     fold_gains(gm)  # folds the gains insert_neurons put around every neuron (unit ones unless calibrated)
+    refitted = [] if calibration.reverted else calibration.refitted
+    for name in refitted:  # solved weights are off the quantized grid: counted as floats
+        w_bits.pop(name, None)
     out_frames = decoder.steps
 
     snn = SpikingNetwork("multibit")
@@ -340,7 +343,8 @@ def convert(inputs: ConversionInputs, cfg: MultiBitConfig) -> SpikingNetwork:
         "thresholds": source,
         "percentile": float(cfg.percentile) if source == "percentile" or center is not None else None,
         "per_channel": cfg.per_channel,
-        "weights": "quantized" if quantized_weights else "float",
+        "weights": ("quantized" if quantized_weights else "float")
+                   + (f" ({len(refitted)} synapses refitted by calibration: float)" if refitted else ""),
         "encode_input": cfg.encode_input,
         "signed_first": cfg.signed_first,
         "input_center": center.tolist() if center is not None else None,
