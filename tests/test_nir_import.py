@@ -126,6 +126,25 @@ def test_cubalif_by_hand() -> None:
     assert snn.info["neuron_kinds"] == {"CubaLIF": 1}
 
 
+def test_cubalif_at_the_edges_reads_as_far_as_it_writes(tmp_path: Path) -> None:
+    """tau_syn = dt (no current memory: the current is the input) reads and writes back as a
+    CubaLIF that reads back to the same outputs; an infinite tau_syn is refused by name."""
+    from snnconvert.export.nir import export_nir
+
+    dt = 1e-3
+    graph = _cubalif_graph(dt, 0.8)
+    graph.nodes["cuba"].tau_syn = np.full(1, dt)
+    snn = nir_to_snn(graph, T=6, dt=dt)
+    written = tmp_path / "edge.nir"
+    export_nir(snn, written, (1,), dt=dt)
+    x = torch.ones(1, 1)
+    with torch.no_grad():
+        assert torch.equal(load_nir(written, T=6, dt=dt)(x), snn(x))
+    graph.nodes["cuba"].tau_syn = np.full(1, np.inf)
+    with pytest.raises(SnnConvertError, match="CubaLIF with a non-finite tau_syn: cuba"):
+        nir_to_snn(graph, T=6, dt=dt)
+
+
 def _random_cubalif(path: Path, dt: float) -> Path:
     """Input (3,) -> Affine -> CubaLIF (8 neurons, every constant drawn per neuron) -> Affine (4)."""
     rng = np.random.default_rng(0)

@@ -483,9 +483,9 @@ class CurrentIFNeuron(IFNeuron):
 
         a = self.current_decay.detach().double()
         decay = per_neuron(a)
-        if np.any(decay <= 0.0) or np.any(decay >= 1.0):
-            bad = decay[(decay <= 0.0) | (decay >= 1.0)]
-            return NirNeuron(None, refusal=f"synaptic current decay {float(bad.flat[0]):.6g} outside (0, 1)")
+        if np.any(decay < 0.0) or np.any(decay >= 1.0):  # 0: tau_syn = dt, what the reader takes at the edge
+            bad = decay[(decay < 0.0) | (decay >= 1.0)]
+            return NirNeuron(None, refusal=f"synaptic current decay {float(bad.flat[0]):.6g} outside [0, 1)")
         lif = spec.node
         tau_syn = (dt / (1.0 - decay)).astype(np.float32)
         membrane_leak = per_neuron(self.leak)
