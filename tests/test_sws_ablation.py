@@ -38,7 +38,7 @@ def test_tsa_threshold_by_hand_in_all_three_simulations(threshold: float) -> Non
     for t in range(1, 7):  # Tc + Ts steps; spike k fires at t = Ts + k
         z = INPUTS[t - 1] if t <= 3 else None
         stepped.append(tsa_step(state, z, t - 3 if t > 3 else 0, Tc=3, Ts=3, beta=2.0, qmax=7.0, qmin=0.0,
-                                lowered=threshold))
+                                fraction=threshold))
     assert torch.stack(stepped[3:]).tolist() == spikes
 
 

@@ -28,7 +28,7 @@ class _TSAState:
 
 
 def tsa_step(state: _TSAState, z: Tensor | None, fire_index: int, *, Tc: int, Ts: int, beta: float,
-             qmax: float | None, qmin: float | None, lowered: float = 0.5) -> Tensor:
+             qmax: float | None, qmin: float | None, fraction: float = 0.5) -> Tensor:
     """One step of one TSA layer: amplify, integrate, and (if ``fire_index`` >= 1) fire spike
     number ``fire_index`` unless the clamp forbids it."""
     state.u = beta * state.u + (z if z is not None else 0.0)
@@ -36,7 +36,7 @@ def tsa_step(state: _TSAState, z: Tensor | None, fire_index: int, *, Tc: int, Ts
     if fire_index < 1:
         return spikes
     weight = beta ** (Tc - fire_index)
-    threshold = beta**Ts * lowered
+    threshold = beta**Ts * fraction  # V_th: half a spike (the paper) or a whole one (fig 5b)
     up = state.u >= threshold
     down = state.u < -threshold
     if qmax is not None:
@@ -157,7 +157,7 @@ def _neuron_step(node: fx.Node, module: TSANeuron | SWSMaxPoolNeuron, t: int, de
         z = frame
     fire = local - module.Ts if local > module.Ts else 0
     spikes = tsa_step(state, z, fire, Tc=Tc, Ts=module.Ts, beta=module.beta, qmax=module.qmax, qmin=0.0,
-                      lowered=getattr(module, "threshold", 0.5))
+                      fraction=getattr(module, "threshold", 0.5))
     if fire >= 1:
         history.setdefault(node.name, {})[fire] = spikes
         spikes_out.setdefault(node.target, []).append(spikes)
