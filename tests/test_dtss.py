@@ -186,7 +186,7 @@ def test_mask_loss_eq8_over_groups(q_digits) -> None:
 
 def test_finetune_with_dtss_learns_masks_and_round_trips(q_digits, snn4, tmp_path) -> None:
     cfg = FinetuneConfig(epochs=1, batch_size=16, max_batches_per_epoch=3, val_limit=0, lr=1e-3,
-                         methods={"dtss": {"lambda_m": 1.0, "score_lr": 0.5}})
+                         methods={"dtss": {"lambda_m": 5.0, "score_lr": 0.5}})
     result = finetune(q_digits, snn4, cfg, data="digits")
     assert not dtss_masks(snn4)  # the input SNN is untouched
     row = result.history[-1]
@@ -206,6 +206,30 @@ def test_finetune_with_dtss_learns_masks_and_round_trips(q_digits, snn4, tmp_pat
     with pytest.raises(SnnConvertError, match="t_max"):
         finetune(q_digits, snn4, FinetuneConfig(epochs=1, val_limit=0, methods={"dtss": {"t_max": 3}}),
                  data="digits")
+
+
+def test_dtss_default_runs_the_papers_lif_and_keep_leaves_the_neuron(q_digits) -> None:
+    from snnconvert.methods.dtss.training import prepare
+    from snnconvert.methods.rate.neuron import IFNeuron
+
+    def first_neuron(snn):
+        return next(m for m in snn.modules() if isinstance(m, IFNeuron))
+
+    z = torch.tensor([1.0, 0.6, 0.6, 1.0]).reshape(4, 1, 1, 1, 1)  # T=4 frames, one neuron, theta = 1
+    paper = prepare(to_snn(q_digits, coding="rate", T=4), method_config("dtss", {}))
+    neuron = first_neuron(paper)
+    assert (neuron.order, neuron.init) == ("dtss", 0.0)
+    with torch.no_grad():
+        spikes = neuron(z.expand(4, 1, neuron.channels, 1, 1).reshape(4, -1, 1, 1))[:, 0].flatten()
+    # eqs 1-2 with leak 1 and U^0 = 0: H1 = 1.0 (not > 1), H2 = 1.6 -> U2 = 0.6, H3 = 1.2 -> U3 = 0.2, H4 = 1.2
+    assert spikes.tolist() == [0.0, 1.0, 1.0, 1.0]
+    kept = prepare(to_snn(q_digits, coding="rate", T=4), method_config("dtss", {"order": "keep"}))
+    neuron = first_neuron(kept)
+    assert (neuron.order, neuron.init) == ("mlif", 0.5)
+    with torch.no_grad():
+        spikes = neuron(z.expand(4, 1, neuron.channels, 1, 1).reshape(4, -1, 1, 1))[:, 0].flatten()
+    # converted neuron: u0 = 0.5, fire at >=, unleaked reset: 1.5 -> 0.5, 1.1 -> 0.1, 0.7, 1.7 -> spike
+    assert spikes.tolist() == [1.0, 1.0, 0.0, 1.0]
 
 
 def test_dtss_report_normalises_to_fixed_t(q_digits) -> None:
@@ -281,7 +305,8 @@ def test_projection_keeps_every_step_learnable() -> None:
 @pytest.mark.parametrize("min_steps", [1, 2])
 def test_no_layer_reaches_zero_steps_under_a_huge_lambda(q_digits, snn4, min_steps: int) -> None:
     cfg = FinetuneConfig(epochs=1, batch_size=16, max_batches_per_epoch=2, val_limit=0, lr=1e-3,
-                         methods={"dtss": {"lambda_m": 1e6, "score_lr": 2.0, "min_steps": min_steps}})
+                         methods={"dtss": {"lambda_m": 1e6, "score_lr": 2.0, "min_steps": min_steps,
+                                           "order": "keep"}})  # eqs 1-2 at 1 step fire only above theta
     result = finetune(q_digits, snn4, cfg, data="digits")
     row = result.history[-1]
     # Adam moves every score by ~score_lr per step against the mask loss: without the floor every

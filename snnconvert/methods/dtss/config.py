@@ -25,7 +25,10 @@ class DTSSConfig:
     groups: str = option("auto", help="Layer groups in the mask loss: comma list of sps,qkv,attn,mlp, "
                                       "'all', or 'auto' (qkv,mlp for a transformer, all for a CNN).")
     score_lr: float = option(0.01, help="Learning rate of the mask scores TP (fixed, not scheduled).")
-    order: str = option("keep", help="Leak/reset order of IF/LIF neurons: keep, or dtss (the paper's eqs 1-2).")
+    order: str = option("dtss", help="IF/LIF dynamics: dtss (the paper's eqs 1-2: the reset leaks, firing is "
+                                     "strictly above threshold, the membrane starts at 0), or keep (the converted "
+                                     "neuron as it is: unleaked reset, fires at >=, starts at theta/2; a converted "
+                                     "rate SNN starts training closer to its ANN).")
     min_steps: int = option(1, help="Floor: every layer keeps at least this many steps (0: none, the paper's "
                                     "eq 5 alone; a layer at 0 steps silences the network).")
     warmup_steps: int = option(0, help="Optimizer steps over which lambda_m ramps linearly from 0 (0: none).")

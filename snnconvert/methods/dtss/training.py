@@ -101,6 +101,8 @@ def prepare(model: nn.Module, config: DTSSConfig) -> nn.Module:
         for neuron in model.modules():
             if isinstance(neuron, IFNeuron):
                 neuron.order = config.order
+                if config.order == "dtss":
+                    neuron.init = 0.0  # eqs 1-2 start from U^0 = 0
     model.info = dict(model.info)
     model.info["dtss"] = {"t_max": t_max, "init_steps": init, "lambda_m": config.lambda_m,
                           "min_steps": config.min_steps, "warmup_steps": config.warmup_steps,
