@@ -102,7 +102,7 @@ def _torch_codecs() -> dict[str, ModuleCodec]:
         "AvgPool2d": simple(nn.AvgPool2d, "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
         "AdaptiveAvgPool2d": simple(nn.AdaptiveAvgPool2d, "output_size"),
         "ZeroPad2d": simple(nn.ZeroPad2d, "padding"),
-        "Dropout": simple(nn.Dropout, "p"),
+        "Dropout": simple(nn.Dropout, "p"), "Dropout2d": simple(nn.Dropout2d, "p"),
         "Hardtanh": simple(nn.Hardtanh, "min_val", "max_val"),
     }
     for bn in (nn.BatchNorm2d, nn.BatchNorm1d):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from snnconvert.codings import Coding, ConversionInputs, build_config, coding_for, get_coding
+from snnconvert.codings.common import keep_dropout
 from snnconvert.core import (
     AccuracyPair,
     CalibrationRecord,
@@ -228,6 +229,8 @@ def convert_with(inputs: ConversionInputs, coding: str, config: Any) -> SpikingN
         raise SnnConvertError(f"coding {coding} with these options needs calibration data (the quantize step's "
                               f"{opt('quantize', 'data')})")
     snn = entry.convert(inputs, config)
+    keep_dropout(snn.body, int(snn.info.get("frames", 1)))
+    snn.eval()  # inference mode, as the quantized ANN is: dropout is off until a training loop turns it on
     snn.info.setdefault("coding", coding)
     snn.info["config"] = _jsonable_config(config)
     return snn

@@ -16,6 +16,7 @@ from snnconvert.graph.modules import ChannelAffine, PadWithValues
 from snnconvert.graph.ops import Kind, kind_of, maxpool_params, module_of
 from snnconvert.graph.passes import add_module_after, set_module, unique_name
 from snnconvert.quantize.modules import QConv2d, QLinear
+from snnconvert.simulate.dropout import FrameDropout, frame_dropout
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
 
 
@@ -230,7 +231,8 @@ def float_graph_rule(coding: str) -> Callable[[fx.GraphModule, fx.Node], str | N
 
 _MOVING_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch.squeeze, torch.unsqueeze}
 _MOVING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze"}
-_MOVING_MODULES = (nn.Flatten, nn.Identity, nn.ZeroPad2d)
+# dropout: an identity at inference
+_MOVING_MODULES = (nn.Flatten, nn.Identity, nn.ZeroPad2d, nn.Dropout, nn.Dropout2d, FrameDropout)
 
 
 def _spike_grain(gm: fx.GraphModule, node: Any, grains: dict[str, int], encoder_spikes: bool) -> int:
@@ -278,3 +280,16 @@ def mark_spike_inputs(gm: fx.GraphModule, encoder_spikes: bool) -> int:
             module.spike_inputs = _spike_grain(gm, node.args[0], grains, encoder_spikes)
             marked += bool(module.spike_inputs)
     return marked
+
+
+def keep_dropout(body: fx.GraphModule, frames: int) -> int:
+    """Turn the ANN's ``nn.Dropout`` / ``nn.Dropout2d`` layers left in ``body`` into
+    :class:`FrameDropout` over ``frames`` frames per sample (in place); returns how many."""
+    count = 0
+    for node in body.graph.nodes:
+        module = module_of(body, node)
+        new = frame_dropout(module, frames) if module is not None else None
+        if new is not None:
+            set_module(body, node.target, new)
+            count += 1
+    return count

@@ -18,10 +18,11 @@ from torch import fx, nn
 
 from snnconvert.graph.ops import module_of
 from snnconvert.graph.passes import recompile_graph
+from snnconvert.simulate.dropout import FrameDropout
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
 
 _ADD = (operator.add, operator.iadd, torch.add)
-_CHANNELWISE_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_CHANNELWISE_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Dropout2d, FrameDropout)  # mask * (g x)
 _CHANNELWISE_FUNCTIONS = (F.avg_pool2d, F.adaptive_avg_pool2d)
 _SCALAR_FUNCTIONS = (F.pad, torch.flatten, torch.reshape, operator.getitem)
 _SCALAR_METHODS = ("view", "reshape", "flatten", "contiguous")
@@ -189,8 +190,9 @@ def fold_gains(gm: fx.GraphModule) -> fx.GraphModule:
     _split_shared(gm)
     while _push_backward(gm):  # every move goes strictly towards the inputs: terminates
         pass
+    _split_shared(gm)  # a gain moved past an op (dropout, pooling) may now feed several users
     while _push_forward(gm):  # every move goes strictly towards the outputs: terminates
-        pass
+        _split_shared(gm)
     for node in list(gm.graph.nodes):
         gain = _gain(gm, node)
         if gain is not None and torch.allclose(gain.gain.double(), torch.ones(1, dtype=torch.float64), rtol=0, atol=0):

@@ -43,6 +43,7 @@ from snnconvert.export import ExportFormat, ExportRequest, register_export_forma
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import NirNeuron, SpikingNeuron
 from snnconvert.options import opt
+from snnconvert.simulate.dropout import FrameDropout
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import Gain, SynapseConv2d, SynapseLinear
@@ -50,7 +51,7 @@ from snnconvert.simulate.synapse import Gain, SynapseConv2d, SynapseLinear
 POOLS = ("avg", "sum")
 """How average pooling is written: ``AvgPool2d``, or ``SumPool2d`` with ``1/k^2`` folded into the next synapse."""
 
-_PASS_THROUGH = (nn.Identity, nn.Dropout)
+_PASS_THROUGH = (nn.Identity, nn.Dropout, FrameDropout)  # identities at inference
 
 
 @dataclass

@@ -75,6 +75,10 @@ class FinetuneConfig(NirInputOptions):
         "help": "Upper bound of the learned leaks, applied after every step (1.0 keeps every neuron a decaying "
                 "LIF, which NIR can hold; None: unbounded)."})
     per_channel: bool = field(default=False, metadata={"help": "One threshold / leak per channel, not per layer."})
+    dropout: float | None = field(default=None, metadata={
+        "help": "Drop probability of the network's dropout layers while training (None: the ANN's own). "
+                "Conversion keeps the ANN's nn.Dropout layers; in the SNN one mask per sample holds for all "
+                "its time steps (M-LIF 000 A.3 trains with 0.2 where its ANN has 0)."})
     loss: str = field(default="ce", metadata={
         "help": "ce: cross-entropy of the decoded (time-averaged) output; tet: mean over steps of per-step CE."})
     augment: bool = field(default=False, metadata={
@@ -165,6 +169,8 @@ class FinetuneConfig(NirInputOptions):
                 raise ConfigError(self, name, getattr(self, name), "give true or false")
         if self.leak_max is not None and not (_number(self.leak_max) and self.leak_max > 0.0):
             raise ConfigError(self, "leak_max", self.leak_max, "give a bound > 0 (1.0 for NIR's LIF) or none")
+        if self.dropout is not None and not (_number(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise ConfigError(self, "dropout", self.dropout, "give a probability in [0, 1) or none")
         if self.loss not in LOSSES:
             raise ConfigError(self, "loss", self.loss, f"choose {' or '.join(LOSSES)}")
         if self.augment_pad is not None and not (_int(self.augment_pad) and 0 <= self.augment_pad <= 4096):

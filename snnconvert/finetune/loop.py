@@ -40,7 +40,13 @@ from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.finetune.distill import Teacher, distillation_loss, teacher_note
 from snnconvert.finetune.losses import TrainView, loss_of
 from snnconvert.finetune.methods import ActiveMethod, active_methods
-from snnconvert.finetune.model import TrainingMonitor, checkpointed_neurons, reinit_dead_layers, trainable_copy
+from snnconvert.finetune.model import (
+    TrainingMonitor,
+    checkpointed_neurons,
+    reinit_dead_layers,
+    set_dropout,
+    trainable_copy,
+)
 from snnconvert.finetune.optim import EpochSchedule, build_optimizer
 from snnconvert.finetune.report import LOG_NAME, PLOT_NAME, write_curves, write_log
 from snnconvert.finetune.splits import stacked, training_data, validation_data
@@ -203,6 +209,7 @@ def finetune_ann(
         model = copy.deepcopy(quantized.float_model)
         for p in model.parameters():
             p.requires_grad_(p.is_floating_point())
+        set_dropout(model, config.dropout, (nn.Dropout, nn.Dropout2d))  # the same regularizer as the SNN
         groups = {"other": [p for p in model.parameters() if p.requires_grad]}
         return _Trainee(model, groups, _FloatView(model), "fine-tuning the float ANN", spiking=False)
 

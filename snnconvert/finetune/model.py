@@ -14,9 +14,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from snnconvert.errors import SnnConvertError
 from snnconvert.finetune.config import FinetuneConfig
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.neurons.trainable import make_trainable, neuron_parameters
+from snnconvert.options import opt
+from snnconvert.simulate.dropout import FrameDropout
 from snnconvert.simulate.network import SpikingNetwork
 
 
@@ -28,7 +31,20 @@ def trainable_copy(snn: SpikingNetwork, config: FinetuneConfig) -> tuple[Spiking
         if not isinstance(m, SpikingNeuron):
             for p in m.parameters(recurse=False):
                 p.requires_grad_(p.is_floating_point())
+    set_dropout(model, config.dropout, (FrameDropout,))
     return model, neuron_parameters(model)
+
+
+def set_dropout(model: nn.Module, p: float | None, kinds: tuple[type, ...]) -> int:
+    """Set the drop probability of every dropout layer of ``model`` of the ``kinds`` to ``p``
+    (None: leave them); returns how many there are. ``p`` for a model without one is an error."""
+    layers = [m for m in model.modules() if isinstance(m, kinds)]
+    if p is not None and not layers:
+        raise SnnConvertError(f"{opt(FinetuneConfig, 'dropout')} {p:g}: this network has no dropout layer (conversion "
+                              "keeps the ANN's nn.Dropout layers; its ANN has none)")
+    for m in layers if p is not None else ():
+        m.p = float(p)
+    return len(layers)
 
 
 def _checkpointed_forward(neuron: nn.Module) -> Any:

@@ -59,6 +59,8 @@ _LINEAR_FUNCTIONS = {
 _LINEAR_METHODS = {"view", "reshape", "flatten", "contiguous", "mean", "add", "add_", "squeeze", "unsqueeze"}
 _SHAPE_METHODS = {"size", "dim"}
 _LINEAR_MODULES = (
+    nn.Dropout,  # kept: an identity at inference, active in SNN training (simulate/dropout.py)
+    nn.Dropout2d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
     nn.Flatten,
@@ -66,7 +68,7 @@ _LINEAR_MODULES = (
     PadWithValues,
     ChannelAffine,
 )
-_REMOVABLE_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
+_REMOVABLE_MODULES = (nn.Identity,)
 _UNSUPPORTED_HINTS = {
     "Hardswish": "not a ReLU-type activation; replace it with ReLU and fine-tune",
     "SiLU": "not a ReLU-type activation; replace it with ReLU and fine-tune",

@@ -91,7 +91,8 @@ def remove_noops(gm: fx.GraphModule, *, inplace: bool = False) -> fx.GraphModule
 def canonicalize(gm: fx.GraphModule, *, inplace: bool = False) -> fx.GraphModule:
     """Put the graph in the form every later pass expects.
 
-    * dropout and identity nodes are removed;
+    * identity nodes are removed (dropout modules stay: identities at inference that SNN
+      training uses, see :mod:`snnconvert.simulate.dropout`);
     * every ReLU-type activation (functional or module, plain or clipped) becomes an
       ``nn.ReLU`` or :class:`BoundedReLU` module that is not in-place;
     * ``maxpool(x) -> relu`` is swapped into ``relu -> maxpool`` (exact: both are monotone),
