@@ -26,7 +26,7 @@ def _example(name: str, batch: int = 2) -> torch.Tensor:
 
 
 def test_registry_names() -> None:
-    expected = {"lenet5", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    expected = {"lenet5", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "mlif-resnet20",
                 "spikformer-4-384", "spikformer-2-128", "spikformer-1-64"}
     assert set(BUNDLED_MODELS) == expected
     for name, arch in BUNDLED_MODELS.items():
@@ -37,6 +37,22 @@ def test_registry_names() -> None:
 def test_resnet20_parameter_count() -> None:
     # 0.27M parameters as in He et al. 2016, Table 6.
     assert count_parameters(cifar_resnet("resnet20")) == 269_722
+
+
+def test_mlif_resnet20_is_the_papers_network() -> None:
+    from snnconvert.models.mlif_resnet import mlif_resnet20
+
+    model = mlif_resnet20()
+    # by hand: stem 3*64*9 + 2*64*64*9 + 3 BNs (384) = 75,840; blocks 64,64: 2 x 73,984;
+    # 64->128/2: 73,728 + 147,456 + 8,192 (1x1 shortcut) + 768 = 230,144; 128: 295,424;
+    # 128->256/2: 919,040; 256: 1,180,672; 256->512/2: 3,673,088; 512: 4,720,640; fc 5,130
+    assert count_parameters(model) == 11_247_946
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs if c.kernel_size == (3, 3)] == [64] * 7 + [128] * 4 + [256] * 4 + [512] * 4
+    assert sum(c.kernel_size == (1, 1) for c in convs) == 3  # conv shortcuts where the shape changes
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert [d.p for d in drops] == [0.0, 0.0]  # 64C3, D, 64C3, D: the ANN's dropout is 0 (A.3.1)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name,depth", sorted(CIFAR_RESNET_DEPTHS.items()))

@@ -12,6 +12,7 @@ from torch import nn
 from snnconvert.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from snnconvert.models.cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from snnconvert.models.lenet import DIGITS_MEAN, DIGITS_STD, lenet5
+from snnconvert.models.mlif_resnet import mlif_resnet20
 from snnconvert.models.spikformer import SPIKFORMER_CONFIGS, spikformer
 
 # ImageNet channel statistics: the CIFAR ResNet checkpoints this project targets were trained with them
@@ -59,6 +60,13 @@ def _table() -> dict[str, BundledArch]:
             input_spec=_CIFAR_SPEC,
             description=f"CIFAR-10 ResNet-{depth} (He et al. 2016, option-A shortcuts)",
         )
+    table["mlif-resnet20"] = BundledArch(
+        name="mlif-resnet20",
+        build=mlif_resnet20,
+        input_spec=_CIFAR_SPEC,
+        description="the M-LIF paper's ResNet20 (000 A.3.1): 64->512 channels, conv shortcuts, dropout "
+                    "(ANN p=0; finetune --dropout 0.2), 11.2M parameters",
+    )
     for name, spec in SPIKFORMER_CONFIGS.items():
         table[name] = BundledArch(
             name=name,
