@@ -11,9 +11,11 @@ then each case fine-tunes it with the ``adaptive_bits`` training method for the 
   c: adaptive, target 2/2/1, activation renewal          d: uniform 2/2/1
   e: adaptive, target 1/1/1, renewal off (ablation of a)
 
-Adaptive cases start at W/S/T = 4/4/1 (the paper starts CIFAR at 4/4/2 and ImageNet at 4/4/1; T
-stays 1 here because both targets have T = 1 and the CPU budget is small), bounds 6/6/3, eq 22 with
-lambda = 4e-2 / 4e-2 / 1e-2, widths at their own Adam lr (--bits-lr). Uniform cases quantize every
+Adaptive cases start at W/S/T = 4/4/2 (--init-bits; A.5.1's CIFAR setting, so the learned T is
+exercised: the network is converted at that T with every layer squeezed), bounds 6/6/3, eq 22 with
+lambda = 4e-2 / 4e-2 / 1e-2; widths and step sizes train by A.5.1's SGD (--bits-optimizer sgd,
+--bits-lr 0.1, momentum 0.9) or, as before, Adam at their own lr (--bits-optimizer adam). Uniform
+cases are converted at T = 1 and quantize every
 layer at the target widths from the start and learn only weights and step sizes (LSQ). Training:
 Adam (--lr) with a cosine schedule sized to the budget, random crop + flip, batch 64, on
 cifar10/train (--train-data) minus a 2 % share that validates; each case stops after the first
@@ -141,7 +143,9 @@ def main() -> None:
     parser.add_argument("--train-data", default=FULL_TRAIN)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam lr of weights, biases and step sizes")
-    parser.add_argument("--bits-lr", type=float, default=5e-2, help="Adam lr of the widths")
+    parser.add_argument("--bits-lr", type=float, default=0.1, help="lr of the widths (and, with sgd, step sizes)")
+    parser.add_argument("--bits-optimizer", default="sgd", choices=("sgd", "adam"), help="how the widths train")
+    parser.add_argument("--init-bits", default="4/4/2", help="initial W/S/T of the adaptive cases (A.5.1: 4/4/2)")
     parser.add_argument("--expected-ips", type=float, default=40.0, help="training images/s assumed to size the "
                                                                            "cosine schedule to the budget")
     parser.add_argument("--tag", default="", help="suffix of the result files")
@@ -154,6 +158,8 @@ def main() -> None:
     q = quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN, config=QuantizeConfig(bits=8, calib_limit=1000),
                  eval_limit=0)
     snn = to_snn(q, "multibit", T=1, bits_spike=4, float_bits=16)
+    init_T = int(float(args.init_bits.split("/")[2]))
+    snn_init = snn if init_T == 1 else to_snn(q, "multibit", T=init_T, bits_spike=4, float_bits=16, squeeze="always")
     eval_cfg = EvaluateConfig(data=TEST, limit=args.limit, reports=("accuracy", "bits", "allocation"),
                               device=args.device)
     before = evaluate(q, snn, eval_cfg)
@@ -164,14 +170,16 @@ def main() -> None:
     epochs = max(2, int(60 * args.budget_min * args.expected_ips / args.epoch_images))
     for key in args.cases.split(","):
         label, options = CASES[key]
-        method = {"init_bits": "4/4/1", "bits_lr": args.bits_lr, **options}
+        method = {"init_bits": args.init_bits, "bits_lr": args.bits_lr, "bits_optimizer": args.bits_optimizer,
+                  **options}
+        start_snn = snn if method.get("learn_bits", True) is False else snn_init
         config = FinetuneConfig(
             epochs=epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam", schedule="cosine", loss="ce",
             augment=True, seed=0, train_split=0.98, val_limit=args.val_limit, device=args.device,
             max_batches_per_epoch=max(1, args.epoch_images // args.batch_size), time_budget_s=60 * args.budget_min,
             methods={"adaptive_bits": method})
         t0 = time.perf_counter()
-        result = finetune(q, snn, config, data=args.train_data, val_data=args.train_data, show_progress=False)
+        result = finetune(q, start_snn, config, data=args.train_data, val_data=args.train_data, show_progress=False)
         wall = time.perf_counter() - t0
         after = evaluate(q, result.snn, eval_cfg)
         table = allocation(result.snn)

@@ -35,6 +35,7 @@ from snnconvert.methods.multibit.coding import MultiBitConfig
 from snnconvert.methods.multibit.learnable import (
     LN2,
     AdaptiveSynapseConv2d,
+    LearnableWeights,
     grid_search,
     quant_error,
     quantize,
@@ -232,6 +233,66 @@ def test_widths_move_toward_the_target_under_eq22() -> None:
     end = {k: float(v.detach()) for k, v in averages(model).items()}
     assert end == {"W": 2.0, "S": 2.0, "T": 1.0}
     assert float(regulating_loss(model, cfg).detach()) == 0.0
+
+
+def test_sgd_width_update_keeps_eq22_layer_size_weighting_by_hand() -> None:
+    from snnconvert.methods.multibit.adaptive_bits import sgd_parameters, sgd_step
+
+    snn, _ = _net(T=(1, 1, 1))
+    cfg = _config(target_bits="2/4/1", init_bits="4/4/1", lambda_w=0.04, lambda_s=0.0, lambda_t=0.0)
+    model = prepare(copy.deepcopy(snn), cfg)
+    synapses = [m for m in model.modules() if isinstance(m, LearnableWeights)]
+    sizes = [float(m.weight.numel()) for m in synapses]  # 3*4*9 = 108, 4*4*9 = 144, 256*5 = 1280
+    assert sizes == [108.0, 144.0, 1280.0]
+    regulating_loss(model, cfg).backward()
+    # eq 22: d/dB^_l of 0.04 (W - 2)^2 with W = sum N_l B_l / sum N = 4: 2 * 0.04 * 2 * N_l / 1532
+    grads = [2 * 0.04 * 2.0 * n / sum(sizes) for n in sizes]
+    assert [float(m.bits_hat.grad) for m in synapses] == pytest.approx(grads, rel=1e-6)
+    assert all(any(p is q for q in sgd_parameters(model)) for m in synapses for p in (m.bits_hat, m.weight_step))
+    assert sgd_step(model, lr=0.1, momentum=0.9) >= len(synapses)
+    # first step: v = g, B^ -= 0.1 g, so a layer's step is in proportion to its size (Adam's is ~lr for all)
+    assert [float(m.bits_hat.detach()) for m in synapses] == pytest.approx([4.0 - 0.1 * g for g in grads], rel=1e-6)
+    assert all(m.bits_hat.grad is None for m in synapses)  # cleared for the next backward
+    for m, g in zip(synapses, grads, strict=True):  # second step, same gradient: v = 0.9 g + g
+        m.bits_hat.grad = torch.full_like(m.bits_hat, g)
+    sgd_step(model, lr=0.1, momentum=0.9)
+    assert [float(m.bits_hat.detach()) for m in synapses] == pytest.approx(
+        [4.0 - 0.1 * g - 0.1 * 1.9 * g for g in grads], rel=1e-6)
+
+
+def test_target_ramp_moves_the_targets_linearly() -> None:
+    cfg = _config(target_bits="2/2/1", init_bits="4/4/2", target_ramp_steps=4)
+    assert cfg.targets_at(0) == (4.0, 4.0, 2.0)
+    assert cfg.targets_at(2) == (3.0, 3.0, 1.5)
+    assert cfg.targets_at(4) == cfg.targets_at(100) == (2.0, 2.0, 1.0)
+    assert _config(target_bits="2/2/1").targets_at(0) == (2.0, 2.0, 1.0)  # 0: the paper's fixed targets
+    snn, x = _net(T=(1, 1, 1))
+    model = prepare(copy.deepcopy(snn), _config(target_bits="2/4/1", init_bits="4/4/1", target_ramp_steps=2,
+                                                 lambda_s=0.0, lambda_t=0.0, renewal="none"))
+    from snnconvert.finetune.methods import get_method
+
+    method = get_method("adaptive_bits")
+    ramp = _config(target_bits="2/4/1", init_bits="4/4/1", target_ramp_steps=2, lambda_s=0.0, lambda_t=0.0,
+                   renewal="none")
+    method.before_step(model, ramp, 1, x)  # halfway: W* = 3, loss 0.04 (4 - 3)^2
+    assert float(regulating_loss(model, ramp).detach()) == pytest.approx(0.04)
+
+
+def test_sgd_widths_are_kept_out_of_the_engines_optimizer(q_digits) -> None:
+    from snnconvert.finetune.loop import _regrouped
+    from snnconvert.finetune.methods import active_methods
+
+    snn = to_snn(q_digits, "multibit", T=1, bits_spike=4)
+    for optimizer, owned in (("sgd", True), ("adam", False)):
+        methods = active_methods({"adaptive_bits": {"init_bits": "4/4/1", "bits_optimizer": optimizer}})
+        model = methods[0].prepare(copy.deepcopy(snn))
+        _, groups = _regrouped(model, methods)
+        rest = {id(p) for v in groups.values() for p in v}
+        widths = [m.bits_hat for m in model.modules() if isinstance(m, (LearnableWeights, AdaptiveMultiBitNeuron))]
+        steps = [m.weight_step for m in model.modules() if isinstance(m, LearnableWeights)]
+        assert all(id(p) not in rest for p in widths)  # sgd: the method's own; adam: its own Adam group
+        assert all((id(p) not in rest) == owned for p in steps)
+        assert bool(methods[0].parameter_groups(model)) == (not owned)
 
 
 def test_regulating_loss_value_by_hand() -> None:
@@ -435,8 +496,8 @@ def test_a_short_run_trains_widths_and_records_averages(q_digits) -> None:
     snn = to_snn(q_digits, "multibit", T=1, bits_spike=4)
     cfg = FinetuneConfig(epochs=1, max_batches_per_epoch=4, batch_size=32, val_limit=0, lr=1e-3, device="cpu",
                          methods={"adaptive_bits": {"init_bits": "4/4/1", "target_bits": "1/1/1",
-                                                    "bits_lr": 0.2, "renewal": "both"}})
-    result = finetune(q_digits, snn, cfg, data="digits")
+                                                    "bits_lr": 0.2, "renewal": "both", "bits_optimizer": "adam"}})
+    result = finetune(q_digits, snn, cfg, data="digits")  # adam: widths drop below 4 within 4 steps
     row = result.history[-1]
     assert row["avg_W"] < 4.0 and row["avg_S"] < 4.0 and row["avg_T"] == 1.0
     assert result.snn.info["adaptive_bits"]["layers"]
@@ -446,6 +507,10 @@ def test_a_short_run_trains_widths_and_records_averages(q_digits) -> None:
                                                     for n in result.snn.neurons().values()]
     for neuron in snn.neurons().values():  # the input SNN is untouched
         assert not isinstance(neuron, AdaptiveMultiBitNeuron)
+    cfg.methods["adaptive_bits"].pop("bits_optimizer")  # the default, A.5.1's SGD: slow, scaled steps
+    sgd = finetune(q_digits, snn, cfg, data="digits").snn
+    hats = [float(m.bits_hat.detach()) for m in sgd.modules() if isinstance(m, LearnableWeights)]
+    assert sum(hats) / len(hats) < 4.0 and max(hats) - min(hats) > 1e-3  # moved, each by its own gradient
 
 
 def _cli_app() -> typer.Typer:

@@ -361,11 +361,13 @@ def _run(quantized: QuantizedModel, trainee: _Trainee, config: FinetuneConfig, c
 
 
 def _regrouped(model: nn.Module, methods: list[ActiveMethod]) -> tuple[nn.Module, dict[str, list[nn.Parameter]]]:
-    """Optimizer groups after the methods' ``prepare``: their own groups are left out of the rest."""
+    """Optimizer groups after the methods' ``prepare``: their own groups, and the parameters they
+    update themselves, are left out of the rest."""
     from snnconvert.neurons.trainable import neuron_parameters
 
     groups = neuron_parameters(model)
     own = {id(p) for m in methods for params, _ in m.parameter_groups(model) for p in params}
+    own |= {id(p) for m in methods for p in m.own_parameters(model)}
     return model, {k: [p for p in v if id(p) not in own] for k, v in groups.items()}
 
 

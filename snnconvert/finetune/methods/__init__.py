@@ -13,7 +13,9 @@ the engine builds each method's config (a dataclass made with ``codings.base.opt
 * ``before_step(model, config, step, images)`` / ``after_step(model, config, step)`` run
   around each optimizer step (e.g. step-size renewal);
 * ``record(model, config)`` adds JSON-compatible figures to each epoch's history row;
-* ``parameter_groups(model, config)`` returns ``(params, lr)`` pairs trained at their own fixed lr.
+* ``parameter_groups(model, config)`` returns ``(params, lr)`` pairs trained at their own fixed lr;
+* ``own_parameters(model, config)`` lists parameters the method updates itself (in ``after_step``,
+  with its own rule): the engine's optimizer leaves them out and the method zeroes their gradients.
 
 Every hook but ``prepare`` is optional. Other packages can register methods through the
 ``snnconvert.methods`` entry-point group.
@@ -47,6 +49,7 @@ class TrainingMethod:
     after_step: Callable[[nn.Module, Any, int], None] | None = None
     record: Callable[[nn.Module, Any], dict[str, Any]] | None = None
     parameter_groups: Callable[[nn.Module, Any], list[tuple[list[nn.Parameter], float]]] | None = None
+    own_parameters: Callable[[nn.Module, Any], list[nn.Parameter]] | None = None
 
     @classmethod
     def of(cls, options: MethodOptions, **hooks: Any) -> TrainingMethod:
@@ -147,6 +150,9 @@ class ActiveMethod:
 
     def parameter_groups(self, model: nn.Module) -> list[tuple[list[nn.Parameter], float]]:
         return list(self.method.parameter_groups(model, self.config)) if self.method.parameter_groups else []
+
+    def own_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return list(self.method.own_parameters(model, self.config)) if self.method.own_parameters else []
 
 
 def active_methods(spec: dict[str, dict[str, Any]] | None) -> list[ActiveMethod]:

@@ -15,7 +15,9 @@ thresholds (A.9 line 2, Algorithm 2 on the membrane potentials, in every mode) a
 renewal of Algorithms 1-2 (``renewal``: none | activations | weights | both; off for a kind once its
 average width is within 24 % of the initial gap to the target, A.9), ``record`` the average W / S / T
 (and the learned widths into ``snn.info``), and
-``parameter_groups`` trains the widths at their own fixed ``bits_lr``. :func:`refresh_info` (after
+the widths and step sizes train by SGD at the fixed ``bits_lr`` (A.5.1; ``after_step``, on the
+parameters ``own_parameters`` keeps out of the engine's optimizer), or with ``bits_optimizer=adam``
+the widths join the engine's optimizer at ``bits_lr`` (``parameter_groups``). :func:`refresh_info` (after
 ``prepare`` and every epoch) keeps ``snn.info`` (T, widths, latency of the learned per-layer T)
 in step with the learned widths. With ``learn_bits=False``
 the widths stay at ``init_bits``: plain uniform quantization (the paper's U-quant baseline,
@@ -157,11 +159,13 @@ def averages(model: nn.Module) -> dict[str, Tensor]:
 
 
 def regulating_loss(model: nn.Module, config: AdaptiveBitsConfig) -> Tensor | None:
-    """Eq 22's penalty: ``l1 (W - W*)^2 + l2 (T - T*)^2 + l3 (S - S*)^2``."""
+    """Eq 22's penalty: ``l1 (W - W*)^2 + l2 (T - T*)^2 + l3 (S - S*)^2`` (the targets of the
+    current step with ``target_ramp_steps``)."""
     if not config.learn_bits:
         return None
     avg = averages(model)
-    w_t, s_t, t_t = config.targets()
+    w_t, s_t, t_t = config.targets_at(int(model.adaptive_bits_step)) if hasattr(model, "adaptive_bits_step") \
+        else config.targets()
     loss = None
     for key, target, lam in (("W", w_t, config.lambda_w), ("T", t_t, config.lambda_t), ("S", s_t, config.lambda_s)):
         if key in avg and lam > 0:
@@ -219,7 +223,51 @@ def _loss(model: nn.Module, config: AdaptiveBitsConfig) -> Tensor | None:
 
 
 def _before_step(model: nn.Module, config: AdaptiveBitsConfig, step: int, images: Tensor) -> None:
+    if not hasattr(model, "adaptive_bits_step"):  # the step eq 22's ramped targets are read at
+        model.register_buffer("adaptive_bits_step", torch.zeros((), dtype=torch.long), persistent=False)
+    model.adaptive_bits_step.fill_(step)
     renewal_step(model, config, images)
+
+
+def sgd_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What ``bits_optimizer=sgd`` trains: every width (``B^_w``, ``B^_s``, ``T^``) and step size
+    (the neurons' thresholds ``V_th^1``, the synapses' ``S_q``) that requires gradients."""
+    return [p for m in model.modules() if isinstance(m, (AdaptiveMultiBitNeuron, LearnableWeights))
+            for p in (getattr(m, "bits_hat", None), getattr(m, "steps_hat", None), getattr(m, "weight_step", None),
+                      m.threshold if isinstance(m, AdaptiveMultiBitNeuron) else None)
+            if p is not None and p.requires_grad]
+
+
+@torch.no_grad()
+def sgd_step(model: nn.Module, lr: float, momentum: float) -> int:
+    """One SGD step (``v = momentum v + g; p -= lr v``) on :func:`sgd_parameters`, whose
+    gradients it then clears; the velocities are buffers of the owning modules (not saved).
+    Returns how many parameters moved."""
+    moved = 0
+    for m in model.modules():
+        if not isinstance(m, (AdaptiveMultiBitNeuron, LearnableWeights)):
+            continue
+        for name in ("bits_hat", "steps_hat", "weight_step", "threshold"):
+            p = getattr(m, name, None)
+            if not isinstance(p, nn.Parameter) or p.grad is None or not p.requires_grad:
+                continue
+            if name == "threshold" and not isinstance(m, AdaptiveMultiBitNeuron):
+                continue
+            key = f"{name}_velocity"
+            velocity = getattr(m, key, None)
+            if velocity is None or velocity.shape != p.shape:
+                m.register_buffer(key, torch.zeros_like(p), persistent=False)
+                velocity = getattr(m, key)
+            velocity.mul_(momentum).add_(p.grad)
+            p.sub_(lr * velocity)
+            p.grad = None
+            moved += 1
+    return moved
+
+
+def _after_step(model: nn.Module, config: AdaptiveBitsConfig, step: int) -> None:
+    if config.bits_optimizer == "sgd":
+        sgd_step(model, float(config.bits_lr), float(config.bits_momentum))
 
 
 def _record(model: nn.Module, config: AdaptiveBitsConfig) -> dict[str, Any]:
@@ -290,9 +338,15 @@ def refresh_info(model: nn.Module) -> None:
 
 
 def _groups(model: nn.Module, config: AdaptiveBitsConfig) -> list[tuple[list[nn.Parameter], float]]:
+    if config.bits_optimizer == "sgd":
+        return []
     params = [p for m in model.modules() if isinstance(m, (AdaptiveMultiBitNeuron, LearnableWeights))
               for p in (m.bits_hat, getattr(m, "steps_hat", None)) if p is not None and p.requires_grad]
     return [(params, float(config.bits_lr))] if params else []
+
+
+def _own(model: nn.Module, config: AdaptiveBitsConfig) -> list[nn.Parameter]:
+    return sgd_parameters(model) if config.bits_optimizer == "sgd" else []
 
 
 METHOD = register_method(TrainingMethod.of(
@@ -300,6 +354,8 @@ METHOD = register_method(TrainingMethod.of(
     prepare=prepare,
     loss=_loss,
     before_step=_before_step,
+    after_step=_after_step,
     record=_record,
     parameter_groups=_groups,
+    own_parameters=_own,
 ))

@@ -130,7 +130,18 @@ class AdaptiveBitsConfig:
     lambda_t: float = option(4e-2, help="lambda_2 of eq 22 (time steps).")
     lambda_s: float = option(1e-2, help="lambda_3 of eq 22 (spike widths).")
     learn_bits: bool = option(True, help="Learn the widths (false: uniform quantization at init_bits).")
-    bits_lr: float = option(1e-2, help="Fixed lr of the width parameters B^_w, B^_s, T^.")
+    bits_optimizer: str = option("sgd", help="How the widths B^_w, B^_s, T^ and the step sizes (thresholds "
+                                            "V_th^1, weight steps S_q) train: sgd (A.5.1: the gradient scale "
+                                            "and eq 22's layer-size weighting act), or adam (with the weights; "
+                                            "its per-parameter normalization removes both, and widths then "
+                                            "reach their targets in a few steps).")
+    bits_lr: float = option(0.1, help="Fixed lr of the widths and step sizes (A.5.1: 0.1 with sgd; the "
+                                      "earlier adam default was 0.01).")
+    bits_momentum: float = option(0.9, help="SGD momentum of the widths and step sizes (its velocity restarts "
+                                            "at 0 when a run resumes).")
+    target_ramp_steps: int = option(0, help="0: eq 22 pulls toward target_bits from the first step (the "
+                                            "paper); N: the targets move linearly from init_bits to "
+                                            "target_bits over the first N optimizer steps.")
     renewal: str = option("activations", help="Step-size renewal: none, activations, weights or both.")
     grid_iterations: int = option(100, help="K of Algorithm 2.")
     grid_power: float = option(2.0, help="pow of Algorithm 2.")
@@ -147,6 +158,12 @@ class AdaptiveBitsConfig:
                 raise ConfigError(self, name, value, "give a number >= 0")
         if not (isinstance(self.bits_lr, (int, float)) and self.bits_lr > 0):
             raise ConfigError(self, "bits_lr", self.bits_lr, "give an lr > 0")
+        if self.bits_optimizer not in BITS_OPTIMIZERS:
+            raise ConfigError(self, "bits_optimizer", self.bits_optimizer, f"choose {' or '.join(BITS_OPTIMIZERS)}")
+        if not (isinstance(self.bits_momentum, (int, float)) and 0.0 <= self.bits_momentum < 1.0):
+            raise ConfigError(self, "bits_momentum", self.bits_momentum, "give a momentum in [0, 1)")
+        if not (isinstance(self.target_ramp_steps, int) and self.target_ramp_steps >= 0):
+            raise ConfigError(self, "target_ramp_steps", self.target_ramp_steps, "give a step count >= 0")
         if self.renewal not in RENEWAL_MODES:
             raise ConfigError(self, "renewal", self.renewal, f"choose {', '.join(RENEWAL_MODES)}")
         if self.rounding not in ROUNDINGS:
@@ -162,6 +179,15 @@ class AdaptiveBitsConfig:
     def targets(self) -> tuple[float, float, float]:
         return parse_bits(self.target_bits, self, "target_bits")
 
+    def targets_at(self, step: int) -> tuple[float, float, float]:
+        """Eq 22's targets at optimizer step ``step`` (``target_ramp_steps``: a linear ramp from
+        ``init_bits``; 0: the targets themselves)."""
+        final = self.targets()
+        if not self.target_ramp_steps:
+            return final
+        share = min(1.0, max(0, step) / self.target_ramp_steps)
+        return tuple(a + share * (b - a) for a, b in zip(self.inits(), final, strict=True))  # type: ignore[return-value]
+
     def inits(self) -> tuple[float, float, float]:
         return parse_bits(self.init_bits, self, "init_bits")
 
@@ -173,6 +199,7 @@ class AdaptiveBitsConfig:
 
 
 ROUNDINGS = ("round", "floor")
+BITS_OPTIMIZERS = ("sgd", "adam")
 
 
 ADAPTIVE_BITS = TRAINING_OPTIONS.register("adaptive_bits", MethodOptions(
