@@ -123,6 +123,23 @@ def test_ce_and_tet_hand_values() -> None:
         (math.log(4 / 3) + math.log(4)) / 2, abs=1e-6)
 
 
+def test_tet_regularizer_hand_value() -> None:
+    from snnconvert.finetune.losses import loss_of, tet_regularized
+
+    ln3 = math.log(3.0)
+    steps = torch.tensor([[[0.0, ln3]], [[0.0, 0.0]]])  # the logits above
+    labels = torch.tensor([1])
+    tet = (math.log(4 / 3) + math.log(2)) / 2
+    # MSE to phi = 1 over the 4 entries: (1 + (ln3 - 1)^2 + 1 + 1) / 4
+    mse = (3.0 + (ln3 - 1.0) ** 2) / 4
+    assert tet_regularized(steps, labels, 0.9, 1.0).item() == pytest.approx(0.1 * tet + 0.9 * mse, abs=1e-6)
+    assert loss_of("tet", steps.mean(0), steps, labels, tet_lambda=0.45).item() == pytest.approx(
+        0.55 * tet + 0.45 * mse, abs=1e-6)
+    assert tet_regularized(steps, labels, 0.0, 1.0).item() == pytest.approx(tet, abs=1e-6)
+    with pytest.raises(SnnConvertError, match="tet"):
+        FinetuneConfig(tet_lambda=0.5).validate()  # the regularizer belongs to the TET loss
+
+
 def test_train_view_per_step_logits_average_to_output() -> None:
     snn = toy_snn(steps=2)
     snn.decoder.weights.copy_(torch.tensor([0.25, 0.75]))  # non-uniform, like SWS

@@ -10,6 +10,7 @@ from snnconvert.configs.nir import NirInputOptions
 from snnconvert.errors import ConfigError, SnnConvertError
 from snnconvert.limits import shorten
 from snnconvert.manifest_check import MAX_BATCH, MAX_COUNT, MAX_EPOCHS, MAX_SEED
+from snnconvert.options import opt
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "step", "cosine")
@@ -81,6 +82,11 @@ class FinetuneConfig(NirInputOptions):
                 "its time steps (M-LIF 000 A.3 trains with 0.2 where its ANN has 0)."})
     loss: str = field(default="ce", metadata={
         "help": "ce: cross-entropy of the decoded (time-averaged) output; tet: mean over steps of per-step CE."})
+    tet_lambda: float = field(default=0.0, metadata={
+        "help": "Weight lambda of TET's regularizer with --loss tet: (1 - lambda) L_TET + lambda MSE(O(t), "
+                "tet_target) (Deng et al. 2022, eq 9; SpQuant-SNN A trains with 0.45 for VGG, 0.90 for ResNet)."})
+    tet_target: float = field(default=1.0, metadata={"help": "The constant phi TET's regularizer pulls every "
+                                                              "step's logits to."})
     augment: bool = field(default=False, metadata={
         "help": "Random crop with zero padding and horizontal flip (seeded)."})
     augment_pad: int | None = field(default=None, metadata={
@@ -171,6 +177,13 @@ class FinetuneConfig(NirInputOptions):
             raise ConfigError(self, "leak_max", self.leak_max, "give a bound > 0 (1.0 for NIR's LIF) or none")
         if self.dropout is not None and not (_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ConfigError(self, "dropout", self.dropout, "give a probability in [0, 1) or none")
+        if not (_number(self.tet_lambda) and 0.0 <= self.tet_lambda <= 1.0):
+            raise ConfigError(self, "tet_lambda", self.tet_lambda, "give a weight in [0, 1]")
+        if not _number(self.tet_target):
+            raise ConfigError(self, "tet_target", self.tet_target, "give a number")
+        if self.tet_lambda > 0 and self.loss != "tet":
+            raise SnnConvertError(f"{opt(FinetuneConfig, 'tet_lambda')} {self.tet_lambda:g} weights TET's regularizer: "
+                                  f"give {opt(FinetuneConfig, 'loss')} tet too")
         if self.loss not in LOSSES:
             raise ConfigError(self, "loss", self.loss, f"choose {' or '.join(LOSSES)}")
         if self.augment_pad is not None and not (_int(self.augment_pad) and 0 <= self.augment_pad <= 4096):

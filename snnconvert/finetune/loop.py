@@ -397,7 +397,8 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, confi
 
     def compute(images: Tensor, labels: Tensor) -> StepLoss:
         logits, step_logits = step_module(images)
-        loss = ce = loss_of(config.loss, logits, step_logits, labels)
+        loss = ce = loss_of(config.loss, logits, step_logits, labels, tet_lambda=config.tet_lambda,
+                            tet_target=config.tet_target)
         if teacher is not None:
             loss = distillation_loss(logits, teacher(images), ce, config.distill_temperature,
                                      config.distill_weight, teacher.standardize)

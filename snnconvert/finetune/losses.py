@@ -8,6 +8,7 @@ codings, ``w_k = 1/T``, step k's logits are the frame itself).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -52,9 +53,22 @@ class TrainView(nn.Module):
         return logits, logits.unsqueeze(0)
 
 
-def loss_of(kind: str, logits: Tensor, step_logits: Tensor, labels: Tensor) -> Tensor:
-    """The configured loss: ``ce`` or ``tet``."""
-    return tet_loss(step_logits, labels) if kind == "tet" else ce_loss(logits, labels)
+def tet_regularized(step_logits: Tensor, labels: Tensor, lam: float, target: float) -> Tensor:
+    """TET with its regularizer (Deng et al. 2022, eq 9): ``(1 - lam) L_TET + lam L_MSE``,
+    ``L_MSE = 1/T sum_t MSE(O(t), phi)``, the mean squared distance of every step's logits from the
+    constant ``phi = target``; ``lam = 0`` is :func:`tet_loss`."""
+    tet = tet_loss(step_logits, labels)
+    if lam == 0:
+        return tet
+    return (1.0 - lam) * tet + lam * F.mse_loss(step_logits, torch.full_like(step_logits, target))
 
 
-__all__ = ["TrainView", "ce_loss", "loss_of", "tet_loss"]
+def loss_of(kind: str, logits: Tensor, step_logits: Tensor, labels: Tensor, *, tet_lambda: float = 0.0,
+            tet_target: float = 1.0) -> Tensor:
+    """The configured loss: ``ce``, or ``tet`` (with its regularizer when ``tet_lambda`` > 0)."""
+    if kind == "tet":
+        return tet_regularized(step_logits, labels, tet_lambda, tet_target)
+    return ce_loss(logits, labels)
+
+
+__all__ = ["TrainView", "ce_loss", "loss_of", "tet_loss", "tet_regularized"]
