@@ -11,11 +11,14 @@ fine-tuned with BPTT):
   a: full-precision LIF baseline: 32-bit membrane, float weights;
   b: Quant-SNN: ternary integer membrane (eq 7, Q* eqs 11-13) + 4-bit power-of-two weights (eqs 14-18);
   c: SpQuant-SNN: (b)'s fine-tuned network + spatial pruning 35 % (eqs 21-22) + channel gates
-     (eq 23: layer l+1's gate reads layer l's membrane prior; threshold 0.47, initial keep
-     probability sigmoid(--gate-bias), trained at --gate-lr towards --channel-sparsity masked
-     channels), fine-tuned again for --budget-min;
+     (eq 23: layer l+1's gate reads layer l's membrane prior; --gate-rule eq23: softmax over the
+     channels, kept at >= 0.47 / C, every channel open at the start; keep-skip: our per-channel
+     gate, initial keep probability sigmoid(--gate-bias)), trained at --gate-lr from the task loss
+     (plus, with --mask-weight > 0, a pull towards --channel-sparsity masked channels), fine-tuned
+     again for --budget-min;
   d: the membrane clipping sweep (section 4.1, table 1) on (a)'s fine-tuned network.
-Every fine-tuning: Adam lr --lr, cosine schedule, TET loss, random crop + flip, batch 64, the
+Every fine-tuning: Adam lr --lr, cosine schedule, TET loss with its regularizer (--tet-lambda,
+phi = 1), random crop + flip, batch 64, the
 ``spquant`` training method (SGP learnable thresholds, eqs 24-27), on cifar10/train-subset
 (5,000 images: decoding the 50k-image folder three times does not fit the CPU budget), for
 --budget-min minutes each. Evaluation: --limit stratified test images (the same for all cases):
@@ -68,6 +71,7 @@ def tune(q: Any, snn: Any, args: argparse.Namespace, methods: dict[str, Any]) ->
     epochs = max(2, int(60 * args.budget_min * args.expected_ips / args.epoch_images))
     config = FinetuneConfig(
         epochs=epochs, batch_size=64, lr=args.lr, optimizer="adam", schedule="cosine", loss="tet",
+        tet_lambda=args.tet_lambda,
         augment=True, seed=0, val_limit=0, device=args.device, max_batches_per_epoch=max(1, args.epoch_images // 64),
         time_budget_s=60 * args.budget_min, methods=methods)
     start = time.perf_counter()
@@ -189,7 +193,12 @@ def main() -> None:
                              "3e-4 to 29 %%)")
     parser.add_argument("--percentile", type=float, default=99.7,
                         help="conversion thresholds (with the T=2 rounding map; 90 left the last layer silent)")
-    parser.add_argument("--channel-sparsity", type=float, default=0.8, help="target masked-channel share in (c)")
+    parser.add_argument("--channel-sparsity", type=float, default=0.8,
+                        help="target masked-channel share in (c) (with --mask-weight > 0 and keep-skip gates)")
+    parser.add_argument("--mask-weight", type=float, default=0.0, help="weight of the channel-sparsity loss "
+                        "(0: none, the paper; the earlier runs used 1 with keep-skip gates)")
+    parser.add_argument("--gate-rule", default="eq23", choices=("eq23", "keep-skip"), help="channel gate of (c)")
+    parser.add_argument("--tet-lambda", type=float, default=0.9, help="TET regularizer weight (001: 0.90 for ResNet)")
     parser.add_argument("--gate-lr", type=float, default=0.05, help="Adam lr of the channel gates in (c)")
     parser.add_argument("--gate-bias", type=float, default=0.5,
                         help="initial gate logit in (c): keep probability sigmoid(0.5) = 0.62, just above 0.47")
@@ -274,11 +283,13 @@ def main() -> None:
                      "training": training,
                      "sparsity": {"S_c": 0.0, "S_p": 0.0}})
     if "c" in cases:
-        snn = add_pruning(tuned["b"], spatial=0.35, gate=True, gate_threshold=0.47, gate_bias=args.gate_bias)
+        snn = add_pruning(tuned["b"], spatial=0.35, gate=True, gate_threshold=0.47, gate_bias=args.gate_bias,
+                          gate_rule=args.gate_rule)
         before = measure(snn, images[quick], labels[quick], args.batch)
         print(f"c: pruned before fine-tuning top-1 {before['top1']:.4f}", flush=True)
         tuned["c"], training = tune(q, snn, args, {"spquant": {"learn_threshold": True, "gate_lr": args.gate_lr,
-                                                               "channel_sparsity": args.channel_sparsity}})
+                                                               "channel_sparsity": args.channel_sparsity,
+                                                               "mask_weight": args.mask_weight}})
         result = measure(tuned["c"], images, labels, args.batch)
         layers = result["flops_layers"]
         weights_c = [r["C"] * r["H"] * r["W"] for r in layers if r["consumer"]]
@@ -288,6 +299,7 @@ def main() -> None:
         print(f"c: fine-tuned top-1 {result['top1']:.4f}", flush=True)
         rows.append({"key": "c", "label": "(c) SpQuant-SNN", "membrane": "ternary (1.58-bit)", "weights": "4-bit PoT",
                      "options": {"from": "(b) fine-tuned", "spatial": 0.35, "gate_threshold": 0.47,
+                                 "gate_rule": args.gate_rule, "mask_weight": args.mask_weight,
                                  "channel_sparsity_target": args.channel_sparsity},
                      "converted_top1": before["top1"], "converted_images": len(quick), "measured": result,
                      "training": training,

@@ -3,6 +3,7 @@ power-of-two weights, pruning masks, skipped work, and the memory / FLOPs / ener
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -166,6 +167,29 @@ def test_channel_gate_threshold_and_sparsity() -> None:
     assert gate(torch.zeros(2, 4, 6, 6)).tolist() == [[1.0, 0.0, 1.0, 0.0]] * 2
 
 
+def test_channel_gate_eq23_softmax_over_channels_by_hand(tmp_path) -> None:
+    gate = ChannelGate(2, threshold=0.5, out_channels=4, rule="eq23")
+    assert gate.conv.weight.abs().sum() == 0 and gate.conv.bias.abs().sum() == 0
+    assert gate(torch.zeros(2, 2, 6, 6)).tolist() == [[1.0] * 4] * 2  # U_sf = 1/4 each: every channel open
+    with torch.no_grad():
+        gate.conv.bias.copy_(torch.tensor([0.0, math.log(0.4), math.log(3.0), math.log(0.6)]))
+    # U_att = bias (zero weights): exp = 1, 0.4, 3, 0.6, sum 5 -> U_sf = 0.2, 0.08, 0.6, 0.12;
+    # theta = 0.5 / 4 = 0.125: keep 0.2 and 0.6, drop 0.08 and 0.12
+    p = gate.probabilities(torch.zeros(1, 2, 6, 6))
+    assert (p[0] / 4).tolist() == pytest.approx([0.2, 0.08, 0.6, 0.12], rel=1e-6)
+    gate.track_keep = True
+    mask = gate.mask_from_prior(torch.zeros(1, 2, 6, 6))
+    assert mask.tolist() == [[1.0, 0.0, 1.0, 0.0]]
+    (mask * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()  # straight-through: the softmax's gradient
+    assert gate.conv.bias.grad is not None and float(gate.conv.bias.grad.abs().sum()) > 0
+    neuron = SpQuantNeuron(2, gate_enabled=True, channels=4, gate_in_channels=2, gate_rule="eq23")
+    path = save_artifact(Artifact("snn", {}, {"n": neuron}), tmp_path / "g.snnc")
+    assert load_artifact(path).models["n"].gate.rule == "eq23"
+    assert SpQuantNeuron(2, gate_enabled=True, channels=4).gate.rule == "keep-skip"  # older artifacts
+    with pytest.raises(SnnConvertError):
+        ChannelGate(2, rule="bogus")
+
+
 def test_masked_work_is_really_skipped() -> None:
     # 35% spatial pruning + a gate that closes 2 of 4 channels: masked neurons never fire, and the
     # membrane updates done are N (first step, the prior) + active * (T - 1)
@@ -274,9 +298,14 @@ def test_conversion_round_trip_with_gate_and_pot(tmp_path) -> None:
 
 
 def test_training_method_hooks() -> None:
-    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True), _Tiny2)
+    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True, gate_rule="keep-skip"), _Tiny2)
     method = get_method("spquant")
-    cfg = method_config("spquant", {"weight_bits": "4", "channel_sparsity": 0.5})
+    assert method.loss(method.prepare(copy.deepcopy(snn), method_config("spquant", {})),
+                       method_config("spquant", {})) is None  # the paper: no sparsity loss by default
+    paper, _ = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True), _Tiny2)
+    with pytest.raises(SnnConvertError, match="keep-skip"):  # eq 23's shares cannot carry that loss
+        method.prepare(paper, method_config("spquant", {"mask_weight": 1.0}))
+    cfg = method_config("spquant", {"weight_bits": "4", "channel_sparsity": 0.5, "mask_weight": 1.0})
     model = method.prepare(snn, cfg)
     _, neuron = [m for m in model.body.modules() if isinstance(m, SpQuantNeuron)]
     assert neuron.threshold is not None
@@ -322,7 +351,7 @@ def test_add_pruning_copies_and_adds_gates() -> None:
     from snnconvert.methods.spquant.coding import add_pruning
 
     snn, x = _tiny(SpQuantConfig(T=2, spatial=0.0, gate=False), _Tiny2)
-    pruned = add_pruning(snn, spatial=0.25, gate=True, gate_bias=0.5)
+    pruned = add_pruning(snn, spatial=0.25, gate=True, gate_bias=0.5, gate_rule="keep-skip")
     _, before = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
     _, after = [m for m in pruned.body.modules() if isinstance(m, SpQuantNeuron)]
     assert before.gate is None and before.spatial == 0.0  # the input network is unchanged
@@ -412,8 +441,8 @@ def test_pruned_conv_equals_dense_then_masked_and_counts_the_macs() -> None:
 
 def test_gate_reads_the_previous_layer_prior_and_the_conv_skips_masked_channels() -> None:
     # eq 23: layer 2's mask comes from layer 1's membrane prior Q(h1[0]) (2 channels), not from
-    # layer 2's own membrane; conv2 then computes only the kept channels of each sample
-    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True), _Tiny2)
+    # layer 2's own membrane; conv2 then computes only the kept channels of each sample (keep-skip rule)
+    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.0, gate=True, gate_rule="keep-skip"), _Tiny2)
     first, neuron = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
     conv2 = [m for m in snn.body.modules() if isinstance(m, PoTConv2d)][1]
     gate = neuron.gate

@@ -116,7 +116,7 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
             _set(gm, str(node.target), PoTLinear.from_synapse(mod, cfg.weight_bits))
     gm = gm.to(dtype)
     if cfg.spatial > 0 or cfg.gate:
-        _wire(gm, cfg.spatial, cfg.gate, cfg.gate_threshold, 3.0)
+        _wire(gm, cfg.spatial, cfg.gate, cfg.gate_threshold, 3.0, cfg.gate_rule)
 
     snn = SpikingNetwork("spquant")
     snn.encoder = encoder
@@ -126,7 +126,8 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
         "coding": "spquant", "T": T, "frames": T, "latency": T, "latency_terms": f"T = {T}",
         "tau": cfg.tau, "reset": cfg.reset, "precision": cfg.precision,
         "membrane_bits": membrane_bits(cfg.precision), "weight_bits": cfg.weight_bits,
-        "spatial": cfg.spatial, "gate": cfg.gate, "gate_threshold": cfg.gate_threshold, "clip": cfg.clip,
+        "spatial": cfg.spatial, "gate": cfg.gate, "gate_threshold": cfg.gate_threshold, "gate_rule": cfg.gate_rule,
+        "clip": cfg.clip,
         "percentile": cfg.percentile, "input_map": [gain, offset],
         "e_add_pj": cfg.e_add_pj, "e_mul_pj": cfg.e_mul_pj, "dtype": cfg.dtype,
         "neuron_layers": layers,
@@ -138,21 +139,23 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
 
 
 def add_pruning(snn: SpikingNetwork, spatial: float = 0.35, gate: bool = True,
-                gate_threshold: float = 0.47, gate_bias: float = 3.0) -> SpikingNetwork:
+                gate_threshold: float = 0.47, gate_bias: float = 3.0, gate_rule: str = "eq23") -> SpikingNetwork:
     """A copy of a spquant SNN (e.g. a fine-tuned Quant-SNN) with spatial pruning and channel
-    gates (fresh: keep probability sigmoid(gate_bias), every channel open while it is above the
-    threshold) on its conv-fed neuron layers; ``snn`` is not changed."""
+    gates (fresh: every channel open; ``gate_bias`` sets the keep-skip rule's keep probability
+    sigmoid(gate_bias)) on its conv-fed neuron layers; ``snn`` is not changed."""
     if snn.coding != "spquant" or not isinstance(snn.body, fx.GraphModule):
         raise SnnConvertError("add_pruning takes an SNN of the spquant coding")
-    SpQuantConfig(spatial=spatial, gate=gate, gate_threshold=gate_threshold).validate()
+    SpQuantConfig(spatial=spatial, gate=gate, gate_threshold=gate_threshold, gate_rule=gate_rule).validate()
     out = copy.deepcopy(snn)
     gm = out.body
-    _wire(gm, spatial, gate, gate_threshold, gate_bias)
-    out.info = {**out.info, "spatial": float(spatial), "gate": bool(gate), "gate_threshold": float(gate_threshold)}
+    _wire(gm, spatial, gate, gate_threshold, gate_bias, gate_rule)
+    out.info = {**out.info, "spatial": float(spatial), "gate": bool(gate), "gate_threshold": float(gate_threshold),
+                "gate_rule": gate_rule}
     return out
 
 
-def _wire(gm: fx.GraphModule, spatial: float, gate: bool, gate_threshold: float, gate_bias: float) -> None:
+def _wire(gm: fx.GraphModule, spatial: float, gate: bool, gate_threshold: float, gate_bias: float,
+          gate_rule: str = "eq23") -> None:
     """Set up pruning on every neuron layer fed by one PoT convolution (in place): the conv and
     the neuron get the spatial share (the conv skips the pruned positions after the first step,
     the neuron reads the conv's first step as its prior: kwarg ``conv_out``); with ``gate`` and a
@@ -185,8 +188,9 @@ def _wire(gm: fx.GraphModule, spatial: float, gate: bool, gate_threshold: float,
         if gate and channels and prev_channels:
             neuron.gate_enabled, neuron.channels = True, int(channels)
             neuron.gate_in_channels, neuron.gate_threshold = int(prev_channels), float(gate_threshold)
+            neuron.gate_rule = gate_rule
             neuron.gate = ChannelGate(int(prev_channels), gate_threshold, bias=gate_bias, out_channels=int(channels),
-                                      T=neuron.T, precision=neuron.precision).to(dtype)
+                                      T=neuron.T, precision=neuron.precision, rule=gate_rule).to(dtype)
             with gm.graph.inserting_before(conv_node):
                 g = gm.graph.call_module(f"{node.target}.gate", (prev_in,))
             conv_node.args = (conv_node.args[0], g)

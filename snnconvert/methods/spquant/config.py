@@ -69,7 +69,12 @@ class SpQuantConfig(CalibrationOptions):
     weight_bits: int | None = option(4, help="Power-of-two weight bits: 2, 4, 8 or none (float weights).")
     spatial: float = option(0.35, help="Share of positions pruned per layer by membrane importance (eqs 21-22).")
     gate: bool = option(True, help="Channel masking from the membrane prior (eq 23).")
-    gate_threshold: float = option(0.47, help="Softmax threshold of the channel mask (eq 23).")
+    gate_threshold: float = option(0.47, help="Threshold of the channel mask (eq 23): with gate_rule eq23 in units "
+                                              "of the uniform share 1/C (keep U_sf >= 0.47 / C), with keep-skip "
+                                              "the keep probability.")
+    gate_rule: str = option("eq23", help="eq23: softmax over the channels, U_cm = [U_sf >= theta] (the paper); "
+                                         "keep-skip: a keep/skip softmax per channel, open at the start (ours, "
+                                         "the earlier default).")
     clip: float | None = option(None, help="Negative clipping bound c of the membrane (section 4.1), or none.")
     e_add_pj: float = option(E_ADD_PJ, help="Energy of one add (pJ) in eq 31: BitNet table 2 at 7 nm, FP16 0.16 "
                                             "(reproduces the paper's table 10); INT8 0.007, FP32 0.38.")
@@ -102,6 +107,8 @@ class SpQuantConfig(CalibrationOptions):
             raise ConfigError(self, "gate", self.gate, "give true or false")
         if not (number(self.gate_threshold) and 0 < self.gate_threshold < 1):
             raise ConfigError(self, "gate_threshold", self.gate_threshold, "give a value in (0, 1)")
+        if self.gate_rule not in ("eq23", "keep-skip"):
+            raise ConfigError(self, "gate_rule", self.gate_rule, "choose eq23 or keep-skip")
         if self.clip is not None and not (number(self.clip) and self.clip < 0):
             raise ConfigError(self, "clip", self.clip, "give a negative bound or none")
         for name in ("e_add_pj", "e_mul_pj"):
@@ -137,7 +144,10 @@ class SpQuantMethodConfig:
     learn_threshold: bool = option(True, help="Learnable layer thresholds with the separate gradient path.")
     weight_bits: int | None = option(None, help="Switch synapses to 2/4/8-bit PoT weights before training.")
     channel_sparsity: float = option(0.8, help="Target share of masked channels of the gated layers.")
-    mask_weight: float = option(1.0, help="Weight of the channel-sparsity loss.")
+    mask_weight: float = option(0.0, help="Weight of the channel-sparsity loss toward channel_sparsity (0: none, "
+                                          "the paper, whose gates learn from the task loss alone; ours, the "
+                                          "earlier default 1, drove the gates to 88 % masked and the network to "
+                                          "chance in the ResNet-20 bench).")
     gate_lr: float = option(1e-2, help="Learning rate of the channel gates.")
     scale_lr: float = option(1e-3, help="Learning rate of the PoT log2 scales.")
 

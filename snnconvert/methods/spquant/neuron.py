@@ -31,7 +31,8 @@ Pruning (eqs 21-23), per sample, decided from the first time step:
   shortcut is added); the ``spatial`` share of positions with the lowest importance is masked
   (exactly floor(spatial * H * W)): :func:`spatial_keep`;
 * channel: :class:`ChannelGate` of layer l+1 reads layer l's membrane prior Q(h_l[0]) (2x2 average
-  pool, pointwise conv C_l -> C_(l+1), softmax, threshold 0.47; eq 23) before layer l+1's conv.
+  pool, pointwise conv C_l -> C_(l+1), softmax over the channels, threshold 0.47 / C; eq 23)
+  before layer l+1's conv.
 
 In a converted network the graph wires both in (``codings.spquant._wire``): the gate runs on the
 previous neuron layer's input frames, its mask goes to the conv and to the neuron, and the conv's
@@ -56,6 +57,9 @@ from snnconvert.methods.spquant.config import membrane_range
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.neurons.surrogates import get_surrogate, spike, stacked_grad
 from snnconvert.registry import serializable
+
+GATE_RULES = ("eq23", "keep-skip")
+"""Channel gate rules: the paper's softmax over channels, or our per-channel keep/skip softmax."""
 
 
 def membrane_bits(precision: str) -> float:
@@ -153,9 +157,16 @@ def spatial_keep(first: Tensor, sparsity: float, precision: str) -> Tensor:
 @serializable
 class ChannelGate(nn.Module):
     """Eq 23: the channel mask of layer l+1 from the membrane prior of layer l: 2x2 average pool,
-    pointwise conv (C_l -> C_(l+1) channels), softmax over (keep, skip) per channel (the keep
-    logit is the conv output averaged over positions, the skip logit 0), then
-    ``keep >= threshold``.
+    pointwise conv (C_l -> C_(l+1) channels), its output averaged over positions (U_att), then by
+    ``rule``:
+
+    * ``eq23`` (the paper): ``U_sf = softmax(U_att)`` over the C_(l+1) channels and
+      ``U_cm = [U_sf >= theta]`` with ``theta = threshold / C_(l+1)``: ``threshold`` is in units
+      of the uniform share 1/C (the paper gives no value; 0.47 keeps channels with at least 47 %
+      of the average attention). The conv starts at 0, so every channel starts open (U_sf = 1/C).
+    * ``keep-skip`` (ours, the earlier default): a two-way softmax per channel over (keep,
+      skip), the keep logit U_att and the skip logit 0, ``keep >= threshold``; the conv bias
+      starts at ``bias_init`` (keep probability sigmoid(3) = 0.95).
 
     :meth:`forward` takes the time-folded input frames of the previous neuron layer (its first
     step is the membrane before the first spike, quantized by ``precision``: the prior U^l) and
@@ -163,27 +174,33 @@ class ChannelGate(nn.Module):
     (straight-through), so the gate learns during fine-tuning. It runs before layer l+1's
     convolution, which then computes only the kept channels."""
 
-    serial_params = ("in_channels", "threshold", "bias_init", "out_channels", "T", "precision")
+    serial_params = ("in_channels", "threshold", "bias_init", "out_channels", "T", "precision", "rule")
 
     def __init__(self, in_channels: int, threshold: float = 0.47, bias: float = 3.0, out_channels: int | None = None,
-                 T: int = 1, precision: str = "none", bias_init: float | None = None) -> None:
+                 T: int = 1, precision: str = "none", bias_init: float | None = None, rule: str = "keep-skip") -> None:
         super().__init__()
+        if rule not in GATE_RULES:
+            raise SnnConvertError(f"channel gate rule {rule!r} is not possible: choose {' or '.join(GATE_RULES)}")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels) if out_channels else self.in_channels
-        self.threshold, self.T, self.precision = float(threshold), int(T), str(precision)
-        self.bias_init = float(bias if bias_init is None else bias_init)
+        self.threshold, self.T, self.precision, self.rule = float(threshold), int(T), str(precision), rule
+        self.bias_init = 0.0 if rule == "eq23" else float(bias if bias_init is None else bias_init)
         membrane_range(self.precision)
         self.conv = nn.Conv2d(self.in_channels, self.out_channels, 1)
         with torch.no_grad():
             self.conv.weight.zero_()
-            self.conv.bias.fill_(self.bias_init)  # keep probability sigmoid(3) = 0.95: every channel starts open
+            self.conv.bias.fill_(self.bias_init)  # every channel starts open (keep-skip: keep probability 0.95)
         self.track_keep = False  # set by the spquant training method: keep the soft mask for its loss
         self.last_keep: Tensor | None = None
         self.last_keep_value: Tensor | None = None
 
     def probabilities(self, prior: Tensor) -> Tensor:
+        """(B, C_(l+1)) scores compared with ``threshold``: ``C * softmax(U_att)`` (eq23) or the
+        keep probability (keep-skip)."""
         pooled = F.avg_pool2d(prior, 2) if min(prior.shape[-2:]) >= 2 else prior
         att = self.conv(pooled.to(self.conv.weight.dtype)).mean(dim=(2, 3))
+        if self.rule == "eq23":
+            return torch.softmax(att, dim=1) * att.shape[1]
         logits = torch.stack([att, torch.zeros_like(att)], dim=-1)
         return torch.softmax(logits, dim=-1)[..., 0]
 
@@ -198,10 +215,13 @@ class ChannelGate(nn.Module):
     def mask_from_prior(self, prior: Tensor) -> Tensor:
         """The straight-through (B, C_out) mask from a quantized prior (B, C_in, H, W)."""
         p = self.probabilities(prior)
-        self.last_keep = p if (self.track_keep and torch.is_grad_enabled() and p.requires_grad) else None
-        self.last_keep_value = p.detach()
         hard = (p >= self.threshold).to(p.dtype)
-        return hard + (p - p.detach())
+        mask = hard + (p - p.detach())
+        # the sparsity loss's keep share: eq23's scores always average 1, so it reads the mask
+        keep = mask if self.rule == "eq23" else p
+        self.last_keep = keep if (self.track_keep and torch.is_grad_enabled() and p.requires_grad) else None
+        self.last_keep_value = p.detach()
+        return mask
 
 
 @serializable
@@ -220,13 +240,13 @@ class SpQuantNeuron(SpikingNeuron):
     unit_spikes = True
     serial_params = ("T", "tau", "reset", "precision", "smoothness", "clip", "spatial", "gate_enabled",
                      "channels", "gate_threshold", "surrogate", "learn_threshold", "gate_in_channels",
-                     "input_gain", "input_offset")
+                     "input_gain", "input_offset", "gate_rule")
 
     def __init__(self, T: int, tau: float = 0.5, reset: str = "hard", precision: str = "ternary",
                  smoothness: float = 4.0, clip: float | None = None, spatial: float = 0.0,
                  gate_enabled: bool = False, channels: int = 1, gate_threshold: float = 0.47,
                  surrogate: str = "triangular:1.0", learn_threshold: bool = False, gate_in_channels: int = 0,
-                 input_gain: float = 1.0, input_offset: float = 0.0) -> None:
+                 input_gain: float = 1.0, input_offset: float = 0.0, gate_rule: str = "keep-skip") -> None:
         super().__init__(T, T)
         if reset not in ("hard", "soft"):
             raise SnnConvertError(f"reset {reset!r} is not possible: choose hard or soft")
@@ -241,8 +261,9 @@ class SpQuantNeuron(SpikingNeuron):
         self.register_parameter("threshold", nn.Parameter(torch.ones(1)) if learn_threshold else None)
         self.gate_in_channels = int(gate_in_channels) or self.channels
         self.input_gain, self.input_offset = float(input_gain), float(input_offset)  # y -> gain y + offset
+        self.gate_rule = str(gate_rule)  # artifacts from before the eq23 rule store none: keep-skip
         self.gate = (ChannelGate(self.gate_in_channels, self.gate_threshold, out_channels=self.channels, T=self.T,
-                                 precision=self.precision) if self.gate_enabled else None)
+                                 precision=self.precision, rule=self.gate_rule) if self.gate_enabled else None)
         self._conv_out: Tensor | None = None  # this call's wired inputs (see forward)
         self._channel_mask: Tensor | None = None
         self.last_spatial: Tensor | None = None  # the spatial mask of the last call (work accounting)

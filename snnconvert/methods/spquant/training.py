@@ -6,8 +6,9 @@
   gradient path of eqs 24-27 (``learn_threshold``); with ``weight_bits`` switches every synapse
   to b-bit power-of-two weights (eqs 14-18) with a learnable power-of-two scale, the scale
   initialised from the current weights (PoT as a fine-tuning option);
-* ``loss``: drives the channel gates (eq 23) towards ``channel_sparsity`` masked channels:
-  ``mask_weight * (mean keep probability - (1 - channel_sparsity))^2`` per gated layer, summed;
+* ``loss``: off by default (the paper's gates learn from the task loss alone); with
+  ``mask_weight`` > 0 and keep-skip gates it drives them towards ``channel_sparsity`` masked
+  channels: ``mask_weight * (mean keep probability - (1 - channel_sparsity))^2`` per gated layer;
 * ``parameter_groups``: gates at ``gate_lr``, PoT scales at ``scale_lr`` (fixed, unscheduled);
 * ``record``: the channel sparsity of the last batch and the mean threshold, per epoch.
 """
@@ -48,6 +49,10 @@ def prepare(model: nn.Module, cfg: SpQuantMethodConfig) -> nn.Module:
         info = getattr(model, "info", None)
         if isinstance(info, dict):
             info["weight_bits"] = cfg.weight_bits
+    if cfg.mask_weight > 0 and any(g.rule == "eq23" for g in _gates(model)):
+        raise SnnConvertError("the channel-sparsity loss (spquant.mask_weight > 0) needs gates of rule keep-skip: "
+                              "eq 23's softmax shares always sum to 1, so their mean cannot move (convert with "
+                              "gate_rule=keep-skip, or leave mask_weight at 0)")
     for g in _gates(model):
         g.track_keep = True
     return model
