@@ -419,7 +419,9 @@ def test_pruned_conv_equals_dense_then_masked_and_counts_the_macs() -> None:
     assert torch.allclose(y.reshape(ref.shape), ref, atol=1e-5)
     done, full, kept = conv.mac_work.tolist()
     assert full == T * B * 4 * 36 * 27
-    assert done == kept == (3 + 1) * 36 * 27 + (T - 1) * (3 + 1) * 24 * 27  # the kept (channel, position) pairs
+    assert kept == (3 + 1) * 36 * 27 + (T - 1) * (3 + 1) * 24 * 27  # the kept (channel, position) pairs
+    # executed: both samples padded to the larger kept count, 3 rows (no per-sample loop)
+    assert done == B * 3 * 36 * 27 + (T - 1) * B * 3 * 24 * 27
     # above the density switch: the dense conv then the masks, same output, every MAC executed
     conv.sparse_below, conv.mac_work[:] = 0.0, 0.0
     with torch.no_grad():
@@ -473,11 +475,14 @@ def test_gate_reads_the_previous_layer_prior_and_the_conv_skips_masked_channels(
     assert torch.allclose(gate.last_keep_value, expected, atol=1e-6)
     kept = int((pooled > split).sum()) * 3
     assert 0 < kept < expected.numel()  # some samples gated off, some on
-    done, full, _ = (conv2.mac_work - before).tolist()
+    done, full, kept_macs = (conv2.mac_work - before).tolist()
     assert full == 2 * 6 * 3 * 16 * 18  # T x B x C_out x positions x fan-in
-    assert done == 2 * kept * 16 * 9 * live  # T steps x kept (sample, channel) pairs x positions x fan-in
+    assert kept_macs == 2 * kept * 16 * 9 * live  # T steps x kept (sample, channel) pairs x positions x fan-in
+    # executed: one batched product over every sample, each padded to the largest kept count (3 rows)
+    assert done == 2 * 6 * 3 * 16 * 9 * live
     fl = flops(snn)  # per image: conv1 dense (T x 2 channels x 16 positions x 9) + conv2's kept outputs
-    assert fl["conv_macs_kept"] == pytest.approx((2 * 6 * 2 * 16 * 9 + done) / 6)
+    assert fl["conv_macs_kept"] == pytest.approx((2 * 6 * 2 * 16 * 9 + kept_macs) / 6)
+    assert fl["conv_macs_executed"] == pytest.approx((2 * 6 * 2 * 16 * 9 + done) / 6)
     assert torch.isfinite(out).all()
     assert neuron.work()["channel_sparsity"] == pytest.approx(1 - kept / expected.numel())
 

@@ -123,6 +123,20 @@ class _PoTMixin:
         return w if self.bits is None else pot_quantize(w, self.log_scale, self.bits)
 
 
+def kept_channels(keep: Tensor | None, batch: int, channels: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(idx, valid)``, both (B, K): each sample's kept channels in order, then other channels of
+    that sample up to the largest kept count K (``valid`` False there). Every row of ``idx`` holds
+    distinct channels, so a scatter along it never writes one channel twice. ``keep`` None: all."""
+    if keep is None:
+        idx = torch.arange(channels, device=device).expand(batch, channels)
+        return idx, torch.ones(batch, channels, dtype=torch.bool, device=device)
+    counts = keep.sum(1)
+    width = max(int(counts.max()), 1) if batch else 1
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]  # kept first, channel order
+    valid = torch.arange(width, device=keep.device)[None, :] < counts[:, None]
+    return order, valid
+
+
 @serializable
 class PoTConv2d(_PoTMixin, SynapseConv2d):
     """A conv synapse with b-bit PoT weights (``bits=None``: float). Records its output shape.
@@ -207,9 +221,9 @@ class PoTConv2d(_PoTMixin, SynapseConv2d):
 
         keep = None if channel_mask is None else channel_mask.detach() > 0
         keepf = None if keep is None else keep.to(frames.dtype)
-        kept = [torch.arange(cout, device=w.device) if keep is None else torch.nonzero(keep[b]).reshape(-1)
-                for b in range(batch)]
-        kept_pairs = float(sum(k.numel() for k in kept))
+        idx, valid = kept_channels(keep, batch, cout, w.device)  # (B, K): each sample's kept rows first
+        rows_done = batch * idx.shape[1]  # (sample, channel) rows computed: kept ones plus the padding
+        kept_pairs = float(valid.sum()) if keep is not None else float(batch * cout)
         done = 0.0
 
         def dense(x: Tensor, step_bias: Tensor | None) -> Tensor:  # (N, C_out, ho, wo), channel-masked
@@ -221,22 +235,25 @@ class PoTConv2d(_PoTMixin, SynapseConv2d):
                 y = (y.reshape(-1, batch, cout, ho, wo) * keepf[None, :, :, None, None]).reshape(y.shape)
             return y
 
+        def kept_rows(x: Tensor, step_bias: Tensor | None) -> Tensor:
+            """(S, B, K, n) outputs of each sample's kept rows for im2col columns ``x`` (S, B, fan_in, n)
+            (one batched product for every sample, padded to the largest kept count K; the padding rows
+            are other channels of the sample and come out 0)."""
+            y = torch.matmul(wm[idx].unsqueeze(0), x)
+            if step_bias is not None:
+                y = y + step_bias[:, idx][..., None]
+            return y * valid[None, :, :, None].to(y.dtype)
+
+        def scatter_rows(y: Tensor) -> Tensor:  # (S, B, K, n) -> (S, B, C_out, n), skipped channels 0
+            where = idx[None, :, :, None].expand(y.shape[0], -1, -1, y.shape[3])
+            return y.new_zeros(y.shape[0], batch, cout, y.shape[3]).scatter(2, where, y)
+
         if kept_pairs / (batch * cout) >= self.sparse_below:  # dense is cheaper on this machine: compute, mask
             first = dense(frames[:batch], None if bias is None else bias[:1]).reshape(batch, cout, positions)
             done += float(batch * cout * positions * fan_in)
-        elif keep is None:  # every channel: one batched product
-            first = wm @ cols(frames[:batch]) + (0 if bias is None else bias[0][None, :, None])
-            done += float(batch * cout * positions * fan_in)
         else:
-            c0 = cols(frames[:batch])
-            rows = []
-            for b in range(batch):
-                yb = wm.index_select(0, kept[b]) @ c0[b]
-                if bias is not None:
-                    yb = yb + bias[0].index_select(0, kept[b])[:, None]
-                rows.append(yb.new_zeros(cout, positions).index_copy(0, kept[b], yb))
-                done += float(kept[b].numel() * positions * fan_in)
-            first = torch.stack(rows)
+            first = scatter_rows(kept_rows(cols(frames[:batch]).unsqueeze(0), None if bias is None else bias[:1]))[0]
+            done += float(rows_done * positions * fan_in)
         out = [first.reshape(batch, cout, ho, wo)]
         kept_macs = kept_pairs * positions * fan_in
         if steps > 1:
@@ -256,17 +273,14 @@ class PoTConv2d(_PoTMixin, SynapseConv2d):
                                                    kept_macs], dtype=torch.float64)
                 return torch.cat([out[0], y])
             rest = cols(frames[batch:]).reshape(steps - 1, batch, fan_in, positions)
-            later = []
-            for b in range(batch):
-                xb = rest[:, b] if pos is None else rest[:, b].index_select(2, pos[b])  # (T-1, fan_in, npos)
-                yb = wm.index_select(0, kept[b]) @ xb  # (T-1, kept, npos)
-                if bias is not None:
-                    yb = yb + bias[1:].index_select(1, kept[b])[:, :, None]
-                if pos is not None:
-                    yb = yb.new_zeros(steps - 1, yb.shape[1], positions).index_copy(2, pos[b], yb)
-                later.append(yb.new_zeros(steps - 1, cout, positions).index_copy(1, kept[b], yb))
-                done += float((steps - 1) * kept[b].numel() * npos * fan_in)
-            out.extend(torch.stack(later, dim=1).reshape(steps - 1, batch, cout, ho, wo).unbind(0))
+            if pos is not None:  # the kept positions' columns
+                rest = rest.gather(3, pos[None, :, None, :].expand(steps - 1, -1, fan_in, -1))
+            y = kept_rows(rest, None if bias is None else bias[1:])  # (T-1, B, K, npos)
+            if pos is not None:
+                y = y.new_zeros(*y.shape[:3], positions).scatter(
+                    3, pos[None, :, None, :].expand(steps - 1, -1, y.shape[2], -1), y)
+            out.extend(scatter_rows(y).reshape(steps - 1, batch, cout, ho, wo).unbind(0))
+            done += float((steps - 1) * rows_done * npos * fan_in)
         with torch.no_grad():
             self.mac_work += torch.tensor([done, float(steps * batch * cout * positions * full_fan_in), kept_macs],
                                           dtype=torch.float64)
