@@ -190,6 +190,35 @@ def test_channel_gate_eq23_softmax_over_channels_by_hand(tmp_path) -> None:
         ChannelGate(2, rule="bogus")
 
 
+def test_spatial_importance_scored_at_every_step_by_hand() -> None:
+    # one sample, one channel, two positions, half pruned (eqs 21-22), tau 0.5, hard reset, theta 1:
+    # step 0 y = (2, 0.1): position 0 is the more important, fires, resets to 0; position 1 is pruned.
+    # step 1 y = (0.1, 3): scored again, position 1 is kept and fires (h = 0.5 * 0 + 3); position 0
+    # is pruned. Scored once (first), step 1 keeps position 0 (h = 0.1: silent) and prunes 1.
+    y = torch.tensor([[[[2.0, 0.1]]], [[[0.1, 3.0]]]])  # (T*B, C, H, W) = (2, 1, 1, 2)
+    step = SpQuantNeuron(2, precision="none", spatial=0.5, spatial_scoring="step")
+    first = SpQuantNeuron(2, precision="none", spatial=0.5, spatial_scoring="first")
+    step.recording = True
+    with torch.no_grad():
+        assert step(y).flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert first(y).flatten().tolist() == [1.0, 0.0, 0.0, 0.0]
+    work = step.work()
+    assert work["spatial_sparsity"] == pytest.approx(0.5) and work["membrane_updates"] == pytest.approx(2.0)
+    assert SpQuantNeuron(2).spatial_scoring == "first"  # artifacts from before the option
+    with pytest.raises(SnnConvertError):
+        SpQuantNeuron(2, spatial_scoring="bogus")
+
+
+def test_per_step_scoring_is_the_default_and_the_conv_computes_every_position() -> None:
+    snn, x = _tiny(SpQuantConfig(T=2, weight_bits=None, spatial=0.35, gate=True), _Tiny2)
+    _, neuron = [m for m in snn.body.modules() if isinstance(m, SpQuantNeuron)]
+    conv2 = [m for m in snn.body.modules() if isinstance(m, PoTConv2d)][1]
+    assert neuron.spatial_scoring == "step" and conv2.prune_spatial == 0.0
+    with torch.no_grad(), snn.recording():
+        snn(x)
+    assert neuron.work()["spatial_sparsity"] == pytest.approx(5 / 16)  # floor(0.35 * 16) of 4x4 at each step
+
+
 def test_masked_work_is_really_skipped() -> None:
     # 35% spatial pruning + a gate that closes 2 of 4 channels: masked neurons never fire, and the
     # membrane updates done are N (first step, the prior) + active * (T - 1)

@@ -13,8 +13,9 @@ trains from scratch:
 * neurons: :class:`~snnconvert.methods.spquant.neuron.SpQuantNeuron`: LIF with ``tau`` (0.5), hard
   (eq 1) or soft reset, membrane ``precision`` none / ternary / binary / <k>bit (eqs 7, 10,
   19-20), stacked gradient surrogate Q* of smoothness ``smoothness`` (eqs 11-13), optional
-  negative clipping bound ``clip`` (section 4.1), spatial pruning ``spatial`` (eqs 21-22) and
-  the channel gate ``gate`` with ``gate_threshold`` (eq 23) on every conv-fed neuron layer;
+  negative clipping bound ``clip`` (section 4.1), spatial pruning ``spatial`` (eqs 21-22, scored
+  at every step by default, ``spatial_scoring``) and the channel gate ``gate`` with
+  ``gate_threshold`` and ``gate_rule`` (eq 23) on every conv-fed neuron layer;
 * synapses: :class:`~snnconvert.methods.spquant.pot.PoTConv2d` / ``PoTLinear``, with ``weight_bits``
   2 / 4 / 8 power-of-two weights and a learnable power-of-two scale (eqs 14-18) or float weights;
 * input: the analog image repeated for T steps (direct encoding, section 5.1); the classifier
@@ -94,7 +95,8 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
     gm.double()
     gain, offset = rounding_map(T, cfg.tau, cfg.precision) if cfg.rounding else (1.0, 0.0)
     plan = {name: (SpQuantNeuron(T, cfg.tau, cfg.reset, cfg.precision, cfg.smoothness, cfg.clip, cfg.spatial,
-                                 False, 1, cfg.gate_threshold, input_gain=gain, input_offset=offset),
+                                 False, 1, cfg.gate_threshold, input_gain=gain, input_offset=offset,
+                                 spatial_scoring=cfg.spatial_scoring),
                    torch.tensor(theta, dtype=torch.float64))
             for name, theta in thresholds.items()}
     layers = insert_neurons(gm, plan)
@@ -116,7 +118,7 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
             _set(gm, str(node.target), PoTLinear.from_synapse(mod, cfg.weight_bits))
     gm = gm.to(dtype)
     if cfg.spatial > 0 or cfg.gate:
-        _wire(gm, cfg.spatial, cfg.gate, cfg.gate_threshold, 3.0, cfg.gate_rule)
+        _wire(gm, cfg.spatial, cfg.gate, cfg.gate_threshold, 3.0, cfg.gate_rule, cfg.spatial_scoring)
 
     snn = SpikingNetwork("spquant")
     snn.encoder = encoder
@@ -127,7 +129,7 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
         "tau": cfg.tau, "reset": cfg.reset, "precision": cfg.precision,
         "membrane_bits": membrane_bits(cfg.precision), "weight_bits": cfg.weight_bits,
         "spatial": cfg.spatial, "gate": cfg.gate, "gate_threshold": cfg.gate_threshold, "gate_rule": cfg.gate_rule,
-        "clip": cfg.clip,
+        "spatial_scoring": cfg.spatial_scoring, "clip": cfg.clip,
         "percentile": cfg.percentile, "input_map": [gain, offset],
         "e_add_pj": cfg.e_add_pj, "e_mul_pj": cfg.e_mul_pj, "dtype": cfg.dtype,
         "neuron_layers": layers,
@@ -139,26 +141,29 @@ def build(float_gm: fx.GraphModule, thresholds: dict[str, float], cfg: SpQuantCo
 
 
 def add_pruning(snn: SpikingNetwork, spatial: float = 0.35, gate: bool = True,
-                gate_threshold: float = 0.47, gate_bias: float = 3.0, gate_rule: str = "eq23") -> SpikingNetwork:
+                gate_threshold: float = 0.47, gate_bias: float = 3.0, gate_rule: str = "eq23",
+                spatial_scoring: str = "step") -> SpikingNetwork:
     """A copy of a spquant SNN (e.g. a fine-tuned Quant-SNN) with spatial pruning and channel
     gates (fresh: every channel open; ``gate_bias`` sets the keep-skip rule's keep probability
     sigmoid(gate_bias)) on its conv-fed neuron layers; ``snn`` is not changed."""
     if snn.coding != "spquant" or not isinstance(snn.body, fx.GraphModule):
         raise SnnConvertError("add_pruning takes an SNN of the spquant coding")
-    SpQuantConfig(spatial=spatial, gate=gate, gate_threshold=gate_threshold, gate_rule=gate_rule).validate()
+    SpQuantConfig(spatial=spatial, gate=gate, gate_threshold=gate_threshold, gate_rule=gate_rule,
+                  spatial_scoring=spatial_scoring).validate()
     out = copy.deepcopy(snn)
     gm = out.body
-    _wire(gm, spatial, gate, gate_threshold, gate_bias, gate_rule)
+    _wire(gm, spatial, gate, gate_threshold, gate_bias, gate_rule, spatial_scoring)
     out.info = {**out.info, "spatial": float(spatial), "gate": bool(gate), "gate_threshold": float(gate_threshold),
-                "gate_rule": gate_rule}
+                "gate_rule": gate_rule, "spatial_scoring": spatial_scoring}
     return out
 
 
 def _wire(gm: fx.GraphModule, spatial: float, gate: bool, gate_threshold: float, gate_bias: float,
-          gate_rule: str = "eq23") -> None:
-    """Set up pruning on every neuron layer fed by one PoT convolution (in place): the conv and
-    the neuron get the spatial share (the conv skips the pruned positions after the first step,
-    the neuron reads the conv's first step as its prior: kwarg ``conv_out``); with ``gate`` and a
+          gate_rule: str = "eq23", spatial_scoring: str = "step") -> None:
+    """Set up pruning on every neuron layer fed by one PoT convolution (in place): the neuron gets
+    the spatial share and reads the conv's output as its prior (kwarg ``conv_out``): at every step
+    (``spatial_scoring`` step; the conv computes every position), or its first step only (first;
+    the conv then skips the pruned positions after the first step); with ``gate`` and a
     previous neuron layer P feeding the conv, a :class:`ChannelGate` (the neuron's ``gate``,
     C_P -> C channels) is called on P's input frames (P's membrane prior, eq 23) before the conv,
     and its mask goes to the conv (which computes only the kept channels) and to the neuron."""
@@ -173,13 +178,14 @@ def _wire(gm: fx.GraphModule, spatial: float, gate: bool, gate_threshold: float,
         if not convs:
             continue
         neuron = gm.get_submodule(str(node.target))
-        neuron.spatial = float(spatial)
+        neuron.spatial, neuron.spatial_scoring = float(spatial), spatial_scoring
         conv = gm.get_submodule(convs[0])
         if len(convs) != 1 or not isinstance(conv, PoTConv2d) or not conv.sparse_capable() \
                 or "conv_out" in node.kwargs:
             continue  # unwired: the neuron prunes from its own first step (the conv computes densely)
         conv_node = by_target[convs[0]]
-        conv.prune_spatial, conv.prune_precision = float(spatial), neuron.precision
+        if spatial_scoring == "first":  # the positions are known after step 1: the conv skips them later
+            conv.prune_spatial, conv.prune_precision = float(spatial), neuron.precision
         kwargs: dict[str, Any] = {"conv_out": conv_node}
         channels = _node_channels(gm, node.args[0]) if node.args else None
         prev = _producers(gm, conv_node, (SpQuantNeuron,))

@@ -68,6 +68,10 @@ class SpQuantConfig(CalibrationOptions):
     smoothness: float = option(4.0, help="Smoothness T of the stacked gradient surrogate Q* (eq 11).")
     weight_bits: int | None = option(4, help="Power-of-two weight bits: 2, 4, 8 or none (float weights).")
     spatial: float = option(0.35, help="Share of positions pruned per layer by membrane importance (eqs 21-22).")
+    spatial_scoring: str = option("step", help="When eqs 21-22 score the positions: step (Imp_t at every step, "
+                                               "the paper; the conv computes every position) or first (once, on "
+                                               "the first step, so the conv skips the pruned positions later; "
+                                               "ours, the earlier default).")
     gate: bool = option(True, help="Channel masking from the membrane prior (eq 23).")
     gate_threshold: float = option(0.47, help="Threshold of the channel mask (eq 23): with gate_rule eq23 in units "
                                               "of the uniform share 1/C (keep U_sf >= 0.47 / C), with keep-skip "
@@ -107,6 +111,8 @@ class SpQuantConfig(CalibrationOptions):
             raise ConfigError(self, "gate", self.gate, "give true or false")
         if not (number(self.gate_threshold) and 0 < self.gate_threshold < 1):
             raise ConfigError(self, "gate_threshold", self.gate_threshold, "give a value in (0, 1)")
+        if self.spatial_scoring not in ("step", "first"):
+            raise ConfigError(self, "spatial_scoring", self.spatial_scoring, "choose step or first")
         if self.gate_rule not in ("eq23", "keep-skip"):
             raise ConfigError(self, "gate_rule", self.gate_rule, "choose eq23 or keep-skip")
         if self.clip is not None and not (number(self.clip) and self.clip < 0):

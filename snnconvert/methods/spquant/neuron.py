@@ -61,6 +61,9 @@ from snnconvert.registry import serializable
 GATE_RULES = ("eq23", "keep-skip")
 """Channel gate rules: the paper's softmax over channels, or our per-channel keep/skip softmax."""
 
+SPATIAL_SCORING = ("step", "first")
+"""When eqs 21-22 score positions: at every step (the paper's Imp_t), or once on the first step."""
+
 
 def membrane_bits(precision: str) -> float:
     """Storage bits per membrane value: 32 (none), log2(3) = 1.58 (ternary), 1 (binary), k (k-bit)."""
@@ -240,13 +243,14 @@ class SpQuantNeuron(SpikingNeuron):
     unit_spikes = True
     serial_params = ("T", "tau", "reset", "precision", "smoothness", "clip", "spatial", "gate_enabled",
                      "channels", "gate_threshold", "surrogate", "learn_threshold", "gate_in_channels",
-                     "input_gain", "input_offset", "gate_rule")
+                     "input_gain", "input_offset", "gate_rule", "spatial_scoring")
 
     def __init__(self, T: int, tau: float = 0.5, reset: str = "hard", precision: str = "ternary",
                  smoothness: float = 4.0, clip: float | None = None, spatial: float = 0.0,
                  gate_enabled: bool = False, channels: int = 1, gate_threshold: float = 0.47,
                  surrogate: str = "triangular:1.0", learn_threshold: bool = False, gate_in_channels: int = 0,
-                 input_gain: float = 1.0, input_offset: float = 0.0, gate_rule: str = "keep-skip") -> None:
+                 input_gain: float = 1.0, input_offset: float = 0.0, gate_rule: str = "keep-skip",
+                 spatial_scoring: str = "first") -> None:
         super().__init__(T, T)
         if reset not in ("hard", "soft"):
             raise SnnConvertError(f"reset {reset!r} is not possible: choose hard or soft")
@@ -262,6 +266,10 @@ class SpQuantNeuron(SpikingNeuron):
         self.gate_in_channels = int(gate_in_channels) or self.channels
         self.input_gain, self.input_offset = float(input_gain), float(input_offset)  # y -> gain y + offset
         self.gate_rule = str(gate_rule)  # artifacts from before the eq23 rule store none: keep-skip
+        if spatial_scoring not in SPATIAL_SCORING:
+            raise SnnConvertError(f"spatial scoring {spatial_scoring!r} is not possible: choose "
+                                  f"{' or '.join(SPATIAL_SCORING)}")
+        self.spatial_scoring = str(spatial_scoring)  # older artifacts: the first step decides
         self.gate = (ChannelGate(self.gate_in_channels, self.gate_threshold, out_channels=self.channels, T=self.T,
                                  precision=self.precision, rule=self.gate_rule) if self.gate_enabled else None)
         self._conv_out: Tensor | None = None  # this call's wired inputs (see forward)
@@ -317,12 +325,13 @@ class SpQuantNeuron(SpikingNeuron):
     def masks(self, h0: Tensor) -> Tensor | None:
         """The 0/1 mask of active neurons (B, C, H, W) or (B, C, 1, 1) for this call, or None."""
         wired = self._channel_mask
-        if h0.dim() != 4 or (self.spatial <= 0 and self.gate is None and wired is None):
+        if h0.dim() != 4 or ((self.spatial <= 0 or self.spatial_scoring == "step") and self.gate is None
+                             and wired is None):
             return None
         batch = h0.shape[0]
         mask = torch.ones_like(h0[:, :1])
         self.last_spatial = None
-        if self.spatial > 0:
+        if self.spatial > 0 and self.spatial_scoring == "first":
             first = self._conv_out[:batch] if self._conv_out is not None else h0
             self.last_spatial = spatial_keep(first, self.spatial, self.precision).to(h0.dtype)
             mask = mask * self.last_spatial
@@ -342,6 +351,8 @@ class SpQuantNeuron(SpikingNeuron):
         if self.input_gain != 1.0 or self.input_offset != 0.0:
             inputs = inputs * self.input_gain + self.input_offset
         steps, frame = inputs.shape[0], inputs.shape[1:]
+        if self.spatial > 0 and self.spatial_scoring == "step" and inputs.dim() == 5:
+            return self._dynamics_scored_per_step(inputs, theta, surrogate, grad)
         outputs: list[Tensor] = []
         h = inputs[0]
         mask = self.masks(h)
@@ -380,6 +391,39 @@ class SpQuantNeuron(SpikingNeuron):
             self._record_work(frame, mask, updates, steps)
         return torch.stack(outputs)
 
+    def _dynamics_scored_per_step(self, inputs: Tensor, theta: float | Tensor, surrogate: Any,  # noqa: ANN401
+                                  grad: bool) -> Tensor:
+        """Eqs 21-22 at every step t: the ``spatial`` share of positions with the lowest
+        ``Imp_t = ||Q(y_t)||_2`` (y_t this step's conv output, or the input when unwired) neither
+        fire nor keep a membrane at step t (``U_t = U_sm,t x Q(u_t)``); the channel mask holds for
+        every step."""
+        steps, frame = inputs.shape[0], inputs.shape[1:]
+        batch = frame[0]
+        channel = self.masks(inputs[0])  # the channel mask alone (B, C, 1, 1) or None
+        outputs: list[Tensor] = []
+        pruned = 0.0
+        updates = 0.0
+        active = 0.0
+        u: Tensor | None = None
+        for t in range(steps):
+            h = inputs[t] if u is None else self.tau * self.q(u, grad) + inputs[t]
+            source = self._conv_out[t * batch:(t + 1) * batch] if self._conv_out is not None else inputs[t]
+            spatial = spatial_keep(source, self.spatial, self.precision).to(h.dtype)  # (B, 1, H, W)
+            mask = spatial if channel is None else spatial * channel
+            mask = mask.expand_as(h)
+            s = fire(h, theta, surrogate) * mask
+            outputs.append(s)
+            u = self._after_spike(h, s, theta) * mask.detach()
+            if self.recording:
+                kept = float((mask.detach() > 0).sum())
+                updates, active = updates + kept, active + kept / steps
+                pruned += spatial_mask_count(spatial) / steps
+        if self.recording:
+            self.last_spatial = None
+            self._record_work(frame, None if channel is None else channel.expand(frame), updates, steps,
+                              active=active, spatial_pruned=pruned)
+        return torch.stack(outputs)
+
     def _after_spike(self, h: Tensor, s: Tensor, theta: float | Tensor) -> Tensor:
         u = h * (1.0 - s.detach()) if self.reset == "hard" else h - s * theta
         if self.clip is not None:
@@ -387,24 +431,30 @@ class SpQuantNeuron(SpikingNeuron):
         return u
 
     @torch.no_grad()
-    def _record_work(self, frame: torch.Size, mask: Tensor | None, updates: float, steps: int) -> None:
+    def _record_work(self, frame: torch.Size, mask: Tensor | None, updates: float, steps: int,
+                     active: float | None = None, spatial_pruned: float | None = None) -> None:
+        """Add this call's work. ``active`` / ``spatial_pruned`` (per-step scoring): the neurons
+        active and the positions pruned, each averaged over the steps; ``mask`` is then the
+        channel mask alone."""
         batch = frame[0]
         per = frame[1:]
         self.membrane_updates += updates
         self.neuron_steps += float(math.prod(frame)) * steps
         shape = list(per) + [1] * (3 - len(per))
         self.shape.copy_(torch.tensor(shape[:3], dtype=torch.float64))
-        if mask is None:
+        if mask is None and active is None:
             self.active_neurons += float(math.prod(frame))
             self.channel_count += float(batch * per[0])
             self.position_count += float(batch * (math.prod(per[1:]) if len(per) > 1 else 1))
             return
-        m = (mask > 0).double()
-        self.active_neurons += float(m.sum())
+        m = (mask > 0).double() if mask is not None else torch.ones(1, dtype=torch.float64).expand(batch, per[0], 1, 1)
+        self.active_neurons += float(m.sum()) if active is None else active
         channel = m.amax(dim=(2, 3))  # (B, C): a channel is masked when none of its positions is active
         self.position_count += float(batch * per[1] * per[2])
         self.channel_count += float(channel.numel())
-        if self.spatial > 0 and self.last_spatial is not None:  # S_p: the spatial mask alone (eq 22)
+        if spatial_pruned is not None:
+            self.spatial_pruned += spatial_pruned
+        elif self.spatial > 0 and self.last_spatial is not None:  # S_p: the spatial mask alone (eq 22)
             self.spatial_pruned += spatial_mask_count(self.last_spatial)
         self.channel_pruned += float((channel == 0).sum())
 
@@ -424,7 +474,7 @@ class SpQuantNeuron(SpikingNeuron):
 
     def extra_repr(self) -> str:
         return (f"T={self.T}, tau={self.tau:g}, reset={self.reset}, precision={self.precision}, "
-                f"spatial={self.spatial:g}, gate={self.gate_enabled}")
+                f"spatial={self.spatial:g} ({self.spatial_scoring}), gate={self.gate_enabled}")
 
 
 def spatial_mask_count(spatial: Tensor) -> float:
