@@ -54,11 +54,14 @@ from snnconvert.methods.dtss.report import (
     plot_steps,
     spikes_per_neuron,
 )
+from snnconvert.methods.rate.neuron import IFNeuron
 from snnconvert.models.registry import BUNDLED_MODELS
 from snnconvert.pipeline import eval_split, quantize, to_snn
 from snnconvert.quantize import QuantizeConfig
 
 FULL_TRAIN = f"imagefolder:{SHARED / 'cifar10' / 'train'}"
+NEURONS = {"paper": "the DTSS paper's eqs 1-2 in every arm (leaked reset, fire above threshold, U0 = 0)",
+           "keep": "as converted (unleaked reset, fire at >=, U0 = theta/2)"}
 
 
 def train_ann(model: torch.nn.Module, spec, seconds: float, images: torch.Tensor, labels: torch.Tensor,
@@ -108,6 +111,12 @@ def run_case(q, network: str, label: str, coding_opts: dict, method: dict | None
              args) -> dict[str, Any]:
     print(f"--- {network}: {label}", flush=True)
     snn = to_snn(q, coding="rate", **coding_opts)
+    if args.lif == "paper":  # every arm runs the DTSS paper's eqs 1-2 (what --method dtss sets by default)
+        for neuron in snn.modules():
+            if isinstance(neuron, IFNeuron):
+                neuron.order, neuron.init = "dtss", 0.0
+    if method is not None:
+        method = {**method, "order": "dtss" if args.lif == "paper" else "keep"}
     stride = max(1, len(test[1]) // args.converted_limit)  # an every-k-th subset keeps the classes mixed
     converted = measure(snn, test[0][::stride], test[1][::stride], coding_opts["T"])
     cfg = FinetuneConfig(epochs=10_000, batch_size=args.batch_size, lr=1e-3, learn_threshold=True, learn_leak=True,
@@ -202,6 +211,9 @@ def main() -> None:
     parser.add_argument("--epoch-batches", type=int, default=8, help="Batches per epoch (the budget is checked "
                         "at epoch ends).")
     parser.add_argument("--no-resnet", action="store_true")
+    parser.add_argument("--lif", default="paper", choices=("paper", "keep"),
+                        help="paper: every arm (fixed T too) runs eqs 1-2 (leaked reset, fire above threshold, "
+                             "U0 = 0); keep: the converted IF/LIF neuron (unleaked reset, fire at >=, U0 = theta/2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--tag", default="")
     parser.add_argument("--finish-by", default=None, help="UTC time HH:MM by which to finish: shrinks the budget "
@@ -279,6 +291,7 @@ def main() -> None:
     lines = [f"# DTSS vs fixed T ({args.model} and ResNet-20, CIFAR-10)", "",
              f"Command: `flock /tmp/snnconvert-bench.lock python bench/dtss_spikformer.py "
              f"{' '.join(args.argv)}`  ",
+             f"Neurons: {NEURONS[args.lif]}.  ",
              f"DTSS: T_max = 4, floor {args.min_steps} step(s) per layer, lambda_m warm-up over "
              f"{args.warmup_steps} steps; {args.model}: lambda_m = {args.lambda_m:g} on {args.groups}; ResNet-20: "
              f"lambda_m = {args.resnet_lambda_m:g} on all layers; score lr {args.score_lr:g}.  ",
