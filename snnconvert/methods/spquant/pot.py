@@ -32,11 +32,13 @@ from snnconvert.methods.spquant.config import POT_BITS
 from snnconvert.registry import serializable
 from snnconvert.simulate.synapse import SynapseConv2d, SynapseLinear, _add_frame_bias, _uniform_gain
 
-SPARSE_BELOW = 0.1
-"""Kept share of a pruned conv's outputs below which it computes only the kept ones (per sample:
-the kept weight rows times the im2col columns of the kept positions); at or above it, the dense
-conv then the mask. On this repository's 2-core CPU (ResNet-20 layers, batch 64, T = 2) the dense
-oneDNN conv was 3-9x faster than the pruned path at every kept share measured (20-83 %)."""
+SPARSE_BELOW = 0.0
+"""Kept share of a pruned conv's outputs below which it computes only the kept ones (the kept weight
+rows of every sample, in one batched product, times the im2col columns of the kept positions); at
+or above it, the dense conv then the masks. 0: always the dense conv. On this repository's 2-core
+CPU (bench/pruned_conv_speed.py: ResNet-20's three conv shapes, batch 64, T = 2) the dense oneDNN
+conv then the masks was 1.8-3x faster than the pruned path at every kept share measured (5-80 %),
+in inference and in training; the kept work is counted either way (``mac_work``)."""
 
 
 def pot_exponents(bits: int) -> int:
