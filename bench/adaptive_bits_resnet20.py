@@ -34,6 +34,7 @@ from typing import Any
 from common import CHECKPOINT, RESULTS, SHARED, TEST, TRAIN, machine, require_shared_data, start_process, write_json
 
 from snnconvert.atomic import write_atomically
+from snnconvert.errors import SnnConvertError
 from snnconvert.evaluate import EvaluateConfig, EvaluationReport, evaluate
 from snnconvert.finetune import FinetuneConfig, finetune
 from snnconvert.methods.multibit.metrics import allocation
@@ -117,6 +118,10 @@ def markdown(rows: list[dict[str, Any]], converted: dict[str, Any], float_top1: 
              "| case | top-1 | W/S/T (avg) | bit budget (eq 7) | S-ACE (G) | NS-ACE (G) | size (MB) | "
              "steps x batch | wall |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "stopped" in r:
+            lines.append(f"| {r['label']} | stopped: {r['stopped'][:90]} | | | | | | "
+                         f"| {r['wall_seconds'] / 60:.1f} min |")
+            continue
         f = r["finetuned"]
         ns = "-" if f["NS-ACE"] is None else f"{f['NS-ACE'] / 1e9:.3f}"
         lines.append(
@@ -125,7 +130,7 @@ def markdown(rows: list[dict[str, Any]], converted: dict[str, Any], float_top1: 
             f"{f['model_size_MB']:.4f} | {r['steps']} x {r['batch_size']} | {r['train_seconds'] / 60:.1f} min |")
     lines.append("")
     for r in rows:
-        if r["learn_bits"]:
+        if r["learn_bits"] and "edges" in r:
             e = r["edges"]
             lines.append(f"- {r['label']}: first layer W/S {e['first_W']}/{e['first_S']:.2f}, last layer W/S "
                          f"{e['last_W']}/{e['last_S']:.2f}, middle layers mean W/S {e['middle_W_mean']:.2f}/"
@@ -179,7 +184,16 @@ def main() -> None:
             max_batches_per_epoch=max(1, args.epoch_images // args.batch_size), time_budget_s=60 * args.budget_min,
             methods={"adaptive_bits": method})
         t0 = time.perf_counter()
-        result = finetune(q, start_snn, config, data=args.train_data, val_data=args.train_data, show_progress=False)
+        try:
+            result = finetune(q, start_snn, config, data=args.train_data, val_data=args.train_data,
+                              show_progress=False)
+        except SnnConvertError as err:  # the engine stops a run stuck at chance: record it, go on
+            rows.append({"case": key, "label": label, "method": method, "learn_bits": method.get("learn_bits", True),
+                         "budget_min": args.budget_min, "stopped": str(err), "config": config.as_dict(),
+                         "wall_seconds": time.perf_counter() - t0})
+            print({"case": key, "stopped": str(err)}, flush=True)
+            write_all(args, rows, converted, float_top1, start_all)
+            continue
         wall = time.perf_counter() - t0
         after = evaluate(q, result.snn, eval_cfg)
         table = allocation(result.snn)
