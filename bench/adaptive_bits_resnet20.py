@@ -82,6 +82,9 @@ def plot(rows: list[dict[str, Any]], converted: dict[str, Any], float_top1: floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "finetuned" in r]  # cases the engine stopped have no figures
+    if not rows:
+        return
     adaptive = [r for r in rows if r["learn_bits"]]
     fig, axes = plt.subplots(len(adaptive) + 1, 1, figsize=(10, 2.6 * (len(adaptive) + 1)), squeeze=False)
     ax = axes[0][0]
