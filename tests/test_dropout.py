@@ -95,3 +95,18 @@ def test_finetune_dropout_on_a_network_without_dropout_is_refused() -> None:
         trainable_copy(to_snn(q, coding="mlif"), FinetuneConfig(dropout=0.2))
     with pytest.raises(SnnConvertError, match="dropout"):
         FinetuneConfig(dropout=1.0).validate()
+
+
+def test_rate_networks_with_dropout_still_run_in_time_chunks(quantized) -> None:
+    from snnconvert.simulate.chunks import chunkable
+
+    snn = to_snn(quantized, coding="rate", T=8)
+    images = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert chunkable(snn, images)  # eval: dropout is the identity on every frame
+        whole = snn(images)
+        snn.time_chunk_bytes = 1  # the smallest chunks: one step at a time
+        assert torch.equal(snn(images), whole)
+    snn.train()
+    with torch.no_grad():
+        assert not chunkable(snn, images)  # an active mask spans all steps of a sample

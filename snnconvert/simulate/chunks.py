@@ -38,6 +38,7 @@ from torch import Tensor, fx, nn
 
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import SpikingNeuron
+from snnconvert.simulate.dropout import FrameDropout
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.memory import WEIGHT_REUSE, chunk_budget
 from snnconvert.simulate.synapse import Gain, SynapseAffine, SynapseConv2d, SynapseLinear
@@ -49,7 +50,7 @@ CHUNK_AWARE = "_snnconvert_chunk_aware"
 
 PER_FRAME_MODULES: tuple[type, ...] = (
     SynapseConv2d, SynapseLinear, SynapseAffine, Gain, PadWithValues, nn.Identity, nn.Flatten, nn.Dropout,
-    nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.ReLU,
+    nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.ReLU, FrameDropout,
 )
 """Body modules that treat every folded frame on its own (so any run of steps gives the same
 frames); containers (plain modules, fx graphs) hold only others. Anything else turns chunking off."""
@@ -88,6 +89,8 @@ def chunkable(snn: SpikingNetwork, images: Tensor) -> bool:
     neurons = [m for m in snn.body.modules() if isinstance(m, SpikingNeuron)]
     if not neurons or isinstance(snn.encoder, SpikingNeuron):
         return False
+    if any(isinstance(m, FrameDropout) and m.training and m.p > 0 for m in snn.body.modules()):
+        return False  # an active mask spans all of a sample's steps, not one chunk's
     T = snn.encoder.T
     for n in neurons:
         if not n.supports_chunks or n.steps_in != T or n.steps_out != T:
