@@ -39,10 +39,12 @@ def set_dropout(model: nn.Module, p: float | None, kinds: tuple[type, ...]) -> i
     """Set the drop probability of every dropout layer of ``model`` of the ``kinds`` to ``p``
     (None: leave them); returns how many there are. ``p`` for a model without one is an error."""
     layers = [m for m in model.modules() if isinstance(m, kinds)]
-    if p is not None and not layers:
+    if p is None:
+        return len(layers)
+    if not layers:
         raise SnnConvertError(f"{opt(FinetuneConfig, 'dropout')} {p:g}: this network has no dropout layer (conversion "
                               "keeps the ANN's nn.Dropout layers; its ANN has none)")
-    for m in layers if p is not None else ():
+    for m in layers:
         m.p = float(p)
     return len(layers)
 

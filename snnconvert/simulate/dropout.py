@@ -37,18 +37,15 @@ class FrameDropout(nn.Module):
             raise ValueError(f"frames must be >= 1, not {frames}")
         self.p, self.frames, self.channelwise = float(p), int(frames), bool(channelwise)
 
-    def mask(self, frames: Tensor) -> Tensor:
-        """A 0 / (1/(1-p)) mask broadcastable to ``frames`` (one draw per sample and neuron)."""
-        steps = self.frames if frames.shape[0] % self.frames == 0 else 1
-        per_sample = unfold_time(frames, steps)[0]
-        shape = per_sample.shape[:2] + (1,) * (per_sample.dim() - 2) if self.channelwise else per_sample.shape
-        keep = torch.empty(shape, dtype=frames.dtype, device=frames.device).bernoulli_(1.0 - self.p)
-        return (keep / (1.0 - self.p)).unsqueeze(0).expand(steps, *per_sample.shape).reshape(frames.shape)
-
     def forward(self, frames: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return frames
-        return mark_active(frames * self.mask(frames), active_steps(frames))
+        steps = self.frames if frames.shape[0] % self.frames == 0 else 1
+        timed = unfold_time(frames, steps)  # (steps, B, ...): one mask per sample, broadcast over its steps
+        shape = timed.shape[1:3] + (1,) * (timed.dim() - 3) if self.channelwise else timed.shape[1:]
+        keep = torch.empty(shape, dtype=frames.dtype, device=frames.device).bernoulli_(1.0 - self.p)
+        dropped = (timed * (keep / (1.0 - self.p))).reshape(frames.shape)
+        return mark_active(dropped, active_steps(frames))
 
     def extra_repr(self) -> str:
         return f"p={self.p:g}, frames={self.frames}" + (", channelwise" if self.channelwise else "")

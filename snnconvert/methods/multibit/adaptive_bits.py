@@ -30,6 +30,7 @@ T = 1 in every layer (then both are the same).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -229,13 +230,21 @@ def _before_step(model: nn.Module, config: AdaptiveBitsConfig, step: int, images
     renewal_step(model, config, images)
 
 
+def _sgd_slots(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Parameter]]:
+    """``(module, name, parameter)`` of every width (``B^_w``, ``B^_s``, ``T^``) and step size (the
+    neurons' thresholds ``V_th^1``, the synapses' ``S_q``) that requires gradients."""
+    for m in model.modules():
+        names = ("bits_hat", "steps_hat", "threshold") if isinstance(m, AdaptiveMultiBitNeuron) \
+            else ("bits_hat", "weight_step") if isinstance(m, LearnableWeights) else ()
+        for name in names:
+            p = getattr(m, name, None)
+            if isinstance(p, nn.Parameter) and p.requires_grad:
+                yield m, name, p
+
+
 def sgd_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """What ``bits_optimizer=sgd`` trains: every width (``B^_w``, ``B^_s``, ``T^``) and step size
-    (the neurons' thresholds ``V_th^1``, the synapses' ``S_q``) that requires gradients."""
-    return [p for m in model.modules() if isinstance(m, (AdaptiveMultiBitNeuron, LearnableWeights))
-            for p in (getattr(m, "bits_hat", None), getattr(m, "steps_hat", None), getattr(m, "weight_step", None),
-                      m.threshold if isinstance(m, AdaptiveMultiBitNeuron) else None)
-            if p is not None and p.requires_grad]
+    """What ``bits_optimizer=sgd`` trains (see :func:`_sgd_slots`)."""
+    return [p for _, _, p in _sgd_slots(model)]
 
 
 @torch.no_grad()
@@ -244,24 +253,18 @@ def sgd_step(model: nn.Module, lr: float, momentum: float) -> int:
     gradients it then clears; the velocities are buffers of the owning modules (not saved).
     Returns how many parameters moved."""
     moved = 0
-    for m in model.modules():
-        if not isinstance(m, (AdaptiveMultiBitNeuron, LearnableWeights)):
+    for m, name, p in _sgd_slots(model):
+        if p.grad is None:
             continue
-        for name in ("bits_hat", "steps_hat", "weight_step", "threshold"):
-            p = getattr(m, name, None)
-            if not isinstance(p, nn.Parameter) or p.grad is None or not p.requires_grad:
-                continue
-            if name == "threshold" and not isinstance(m, AdaptiveMultiBitNeuron):
-                continue
-            key = f"{name}_velocity"
-            velocity = getattr(m, key, None)
-            if velocity is None or velocity.shape != p.shape:
-                m.register_buffer(key, torch.zeros_like(p), persistent=False)
-                velocity = getattr(m, key)
-            velocity.mul_(momentum).add_(p.grad)
-            p.sub_(lr * velocity)
-            p.grad = None
-            moved += 1
+        key = f"{name}_velocity"
+        velocity = getattr(m, key, None)
+        if velocity is None or velocity.shape != p.shape:
+            m.register_buffer(key, torch.zeros_like(p), persistent=False)
+            velocity = getattr(m, key)
+        velocity.mul_(momentum).add_(p.grad)
+        p.sub_(lr * velocity)
+        p.grad = None
+        moved += 1
     return moved
 
 

@@ -20,6 +20,13 @@ PRECISIONS = ("none", "ternary", "binary")
 """Membrane precisions besides ``"<k>bit"`` (k = 2..16)."""
 
 
+GATE_RULES = ("eq23", "keep-skip")
+"""Channel gate rules: the paper's softmax over channels, or our per-channel keep/skip softmax."""
+
+SPATIAL_SCORING = ("step", "first")
+"""When eqs 21-22 score positions: at every step (the paper's Imp_t), or once on the first step."""
+
+
 def membrane_range(precision: str) -> tuple[int, int] | None:
     """Integer levels ``(lo, hi)`` of a membrane precision; None for ``"none"`` (full precision)."""
     p = str(precision).strip().lower()
@@ -111,10 +118,10 @@ class SpQuantConfig(CalibrationOptions):
             raise ConfigError(self, "gate", self.gate, "give true or false")
         if not (number(self.gate_threshold) and 0 < self.gate_threshold < 1):
             raise ConfigError(self, "gate_threshold", self.gate_threshold, "give a value in (0, 1)")
-        if self.spatial_scoring not in ("step", "first"):
-            raise ConfigError(self, "spatial_scoring", self.spatial_scoring, "choose step or first")
-        if self.gate_rule not in ("eq23", "keep-skip"):
-            raise ConfigError(self, "gate_rule", self.gate_rule, "choose eq23 or keep-skip")
+        if self.spatial_scoring not in SPATIAL_SCORING:
+            raise ConfigError(self, "spatial_scoring", self.spatial_scoring, f"choose {' or '.join(SPATIAL_SCORING)}")
+        if self.gate_rule not in GATE_RULES:
+            raise ConfigError(self, "gate_rule", self.gate_rule, f"choose {' or '.join(GATE_RULES)}")
         if self.clip is not None and not (number(self.clip) and self.clip < 0):
             raise ConfigError(self, "clip", self.clip, "give a negative bound or none")
         for name in ("e_add_pj", "e_mul_pj"):

@@ -53,16 +53,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnconvert.errors import SnnConvertError
-from snnconvert.methods.spquant.config import membrane_range
+from snnconvert.methods.spquant.config import GATE_RULES, SPATIAL_SCORING, membrane_range
 from snnconvert.neurons.base import SpikingNeuron
 from snnconvert.neurons.surrogates import get_surrogate, spike, stacked_grad
 from snnconvert.registry import serializable
-
-GATE_RULES = ("eq23", "keep-skip")
-"""Channel gate rules: the paper's softmax over channels, or our per-channel keep/skip softmax."""
-
-SPATIAL_SCORING = ("step", "first")
-"""When eqs 21-22 score positions: at every step (the paper's Imp_t), or once on the first step."""
 
 
 def membrane_bits(precision: str) -> float:
@@ -265,11 +259,12 @@ class SpQuantNeuron(SpikingNeuron):
         self.register_parameter("threshold", nn.Parameter(torch.ones(1)) if learn_threshold else None)
         self.gate_in_channels = int(gate_in_channels) or self.channels
         self.input_gain, self.input_offset = float(input_gain), float(input_offset)  # y -> gain y + offset
-        self.gate_rule = str(gate_rule)  # artifacts from before the eq23 rule store none: keep-skip
-        if spatial_scoring not in SPATIAL_SCORING:
-            raise SnnConvertError(f"spatial scoring {spatial_scoring!r} is not possible: choose "
-                                  f"{' or '.join(SPATIAL_SCORING)}")
-        self.spatial_scoring = str(spatial_scoring)  # older artifacts: the first step decides
+        for name, value, choices in (("gate rule", gate_rule, GATE_RULES),
+                                     ("spatial scoring", spatial_scoring, SPATIAL_SCORING)):
+            if value not in choices:
+                raise SnnConvertError(f"{name} {value!r} is not possible: choose {' or '.join(choices)}")
+        # artifacts from before these options store neither: keep-skip gates, scored on the first step
+        self.gate_rule, self.spatial_scoring = str(gate_rule), str(spatial_scoring)
         self.gate = (ChannelGate(self.gate_in_channels, self.gate_threshold, out_channels=self.channels, T=self.T,
                                  precision=self.precision, rule=self.gate_rule) if self.gate_enabled else None)
         self._conv_out: Tensor | None = None  # this call's wired inputs (see forward)
@@ -420,8 +415,7 @@ class SpQuantNeuron(SpikingNeuron):
                 pruned += spatial_mask_count(spatial) / steps
         if self.recording:
             self.last_spatial = None
-            self._record_work(frame, None if channel is None else channel.expand(frame), updates, steps,
-                              active=active, spatial_pruned=pruned)
+            self._record_work(frame, channel, updates, steps, active=active, spatial_pruned=pruned)
         return torch.stack(outputs)
 
     def _after_spike(self, h: Tensor, s: Tensor, theta: float | Tensor) -> Tensor:
@@ -435,7 +429,7 @@ class SpQuantNeuron(SpikingNeuron):
                      active: float | None = None, spatial_pruned: float | None = None) -> None:
         """Add this call's work. ``active`` / ``spatial_pruned`` (per-step scoring): the neurons
         active and the positions pruned, each averaged over the steps; ``mask`` is then the
-        channel mask alone."""
+        (B, C, 1, 1) channel mask alone, or None."""
         batch = frame[0]
         per = frame[1:]
         self.membrane_updates += updates
@@ -447,7 +441,7 @@ class SpQuantNeuron(SpikingNeuron):
             self.channel_count += float(batch * per[0])
             self.position_count += float(batch * (math.prod(per[1:]) if len(per) > 1 else 1))
             return
-        m = (mask > 0).double() if mask is not None else torch.ones(1, dtype=torch.float64).expand(batch, per[0], 1, 1)
+        m = (mask > 0).double() if mask is not None else torch.ones(batch, per[0], 1, 1, dtype=torch.float64)
         self.active_neurons += float(m.sum()) if active is None else active
         channel = m.amax(dim=(2, 3))  # (B, C): a channel is masked when none of its positions is active
         self.position_count += float(batch * per[1] * per[2])
