@@ -704,11 +704,15 @@ class _Builder:
             raise ValueError(f"a {what} of shape {value.shape} on frames of shape {shape}") from None
 
     def _neuron_settings(self, node: Any, primitive: str) -> tuple[str, float]:
-        """Reset and initial membrane (threshold units): NIR's (to 0, from 0), or what snnconvert's own
-        export recorded in the node's metadata."""
+        """Reset and initial membrane (threshold units): NIR's (to 0, from 0), a subtractive reset
+        where the graph's metadata ``reset`` says ``subtract ...`` (snnconvert's ``--nir-reset
+        subtract``), or what snnconvert's own export recorded in the node's metadata."""
         reader = NIR_NEURON_READERS.get(primitive)
         meta = node.metadata if isinstance(node.metadata, dict) else {}
         reset, init = "zero", 0.0
+        stated = self.file.metadata.get("reset") if isinstance(self.file.metadata, dict) else None
+        if isinstance(stated, str) and stated.startswith("subtract") and "subtract" in reader.resets:
+            reset = "subtract"
         if meta.get("snnconvert") == reader.recorded:
             if meta.get("reset") in reader.resets:
                 reset = str(meta["reset"])
@@ -834,6 +838,35 @@ def _resolve_dt(dt: float | None, metadata: dict[str, Any]) -> float:
     return float(dt)
 
 
+def without_ordering_nodes(nir_file: NirFile) -> NirFile:
+    """``nir_file`` without the zero-weight ordering nodes of snnconvert's own export
+    (:mod:`snnconvert.export.nir_order`): a synapse node marked as one, whose weights and bias are
+    all zero and whose every target has another input, adds exactly 0, so dropping it (and its
+    edges) leaves what the graph computes and keeps it out of the operation counts."""
+    from snnconvert.export.nir_order import ORDERING_METADATA
+
+    inputs: dict[str, int] = defaultdict(int)
+    for _, target in dict.fromkeys(nir_file.edges):
+        inputs[target] += 1
+    dropped = set()
+    for name, node in nir_file.nodes.items():
+        meta = getattr(node, "metadata", None)
+        if not (isinstance(meta, dict) and ORDERING_METADATA in meta):
+            continue
+        weights = [getattr(node, field_name, None) for field_name in ("weight", "bias")]
+        zero = weights[0] is not None and all(w is None or not np.any(np.asarray(w, dtype=np.float64))
+                                              for w in weights)
+        targets = list(dict.fromkeys(b for a, b in nir_file.edges if a == name))
+        if zero and targets and all(inputs[b] > 1 for b in targets):
+            dropped.add(name)
+            for b in targets:
+                inputs[b] -= 1
+    if not dropped:
+        return nir_file
+    return NirFile({n: node for n, node in nir_file.nodes.items() if n not in dropped},
+                   [e for e in nir_file.edges if e[0] not in dropped and e[1] not in dropped], nir_file.metadata)
+
+
 def nir_to_snn(graph: Any, *, T: int | None = None, dt: float | None = None, name: str = "nir") -> SpikingNetwork:
     """The :class:`~snnconvert.simulate.network.SpikingNetwork` of a NIR graph (a ``nir.NIRGraph``
     or a :class:`NirFile`) that runs ``T`` steps of ``dt`` seconds (see the module docstring;
@@ -847,6 +880,7 @@ def nir_to_snn(graph: Any, *, T: int | None = None, dt: float | None = None, nam
     nir_file = graph if isinstance(graph, NirFile) else NirFile(dict(graph.nodes), [tuple(e) for e in graph.edges],
                                                                 dict(graph.metadata or {}))
     where = f"NIR graph {shorten(one_line(name), 80)}"
+    nir_file = without_ordering_nodes(nir_file)
     metadata = nir_file.metadata if isinstance(nir_file.metadata, dict) else {}
     steps = _resolve_T(T, metadata, where)
     step = _resolve_dt(dt, metadata)

@@ -33,6 +33,13 @@ class ExportRequest:
                                       "is SpikingJelly's; pass the same dt to the tool that reads the file).")
     nir_pool: str = option("avg", help="NIR: average pooling as avg (AvgPool2d: SpikingJelly) or sum (SumPool2d "
                                        "with 1/k^2 folded into the next layer: norse, sinabs).")
+    nir_reset: str = option("hard", help="NIR: what a spike does to a membrane in the file: hard (NIR's IF/LIF: "
+                                         "set to 0; convert with --reset zero) or subtract (subtract the threshold, "
+                                         "the rate coding's default reset, stated in the file's metadata: "
+                                         "SpikingJelly and sinabs run it when told, norse's IF cannot).")
+    nir_order: str = option("depth-first", help="NIR: depth-first (zero-weight nodes that make tools running the "
+                                                "graph depth-first, norse and sinabs, run a residual network's "
+                                                "branches in order; one per branch) or plain (the graph alone).")
     nir_inexact: bool = option(False, help="NIR: write neurons NIR's IF/LIF would run differently (reset by "
                                            "subtraction, start at theta/2) anyway; the file's metadata lists how.")
 

@@ -6,7 +6,10 @@ step of ``dt`` seconds), ``v_reset = 0`` and its threshold; a learned leak gives
 ``tau = dt/(1 - leak)``. NIR's IF and LIF reset *to* ``v_reset`` and start at 0, so a network
 whose neurons reset by subtraction or start at theta/2 (the rate coding's defaults) is refused
 unless ``inexact`` writes it anyway with the differences in the metadata; convert with
-``reset zero`` and without ``half_init`` for a file every consumer runs as snnconvert does.
+``reset zero`` and without ``half_init`` for a file every consumer runs as snnconvert does. With
+``reset="subtract"`` the file states (graph metadata ``reset``) that its neurons subtract their
+threshold instead, which SpikingJelly and sinabs run when told (:meth:`NirExport.how_to_run`):
+the rate coding's own reset, without the hard reset's loss on deep networks.
 
 Synapses become ``Conv2d`` / ``Affine`` / ``Linear``; average pooling ``AvgPool2d``, or with
 ``pool="sum"`` ``SumPool2d`` with its ``1/k^2`` folded into the next synapse (norse and sinabs read
@@ -40,6 +43,7 @@ from torch import fx, nn
 from snnconvert.atomic import write_atomically
 from snnconvert.errors import SnnConvertError
 from snnconvert.export import ExportFormat, ExportRequest, register_export_format
+from snnconvert.export.nir_order import ORDERING_METADATA, ORDERS, order_depth_first
 from snnconvert.graph.modules import PadWithValues
 from snnconvert.neurons.base import NirNeuron, SpikingNeuron
 from snnconvert.options import opt
@@ -47,6 +51,12 @@ from snnconvert.simulate.dropout import FrameDropout
 from snnconvert.simulate.encoders import RepeatEncoder
 from snnconvert.simulate.network import SpikingNetwork
 from snnconvert.simulate.synapse import Gain, SynapseConv2d, SynapseLinear
+
+RESETS = {"hard": "zero", "subtract": "subtract"}
+"""What a spike does to a membrane in the file (``--nir-reset``) -> the simulator's ``reset`` that
+runs it: ``hard`` is NIR's meaning (set to ``v_reset = 0``); ``subtract`` is a convention the
+file states in its metadata (subtract the threshold), which SpikingJelly and sinabs run when told
+(see :meth:`NirExport.how_to_run`) and norse's IF cannot."""
 
 POOLS = ("avg", "sum")
 """How average pooling is written: ``AvgPool2d``, or ``SumPool2d`` with ``1/k^2`` folded into the next synapse."""
@@ -67,13 +77,19 @@ class NirExport:
     T: int = 1
     dt: float = 1e-4
     differences: list[str] = field(default_factory=list)
+    reset: str = "hard"  # what a spike does to a membrane in the file (RESETS)
 
     def how_to_run(self) -> list[str]:
         """The lines that tell a user how to reproduce the simulator's logits with the file."""
-        return [f"feed the image as a constant input for T = {self.T} steps of dt = {self.dt:g} s and average the "
-                "output over the steps (graph metadata T, dt, decoder)",
-                f"norse: norse.torch.from_nir(graph, dt={self.dt:g}); SpikingJelly: import_from_nir(graph, "
-                f"dt={self.dt:g}); sinabs: sinabs.from_nir(graph, batch_size=B)"]
+        steps = [f"feed the image as a constant input for T = {self.T} steps of dt = {self.dt:g} s and average the "
+                 "output over the steps (graph metadata T, dt, decoder)"]
+        if self.reset == "subtract":
+            return steps + [f"the neurons reset by subtracting their threshold (graph metadata reset): SpikingJelly: "
+                            f"import_from_nir(graph, dt={self.dt:g}), then v_reset = None on every IFNode/LIFNode; "
+                            "sinabs: sinabs.from_nir(graph, batch_size=B), then spike_fn = SingleSpike and "
+                            "min_v_mem = None on every IAF/LIF layer; norse's IF resets to a value only"]
+        return steps + [f"norse: norse.torch.from_nir(graph, dt={self.dt:g}); SpikingJelly: import_from_nir(graph, "
+                        f"dt={self.dt:g}); sinabs: sinabs.from_nir(graph, batch_size=B)"]
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
@@ -97,10 +113,10 @@ def _what(node: fx.Node, module: nn.Module | None) -> str:
 class _Graph:
     """One walk over the simulator's body that collects the NIR nodes, edges and problems."""
 
-    def __init__(self, body: fx.GraphModule, *, dt: float, pool: str) -> None:
+    def __init__(self, body: fx.GraphModule, *, dt: float, pool: str, reset: str = "zero") -> None:
         import nir
 
-        self.nir, self.body, self.dt, self.pool = nir, body, dt, pool
+        self.nir, self.body, self.dt, self.pool, self.reset = nir, body, dt, pool, reset
         self.nodes: dict[str, Any] = {}
         self.edges: list[tuple[str, str]] = []
         self.sources: dict[fx.Node, list[str]] = {}
@@ -151,7 +167,7 @@ class _Graph:
 
     def _plan_neuron(self, node: fx.Node, module: SpikingNeuron) -> None:
         synapse = self._synapse_before(node)
-        spec = module.to_nir(_shape(node), dt=self.dt, fold_input=synapse is not None)
+        spec = module.to_nir(_shape(node), dt=self.dt, fold_input=synapse is not None, reset=self.reset)
         if spec is None:
             self.refuse(node, f"{type(module).__name__} (no NIR neuron; NIR export covers rate/IF and LIF-family "
                               "networks)")
@@ -381,10 +397,14 @@ def _names(names: list[str], shown: int = 4) -> str:
 
 
 def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: float = 1e-4, pool: str = "avg",
-                 inexact: bool = False) -> tuple[Any, list[str]]:
+                 inexact: bool = False, order: str = "depth-first", reset: str = "hard") -> tuple[Any, list[str]]:
     """The ``nir.NIRGraph`` of ``snn`` and the simulator's behaviours it does not state (see the
     module docstring); refuses, in one message, every node NIR cannot hold and (unless
-    ``inexact``) every neuron whose NIR node would behave differently."""
+    ``inexact``) every neuron whose NIR node would behave differently. ``order``: ``depth-first``
+    adds the zero-weight ordering nodes with which tools that run a graph depth-first (norse,
+    sinabs) run its branches in order (:mod:`snnconvert.export.nir_order`), ``plain`` does not.
+    ``reset``: ``hard`` (NIR's meaning) or ``subtract`` (a convention stated in the metadata, see
+    :data:`RESETS`): the neurons must reset that way."""
     import nir
 
     from snnconvert.graph.capture import propagate_shapes
@@ -393,6 +413,12 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: 
         raise SnnConvertError(f"{opt(ExportRequest, 'nir_dt')} {dt!r} is not possible: give a time step > 0 seconds")
     if pool not in POOLS:
         raise SnnConvertError(f"{opt(ExportRequest, 'nir_pool')} {pool!r} is not possible: choose avg or sum")
+    if reset not in RESETS:
+        raise SnnConvertError(f"{opt(ExportRequest, 'nir_reset')} {reset!r} is not possible: choose "
+                              f"{' or '.join(RESETS)}")
+    if order not in ORDERS:
+        raise SnnConvertError(f"{opt(ExportRequest, 'nir_order')} {order!r} is not possible: choose "
+                              f"{' or '.join(ORDERS)}")
     body = snn.body
     if not isinstance(body, fx.GraphModule):
         raise SnnConvertError("NIR export needs a converted network (an fx body)")
@@ -406,7 +432,7 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: 
                               f"network with {opt('export', 'format')} onnx")
     steps = int(snn.encoder.T)
     body = propagate_shapes(copy.deepcopy(body).double(), (steps, *image_shape))
-    graph = _Graph(body, dt=float(dt), pool=pool)
+    graph = _Graph(body, dt=float(dt), pool=pool, reset=RESETS[reset])
     graph.plan()
     graph.nodes["input"] = nir.Input(input_type={"input": np.array(image_shape)})
     graph.build()
@@ -414,7 +440,10 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: 
     differences = [f"{_names(names)}: {' and '.join(what)}" for (what, _), names in graph.differences.items()]
     if differences and not inexact:
         fixes = sorted({fix for (_, fix) in graph.differences if fix})
-        problems += [f"{d} (NIR's IF and LIF reset to v_reset from 0{'; ' + ', '.join(fixes) if fixes else ''}, or "
+        stated = ("NIR's IF and LIF reset to v_reset from 0" if reset == "hard" else
+                  f"with {opt(ExportRequest, 'nir_reset', assign=True)}subtract the file's neurons subtract their "
+                  "threshold, from 0")
+        problems += [f"{d} ({stated}{'; ' + ', '.join(fixes) if fixes else ''}, or "
                      f"pass {opt(ExportRequest, 'nir_inexact')})" for d in differences]
     if problems:
         raise SnnConvertError(f"NIR cannot hold this {snn.coding} network: {'; '.join(problems)}"
@@ -423,34 +452,46 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: 
                 "decoder": "mean of the output over the T steps", "input": "the image, the same at every step"}
     if differences:
         metadata["snnconvert.differences"] = "; ".join(differences)
-    return nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata=metadata), differences
+    if reset == "subtract":
+        metadata["reset"] = ("subtract: a neuron that fires subtracts its threshold from its membrane (its IF/LIF "
+                             "v_reset is not used); run with the reader's subtractive reset")
+    nodes, edges = graph.nodes, graph.edges
+    if order == "depth-first":
+        nodes, edges, added = order_depth_first(nodes, edges)
+        if added:
+            metadata[ORDERING_METADATA] = (f"{len(added)} zero-weight nodes ({_names(added)}) add 0 to a branch's "
+                                           "end so that tools running the graph depth-first run it in order")
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata), differences
 
 
 def export_nir(snn: SpikingNetwork, path: str | Path, image_shape: tuple[int, int, int], *, dt: float = 1e-4,
-               pool: str = "avg", inexact: bool = False) -> NirExport:
+               pool: str = "avg", inexact: bool = False, order: str = "depth-first", reset: str = "hard") -> NirExport:
     """Write ``snn`` as a NIR graph (HDF5, via ``nir.write``), atomically (see the module docstring).
 
     ``image_shape``: (C, H, W) of one input image; ``dt``: the time step the file states in
     seconds; ``pool``: ``"avg"`` or ``"sum"``; ``inexact``: write neurons whose NIR node behaves
-    differently (soft reset, theta/2 start) anyway, the differences recorded in the metadata.
+    differently (soft reset, theta/2 start) anyway, the differences recorded in the metadata;
+    ``order``: ``"depth-first"`` (ordering nodes for norse and sinabs) or ``"plain"``; ``reset``:
+    ``"hard"`` (NIR's reset to 0) or ``"subtract"`` (the stated convention of :data:`RESETS`).
     """
     import io
 
     import nir
 
-    graph, differences = to_nir_graph(snn, tuple(int(s) for s in image_shape), dt=dt, pool=pool, inexact=inexact)
+    graph, differences = to_nir_graph(snn, tuple(int(s) for s in image_shape), dt=dt, pool=pool, inexact=inexact,
+                                      order=order, reset=reset)
     path = Path(path)
     buffer = io.BytesIO()  # HDF5 built in memory: no staging file anywhere (a full /tmp cannot fail it)
     nir.write(buffer, graph)
     blob = buffer.getvalue()
     write_atomically(path, lambda handle: handle.write(blob))
     return NirExport(path, snn.coding, {k: type(v).__name__ for k, v in graph.nodes.items()}, list(graph.edges),
-                     T=int(graph.metadata["T"]), dt=float(dt), differences=differences)
+                     T=int(graph.metadata["T"]), dt=float(dt), differences=differences, reset=reset)
 
 
 def _write_for_cli(snn: SpikingNetwork, path: Path, request: ExportRequest) -> dict:
     result = export_nir(snn, path, request.image_shape, dt=request.nir_dt, pool=request.nir_pool,
-                        inexact=request.nir_inexact)
+                        inexact=request.nir_inexact, order=request.nir_order, reset=request.nir_reset)
     return {"path": str(result.path), "format": "nir", "coding": result.coding, "nodes": result.nodes,
             "edges": [list(e) for e in result.edges], "T": result.T, "dt": result.dt,
             "differences": result.differences, "notes": result.how_to_run()}

@@ -10,13 +10,18 @@ the image as a constant input for ``T`` steps, averages the output over the step
   reads ``SumPool2d`` (as a 1-norm pool) but not ``AvgPool2d``; LIF ``v += dt/tau (v_leak - v + I)``.
 * **SpikingJelly** ``import_from_nir(graph, dt=...)``: needs ``r = 1/dt`` and one threshold and
   reset per layer; ``v += I``, spike when ``v >= v_threshold``, reset to ``v_reset``; reads
-  ``AvgPool2d`` but not ``SumPool2d``; LIF with ``r = 1`` as ``v += (I - v)/tau``.
+  ``AvgPool2d`` but not ``SumPool2d``; LIF with ``r = 1`` as ``v += (I - v)/tau``. A file whose
+  metadata says ``reset: subtract ...`` (``--nir-reset subtract``) runs with ``v_reset = None``
+  on every neuron, SpikingJelly's soft reset, as :meth:`NirExport.how_to_run` tells a user.
+* norse's IF (``IAFCell``) always resets to ``v_reset``: it runs such a file with the hard reset.
 * **sinabs** ``from_nir(graph, batch_size=B)``: every IF becomes ``IAFSqueeze`` with
   ``MultiSpike`` (``floor(v / theta)`` spikes per step), reset by subtraction and the membrane
   clipped below at ``-theta``: a different neuron from NIR's (and from the simulator's), so
-  :func:`run_consumer` with ``sinabs_as_nir=True`` sets the loaded layers to one spike per step,
-  the file's reset and no lower bound before running (three attributes after loading; the file
-  is still unedited). Reads ``SumPool2d``, not ``AvgPool2d``.
+  :func:`run_consumer` with ``sinabs_as_nir=True`` sets the loaded layers to one spike per step
+  (in the membrane's dtype, so that sinabs also runs in float64), the file's reset and no lower
+  bound before running (three attributes after loading; the file is still unedited). Reads
+  ``SumPool2d``, not ``AvgPool2d``. Its multi-spike neuron returns float32 spikes, so as read it
+  runs in float32 only.
 
 The tools are test-only dependencies (``requirements/nir-consumers.txt``, installed with
 ``--no-deps``: sinabs pins an older ``nir`` that cannot read today's files, SpikingJelly pulls
@@ -82,6 +87,13 @@ def _neuron_nodes(graph: Any) -> set[str]:
     return {name for name, node in graph.nodes.items() if isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF))}
 
 
+def subtracts(graph: Any) -> bool:
+    """Whether the file states that its neurons reset by subtracting their threshold (graph
+    metadata ``reset``, snnconvert's ``--nir-reset subtract``)."""
+    stated = (graph.metadata or {}).get("reset")
+    return isinstance(stated, str) and stated.startswith("subtract")
+
+
 def _stepped(module: torch.nn.Module, images: torch.Tensor, steps: int) -> np.ndarray:
     """Mean over ``steps`` of a stateful ``module(x, state) -> (out, state)`` fed ``images`` each step."""
     state, total = None, None
@@ -114,6 +126,12 @@ def run_consumer(consumer: str, path: str | Path, images: torch.Tensor, T: int, 
             from spikingjelly.activation_based.nir_exchange import import_from_nir
 
             module = import_from_nir(graph, dt=dt, dtype=dtype)
+            if subtracts(graph):  # the file's stated convention: SpikingJelly's soft reset
+                from spikingjelly.activation_based.neuron import BaseNode
+
+                for layer in module.modules():
+                    if isinstance(layer, BaseNode):
+                        layer.v_reset = None
             counts, handles = _count_spikes(module, names)
             logits = _stepped(module, images, T)
         elif consumer == "sinabs":
@@ -125,20 +143,50 @@ def run_consumer(consumer: str, path: str | Path, images: torch.Tensor, T: int, 
     return ConsumerRun(consumer, logits, counts)
 
 
+SINABS_FRAMES = 2048
+"""Frames (images x T) sinabs runs in one pass: it folds the steps into the batch, so a whole
+evaluation at once would hold every step's activations (200 ResNet-20 images x 32 steps in
+float64: over 20 GB)."""
+
+
 def _run_sinabs(graph: Any, names: set[str], images: torch.Tensor, T: int,
                 as_nir: bool) -> tuple[dict[str, float], list[Any], np.ndarray]:
+    """sinabs on ``images`` in passes of at most :data:`SINABS_FRAMES` frames (each pass a module
+    built for its batch size, as ``from_nir`` requires); counts summed over the passes."""
+    counts: dict[str, float] = dict.fromkeys(names, 0.0)
+    logits = []
+    per_pass = max(1, SINABS_FRAMES // max(T, 1))
+    for chunk in images.split(per_pass):
+        part, handles, out = _sinabs_pass(graph, names, chunk, T, as_nir)
+        for handle in handles:
+            handle.remove()
+        for name, value in part.items():
+            counts[name] += value
+        logits.append(out)
+    return counts, [], np.concatenate(logits)
+
+
+def _sinabs_pass(graph: Any, names: set[str], images: torch.Tensor, T: int,
+                 as_nir: bool) -> tuple[dict[str, float], list[Any], np.ndarray]:
     import sinabs
     from sinabs.activation import MembraneReset, MembraneSubtract, SingleSpike
 
     batch = images.shape[0]
     module = sinabs.from_nir(graph, batch_size=batch).to(images.dtype)
     if as_nir:
+        class SingleSpikeInDtype(SingleSpike):
+            """sinabs' one spike per step, in the membrane's dtype (sinabs' own returns float32)."""
+
+            @staticmethod
+            def forward(ctx, v_mem, spike_threshold, surrogate_grad_fn):  # noqa: ANN001, ANN205 - sinabs' signature
+                return SingleSpike.forward(ctx, v_mem, spike_threshold, surrogate_grad_fn).to(v_mem.dtype)
+
         for name, layer in module.named_children():
             if name in names:
                 node = graph.nodes[name]
-                layer.spike_fn = SingleSpike
+                layer.spike_fn = SingleSpikeInDtype
                 layer.min_v_mem = None
-                soft = node.metadata.get("reset") == "subtract"
+                soft = node.metadata.get("reset") == "subtract" or subtracts(graph)
                 layer.reset_fn = MembraneSubtract() if soft else MembraneReset(reset_value=0.0)
     counts, handles = _count_spikes(module, names)
     frames = images.unsqueeze(1).expand(batch, T, *images.shape[1:]).reshape(batch * T, *images.shape[1:])

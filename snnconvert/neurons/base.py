@@ -290,11 +290,15 @@ class SpikingNeuron(nn.Module):
         for the membrane analyses. Only for ``has_membrane`` neurons."""
         raise NotImplementedError(f"{type(self).__name__} has no membrane recursion to probe")
 
-    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool) -> NirNeuron | None:
+    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool,
+               reset: str = "zero") -> NirNeuron | None:
         """The NIR node of this layer for frames of per-image ``shape`` and time step ``dt``, or
         None when NIR has no primitive for it (the export then refuses the network, naming the
         class). ``fold_input``: the export can multiply the synapse feeding this layer by
-        :attr:`NirNeuron.input_scale` (otherwise the node must take its input as it is)."""
+        :attr:`NirNeuron.input_scale` (otherwise the node must take its input as it is).
+        ``reset``: what a spike does to a membrane in the file, ``"zero"`` (NIR's meaning: set to
+        ``v_reset = 0``) or ``"subtract"`` (the file's stated convention: subtract the threshold);
+        a layer that resets otherwise lists that among its differences."""
         return None
 
     def needs_grad(self, inputs: Tensor) -> bool:

@@ -343,12 +343,15 @@ class IFNeuron(SpikingNeuron):
                 first = u / theta
         return torch.stack(spikes), first
 
-    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool) -> NirNeuron | None:
+    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool,
+               reset: str = "zero") -> NirNeuron | None:
         """``nir.IF`` (``r = 1/dt``: the membrane adds the input once per step; reset to
-        ``v_reset = 0``), or ``nir.LIF`` for a learned leak below 1: ``tau = dt / (1 - leak)``
+        ``v_reset = 0``, or by subtracting the threshold in a file whose ``reset`` is
+        ``"subtract"``), or ``nir.LIF`` for a learned leak below 1: ``tau = dt / (1 - leak)``
         with ``r = 1`` and the input scaled by ``1/(1 - leak)`` in the synapse before it (or
         ``r = tau/dt`` where it cannot be), so that a consumer's ``v += dt/tau (r I - v)`` is the
-        simulator's ``u = leak u + I``. Thresholds per neuron (learned ones per channel)."""
+        simulator's ``u = leak u + I``. Thresholds per neuron (learned ones per channel); a layer
+        whose reset is not the file's lists it among its differences."""
         import nir
         import numpy as np
 
@@ -361,9 +364,9 @@ class IFNeuron(SpikingNeuron):
             return value.numpy()
 
         differences, fixes = [], []
-        if self.reset != "zero":
-            differences.append("reset by subtraction")
-            fixes.append(f"{opt(RateConfig, 'reset', assign=True)}zero")
+        if self.reset != reset:
+            differences.append("reset by subtraction" if self.reset == "subtract" else "reset to zero")
+            fixes.append(f"{opt(RateConfig, 'reset', assign=True)}{reset}")
         if self.init != 0.0:
             differences.append(f"start at {self.init:g} x threshold")
             fixes.append(option_ref("half_init=False", "--no-half-init"))
@@ -462,7 +465,8 @@ class CurrentIFNeuron(IFNeuron):
     def membrane_run(self, inputs: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
         return super().membrane_run(self.current(inputs), clip)
 
-    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool) -> NirNeuron | None:
+    def to_nir(self, shape: tuple[int, ...], *, dt: float, fold_input: bool,
+               reset: str = "zero") -> NirNeuron | None:
         """``nir.CubaLIF``: ``tau_syn = dt / (1 - current_decay)``, ``tau_mem = dt / (1 - leak)``,
         ``w_in = 1``, the input scaled by ``1 / ((1 - current_decay)(1 - leak))`` in the synapse
         before it (or ``r`` where it cannot be), so that a consumer's Euler steps
@@ -470,7 +474,7 @@ class CurrentIFNeuron(IFNeuron):
         import nir
         import numpy as np
 
-        spec = super().to_nir(shape, dt=dt, fold_input=False)
+        spec = super().to_nir(shape, dt=dt, fold_input=False, reset=reset)
         if spec is None or spec.refusal is not None:
             return spec
         if not isinstance(spec.node, nir.LIF):
