@@ -229,8 +229,10 @@ def float_graph_rule(coding: str) -> Callable[[fx.GraphModule, fx.Node], str | N
     return rule
 
 
-_MOVING_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch.squeeze, torch.unsqueeze}
-_MOVING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze"}
+_MOVING_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch.squeeze, torch.unsqueeze,
+                     torch.transpose, torch.permute, torch.chunk, torch.split}
+_MOVING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "transpose", "permute",
+                   "chunk", "split"}
 # dropout: an identity at inference
 _MOVING_MODULES = (nn.Flatten, nn.Identity, nn.ZeroPad2d, nn.Dropout, nn.Dropout2d, FrameDropout)
 

@@ -58,6 +58,11 @@ _LINEAR_FUNCTIONS = {
 }
 _LINEAR_METHODS = {"view", "reshape", "flatten", "contiguous", "mean", "add", "add_", "squeeze", "unsqueeze"}
 _SHAPE_METHODS = {"size", "dim"}
+_MOVING_METHODS = {"transpose", "permute", "chunk", "split"}
+_MOVING_FUNCTIONS = {torch.transpose, torch.permute, torch.chunk, torch.split}
+"""Data movement that is linear per frame as long as it leaves the batch axis (frames are folded
+into it: T*B in a spiking network) where it is: ``transpose``/``permute`` of other axes (a
+channel shuffle), ``chunk``/``split`` along another axis."""
 _LINEAR_MODULES = (
     nn.Dropout,  # kept: an identity at inference, active in SNN training (simulate/dropout.py)
     nn.Dropout2d,
@@ -83,6 +88,10 @@ _UNSUPPORTED_HINTS = {
     "MultiheadAttention": "attention multiplies activations with each other (query x key, weights x value); "
     "spiking synapses only accumulate, so attention blocks do not convert",
     "stochastic_depth": "stochastic depth in training mode; put the model in eval mode (it is then removed)",
+    "transpose": "moves the batch axis (or an axis given by a negative index of unknown rank); move other axes only",
+    "permute": "moves the batch axis (or an axis given by a negative index of unknown rank); keep axis 0 first",
+    "chunk": "splits the batch axis (or an axis given by a negative index of unknown rank); split another axis",
+    "split": "splits the batch axis (or an axis given by a negative index of unknown rank); split another axis",
 }
 
 
@@ -167,6 +176,8 @@ def kind_of(gm: fx.GraphModule, node: fx.Node) -> Kind:
             return Kind.SHAPE
         if node.target in _LINEAR_METHODS:
             return Kind.LINEAR
+        if node.target in _MOVING_METHODS:
+            return Kind.LINEAR if _keeps_batch_axis(node, first=1) else Kind.UNSUPPORTED
         if node.target in ("mul", "div") and _scalar_operand(node):
             return Kind.LINEAR
     return Kind.UNSUPPORTED
@@ -198,11 +209,49 @@ def _function_kind(node: fx.Node) -> Kind:
         return Kind.LINEAR
     if target in _LINEAR_FUNCTIONS:
         return Kind.LINEAR
+    if target in _MOVING_FUNCTIONS:
+        return Kind.LINEAR if _keeps_batch_axis(node, first=1) else Kind.UNSUPPORTED
     if target in (operator.floordiv, operator.mul, operator.sub) and not any(
         _is_tensor_node(a) for a in node.args
     ):
         return Kind.SHAPE
     return Kind.UNSUPPORTED
+
+
+def _rank(node: fx.Node) -> int | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    shape = getattr(meta, "shape", None)
+    return len(shape) if shape is not None else None
+
+
+def _axis_is_batch(dim: object, rank: int | None) -> bool | None:
+    """Whether ``dim`` names axis 0 (None: cannot tell, a negative dim without a known rank)."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        return None
+    if dim >= 0:
+        return dim == 0
+    return None if rank is None else dim + rank == 0
+
+
+def _keeps_batch_axis(node: fx.Node, first: int) -> bool:
+    """Whether a transpose / permute / chunk / split node leaves axis 0 (the batch, and the folded
+    time steps of a spiking network) in place and whole."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    source = node.args[0] if node.args else None
+    rank = _rank(source) if isinstance(source, fx.Node) else None
+    args = list(node.args[first:])
+    if name == "transpose":
+        dims = [node.kwargs.get("dim0", args[0] if args else None), node.kwargs.get("dim1", args[1] if len(args) > 1
+                                                                                   else None)]
+        checks = [_axis_is_batch(d, rank) for d in dims]
+        return all(c is False for c in checks)
+    if name == "permute":
+        dims = node.kwargs.get("dims", args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args)
+        return bool(dims) and _axis_is_batch(dims[0], rank) is True
+    if name in ("chunk", "split"):
+        dim = node.kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        return _axis_is_batch(dim, rank) is False
+    return False
 
 
 def _is_shape_node(node: fx.Node) -> bool:
