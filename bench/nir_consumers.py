@@ -10,8 +10,11 @@ with its layers set to the file's neuron (one spike a step, the file's reset, no
 Networks: the bundled LeNet-5 with average pooling, rate T=32 with the hard reset (``--reset
 zero --no-half-init``); the same fine-tuned one epoch with learned leaks (``--learn-leak
 --leak-max 1``); the pretrained CIFAR ResNet-20 the same way (../shared/data, skipped without
-it); and the rate coding's defaults (soft reset, theta/2 start), written with ``--nir-inexact``.
-It also measures what the hard reset costs in accuracy. Writes bench/results/nir_consumers.{json,md}.
+it); the rate coding's defaults (soft reset, theta/2 start), written with ``--nir-inexact``; and
+the soft reset from 0 (``--no-half-init``) written with ``--nir-reset subtract`` (LeNet-5 and
+ResNet-20), which SpikingJelly runs with ``v_reset = None`` and sinabs set to the file's neuron.
+Calibration: ``layerwise`` on 512 images, the command line's default. It also measures what each
+reset costs in accuracy. Writes bench/results/nir_consumers.{json,md}.
 
     python bench/nir_consumers.py [--images 200] [--accuracy-images 2000]
 """
@@ -74,7 +77,8 @@ def _cifar_images(count: int) -> torch.Tensor:
 def _compare(run, reference) -> dict[str, Any]:
     if run.logits.shape != reference.logits.shape:  # norse and sinabs run graphs with nirtorch.load
         return {"loads": False, "error": f"runs, but returns a {tuple(run.logits.shape)} tensor, not the output: "
-                                         "nirtorch.load orders nodes depth-first, so a residual sum runs out of order"}
+                                         "nirtorch.load runs nodes depth-first, so a residual sum runs out of order "
+                                         "(export with --nir-order depth-first)"}
     scale = float(np.abs(reference.logits).max())
     return {"loads": True, "max_logit_diff": float(np.abs(run.logits - reference.logits).max()) / scale,
             "agreement": float((run.logits.argmax(1) == reference.logits.argmax(1)).mean()),
@@ -84,13 +88,14 @@ def _compare(run, reference) -> dict[str, Any]:
 
 
 def _rows(name: str, snn, shape: tuple[int, int, int], images: torch.Tensor, folder: Path,
-          inexact: bool = False) -> list[dict[str, Any]]:
+          inexact: bool = False, reset: str = "hard") -> list[dict[str, Any]]:
     references = {dtype: simulator_run(snn, images, dtype) for dtype in (torch.float32, torch.float64)}
-    files = {pool: export_nir(snn, folder / f"{name}-{pool}.nir", shape, pool=pool, inexact=inexact).path
-             for pool in ("avg", "sum")}
+    files = {pool: export_nir(snn, folder / f"{name}-{pool}.nir", shape, pool=pool, inexact=inexact,
+                              reset=reset).path for pool in ("avg", "sum")}
     rows = []
     runs = [(c, {}) for c in CONSUMERS] + [("sinabs", {"sinabs_as_nir": True})]
     runs += [(c, {"dtype": torch.float64}) for c in ("norse", "spikingjelly")]
+    runs += [("sinabs", {"sinabs_as_nir": True, "dtype": torch.float64})]
     for consumer, extra in runs:
         label = consumer + (" (set to the file's neuron)" if extra.get("sinabs_as_nir") else "")
         label += ", float64 on both sides" if "dtype" in extra else ""
@@ -122,23 +127,30 @@ def run(options: Options) -> BenchResult:
     folder = Path(tempfile.mkdtemp(prefix="snnconvert-nir-bench-"))
     digits = digits_arrays("test")[0][:options.images].float()
     lenet = _lenet()
-    hard = to_snn(lenet, coding="rate", T=T, reset="zero", half_init=False, calibrate="bias")
-    default = to_snn(lenet, coding="rate", T=T, calibrate="bias")  # bias calibration
+    calibration = {"calibrate": "layerwise", "calibrate_images": 512}  # the command line's default
+    hard = to_snn(lenet, coding="rate", T=T, reset="zero", half_init=False, **calibration)
+    default = to_snn(lenet, coding="rate", T=T, **calibration)
     tuned = finetune(lenet, hard, FinetuneConfig(epochs=1, lr=0.01, learn_leak=True, leak_max=1.0, val_limit=0),
                      data="digits").snn
     leaks = [float(v) for n in tuned.neurons().values() if n.leak is not None for v in n.leak.detach().reshape(-1)]
     rows = _rows("LeNet-5 avg-pool, rate T=32", hard, (1, 8, 8), digits, folder)
     rows += _rows("LeNet-5, learned LIF leaks", tuned, (1, 8, 8), digits, folder)
     rows += _rows("LeNet-5, rate defaults", default, (1, 8, 8), digits, folder, inexact=True)
+    soft = to_snn(lenet, coding="rate", T=T, half_init=False, **calibration)
+    rows += _rows("LeNet-5, --nir-reset subtract", soft, (1, 8, 8), digits, folder, reset="subtract")
     cost = {f"LeNet-5 avg-pool, digits test, {label}": _accuracy(lenet, snn, "digits", None)
-            for label, snn in (("soft reset + theta/2", default), ("hard reset + 0", hard))}
+            for label, snn in (("soft reset + theta/2", default), ("hard reset + 0", hard), ("soft reset + 0", soft))}
     if CHECKPOINT.is_file():
         resnet = quantize("resnet20", weights=str(CHECKPOINT), data=TRAIN, config=QuantizeConfig(calib_limit=512),
                           eval_limit=0)
-        resnet_hard = to_snn(resnet, coding="rate", T=T, reset="zero", half_init=False, calibrate="bias")
+        resnet_hard = to_snn(resnet, coding="rate", T=T, reset="zero", half_init=False, **calibration)
         rows += _rows("ResNet-20, rate T=32", resnet_hard, (3, 32, 32), _cifar_images(options.images), folder)
-        resnet_default = to_snn(resnet, coding="rate", T=T, calibrate="bias")
-        for label, snn in (("soft reset + theta/2", resnet_default), ("hard reset + 0", resnet_hard)):
+        resnet_soft = to_snn(resnet, coding="rate", T=T, half_init=False, **calibration)
+        rows += _rows("ResNet-20, --nir-reset subtract", resnet_soft, (3, 32, 32), _cifar_images(options.images),
+                      folder, reset="subtract")
+        resnet_default = to_snn(resnet, coding="rate", T=T, **calibration)
+        for label, snn in (("soft reset + theta/2", resnet_default), ("hard reset + 0", resnet_hard),
+                           ("soft reset + 0", resnet_soft)):
             cost[f"ResNet-20, CIFAR-10 test ({options.accuracy_images}), {label}"] = _accuracy(
                 resnet, snn, TEST, options.accuracy_images)
     shutil.rmtree(folder, ignore_errors=True)
@@ -149,8 +161,8 @@ def run(options: Options) -> BenchResult:
 
 def _markdown(data: dict[str, Any], options: Options) -> str:
     lines = ["# NIR files in the tools that read them", "",
-             f"`python bench/nir_consumers.py`: each file run unedited with the tool's own `from_nir` in float32 (last "
-             "rows: float64, the simulator too) on "
+             f"`python bench/nir_consumers.py`: each file (the default `--nir-order depth-first`) run unedited with "
+             "the tool's own `from_nir` in float32 (last rows: float64, the simulator too) on "
              f"{data['images']} images for T = {data['T']} steps (the image as a constant input, the output averaged "
              "over the steps), against snnconvert's simulator. Logit difference: max |difference| / max |logit|.", "",
              "| network | tool | loads | max logit diff | top-1 agreement | spike counts equal |",
@@ -165,7 +177,8 @@ def _markdown(data: dict[str, Any], options: Options) -> str:
     leaks = data["learned_leaks"]
     lines += ["", f"Learned leaks after one epoch (`--learn-leak --leak-max 1`): {min(leaks):.4f} to "
               f"{max(leaks):.4f}.", "",
-              "What the hard reset costs (top-1, rate T=32, bias calibration as the command line does):", "",
+              "What each reset costs (top-1, rate T=32, layerwise calibration on 512 images, the command "
+              "line's default):", "",
               "| network, data, neuron | float ANN | quantized ANN | SNN |", "|---|---|---|---|"]
     lines += [f"| {name} | {100 * v['float ANN']:.2f} % | {100 * v['quantized ANN']:.2f} % | {100 * v['SNN']:.2f} % |"
               for name, v in data["accuracy"].items()]
