@@ -179,21 +179,33 @@ def rewrite_maxpools(gm: fx.GraphModule,
                      ) -> list[tuple[str | None, str | None]]:
     """Max-pooling on spikes: a positive ``Gain`` in front of a max-pool moves behind it
     (``max(g x) = g max(x)`` for ``g > 0``), so the pool sees the spike frames of the neuron
-    before it and the gain can fold into the next synapse.
+    before it and the gain can fold into the next synapse. A channel concatenation of such gains
+    (an Inception or Fire block's output) moves the same way, as one per-channel gain: the pool
+    then takes the concatenated spike frames.
 
     With ``make_pool`` each pool becomes the module ``make_pool(params, source)`` (named
     ``<node>_neuron``; ``params`` are the pool's kernel, stride, padding, dilation and ceil mode,
     ``source`` the module whose output it now pools),
     otherwise the original op stays. Returns, per pool, the new module's name (or None) and the
-    name of the module whose frames it pools when a gain moved (or None)."""
+    name of the module whose frames it pools when a gain moved (of a concatenation: the last one
+    in the graph; or None)."""
     done = []
     for node in list(gm.graph.nodes):
         if kind_of(gm, node) is not Kind.MAXPOOL or not isinstance(node.args[0], fx.Node):
             continue
         src = node.args[0]
-        gain = module_of(gm, src)
-        moves = isinstance(gain, Gain) and bool((gain.gain > 0).all())
-        source = src.args[0] if moves else src
+        gain = _positive_gain(gm, src)
+        parts = [src.args[0]] if gain is not None else None
+        if gain is None:
+            concatenated = _cat_of_gains(gm, src)
+            if concatenated is not None:
+                parts, gain = concatenated
+        source = src
+        if parts is not None and len(parts) == 1:
+            source = parts[0]
+        elif parts is not None:
+            with gm.graph.inserting_before(node):
+                source = gm.graph.call_function(torch.cat, (list(parts), 1))
         with gm.graph.inserting_before(node):
             if make_pool is None:
                 name = None
@@ -202,15 +214,72 @@ def rewrite_maxpools(gm: fx.GraphModule,
                 params = maxpool_params(gm, node)
                 params.pop("return_indices", None)
                 name = unique_name(gm, f"{node.name}_neuron")
-                gm.add_submodule(name, make_pool(params, module_of(gm, source)))
+                gm.add_submodule(name, make_pool(params, _widest(gm, parts) if parts else module_of(gm, source)))
                 pooled = gm.graph.call_module(name, (source,))
-        out = add_module_after(gm, pooled, Gain.of(gain.gain.clone()), f"{node.name}_gain", replace_uses=False) \
-            if moves else pooled
+        out = add_module_after(gm, pooled, Gain.of(gain.clone()), f"{node.name}_gain", replace_uses=False) \
+            if gain is not None else pooled
+        for made in {pooled, out}:  # the pool's shape, for a concatenation of pools further on
+            made.meta.update({k: v for k, v in node.meta.items() if k == "tensor_meta"})
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)
-        feeding = source.target if moves and source.op == "call_module" else None
-        done.append((name, feeding))
+        if parts is not None and len(parts) > 1 and not src.users:  # the concatenation of the scaled frames
+            inputs = list(src.all_input_nodes)
+            gm.graph.erase_node(src)
+            for gain_node in inputs:
+                if not gain_node.users:
+                    gm.graph.erase_node(gain_node)
+        done.append((name, _last_module(gm, parts) if parts else None))
     return done
+
+
+def _positive_gain(gm: fx.GraphModule, node: fx.Node) -> Tensor | None:
+    """The factor of a ``Gain`` node whose every entry is positive (it commutes with a max), else None."""
+    module = module_of(gm, node)
+    return module.gain if isinstance(module, Gain) and bool((module.gain > 0).all()) else None
+
+
+def _channels(node: fx.Node) -> int | None:
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return int(shape[1]) if shape is not None and len(shape) > 1 else None
+
+
+def _cat_of_gains(gm: fx.GraphModule, node: fx.Node) -> tuple[list[fx.Node], Tensor] | None:
+    """``torch.cat([g_1 x_1, ..., g_k x_k], 1)`` with positive gains ``g_i`` (one per tensor or per
+    channel): the ``x_i`` and the per-channel gain of the whole, which a max-pool commutes with
+    (each channel is one ``x_i``'s); None for anything else."""
+    if not (node.op == "call_function" and node.target in (torch.cat, torch.concat)):
+        return None
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    if not isinstance(tensors, (list, tuple)) or not (dim == 1 or (shape is not None and dim == 1 - len(shape))):
+        return None
+    parts, gains = [], []
+    for tensor in tensors:
+        gain = _positive_gain(gm, tensor) if isinstance(tensor, fx.Node) else None
+        channels = _channels(tensor) if isinstance(tensor, fx.Node) else None
+        if gain is None or channels is None or gain.numel() not in (1, channels):
+            return None
+        parts.append(tensor.args[0])
+        gains.append(gain.double().reshape(-1).expand(channels))
+    return parts, torch.cat(gains)
+
+
+def _last_module(gm: fx.GraphModule, nodes: list[fx.Node]) -> str | None:
+    """The module target of the node of ``nodes`` that comes last in the graph (None: not a module)."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    last = max(nodes, key=lambda n: order.get(n, -1))
+    return str(last.target) if last.op == "call_module" else None
+
+
+def _widest(gm: fx.GraphModule, nodes: list[fx.Node]) -> nn.Module | None:
+    """Of the modules producing ``nodes``, the one with the largest ``qmax`` (the top of the range
+    a pool of their outputs can reach), else the last one."""
+    modules = [module_of(gm, n) for n in nodes]
+    ranged = [m for m in modules if m is not None and hasattr(m, "qmax")]
+    if ranged:
+        return max(ranged, key=lambda m: float(m.qmax))
+    return module_of(gm, nodes[-1])
 
 
 def float_graph_rule(coding: str) -> Callable[[fx.GraphModule, fx.Node], str | None]:

@@ -58,9 +58,9 @@ from snnconvert.simulate.synapse import Gain, WeightedSumDecoder
 def _sws_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
     kind = kind_of(gm, node)
     if kind is Kind.MAXPOOL:
-        src = node.args[0]
-        if not (isinstance(src, fx.Node) and kind_of(gm, src) is Kind.QUANT and src.target != INPUT_QUANT):
-            return "SWS max-pooling must take a quantized ReLU output (move it after the activation)"
+        if not _pools_spikes(gm, node.args[0]):
+            return ("SWS max-pooling must take a quantized ReLU output, a max-pool of one or a channel "
+                    "concatenation of them (move it after the activation)")
         if module_of(gm, node) is None and node.kwargs.get("return_indices"):
             return "max-pooling with indices has no spiking equivalent"
     if kind is Kind.ACTIVATION:
@@ -70,6 +70,34 @@ def _sws_rules(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if kind is Kind.NORM:
         return "batch-norm left in the graph: run the prepare/quantize pipeline first"
     return None
+
+
+def _pooled_range(source: nn.Module | None) -> float:
+    """The top of the range of the spike trains a max-pool takes (its source layer's ``qmax``)."""
+    if source is None or not hasattr(source, "qmax"):
+        raise SnnConvertError("SWS max-pooling found no TSA layer before it after conversion; please report this "
+                              "network")
+    return float(source.qmax)
+
+
+def _pools_spikes(gm: fx.GraphModule, src: object) -> bool:
+    """Whether a max-pool of ``src`` pools SWS spike trains: ``src`` is a quantized ReLU output (a
+    TSA layer's), another max-pool of such, or their concatenation along the channels (each
+    channel one train; the scales, one per train, commute with the max)."""
+    if not isinstance(src, fx.Node):
+        return False
+    kind = kind_of(gm, src)
+    if kind is Kind.QUANT:
+        return src.target != INPUT_QUANT
+    if kind is Kind.MAXPOOL:
+        return _pools_spikes(gm, src.args[0] if src.args else None)
+    if src.op == "call_function" and src.target in (torch.cat, torch.concat):
+        tensors = src.args[0] if src.args else src.kwargs.get("tensors")
+        dim = src.kwargs.get("dim", src.args[1] if len(src.args) > 1 else 0)
+        shape = getattr(src.meta.get("tensor_meta"), "shape", None)
+        channels = dim == 1 or (shape is not None and dim == 1 - len(shape))
+        return channels and isinstance(tensors, (list, tuple)) and all(_pools_spikes(gm, t) for t in tensors)
+    return False
 
 
 def _check_quantized(q: fx.GraphModule, cfg: SWSConfig) -> ActQuant:
@@ -131,7 +159,7 @@ def convert_sws(quantized: fx.GraphModule, cfg: SWSConfig) -> SpikingNetwork:
                                quant.scale.detach().double())
     layers = insert_neurons(gm, plan)
     pools = rewrite_maxpools(gm, lambda params, source: SWSMaxPoolNeuron(**params, Tc=Tc, Ts=0, beta=beta,
-                                                                       qmax=source.qmax))
+                                                                       qmax=_pooled_range(source)))
     for pool, source in pools:  # the rules guarantee a TSA layer (and its gain) before every pool
         layers.insert(layers.index(source) + 1, pool)
     recompile_graph(gm)
