@@ -123,7 +123,10 @@ def order_depth_first(nodes: dict[str, Any], edges: list[tuple[str, str]]) -> tu
             continue
         if not parents[b]:
             raise SnnConvertError(f"NIR export: node {b} has no input")
-        name = f"order_{a}_{b}"
+        name, suffix = f"order_{a}_{b}", 0
+        while name in new_nodes:
+            suffix += 1
+            name = f"order_{a}_{b}_{suffix}"
         node = zero_node(shapes[a], shapes[parents[b][0]], f"runs {b} after {a} in a depth-first walk; adds 0")
         if node is None:
             raise SnnConvertError(f"NIR export cannot order {b} after {a} for depth-first readers (from "
