@@ -84,6 +84,7 @@ def test_the_default_rate_network_is_refused_with_both_differences_named(avgpool
     message = str(err.value)
     assert "relu1, relu2, relu3, relu4: reset by subtraction and start at 0.5 x threshold" in message
     assert "convert with reset=zero half_init=False" in message and "nir_inexact" in message
+    assert "nir_reset=subtract" in message
     assert "\n" not in message and len(message) < 400
     assert not (tmp_path / "x.nir").exists()
     result = export_nir(snn, tmp_path / "x.nir", (1, 8, 8), inexact=True)

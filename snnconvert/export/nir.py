@@ -440,6 +440,8 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: 
     differences = [f"{_names(names)}: {' and '.join(what)}" for (what, _), names in graph.differences.items()]
     if differences and not inexact:
         fixes = sorted({fix for (_, fix) in graph.differences if fix})
+        if reset == "hard" and any("reset by subtraction" in what for (what, _) in graph.differences):
+            fixes.append(f"export with {opt(ExportRequest, 'nir_reset', assign=True)}subtract")
         stated = ("NIR's IF and LIF reset to v_reset from 0" if reset == "hard" else
                   f"with {opt(ExportRequest, 'nir_reset', assign=True)}subtract the file's neurons subtract their "
                   "threshold, from 0")
