@@ -63,6 +63,8 @@ import torch
 from torch import fx, nn
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.export.nir import states_subtraction
+from snnconvert.export.nir_order import ORDERING_METADATA
 from snnconvert.limits import (
     MAX_MANIFEST_ITEMS,
     MAX_MANIFEST_STR,
@@ -710,8 +712,7 @@ class _Builder:
         reader = NIR_NEURON_READERS.get(primitive)
         meta = node.metadata if isinstance(node.metadata, dict) else {}
         reset, init = "zero", 0.0
-        stated = self.file.metadata.get("reset") if isinstance(self.file.metadata, dict) else None
-        if isinstance(stated, str) and stated.startswith("subtract") and "subtract" in reader.resets:
+        if states_subtraction(self.file.metadata) and "subtract" in reader.resets:
             reset = "subtract"
         if meta.get("snnconvert") == reader.recorded:
             if meta.get("reset") in reader.resets:
@@ -843,8 +844,6 @@ def without_ordering_nodes(nir_file: NirFile) -> NirFile:
     (:mod:`snnconvert.export.nir_order`): a synapse node marked as one, whose weights and bias are
     all zero and whose every target has another input, adds exactly 0, so dropping it (and its
     edges) leaves what the graph computes and keeps it out of the operation counts."""
-    from snnconvert.export.nir_order import ORDERING_METADATA
-
     inputs: dict[str, int] = defaultdict(int)
     for _, target in dict.fromkeys(nir_file.edges):
         inputs[target] += 1

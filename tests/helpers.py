@@ -62,3 +62,24 @@ def cli_ok(args: list[str]) -> str:
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def sws_against_exact(model: nn.Module, spec, images: int = 4) -> float:
+    """SWS at Ts = Tc (every layer emits the quantized ANN's integer): the largest logit difference
+    from the exact integer reference, relative to the logit scale."""
+    from snnconvert.codings import ConversionInputs, build_config, get_coding
+    from snnconvert.evaluate.run import in_dtype
+    from snnconvert.graph import prepare
+    from snnconvert.quantize.exact import exact_logits
+    from snnconvert.stages import convert_with
+
+    q = quantize_random(model, spec)
+    x = torch.rand(16, *spec.example_shape(1)[1:], generator=torch.Generator().manual_seed(1))
+    snn = convert_with(ConversionInputs(prepare(model, spec), q, spec, [(x, torch.zeros(16, dtype=torch.long))]),
+                       "sws", build_config(get_coding("sws"), None, Tc=8, Ts=8))
+    test = torch.rand(images, *spec.example_shape(1)[1:], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got = in_dtype(snn, torch.float64)(test.double())
+    expected = exact_logits(q, test)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    return float((got - expected).abs().max() / expected.abs().max())

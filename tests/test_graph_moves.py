@@ -8,16 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from helpers import quantize_random, randomize_batchnorm
+from helpers import randomize_batchnorm, sws_against_exact
 from torch import nn
 
-from snnconvert.codings import ConversionInputs, build_config, get_coding
 from snnconvert.data import InputSpec
 from snnconvert.errors import SnnConvertError
-from snnconvert.evaluate.run import in_dtype
 from snnconvert.graph import prepare
-from snnconvert.quantize.exact import exact_logits
-from snnconvert.stages import convert_with
 
 SPEC = InputSpec(3, (8, 8), None, None, None)
 
@@ -69,25 +65,10 @@ def test_moves_of_the_batch_axis_are_refused_by_node_in_one_message() -> None:
     assert "moves the batch axis" in message and "splits the batch axis" in message
 
 
-def _sws_against_exact(model: nn.Module, spec: InputSpec, images: int = 4) -> float:
-    """SWS at Ts = Tc (every layer emits the quantized ANN's integer): the largest logit difference
-    from the exact integer reference, relative to the logit scale."""
-    q = quantize_random(model, spec)
-    x = torch.rand(16, *spec.example_shape(1)[1:], generator=torch.Generator().manual_seed(1))
-    snn = convert_with(ConversionInputs(prepare(model, spec), q, spec, [(x, torch.zeros(16, dtype=torch.long))]),
-                       "sws", build_config(get_coding("sws"), None, Tc=8, Ts=8))
-    test = torch.rand(images, *spec.example_shape(1)[1:], generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        got = in_dtype(snn, torch.float64)(test.double())
-    expected = exact_logits(q, test)
-    assert torch.equal(got.argmax(1), expected.argmax(1))
-    return float((got - expected).abs().max() / expected.abs().max())
-
-
 def test_a_channel_shuffle_simulates_exactly() -> None:
     """Spike trains are shuffled frame by frame: SWS equals the exact reference to float64 rounding."""
     torch.manual_seed(0)
-    assert _sws_against_exact(Moves(lambda x: torch.cat(_shuffle(x).chunk(2, 1)[::-1], 1)).eval(), SPEC) <= 1e-9
+    assert sws_against_exact(Moves(lambda x: torch.cat(_shuffle(x).chunk(2, 1)[::-1], 1)).eval(), SPEC) <= 1e-9
 
 
 def test_shufflenet_v2_converts_and_simulates_exactly() -> None:
@@ -95,4 +76,4 @@ def test_shufflenet_v2_converts_and_simulates_exactly() -> None:
     concatenations in every block; measured 1.0e-15."""
     torch.manual_seed(0)
     model = randomize_batchnorm(torchvision.models.shufflenet_v2_x0_5(num_classes=10)).eval()
-    assert _sws_against_exact(model, InputSpec(3, (32, 32), None, None, None), images=2) <= 1e-9
+    assert sws_against_exact(model, InputSpec(3, (32, 32), None, None, None), images=2) <= 1e-9

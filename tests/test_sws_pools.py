@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from helpers import randomize_batchnorm
-from test_graph_moves import _sws_against_exact
+from helpers import randomize_batchnorm, sws_against_exact
 from torch import nn
 
 from snnconvert.data import InputSpec
@@ -42,12 +41,12 @@ def test_a_pool_of_concatenated_trains_simulates_exactly() -> None:
     model = Fire().eval()
     with torch.no_grad():
         model.b.weight.mul_(5.0)  # the two branches' quantization scales differ
-    assert _sws_against_exact(model, SPEC) <= 1e-9
+    assert sws_against_exact(model, SPEC) <= 1e-9
 
 
 def test_a_pool_of_a_concatenation_with_a_current_is_refused() -> None:
     with pytest.raises(SnnConvertError, match="SWS max-pooling must take a quantized ReLU output"):
-        _sws_against_exact(Fire(relu_first=False).eval(), SPEC)
+        sws_against_exact(Fire(relu_first=False).eval(), SPEC)
 
 
 @pytest.mark.parametrize("name,size", [("squeezenet1_1", 32), ("googlenet", 32), ("inception_v3", 75)])
@@ -56,4 +55,4 @@ def test_inception_and_fire_networks_convert_and_simulate_exactly(name: str, siz
     torch.manual_seed(0)
     options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     model = randomize_batchnorm(getattr(torchvision.models, name)(num_classes=10, **options)).eval()
-    assert _sws_against_exact(model, InputSpec(3, (size, size), None, None, None), images=2) <= 1e-9
+    assert sws_against_exact(model, InputSpec(3, (size, size), None, None, None), images=2) <= 1e-9

@@ -13,7 +13,7 @@ from torch import Tensor, fx, nn
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.modules import ChannelAffine, PadWithValues
-from snnconvert.graph.ops import Kind, kind_of, maxpool_params, module_of
+from snnconvert.graph.ops import Kind, channel_concat_inputs, kind_of, maxpool_params, module_of, traced_shape
 from snnconvert.graph.passes import add_module_after, set_module, unique_name
 from snnconvert.quantize.modules import QConv2d, QLinear
 from snnconvert.simulate.dropout import FrameDropout, frame_dropout
@@ -218,7 +218,7 @@ def rewrite_maxpools(gm: fx.GraphModule,
                 pooled = gm.graph.call_module(name, (source,))
         out = add_module_after(gm, pooled, Gain.of(gain.clone()), f"{node.name}_gain", replace_uses=False) \
             if gain is not None else pooled
-        for made in {pooled, out}:  # the pool's shape, for a concatenation of pools further on
+        for made in (pooled, out):  # the pool's shape, for a concatenation of pools further on
             made.meta.update({k: v for k, v in node.meta.items() if k == "tensor_meta"})
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)
@@ -239,7 +239,7 @@ def _positive_gain(gm: fx.GraphModule, node: fx.Node) -> Tensor | None:
 
 
 def _channels(node: fx.Node) -> int | None:
-    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    shape = traced_shape(node)
     return int(shape[1]) if shape is not None and len(shape) > 1 else None
 
 
@@ -247,12 +247,8 @@ def _cat_of_gains(gm: fx.GraphModule, node: fx.Node) -> tuple[list[fx.Node], Ten
     """``torch.cat([g_1 x_1, ..., g_k x_k], 1)`` with positive gains ``g_i`` (one per tensor or per
     channel): the ``x_i`` and the per-channel gain of the whole, which a max-pool commutes with
     (each channel is one ``x_i``'s); None for anything else."""
-    if not (node.op == "call_function" and node.target in (torch.cat, torch.concat)):
-        return None
-    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
-    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
-    if not isinstance(tensors, (list, tuple)) or not (dim == 1 or (shape is not None and dim == 1 - len(shape))):
+    tensors = channel_concat_inputs(node)
+    if tensors is None:
         return None
     parts, gains = [], []
     for tensor in tensors:

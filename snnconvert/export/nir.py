@@ -58,6 +58,18 @@ runs it: ``hard`` is NIR's meaning (set to ``v_reset = 0``); ``subtract`` is a c
 file states in its metadata (subtract the threshold), which SpikingJelly and sinabs run when told
 (see :meth:`NirExport.how_to_run`) and norse's IF cannot."""
 
+SUBTRACT_STATED = ("subtract: a neuron that fires subtracts its threshold from its membrane (its IF/LIF v_reset "
+                   "is not used); run with the reader's subtractive reset")
+"""The graph metadata ``reset`` of a file written with ``reset="subtract"``."""
+
+
+def states_subtraction(metadata: Any) -> bool:
+    """Whether a NIR graph's metadata states the subtractive reset (``reset: subtract ...``, from
+    any tool that follows the convention)."""
+    stated = metadata.get("reset") if isinstance(metadata, dict) else None
+    return isinstance(stated, str) and stated.startswith("subtract")
+
+
 POOLS = ("avg", "sum")
 """How average pooling is written: ``AvgPool2d``, or ``SumPool2d`` with ``1/k^2`` folded into the next synapse."""
 
@@ -455,8 +467,7 @@ def to_nir_graph(snn: SpikingNetwork, image_shape: tuple[int, int, int], *, dt: 
     if differences:
         metadata["snnconvert.differences"] = "; ".join(differences)
     if reset == "subtract":
-        metadata["reset"] = ("subtract: a neuron that fires subtracts its threshold from its membrane (its IF/LIF "
-                             "v_reset is not used); run with the reader's subtractive reset")
+        metadata["reset"] = SUBTRACT_STATED
     nodes, edges = graph.nodes, graph.edges
     if order == "depth-first":
         nodes, edges, added = order_depth_first(nodes, edges)

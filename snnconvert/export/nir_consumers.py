@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from snnconvert.export.nir import states_subtraction
+
 CONSUMERS = ("norse", "spikingjelly", "sinabs")
 """The tools :func:`run_consumer` runs, by the name of their Python package."""
 
@@ -87,13 +89,6 @@ def _neuron_nodes(graph: Any) -> set[str]:
     return {name for name, node in graph.nodes.items() if isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF))}
 
 
-def subtracts(graph: Any) -> bool:
-    """Whether the file states that its neurons reset by subtracting their threshold (graph
-    metadata ``reset``, snnconvert's ``--nir-reset subtract``)."""
-    stated = (graph.metadata or {}).get("reset")
-    return isinstance(stated, str) and stated.startswith("subtract")
-
-
 def _stepped(module: torch.nn.Module, images: torch.Tensor, steps: int) -> np.ndarray:
     """Mean over ``steps`` of a stateful ``module(x, state) -> (out, state)`` fed ``images`` each step."""
     state, total = None, None
@@ -126,7 +121,7 @@ def run_consumer(consumer: str, path: str | Path, images: torch.Tensor, T: int, 
             from spikingjelly.activation_based.nir_exchange import import_from_nir
 
             module = import_from_nir(graph, dt=dt, dtype=dtype)
-            if subtracts(graph):  # the file's stated convention: SpikingJelly's soft reset
+            if states_subtraction(graph.metadata):  # the file's stated convention: SpikingJelly's soft reset
                 from spikingjelly.activation_based.neuron import BaseNode
 
                 for layer in module.modules():
@@ -156,8 +151,9 @@ def _run_sinabs(graph: Any, names: set[str], images: torch.Tensor, T: int,
     counts: dict[str, float] = dict.fromkeys(names, 0.0)
     logits = []
     per_pass = max(1, SINABS_FRAMES // max(T, 1))
+    spike_fn = _single_spike_in_dtype() if as_nir else None
     for chunk in images.split(per_pass):
-        part, handles, out = _sinabs_pass(graph, names, chunk, T, as_nir)
+        part, handles, out = _sinabs_pass(graph, names, chunk, T, spike_fn)
         for handle in handles:
             handle.remove()
         for name, value in part.items():
@@ -166,27 +162,34 @@ def _run_sinabs(graph: Any, names: set[str], images: torch.Tensor, T: int,
     return counts, [], np.concatenate(logits)
 
 
+def _single_spike_in_dtype() -> type:
+    """sinabs' one spike per step, in the membrane's dtype (sinabs' own ``SingleSpike`` returns float32)."""
+    from sinabs.activation import SingleSpike
+
+    class SingleSpikeInDtype(SingleSpike):
+        @staticmethod
+        def forward(ctx, v_mem, spike_threshold, surrogate_grad_fn):  # noqa: ANN001, ANN205 - sinabs' signature
+            return SingleSpike.forward(ctx, v_mem, spike_threshold, surrogate_grad_fn).to(v_mem.dtype)
+
+    return SingleSpikeInDtype
+
+
 def _sinabs_pass(graph: Any, names: set[str], images: torch.Tensor, T: int,
-                 as_nir: bool) -> tuple[dict[str, float], list[Any], np.ndarray]:
+                 spike_fn: type | None) -> tuple[dict[str, float], list[Any], np.ndarray]:
+    """One sinabs pass; ``spike_fn`` set: its layers set to the file's neuron (one spike a step
+    with ``spike_fn``, the file's reset, no lower bound)."""
     import sinabs
-    from sinabs.activation import MembraneReset, MembraneSubtract, SingleSpike
+    from sinabs.activation import MembraneReset, MembraneSubtract
 
     batch = images.shape[0]
     module = sinabs.from_nir(graph, batch_size=batch).to(images.dtype)
-    if as_nir:
-        class SingleSpikeInDtype(SingleSpike):
-            """sinabs' one spike per step, in the membrane's dtype (sinabs' own returns float32)."""
-
-            @staticmethod
-            def forward(ctx, v_mem, spike_threshold, surrogate_grad_fn):  # noqa: ANN001, ANN205 - sinabs' signature
-                return SingleSpike.forward(ctx, v_mem, spike_threshold, surrogate_grad_fn).to(v_mem.dtype)
-
+    if spike_fn is not None:
         for name, layer in module.named_children():
             if name in names:
                 node = graph.nodes[name]
-                layer.spike_fn = SingleSpikeInDtype
+                layer.spike_fn = spike_fn
                 layer.min_v_mem = None
-                soft = node.metadata.get("reset") == "subtract" or subtracts(graph)
+                soft = node.metadata.get("reset") == "subtract" or states_subtraction(graph.metadata)
                 layer.reset_fn = MembraneSubtract() if soft else MembraneReset(reset_value=0.0)
     counts, handles = _count_spikes(module, names)
     frames = images.unsqueeze(1).expand(batch, T, *images.shape[1:]).reshape(batch * T, *images.shape[1:])

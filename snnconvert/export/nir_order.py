@@ -117,8 +117,9 @@ def order_depth_first(nodes: dict[str, Any], edges: list[tuple[str, str]]) -> tu
     new_nodes = dict(nodes)
     chain: list[tuple[str, str]] = []
     added: list[str] = []
+    existing = set(edges)
     for a, b in zip(order, order[1:], strict=False):
-        if (a, b) in edges:
+        if (a, b) in existing:
             chain.append((a, b))
             continue
         if not parents[b]:

@@ -136,7 +136,7 @@ def activation_of(gm: fx.GraphModule, node: fx.Node) -> Activation | None:
 
 
 def _clamp_activation(node: fx.Node, first: int) -> Activation | None:
-    args = list(node.args[first:])
+    args = list(node.args[1:])  # after the tensor
     lo = node.kwargs.get("min", args[0] if args else None)
     hi = node.kwargs.get("max", args[1] if len(args) > 1 else None)
     if str(node.target).startswith("clamp_min"):
@@ -177,7 +177,7 @@ def kind_of(gm: fx.GraphModule, node: fx.Node) -> Kind:
         if node.target in _LINEAR_METHODS:
             return Kind.LINEAR
         if node.target in _MOVING_METHODS:
-            return Kind.LINEAR if _keeps_batch_axis(node, first=1) else Kind.UNSUPPORTED
+            return Kind.LINEAR if _keeps_batch_axis(node) else Kind.UNSUPPORTED
         if node.target in ("mul", "div") and _scalar_operand(node):
             return Kind.LINEAR
     return Kind.UNSUPPORTED
@@ -210,7 +210,7 @@ def _function_kind(node: fx.Node) -> Kind:
     if target in _LINEAR_FUNCTIONS:
         return Kind.LINEAR
     if target in _MOVING_FUNCTIONS:
-        return Kind.LINEAR if _keeps_batch_axis(node, first=1) else Kind.UNSUPPORTED
+        return Kind.LINEAR if _keeps_batch_axis(node) else Kind.UNSUPPORTED
     if target in (operator.floordiv, operator.mul, operator.sub) and not any(
         _is_tensor_node(a) for a in node.args
     ):
@@ -218,10 +218,29 @@ def _function_kind(node: fx.Node) -> Kind:
     return Kind.UNSUPPORTED
 
 
-def _rank(node: fx.Node) -> int | None:
+def traced_shape(node: object) -> tuple[int, ...] | None:
+    """The shape shape propagation recorded for ``node`` (with the batch axis), or None."""
     meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
     shape = getattr(meta, "shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def _rank(node: fx.Node) -> int | None:
+    shape = traced_shape(node)
     return len(shape) if shape is not None else None
+
+
+def channel_concat_inputs(node: fx.Node) -> list | None:
+    """The inputs of ``node`` when it is ``torch.cat`` along the channel axis (1, or its negative
+    spelling with a traced rank), else None."""
+    if not (node.op == "call_function" and node.target in (torch.cat, torch.concat)):
+        return None
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    rank = _rank(node)
+    if not isinstance(tensors, (list, tuple)) or not (dim == 1 or (rank is not None and dim == 1 - rank)):
+        return None
+    return list(tensors)
 
 
 def _axis_is_batch(dim: object, rank: int | None) -> bool | None:
@@ -233,13 +252,13 @@ def _axis_is_batch(dim: object, rank: int | None) -> bool | None:
     return None if rank is None else dim + rank == 0
 
 
-def _keeps_batch_axis(node: fx.Node, first: int) -> bool:
+def _keeps_batch_axis(node: fx.Node) -> bool:
     """Whether a transpose / permute / chunk / split node leaves axis 0 (the batch, and the folded
     time steps of a spiking network) in place and whole."""
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     source = node.args[0] if node.args else None
     rank = _rank(source) if isinstance(source, fx.Node) else None
-    args = list(node.args[first:])
+    args = list(node.args[1:])  # after the tensor
     if name == "transpose":
         dims = [node.kwargs.get("dim0", args[0] if args else None), node.kwargs.get("dim1", args[1] if len(args) > 1
                                                                                    else None)]

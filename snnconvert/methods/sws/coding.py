@@ -39,7 +39,7 @@ from snnconvert.codings.gains import fold_gains
 from snnconvert.codings.registry import register_coding
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.latency import attribute_delay, path_latency
-from snnconvert.graph.ops import Kind, kind_of, module_of
+from snnconvert.graph.ops import Kind, channel_concat_inputs, kind_of, module_of
 from snnconvert.graph.passes import recompile_graph, set_module
 from snnconvert.graph.support import check_supported
 from snnconvert.methods.sws.config import OPTIONS, SWSConfig
@@ -91,13 +91,8 @@ def _pools_spikes(gm: fx.GraphModule, src: object) -> bool:
         return src.target != INPUT_QUANT
     if kind is Kind.MAXPOOL:
         return _pools_spikes(gm, src.args[0] if src.args else None)
-    if src.op == "call_function" and src.target in (torch.cat, torch.concat):
-        tensors = src.args[0] if src.args else src.kwargs.get("tensors")
-        dim = src.kwargs.get("dim", src.args[1] if len(src.args) > 1 else 0)
-        shape = getattr(src.meta.get("tensor_meta"), "shape", None)
-        channels = dim == 1 or (shape is not None and dim == 1 - len(shape))
-        return channels and isinstance(tensors, (list, tuple)) and all(_pools_spikes(gm, t) for t in tensors)
-    return False
+    tensors = channel_concat_inputs(src)
+    return tensors is not None and all(_pools_spikes(gm, t) for t in tensors)
 
 
 def _check_quantized(q: fx.GraphModule, cfg: SWSConfig) -> ActQuant:
